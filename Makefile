@@ -1,0 +1,103 @@
+# fleethub build. `make` builds build/fleethub; `make test` installs what is
+# missing (scripts/deps.sh), builds, and runs every test; `make run` starts the
+# server with its embedded defaults. SANITIZE=address,undefined builds into
+# build/san with the sanitizers on.
+
+CC ?= gcc
+PKGS := libuv openssl libcurl sqlite3 jansson inih
+SANITIZE ?=
+
+ifeq ($(SANITIZE),)
+BUILD := build
+SANFLAGS :=
+else
+BUILD := build/san
+SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Isrc \
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
+TEST_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+LIB_SRC := $(filter-out src/server/main.c,$(wildcard src/*/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
+
+.PHONY: all deps run test unit replay interop fuzz fuzz-smoke clean format
+
+all: $(BUILD)/fleethub
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libfleethub.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/fleethub: $(BUILD)/obj/src/server/main.o $(BUILD)/libfleethub.a
+	$(CC) $(ALL_CFLAGS) $^ $(LIBS) -o $@
+
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libfleethub.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libfleethub.a $(LIBS) $(TEST_LIBS) -o $@
+
+# Each fuzz target is also linked with a small main that replays its corpus,
+# so `make test` runs every committed input through the sanitizer-free (or
+# SANITIZE=) build without needing libFuzzer.
+$(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(BUILD)/libfleethub.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< tests/fuzz/replay_main.c $(BUILD)/libfleethub.a $(LIBS) -o $@
+
+run: deps $(BUILD)/fleethub
+	./$(BUILD)/fleethub serve
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+replay: $(REPLAY_BIN)
+	@set -e; for n in $(FUZZ_NAMES); do \
+		echo "== replay $$n"; $(BUILD)/tests/replay_$$n tests/fuzz/corpus/$$n; done
+
+interop: $(BUILD)/fleethub
+	cd tests/interop && FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub node --test --test-concurrency=1 .
+
+test: deps
+	@$(MAKE) --no-print-directory all unit replay
+	@$(MAKE) --no-print-directory interop
+
+# libFuzzer builds (clang), with ASan and UBSan.
+FUZZ_CC := clang
+FUZZ_FLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer,address,undefined \
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FUZZ_LIB_SRC := $(LIB_SRC)
+
+fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $< $(FUZZ_LIB_SRC) $(LIBS) -o $@
+
+FUZZ_SECONDS ?= 30
+fuzz-smoke: fuzz
+	@set -e; for n in $(FUZZ_NAMES); do \
+		mkdir -p build/fuzz/work_$$n; \
+		build/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) build/fuzz/work_$$n tests/fuzz/corpus/$$n; done
+
+format:
+	clang-format -i $(wildcard src/*/*.[ch] tests/unit/*.c tests/fuzz/*.c)
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d)

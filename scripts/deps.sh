@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what fleethub needs on Debian 12 when it is missing: the C build
+# dependencies (Debian packages) and the npm test clients (from the committed
+# lockfile). Quiet and fast when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(build-essential pkg-config clang libuv1-dev libssl-dev libhttp-parser-dev
+      libcurl4-openssl-dev libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev
+      libpq-dev openssl nodejs npm)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Node and npm may come from elsewhere than Debian's packages; only ask apt for
+# them when the commands are absent.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+	missing=("${missing[@]/nodejs/}"); missing=("${missing[@]/npm/}")
+fi
+want=()
+for p in "${missing[@]}"; do [ -n "$p" ] && want+=("$p"); done
+if [ ${#want[@]} -gt 0 ]; then
+	echo "deps: installing ${want[*]}"
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "deps: need root to install Debian packages: ${want[*]}" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq "${want[@]}" >/dev/null
+fi
+
+if [ -f tests/interop/package-lock.json ]; then
+	stamp=tests/interop/node_modules/.fleethub-lock
+	if [ ! -f "$stamp" ] || ! cmp -s tests/interop/package-lock.json "$stamp"; then
+		echo "deps: installing npm test clients"
+		(cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+		cp tests/interop/package-lock.json "$stamp"
+	fi
+fi

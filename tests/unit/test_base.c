@@ -1,0 +1,109 @@
+/* Unit tests for src/base: encodings, buffers, HMAC, log redaction. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/crypto.h"
+#include "base/enc.h"
+#include "base/err.h"
+#include "base/log.h"
+
+static void test_b64_roundtrip(void **state)
+{
+	const char *cases[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+	const char *want[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+	for (size_t i = 0; i < 7; i++) {
+		char out[16];
+		uint8_t dec[16];
+		size_t n;
+		b64_encode((const uint8_t *)cases[i], strlen(cases[i]), out);
+		assert_string_equal(out, want[i]);
+		assert_int_equal(b64_decode(out, strlen(out), dec, &n), 0);
+		assert_int_equal(n, strlen(cases[i]));
+		assert_memory_equal(dec, cases[i], n);
+	}
+}
+
+static void test_b64_rejects(void **state)
+{
+	uint8_t out[16];
+	size_t n;
+	assert_int_equal(b64_decode("Zm9", 3, out, &n), FH_EINVAL);
+	assert_int_equal(b64_decode("Zm=v", 4, out, &n), FH_EINVAL);
+	assert_int_equal(b64_decode("Zm9v Yg==", 9, out, &n), FH_EINVAL);
+	assert_int_equal(b64_decode("Zg==Zg==", 8, out, &n), FH_EINVAL);
+}
+
+static void test_pct(void **state)
+{
+	char out[64];
+	size_t n;
+	assert_int_equal(pct_decode("a%2Fb%2fc+d", 11, out, &n), 0);
+	assert_string_equal(out, "a/b/c+d");
+	assert_int_equal(pct_decode("bad%2", 5, out, &n), FH_EINVAL);
+	assert_int_equal(pct_decode("bad%zz", 6, out, &n), FH_EINVAL);
+	assert_int_equal(pct_decode("nul%00", 6, out, &n), FH_EINVAL);
+	struct buf b = BUF_INIT;
+	pct_encode(&b, "localhost:443/devices/d 1!", 26);
+	assert_string_equal(b.data, "localhost%3A443%2Fdevices%2Fd%201%21");
+	buf_free(&b);
+}
+
+static void test_hmac_known(void **state)
+{
+	/* RFC 4231 test case 2. */
+	uint8_t mac[32];
+	char hex[65];
+	crypto_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac);
+	hex_encode(mac, 32, hex);
+	assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+static void test_utf8(void **state)
+{
+	assert_true(utf8_valid("h\xc3\xa9llo", 6));
+	assert_false(utf8_valid("\xc3", 1));
+	assert_false(utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
+	assert_false(utf8_valid("\xc0\xaf", 2));     /* overlong */
+	assert_false(utf8_valid("a\0b", 3));
+}
+
+static void test_buf(void **state)
+{
+	struct buf b = BUF_INIT;
+	buf_printf(&b, "%d-%s", 42, "x");
+	buf_appends(&b, "yz");
+	assert_string_equal(b.data, "42-xyz");
+	buf_consume(&b, 3);
+	assert_string_equal(b.data, "xyz");
+	char *s = buf_steal(&b);
+	assert_string_equal(s, "xyz");
+	free(s);
+	assert_null(b.data);
+}
+
+static void test_log_redact(void **state)
+{
+	char line[256] = "token SharedAccessSignature sr=a&sig=abc%2Bdef&se=1 and "
+			 "HostName=h;SharedAccessKey=c2VjcmV0c2VjcmV0;x=1";
+	log_redact(line);
+	assert_null(strstr(line, "abc%2Bdef"));
+	assert_null(strstr(line, "c2VjcmV0c2VjcmV0"));
+	assert_non_null(strstr(line, "HostName=h"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_b64_roundtrip), cmocka_unit_test(test_b64_rejects),
+		cmocka_unit_test(test_pct),           cmocka_unit_test(test_hmac_known),
+		cmocka_unit_test(test_utf8),          cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_log_redact),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
