@@ -70,7 +70,7 @@ replay: $(REPLAY_BIN)
 		echo "== replay $$n"; $(BUILD)/tests/replay_$$n tests/fuzz/corpus/$$n; done
 
 interop: $(BUILD)/fleethub
-	cd tests/interop && FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub node --test --test-concurrency=1 .
+	FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub BUILD_DIR=$(CURDIR)/$(BUILD) tests/interop/run.sh
 
 test: deps
 	@$(MAKE) --no-print-directory all unit replay

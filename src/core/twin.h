@@ -1,0 +1,87 @@
+/* Device twin logic: patch validation against the twin limits, RFC 7396
+ * merge with $metadata stamping, versions, and the JSON views the protocols
+ * send. Pure: no I/O, no clock (callers pass now), no globals.
+ *
+ * Versions only grow. A twin change bumps twin.version by one; a change to
+ * properties.desired also bumps desired_version, one to properties.reported
+ * bumps reported_version. Tags have no $version of their own.
+ *
+ * Metadata mirrors the property tree: every object level and every leaf
+ * gets {"$lastUpdated": "<ISO-8601>"}; in desired also
+ * "$lastUpdatedVersion": <desired $version at the write>. The section root
+ * carries its own $lastUpdated (+ $lastUpdatedVersion for desired). Deleted
+ * keys lose their metadata. */
+#ifndef FH_CORE_TWIN_H
+#define FH_CORE_TWIN_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+enum twin_section { TWIN_TAGS, TWIN_DESIRED, TWIN_REPORTED };
+
+struct twin_limits {
+	size_t tags_max;     /* 8 KiB: compact JSON size of tags after the change */
+	size_t desired_max;  /* 32 KiB */
+	size_t reported_max; /* 32 KiB */
+	int depth_max;       /* 10: nested object levels below the section root */
+	size_t key_max;      /* 1 KiB: UTF-8 bytes of a key */
+	size_t string_max;   /* 4 KiB: UTF-8 bytes of a string value */
+};
+
+extern const struct twin_limits twin_limits_default;
+
+/* What went wrong, for the 400 answer: errorCode 400004 (ArgumentInvalid);
+ * the message names the rule and where it was broken. */
+struct twin_error {
+	int code;          /* six-digit errorCode, e.g. 400004 */
+	char name[48];     /* e.g. "ArgumentInvalid" */
+	char message[256]; /* e.g. "key 'a.b' in properties.desired contains '.'" */
+};
+
+/* Checks a patch (or, with replace, a whole new section) before anything is
+ * written: it must be a JSON object; keys at most key_max bytes, not
+ * containing '.', '$', ' ' or C0/C1 control characters (U+0000-U+001F,
+ * U+007F-U+009F); no object nested deeper than depth_max levels; strings at
+ * most string_max bytes; integers within -2^52..2^52-1 (4503599627370495).
+ * null values are allowed (they delete) except with replace, where they are
+ * ignored. Returns 0 or FH_EINVAL with *err filled. */
+int twin_check_patch(const json_t *patch, enum twin_section sec, bool replace,
+		     const struct twin_limits *lim, struct twin_error *err);
+
+/* Applies a reported-properties patch from the device to tw (in place: the
+ * JSON texts are replaced). Checks the patch, merges (null deletes), checks
+ * the section size after the merge, stamps metadata with now_iso, bumps
+ * reported_version and version. On failure tw is unchanged. */
+int twin_apply_reported(struct store_twin *tw, const json_t *patch, const char *now_iso,
+			const struct twin_limits *lim, struct twin_error *err);
+
+/* Applies a service-side update. tags and/or desired may be NULL (not
+ * touched). With replace (REST PUT) they replace the whole sections;
+ * otherwise they are merge patches. On success, when desired was given,
+ * *desired_notice (if not NULL) receives the notification body to send to
+ * the device: for a patch, the patch as given; for a replace, the difference
+ * from the old section (removed keys as null) -- each plus "$version": the new
+ * desired_version. Caller owns it (json_decref). Bumps versions as above.
+ * On failure tw is unchanged. */
+int twin_apply_service(struct store_twin *tw, const json_t *tags, const json_t *desired,
+		       bool replace, const char *now_iso, const struct twin_limits *lim,
+		       struct twin_error *err, json_t **desired_notice);
+
+/* The MQTT twin GET body: {"desired":{..,"$version":N},"reported":{..,"$version":M}}
+ * (no $metadata). Caller frees the string. */
+char *twin_render_properties(const struct store_twin *tw);
+
+/* Adds the twin parts of the REST twin JSON to obj: "etag", "version",
+ * "tags", "properties":{"desired":{..,"$metadata":{..},"$version":N},
+ * "reported":{..}}. The caller adds deviceId, status, connectionState... */
+void twin_render_into(json_t *obj, const struct store_twin *tw);
+
+/* The twin etag for a version: base64 of the 8-byte big-endian version,
+ * e.g. "AAAAAAAAAAE=" for 1. out needs 13 bytes. */
+void twin_etag(int64_t version, char out[13]);
+
+#endif

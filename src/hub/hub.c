@@ -1,0 +1,189 @@
+/* Hub virtual host: names, aliases, policies and their keys. The session
+ * and REST halves live in mqtt_session.c and rest.c. */
+#include "hub.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/crypto.h"
+#include "base/enc.h"
+#include "base/err.h"
+#include "base/mem.h"
+
+static const struct {
+	const char *name;
+	unsigned rights;
+} policy_table[HUB_NPOLICIES] = {
+	{"iothubowner", HUB_RIGHT_REGISTRY_READ | HUB_RIGHT_REGISTRY_WRITE |
+				HUB_RIGHT_SERVICE_CONNECT | HUB_RIGHT_DEVICE_CONNECT},
+	{"service", HUB_RIGHT_SERVICE_CONNECT},
+	{"device", HUB_RIGHT_DEVICE_CONNECT},
+	{"registryRead", HUB_RIGHT_REGISTRY_READ},
+	{"registryReadWrite", HUB_RIGHT_REGISTRY_READ | HUB_RIGHT_REGISTRY_WRITE},
+};
+
+/* Start-up key loading: one store job per hub, run synchronously. */
+struct keys_job {
+	struct hub *h;
+	const char *owner_key;
+	int done;
+	int rc;
+};
+
+static int load_key(struct store_txn *t, const char *hub, const char *policy, const char *which,
+		    const char *given, char out[64])
+{
+	char key[512];
+	snprintf(key, sizeof key, "hub/%s/policy/%s/%s", hub, policy, which);
+	if (given) {
+		snprintf(out, 64, "%s", given);
+		return store_setting_put(t, key, given);
+	}
+	char *v = NULL;
+	int rc = store_setting_get(t, key, &v);
+	if (rc == 0) {
+		snprintf(out, 64, "%s", v);
+		free(v);
+		return 0;
+	}
+	if (rc != FH_ENOTFOUND)
+		return rc;
+	crypto_new_key_b64(out);
+	return store_setting_put(t, key, out);
+}
+
+static int keys_work(void *arg, struct store_txn *t)
+{
+	struct keys_job *j = arg;
+	for (int i = 0; i < HUB_NPOLICIES; i++) {
+		struct hub_policy *p = &j->h->policies[i];
+		const char *given = i == 0 ? j->owner_key : NULL;
+		int rc = load_key(t, j->h->name, p->name, "primary", given, p->primary);
+		if (rc == 0)
+			rc = load_key(t, j->h->name, p->name, "secondary", NULL, p->secondary);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static void keys_done(void *arg, int rc)
+{
+	struct keys_job *j = arg;
+	j->rc = rc;
+	j->done = 1;
+}
+
+int hub_init(struct hub *h, const char *name, const char *owner_key, struct store *store,
+	     uv_loop_t *loop, size_t max_packet, char *err, size_t errlen)
+{
+	memset(h, 0, sizeof *h);
+	snprintf(h->name, sizeof h->name, "%s", name);
+	h->store = store;
+	h->limits = twin_limits_default;
+	h->max_packet = max_packet;
+	h->max_inflight = 64;
+	map_init(&h->sessions);
+	map_init(&h->persisted);
+	for (int i = 0; i < HUB_NPOLICIES; i++) {
+		h->policies[i].name = policy_table[i].name;
+		h->policies[i].rights = policy_table[i].rights;
+	}
+	struct keys_job j = {.h = h, .owner_key = owner_key};
+	store_submit(store, keys_work, keys_done, &j);
+	while (!j.done)
+		uv_run(loop, UV_RUN_ONCE);
+	if (j.rc) {
+		snprintf(err, errlen, "hub %s: cannot store its keys: %s", name, fh_strerror(j.rc));
+		return -1;
+	}
+	return 0;
+}
+
+void hub_add_alias(struct hub *h, const char *alias)
+{
+	for (size_t i = 0; i < h->naliases; i++)
+		if (strcasecmp(h->aliases[i], alias) == 0)
+			return;
+	if (h->naliases < HUB_MAX_ALIASES)
+		h->aliases[h->naliases++] = xstrdup(alias);
+}
+
+static void free_persisted(void *arg, const char *key, void *value)
+{
+	free(value);
+}
+
+struct id_list {
+	char **v;
+	size_t n;
+};
+
+static void collect_id(void *arg, const char *key, void *value)
+{
+	struct id_list *l = arg;
+	l->v[l->n++] = xstrdup(key);
+}
+
+void hub_shutdown(struct hub *h)
+{
+	/* Kicking a session removes it from the map, so collect ids first. */
+	struct id_list l = {xcalloc(h->sessions.count + 1, sizeof(char *)), 0};
+	map_each(&h->sessions, collect_id, &l);
+	for (size_t i = 0; i < l.n; i++) {
+		hub_kick(h, l.v[i], "server shutting down");
+		free(l.v[i]);
+	}
+	free(l.v);
+	map_each(&h->persisted, free_persisted, NULL);
+	map_free(&h->persisted);
+	for (size_t i = 0; i < h->naliases; i++)
+		free(h->aliases[i]);
+	h->naliases = 0;
+}
+
+static bool name_eq(const char *name, const char *host, size_t len)
+{
+	/* Ignore a ":port" suffix (but not the colons of an IPv6 literal in
+	 * brackets, which we do not use as hub names). */
+	const char *colon = memchr(host, ':', len);
+	if (colon && memchr(colon + 1, ':', len - (size_t)(colon + 1 - host)) == NULL)
+		len = (size_t)(colon - host);
+	return strlen(name) == len && strncasecmp(name, host, len) == 0;
+}
+
+bool hub_name_matches(const struct hub *h, const char *host, size_t len)
+{
+	if (name_eq(h->name, host, len))
+		return true;
+	for (size_t i = 0; i < h->naliases; i++)
+		if (name_eq(h->aliases[i], host, len))
+			return true;
+	return false;
+}
+
+struct hub *hub_set_find(const struct hub_set *set, const char *host, size_t len)
+{
+	for (size_t i = 0; i < set->n; i++)
+		if (name_eq(set->v[i]->name, host, len))
+			return set->v[i];
+	for (size_t i = 0; i < set->n; i++)
+		if (hub_name_matches(set->v[i], host, len))
+			return set->v[i];
+	return NULL;
+}
+
+const struct hub_policy *hub_policy_find(const struct hub *h, const char *name)
+{
+	for (int i = 0; i < HUB_NPOLICIES; i++)
+		if (strcmp(h->policies[i].name, name) == 0)
+			return &h->policies[i];
+	return NULL;
+}
+
+void hub_connection_string(const struct hub *h, const struct hub_policy *p, struct buf *out)
+{
+	buf_printf(out, "HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", h->name, p->name,
+		   p->primary);
+}

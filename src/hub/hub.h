@@ -1,0 +1,96 @@
+/* A hub virtual host: its name and aliases, shared access policies, the
+ * live device sessions, and the entry points the server wiring calls for a
+ * new MQTT connection or an HTTPS request routed to it.
+ *
+ * Invariants: at most one live MQTT session per device id (a new CONNECT
+ * replaces the old session); everything here runs on the loop thread; the
+ * store is the only source of truth for identities and twins (sessions keep
+ * no copy). */
+#ifndef FH_HUB_HUB_H
+#define FH_HUB_HUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/map.h"
+#include "core/twin.h"
+#include "net/http_server.h"
+#include "net/net.h"
+#include "store/store.h"
+
+enum hub_right {
+	HUB_RIGHT_REGISTRY_READ = 1,
+	HUB_RIGHT_REGISTRY_WRITE = 2,
+	HUB_RIGHT_SERVICE_CONNECT = 4,
+	HUB_RIGHT_DEVICE_CONNECT = 8,
+};
+
+struct hub_policy {
+	const char *name;  /* iothubowner, service, device, registryRead, registryReadWrite */
+	unsigned rights;   /* enum hub_right bits */
+	char primary[64];  /* base64 keys */
+	char secondary[64];
+};
+
+#define HUB_NPOLICIES 5
+#define HUB_MAX_ALIASES 16
+
+struct hub {
+	char name[256];
+	char *aliases[HUB_MAX_ALIASES]; /* IP literals of this hub's own listeners */
+	size_t naliases;
+	struct hub_policy policies[HUB_NPOLICIES];
+	struct store *store;
+	struct twin_limits limits;
+	size_t max_packet;           /* largest MQTT packet accepted */
+	unsigned max_inflight;       /* twin operations in flight per session */
+	struct map sessions;         /* device id -> struct hub_session * */
+	struct map persisted;        /* device id -> saved subscription bits (clean session 0) */
+};
+
+/* Every hub served by this process, for routing by name. */
+struct hub_set {
+	struct hub **v;
+	size_t n;
+};
+
+/* Sets up hub name with its policies' keys: owner_key when given, else
+ * the stored one, else a new one that is stored; the other policies' keys
+ * likewise. Blocks on the store at start-up (runs the loop until the keys
+ * are committed). Returns 0 or -1 with a message. */
+int hub_init(struct hub *h, const char *name, const char *owner_key, struct store *store,
+	     uv_loop_t *loop, size_t max_packet, char *err, size_t errlen);
+void hub_add_alias(struct hub *h, const char *alias);
+/* Closes every session. */
+void hub_shutdown(struct hub *h);
+
+/* True when host (with or without ":port", any case) names h or one of its
+ * aliases. host need not be NUL-terminated. */
+bool hub_name_matches(const struct hub *h, const char *host, size_t len);
+struct hub *hub_set_find(const struct hub_set *set, const char *host, size_t len);
+const struct hub_policy *hub_policy_find(const struct hub *h, const char *name);
+/* "HostName=<hub>;SharedAccessKeyName=<policy>;SharedAccessKey=<primary>" */
+void hub_connection_string(const struct hub *h, const struct hub_policy *p, struct buf *out);
+
+/* Takes over an accepted MQTT connection (TLS or WebSocket). sni_hub is the
+ * hub the TLS SNI name selected, or NULL; then the CONNECT user name
+ * selects the hub among set. */
+void hub_mqtt_accept(const struct hub_set *set, struct hub *sni_hub, struct net_conn *c);
+/* The connection handler an MQTT session uses (for WebSocket upgrades). */
+void hub_mqtt_attach_ws(const struct hub_set *set, struct hub *sni_hub,
+			struct http_exchange *ex);
+
+/* Handles one HTTPS request for hub h (REST API or WebSocket upgrade). */
+void hub_http_request(struct hub *h, const struct hub_set *set, struct http_exchange *ex);
+
+/* Live-session operations used by the REST side. */
+bool hub_device_connected(const struct hub *h, const char *device_id, int64_t *since_ms,
+			  int64_t *last_activity_ms);
+/* Closes the live session of a device (disabled, deleted, keys changed). */
+void hub_kick(struct hub *h, const char *device_id, const char *why);
+/* Sends a desired-properties notification (body includes "$version") to
+ * the device's live session when it subscribed. */
+void hub_notify_desired(struct hub *h, const char *device_id, const char *body, int64_t version);
+
+#endif

@@ -1,0 +1,672 @@
+/* The hub's service REST API (protocol.md §6, as npm azure-iothub uses it)
+ * and the MQTT-over-WebSocket upgrade on the same HTTPS listener.
+ *
+ * One table row per operation: method, path pattern, handler, the policy
+ * right it needs. The dispatcher authenticates and checks the right once,
+ * so handlers never re-implement policy. Changes go through the store
+ * writer and are answered from the job's completion, after the commit. */
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/clock.h"
+#include "base/enc.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "core/registry.h"
+#include "core/twin.h"
+#include "internal.h"
+
+#define LIST_MAX 1000
+
+struct route_args {
+	struct hub *hub;
+	struct http_exchange *ex;
+	char id[REGISTRY_ID_MAX + 1]; /* the {id} path segment, decoded */
+};
+
+typedef void (*route_fn)(struct route_args *a);
+
+struct route {
+	enum http_verb verb;
+	const char *pattern; /* "/devices/{id}": literal segments compared case-insensitively */
+	route_fn fn;
+	unsigned rights; /* any of these bits is enough */
+};
+
+/* ---- answers ------------------------------------------------------------ */
+
+static void respond_error(struct http_exchange *ex, int status, const char *name, int code,
+			  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void respond_error(struct http_exchange *ex, int status, const char *name, int code,
+			  const char *fmt, ...)
+{
+	char msg[512], azure_msg[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	snprintf(azure_msg, sizeof azure_msg, "ErrorCode:%s;%s", name, msg);
+	json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "Message", azure_msg, "ExceptionMessage", "",
+			      "errorCode", code, "message", msg);
+	char *body = json_dumps(o, JSON_COMPACT);
+	const char *headers[] = {"iothub-errorcode", name, NULL};
+	http_respond_json(ex, status, headers, body);
+	free(body);
+	json_decref(o);
+}
+
+static void respond_json(struct http_exchange *ex, int status, json_t *o)
+{
+	char *body = json_dumps(o, JSON_COMPACT);
+	http_respond_json(ex, status, NULL, body);
+	free(body);
+}
+
+static void respond_store_error(struct http_exchange *ex, int rc, const char *id)
+{
+	if (rc == FH_ENOTFOUND)
+		respond_error(ex, 404, "DeviceNotFound", 404001, "device '%s' not found", id);
+	else
+		respond_error(ex, 503, "ServiceUnavailable", 503001,
+			      "the operation could not be stored (%s); try again",
+			      fh_strerror(rc));
+}
+
+/* ---- rendering ----------------------------------------------------------- */
+
+static json_t *render_device(struct hub *h, const char *id, const json_t *identity,
+			     int64_t etag)
+{
+	int64_t since = 0, last = 0;
+	bool on = hub_device_connected(h, id, &since, &last);
+	char since_iso[32], last_iso[32];
+	if (on) {
+		clock_iso8601(since, since_iso);
+		clock_iso8601(last, last_iso);
+	}
+	return registry_render(identity, etag, on, on ? since_iso : NULL, on ? last_iso : NULL);
+}
+
+static json_t *render_twin(struct hub *h, const char *id, const json_t *identity, int64_t etag,
+			   const struct store_twin *tw)
+{
+	json_t *dev = render_device(h, id, identity, etag);
+	json_t *o = json_object();
+	json_object_set_new(o, "deviceId", json_string(id));
+	json_object_set(o, "deviceEtag", json_object_get(dev, "etag"));
+	static const char *copy[] = {"status", "statusReason", "statusUpdatedTime",
+				     "connectionState", "lastActivityTime",
+				     "cloudToDeviceMessageCount", "capabilities"};
+	for (size_t i = 0; i < sizeof copy / sizeof copy[0]; i++) {
+		json_t *v = json_object_get(dev, copy[i]);
+		if (v)
+			json_object_set(o, strcmp(copy[i], "statusUpdatedTime") == 0
+						   ? "statusUpdateTime"
+						   : copy[i],
+					v);
+	}
+	json_t *auth = json_object_get(dev, "authentication");
+	json_t *type = auth ? json_object_get(auth, "type") : NULL;
+	json_object_set_new(o, "authenticationType",
+			    json_string(json_is_string(type) ? json_string_value(type) : "sas"));
+	json_t *thumbs = auth ? json_object_get(auth, "x509Thumbprint") : NULL;
+	if (thumbs)
+		json_object_set(o, "x509Thumbprint", thumbs);
+	else
+		json_object_set_new(o, "x509Thumbprint",
+				    json_pack("{s:n,s:n}", "primaryThumbprint",
+					      "secondaryThumbprint"));
+	twin_render_into(o, tw);
+	json_decref(dev);
+	return o;
+}
+
+/* ---- If-Match ----------------------------------------------------------- */
+
+/* Copies the If-Match value without surrounding quotes; "" when absent. */
+static void if_match_value(const struct http_request *req, char out[128])
+{
+	const char *v = http_request_header(req, "If-Match");
+	out[0] = '\0';
+	if (!v)
+		return;
+	size_t n = strlen(v);
+	while (n && (*v == ' ' || *v == '"')) {
+		v++;
+		n--;
+	}
+	while (n && (v[n - 1] == ' ' || v[n - 1] == '"'))
+		n--;
+	if (n >= 128)
+		n = 127;
+	memcpy(out, v, n);
+	out[n] = '\0';
+}
+
+static bool etag_ok(const char *if_match, int64_t current)
+{
+	char etag[13];
+	if (!if_match[0] || strcmp(if_match, "*") == 0)
+		return true;
+	twin_etag(current, etag);
+	return strcmp(if_match, etag) == 0;
+}
+
+/* ---- jobs ----------------------------------------------------------------- */
+
+struct rest_job {
+	struct hub *hub;
+	struct http_exchange *ex;
+	char id[REGISTRY_ID_MAX + 1];
+	char if_match[128];
+	char now[32];
+	json_t *body;      /* request body (device identity or twin update) */
+	/* results */
+	int status;        /* HTTP status for an error decided in work */
+	struct registry_error rerr;
+	struct twin_error terr;
+	json_t *identity;  /* identity after the change */
+	int64_t etag;
+	bool kick;         /* the device must reconnect (disabled, keys changed) */
+	struct store_twin twin;
+	json_t *notice;    /* desired notification */
+};
+
+static struct rest_job *job_new(struct route_args *a)
+{
+	struct rest_job *j = xcalloc(1, sizeof *j);
+	j->hub = a->hub;
+	j->ex = a->ex;
+	snprintf(j->id, sizeof j->id, "%s", a->id);
+	if_match_value(a->ex->req, j->if_match);
+	clock_iso8601(clock_now_ms(), j->now);
+	return j;
+}
+
+static void job_free(struct rest_job *j)
+{
+	json_decref(j->body);
+	json_decref(j->identity);
+	json_decref(j->notice);
+	store_twin_clear(&j->twin);
+	free(j);
+}
+
+/* Parses the request body as a JSON object; answers 400 and returns NULL
+ * otherwise. */
+static json_t *body_object(struct http_exchange *ex)
+{
+	json_error_t jerr;
+	const struct buf *b = &ex->req->body;
+	json_t *o = json_loadb(b->data ? b->data : "", b->len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!o || !json_is_object(o)) {
+		respond_error(ex, 400, "ArgumentInvalid", 400004,
+			      "the request body is not a JSON object: %s",
+			      o ? "another JSON type" : jerr.text);
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static json_t *load_identity(struct store_txn *t, struct rest_job *j, int64_t *etag, int *rc)
+{
+	struct store_device d = {0};
+	*rc = store_device_get(t, j->hub->name, j->id, &d);
+	if (*rc != 0)
+		return NULL;
+	json_t *o = json_loads(d.json, 0, NULL);
+	*etag = d.etag;
+	store_device_clear(&d);
+	if (!o)
+		*rc = FH_EIO;
+	return o;
+}
+
+/* PUT /devices/{id} */
+static int device_put_work(void *arg, struct store_txn *t)
+{
+	struct rest_job *j = arg;
+	int rc;
+	int64_t etag = 0;
+	json_t *old = load_identity(t, j, &etag, &rc);
+	if (rc != 0 && rc != FH_ENOTFOUND)
+		return rc;
+	if (old && !j->if_match[0]) {
+		json_decref(old);
+		j->status = 409;
+		return FH_EEXIST;
+	}
+	if (!old && j->if_match[0] && strcmp(j->if_match, "*") != 0) {
+		j->status = 404;
+		return FH_ENOTFOUND;
+	}
+	if (old && !etag_ok(j->if_match, etag)) {
+		json_decref(old);
+		j->status = 412;
+		return FH_EPRECOND;
+	}
+	j->identity = registry_build_identity(j->id, j->body, old, j->now, &j->rerr);
+	if (!j->identity) {
+		json_decref(old);
+		j->status = j->rerr.status;
+		return FH_EINVAL;
+	}
+	if (old) {
+		json_t *oa = json_object_get(old, "authentication");
+		json_t *na = json_object_get(j->identity, "authentication");
+		j->kick = !registry_enabled(j->identity) || !json_equal(oa, na);
+	}
+	char *text = json_dumps(j->identity, JSON_COMPACT);
+	struct store_device d = {text, etag + 1};
+	rc = store_device_put(t, j->hub->name, j->id, &d);
+	free(text);
+	j->etag = etag + 1;
+	if (rc == 0 && !old) {
+		struct store_twin tw;
+		store_twin_init_empty(&tw);
+		rc = store_twin_put(t, j->hub->name, j->id, &tw);
+		store_twin_clear(&tw);
+	}
+	json_decref(old);
+	return rc;
+}
+
+static void device_put_done(void *arg, int rc)
+{
+	struct rest_job *j = arg;
+	if (rc == 0) {
+		if (j->kick)
+			hub_kick(j->hub, j->id, "identity disabled or its credentials changed");
+		json_t *o = render_device(j->hub, j->id, j->identity, j->etag);
+		respond_json(j->ex, 200, o);
+		json_decref(o);
+	} else if (j->status == 409) {
+		respond_error(j->ex, 409, "DeviceAlreadyExists", 409001,
+			      "device '%s' already exists", j->id);
+	} else if (j->status == 404) {
+		respond_store_error(j->ex, FH_ENOTFOUND, j->id);
+	} else if (j->status == 412) {
+		respond_error(j->ex, 412, "PreconditionFailed", 412002,
+			      "the etag in If-Match does not match device '%s'", j->id);
+	} else if (rc == FH_EINVAL) {
+		int status = j->rerr.status ? j->rerr.status : 400;
+		respond_error(j->ex, status, j->rerr.code[0] ? j->rerr.code : "ArgumentInvalid",
+			      status * 1000 + 4, "%s", j->rerr.message);
+	} else {
+		respond_store_error(j->ex, rc, j->id);
+	}
+	job_free(j);
+}
+
+static void device_put(struct route_args *a)
+{
+	json_t *body = body_object(a->ex);
+	if (!body)
+		return;
+	struct rest_job *j = job_new(a);
+	j->body = body;
+	store_submit(a->hub->store, device_put_work, device_put_done, j);
+}
+
+/* DELETE /devices/{id} */
+static int device_delete_work(void *arg, struct store_txn *t)
+{
+	struct rest_job *j = arg;
+	int rc;
+	int64_t etag = 0;
+	json_t *old = load_identity(t, j, &etag, &rc);
+	if (rc != 0)
+		return rc;
+	json_decref(old);
+	if (!etag_ok(j->if_match, etag)) {
+		j->status = 412;
+		return FH_EPRECOND;
+	}
+	return store_device_delete(t, j->hub->name, j->id);
+}
+
+static void device_delete_done(void *arg, int rc)
+{
+	struct rest_job *j = arg;
+	if (rc == 0) {
+		hub_kick(j->hub, j->id, "identity deleted");
+		http_respond(j->ex, 204, NULL, NULL, 0);
+	} else if (rc == FH_EPRECOND) {
+		respond_error(j->ex, 412, "PreconditionFailed", 412002,
+			      "the etag in If-Match does not match device '%s'", j->id);
+	} else {
+		respond_store_error(j->ex, rc, j->id);
+	}
+	job_free(j);
+}
+
+static void device_delete(struct route_args *a)
+{
+	struct rest_job *j = job_new(a);
+	store_submit(a->hub->store, device_delete_work, device_delete_done, j);
+}
+
+/* GET /devices/{id} */
+static void device_get(struct route_args *a)
+{
+	struct store_device d = {0};
+	int rc = store_device_get(store_reader(a->hub->store), a->hub->name, a->id, &d);
+	if (rc != 0) {
+		respond_store_error(a->ex, rc, a->id);
+		return;
+	}
+	json_t *identity = json_loads(d.json, 0, NULL);
+	json_t *o = render_device(a->hub, a->id, identity, d.etag);
+	respond_json(a->ex, 200, o);
+	json_decref(o);
+	json_decref(identity);
+	store_device_clear(&d);
+}
+
+/* GET /devices */
+struct list_ctx {
+	struct hub *hub;
+	json_t *arr;
+};
+
+static int list_each(void *arg, const char *id, const struct store_device *d)
+{
+	struct list_ctx *c = arg;
+	json_t *identity = json_loads(d->json, 0, NULL);
+	if (identity) {
+		json_array_append_new(c->arr, render_device(c->hub, id, identity, d->etag));
+		json_decref(identity);
+	}
+	return 0;
+}
+
+static void device_list(struct route_args *a)
+{
+	char top[16];
+	unsigned limit = LIST_MAX;
+	if (http_query_param(a->ex->req->query, "top", top, sizeof top)) {
+		long v = strtol(top, NULL, 10);
+		if (v > 0 && v < LIST_MAX)
+			limit = (unsigned)v;
+	}
+	struct list_ctx c = {a->hub, json_array()};
+	int rc = store_device_list(store_reader(a->hub->store), a->hub->name, "", limit, list_each,
+				   &c);
+	if (rc != 0)
+		respond_store_error(a->ex, rc, "");
+	else
+		respond_json(a->ex, 200, c.arr);
+	json_decref(c.arr);
+}
+
+/* GET /statistics/devices */
+static void device_stats(struct route_args *a)
+{
+	int64_t total = 0, enabled = 0;
+	int rc = store_device_count(store_reader(a->hub->store), a->hub->name, &total, &enabled);
+	if (rc != 0) {
+		respond_store_error(a->ex, rc, "");
+		return;
+	}
+	json_t *o = json_pack("{s:I,s:I,s:I}", "totalDeviceCount", (json_int_t)total,
+			      "enabledDeviceCount", (json_int_t)enabled, "disabledDeviceCount",
+			      (json_int_t)(total - enabled));
+	respond_json(a->ex, 200, o);
+	json_decref(o);
+}
+
+/* GET /twins/{id} */
+static void twin_get(struct route_args *a)
+{
+	struct store_txn *r = store_reader(a->hub->store);
+	struct store_device d = {0};
+	struct store_twin tw = {0};
+	int rc = store_device_get(r, a->hub->name, a->id, &d);
+	if (rc == 0)
+		rc = store_twin_get(r, a->hub->name, a->id, &tw);
+	if (rc != 0) {
+		respond_store_error(a->ex, rc, a->id);
+	} else {
+		json_t *identity = json_loads(d.json, 0, NULL);
+		json_t *o = render_twin(a->hub, a->id, identity, d.etag, &tw);
+		respond_json(a->ex, 200, o);
+		json_decref(o);
+		json_decref(identity);
+	}
+	store_device_clear(&d);
+	store_twin_clear(&tw);
+}
+
+/* PATCH and PUT /twins/{id}: body {"tags":{..},"properties":{"desired":{..}}}. */
+struct twin_job {
+	struct rest_job base;
+	bool replace;
+	json_t *tags;    /* borrowed from base.body */
+	json_t *desired; /* borrowed from base.body */
+};
+
+static int twin_update_work(void *arg, struct store_txn *t)
+{
+	struct twin_job *tj = arg;
+	struct rest_job *j = &tj->base;
+	int rc;
+	j->identity = load_identity(t, j, &j->etag, &rc);
+	if (rc != 0)
+		return rc;
+	rc = store_twin_get(t, j->hub->name, j->id, &j->twin);
+	if (rc != 0)
+		return rc;
+	if (!etag_ok(j->if_match, j->twin.version)) {
+		j->status = 412;
+		return FH_EPRECOND;
+	}
+	/* twin_apply_service leaves the twin unchanged on failure. */
+	rc = twin_apply_service(&j->twin, tj->tags, tj->desired, tj->replace, j->now,
+				&j->hub->limits, &j->terr, &j->notice);
+	if (rc != 0) {
+		j->status = 400;
+		return rc;
+	}
+	return store_twin_put(t, j->hub->name, j->id, &j->twin);
+}
+
+static void twin_update_done(void *arg, int rc)
+{
+	struct twin_job *tj = arg;
+	struct rest_job *j = &tj->base;
+	if (rc == 0) {
+		if (j->notice) {
+			char *body = json_dumps(j->notice, JSON_COMPACT);
+			hub_notify_desired(j->hub, j->id, body, j->twin.desired_version);
+			free(body);
+		}
+		json_t *o = render_twin(j->hub, j->id, j->identity, j->etag, &j->twin);
+		respond_json(j->ex, 200, o);
+		json_decref(o);
+	} else if (rc == FH_EPRECOND) {
+		respond_error(j->ex, 412, "PreconditionFailed", 412002,
+			      "the etag in If-Match does not match the twin of device '%s'",
+			      j->id);
+	} else if (rc == FH_EINVAL) {
+		respond_error(j->ex, 400, j->terr.name, j->terr.code, "%s", j->terr.message);
+	} else {
+		respond_store_error(j->ex, rc, j->id);
+	}
+	job_free(j);
+}
+
+static void twin_update(struct route_args *a, bool replace)
+{
+	json_t *body = body_object(a->ex);
+	if (!body)
+		return;
+	json_t *tags = json_object_get(body, "tags");
+	json_t *props = json_object_get(body, "properties");
+	json_t *desired = props ? json_object_get(props, "desired") : NULL;
+	const char *bad = NULL;
+	if (tags && !json_is_object(tags) && !(json_is_null(tags) && !replace))
+		bad = "tags must be a JSON object";
+	else if (props && !json_is_object(props))
+		bad = "properties must be a JSON object";
+	else if (props && json_object_get(props, "reported"))
+		bad = "properties.reported can only be changed by the device";
+	else if (desired && !json_is_object(desired))
+		bad = "properties.desired must be a JSON object";
+	if (bad) {
+		respond_error(a->ex, 400, "ArgumentInvalid", 400004, "%s", bad);
+		json_decref(body);
+		return;
+	}
+	if (json_is_null(tags))
+		tags = NULL;
+	struct twin_error terr;
+	if ((tags && twin_check_patch(tags, TWIN_TAGS, replace, &a->hub->limits, &terr) != 0) ||
+	    (desired &&
+	     twin_check_patch(desired, TWIN_DESIRED, replace, &a->hub->limits, &terr) != 0)) {
+		respond_error(a->ex, 400, terr.name, terr.code, "%s", terr.message);
+		json_decref(body);
+		return;
+	}
+	struct twin_job *tj = xcalloc(1, sizeof *tj);
+	struct rest_job *j = job_new(a);
+	tj->base = *j;
+	free(j);
+	tj->base.body = body;
+	tj->replace = replace;
+	tj->tags = tags;
+	tj->desired = desired;
+	if (replace) {
+		/* A replaced twin gets exactly what the body has: absent
+		 * sections become empty. */
+		if (!tj->tags) {
+			tj->tags = json_object();
+			json_object_set_new(body, "$fh_tags", tj->tags);
+		}
+		if (!tj->desired) {
+			tj->desired = json_object();
+			json_object_set_new(body, "$fh_desired", tj->desired);
+		}
+	}
+	store_submit(a->hub->store, twin_update_work, twin_update_done, tj);
+}
+
+static void twin_patch(struct route_args *a)
+{
+	twin_update(a, false);
+}
+
+static void twin_put(struct route_args *a)
+{
+	twin_update(a, true);
+}
+
+/* ---- dispatch --------------------------------------------------------- */
+
+static const struct route routes[] = {
+	{HTTP_VERB_GET, "/devices", device_list, HUB_RIGHT_REGISTRY_READ},
+	{HTTP_VERB_GET, "/devices/{id}", device_get, HUB_RIGHT_REGISTRY_READ},
+	{HTTP_VERB_PUT, "/devices/{id}", device_put, HUB_RIGHT_REGISTRY_WRITE},
+	{HTTP_VERB_DELETE, "/devices/{id}", device_delete, HUB_RIGHT_REGISTRY_WRITE},
+	{HTTP_VERB_GET, "/statistics/devices", device_stats, HUB_RIGHT_REGISTRY_READ},
+	{HTTP_VERB_GET, "/twins/{id}", twin_get,
+	 HUB_RIGHT_SERVICE_CONNECT | HUB_RIGHT_REGISTRY_READ},
+	{HTTP_VERB_PATCH, "/twins/{id}", twin_patch, HUB_RIGHT_SERVICE_CONNECT},
+	{HTTP_VERB_PUT, "/twins/{id}", twin_put, HUB_RIGHT_SERVICE_CONNECT},
+};
+
+/* Matches path against pattern; fills a->id. Returns 1 on match, 0 when it
+ * does not match, -1 when the {id} segment is not a valid id. */
+static int match(const char *pattern, const char *path, struct route_args *a)
+{
+	while (*pattern) {
+		if (*pattern != '/' || *path != '/')
+			return 0;
+		pattern++;
+		path++;
+		const char *pe = strchr(pattern, '/');
+		size_t plen = pe ? (size_t)(pe - pattern) : strlen(pattern);
+		const char *se = strchr(path, '/');
+		size_t slen = se ? (size_t)(se - path) : strlen(path);
+		if (plen == 4 && strncmp(pattern, "{id}", 4) == 0) {
+			char id[3 * REGISTRY_ID_MAX + 1];
+			size_t n;
+			if (slen == 0)
+				return 0;
+			if (slen >= sizeof id || pct_decode(path, slen, id, &n) != 0 ||
+			    !registry_id_valid(id))
+				return -1;
+			snprintf(a->id, sizeof a->id, "%s", id);
+		} else if (plen != slen || strncasecmp(pattern, path, plen) != 0) {
+			return 0;
+		}
+		pattern += plen;
+		path += slen;
+	}
+	return *path == '\0' || (path[0] == '/' && path[1] == '\0');
+}
+
+void hub_http_request(struct hub *h, const struct hub_set *set, struct http_exchange *ex)
+{
+	struct http_request *req = ex->req;
+	if (req->upgrade) {
+		if (req->verb == HTTP_VERB_GET && strcmp(req->path, "/$iothub/websocket") == 0) {
+			hub_mqtt_attach_ws(set, h, ex);
+			return;
+		}
+		respond_error(ex, 404, "NotFound", 404000, "no WebSocket endpoint at %s",
+			      req->path);
+		return;
+	}
+	struct route_args a = {.hub = h, .ex = ex};
+	const struct route *r = NULL;
+	bool path_known = false;
+	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+		int m = match(routes[i].pattern, req->path, &a);
+		if (m < 0) {
+			respond_error(ex, 400, "ArgumentInvalid", 400004,
+				      "the device id in %s is not valid (1-128 characters: letters, "
+				      "digits and -:.+%%_#*?!(),=@$')",
+				      req->path);
+			return;
+		}
+		if (m == 0)
+			continue;
+		path_known = true;
+		if (routes[i].verb == req->verb) {
+			r = &routes[i];
+			break;
+		}
+	}
+	if (!r) {
+		if (path_known)
+			respond_error(ex, 405, "MethodNotAllowed", 405000, "%s is not allowed on %s",
+				      req->method, req->path);
+		else
+			respond_error(ex, 404, "NotFound", 404000, "no such resource: %s",
+				      req->path);
+		return;
+	}
+	unsigned rights = 0;
+	const char *why = NULL;
+	if (hub__auth_service(h, http_request_header(req, "Authorization"), clock_now_ms() / 1000,
+			      &rights, &why) != 0) {
+		log_at(LOG_INFO, "https %s: %s %s refused: %s", net_conn_peer(ex->conn), req->method,
+		       req->path, why);
+		respond_error(ex, 401, "IotHubUnauthorizedAccess", 401002, "unauthorized: %s", why);
+		return;
+	}
+	if (!(rights & r->rights)) {
+		respond_error(ex, 401, "IotHubUnauthorizedAccess", 401002,
+			      "the shared access policy lacks the right for %s %s", req->method,
+			      req->path);
+		return;
+	}
+	r->fn(&a);
+}

@@ -1,0 +1,68 @@
+/* Configuration: one table of settings (name, type, default, help) from
+ * which the INI parser, `fleethub serve --help` text and the shipped example
+ * file (examples/fleethub.ini) all come. A test checks that the example file
+ * lists every row.
+ *
+ * File form (inih; ';' starts a comment, also after a value):
+ *   [server]                 global settings
+ *   [hub <host name>]        one section per hub, named by its host name
+ * With no file at all (or a file with no [hub] section), one hub named
+ * "localhost" is served. */
+#ifndef FH_SERVER_CONFIG_H
+#define FH_SERVER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* "host:port" list entries, already split. host may be an IPv4/IPv6
+ * literal or a name ("localhost" resolves at bind time). */
+struct config_addr {
+	char *host;
+	int port;
+};
+
+struct config_addrs {
+	struct config_addr *v;
+	size_t n;
+};
+
+struct config_hub {
+	char *name;      /* host name, lowercased */
+	char *owner_key; /* iothubowner primary key (base64); NULL = generate once
+	                    and keep in the store */
+	/* Extra listeners whose clients default to this hub when they send no
+	 * TLS SNI name (IP literals); their IPs also act as aliases of this hub
+	 * in SAS resources and MQTT user names. */
+	struct config_addrs mqtt_listen;
+	struct config_addrs https_listen;
+};
+
+struct config {
+	char *data_dir;                  /* ./fleethub-data */
+	struct config_addrs mqtt_listen; /* 127.0.0.1:8883 */
+	struct config_addrs https_listen;/* 127.0.0.1:443 */
+	char *tls_cert;                  /* NULL = generated under data_dir/tls */
+	char *tls_key;
+	char *log_level;                 /* info */
+	unsigned max_connections;        /* 20000 */
+	unsigned max_packet_kb;          /* 256: largest MQTT packet accepted */
+	struct config_hub *hubs;
+	size_t nhubs;
+	char *path; /* the file it came from, or NULL */
+};
+
+/* Loads path (NULL = defaults only). Returns 0, or -1 with a message that
+ * names the file, line, setting and the problem in err. Unknown sections or
+ * keys, bad values, duplicate hubs are errors. */
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+/* Parses "host:port[, host:port...]" ("[::1]:443" for IPv6). Returns 0 or -1. */
+int config_parse_addrs(const char *text, struct config_addrs *out, char *err, size_t errlen);
+
+/* Writes the example configuration (every setting with its default and
+ * help, commented) to f. */
+#include <stdio.h>
+void config_write_example(FILE *f);
+
+#endif

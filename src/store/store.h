@@ -1,0 +1,109 @@
+/* Persistent state, in domain terms (devices, twins, settings), behind one
+ * interface so that SQLite (embedded) and PostgreSQL can both implement it.
+ *
+ * Runtime model (design.md §2):
+ * - Reads run on the loop thread through store_reader(): a read-only handle
+ *   on its own connection. In WAL mode a read never waits for the writer and
+ *   sees every transaction committed before it started.
+ * - Writes are jobs. store_submit() queues (work, done, arg). One writer
+ *   thread takes everything queued (up to a batch limit), opens one
+ *   transaction, runs each job's work(arg, txn) inside its own savepoint,
+ *   commits (synchronous=FULL: durable on return), and only then posts the
+ *   completions to the loop thread, where done(arg, rc) runs in submission
+ *   order. rc is what work returned; a job whose work returned < 0 had its
+ *   savepoint rolled back and did not change anything. If the COMMIT itself
+ *   fails (disk full, I/O error), every job of that batch gets FH_EIO and
+ *   nothing of the batch is stored.
+ * - work runs on the writer thread: it may only touch its own arg and the
+ *   txn; it must not call into the loop. done runs on the loop thread.
+ *
+ *   loop thread                 writer thread
+ *   store_submit(job) --queue-->  BEGIN
+ *                                 SAVEPOINT; work(job); RELEASE|ROLLBACK TO
+ *                                 ... (every queued job)
+ *                                 COMMIT (fsync)
+ *   done(job, rc) <--uv_async--   post completions
+ *
+ * Records are JSON text owned by the record struct; free them with the
+ * matching *_clear function. */
+#ifndef FH_STORE_STORE_H
+#define FH_STORE_STORE_H
+
+#include <stdint.h>
+#include <uv.h>
+
+struct store;
+struct store_txn;
+
+struct store_device {
+	char *json;   /* identity document (deviceId, generationId, status,
+	                 authentication, capabilities, ...), owned */
+	int64_t etag; /* bumps on every identity change; > 0 once stored */
+};
+
+struct store_twin {
+	char *tags;     /* JSON object text, owned ("{}" when empty) */
+	char *desired;  /* JSON object text, owned, without $version/$metadata */
+	char *reported; /* JSON object text, owned, without $version/$metadata */
+	char *meta;     /* JSON object {"tags":..,"desired":..,"reported":..} of
+	                   $lastUpdated metadata trees, owned */
+	int64_t version;          /* twin version: bumps on every twin change */
+	int64_t desired_version;  /* $version of properties.desired */
+	int64_t reported_version; /* $version of properties.reported */
+};
+
+typedef int (*store_work_fn)(void *arg, struct store_txn *txn);
+typedef void (*store_done_fn)(void *arg, int rc);
+
+/* Opens (creating when absent) the database at path, applies the numbered
+ * schema migrations, starts the writer thread and registers its completion
+ * handle on loop. The file is created mode 0600. Returns 0 or an error with
+ * a message in err. */
+int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
+	       size_t errlen);
+/* Runs every queued job to completion (their done callbacks run on the
+ * loop), stops the writer thread, closes the connections and the uv handle.
+ * The loop must run afterwards for the handle's close callback. */
+void store_close(struct store *s);
+
+struct store_txn *store_reader(struct store *s);
+void store_submit(struct store *s, store_work_fn work, store_done_fn done, void *arg);
+
+/* Domain operations. Each works on the reader (reads only) and on a writer
+ * txn. They return 0, FH_ENOTFOUND, FH_EEXIST, or FH_EIO. Strings passed in
+ * are borrowed; records filled in are owned by the caller. */
+int store_device_get(struct store_txn *t, const char *hub, const char *id,
+		     struct store_device *out);
+/* Inserts or replaces the identity; d->etag is stored as given. */
+int store_device_put(struct store_txn *t, const char *hub, const char *id,
+		     const struct store_device *d);
+/* Deletes the identity and its twin; FH_ENOTFOUND when absent. */
+int store_device_delete(struct store_txn *t, const char *hub, const char *id);
+/* Calls each(arg, id, device) for up to limit devices with id > after (""
+ * for the start), in id order. Stops early when each returns non-zero. */
+int store_device_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,
+		      int (*each)(void *arg, const char *id, const struct store_device *d),
+		      void *arg);
+/* Counts devices of hub: all, and those whose identity has status "enabled". */
+int store_device_count(struct store_txn *t, const char *hub, int64_t *total, int64_t *enabled);
+
+int store_twin_get(struct store_txn *t, const char *hub, const char *id, struct store_twin *out);
+/* Inserts or replaces the twin of a device. */
+int store_twin_put(struct store_txn *t, const char *hub, const char *id,
+		   const struct store_twin *tw);
+/* Calls each(arg, id, twin) for the twins of hub with id > after, in id
+ * order, up to limit. */
+int store_twin_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,
+		    int (*each)(void *arg, const char *id, const struct store_twin *tw),
+		    void *arg);
+
+/* Small settings (generated keys, ids): text values by key. */
+int store_setting_get(struct store_txn *t, const char *key, char **value_out);
+int store_setting_put(struct store_txn *t, const char *key, const char *value);
+
+void store_device_clear(struct store_device *d);
+void store_twin_clear(struct store_twin *tw);
+/* Fills a new device's twin: "{}" sections and metadata, every version 1. */
+void store_twin_init_empty(struct store_twin *tw);
+
+#endif
