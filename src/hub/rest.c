@@ -602,7 +602,7 @@ static int match(const char *pattern, const char *path, struct route_args *a)
 			if (slen >= sizeof id || pct_decode(path, slen, id, &n) != 0 ||
 			    !registry_id_valid(id))
 				return -1;
-			snprintf(a->id, sizeof a->id, "%s", id);
+			memcpy(a->id, id, n + 1); /* n <= REGISTRY_ID_MAX: id is valid */
 		} else if (plen != slen || strncasecmp(pattern, path, plen) != 0) {
 			return 0;
 		}

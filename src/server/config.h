@@ -56,6 +56,10 @@ struct config {
  * keys, bad values, duplicate hubs are errors. */
 int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
 void config_free(struct config *cfg);
+/* As config_load, from text[0..len) (need not be NUL-terminated); name is
+ * used in messages. config_load reads the file and calls this. */
+int config_load_text(struct config *cfg, const char *text, size_t len, const char *name,
+		     char *err, size_t errlen);
 
 /* Parses "host:port[, host:port...]" ("[::1]:443" for IPv6). Returns 0 or -1. */
 int config_parse_addrs(const char *text, struct config_addrs *out, char *err, size_t errlen);

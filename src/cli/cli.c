@@ -1,0 +1,685 @@
+/* The admin CLI (see cli.h and README "The CLI"). Flow: parse the command
+ * line (cli_args.c), find the server (connection string from
+ * --connection-string / FLEETHUB_CONNECTION_STRING, else DATA_DIR/cli.conf
+ * written by `fleethub serve`), then make one or two REST calls with
+ * libcurl. The URL always names the hub (https://<hub>/...) so TLS SNI, the
+ * Host header and the SAS resource agree; CURLOPT_CONNECT_TO points the
+ * connection at the real address. Exit codes: 0 ok, 1 refused by the
+ * server, 2 usage, 3 unreachable or TLS failure. Secrets (keys, tokens) are
+ * never printed except by the commands whose purpose is to print them. */
+#include <ctype.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/buf.h"
+#include "base/enc.h"
+#include "base/mem.h"
+#include "cli/cli.h"
+#include "codec/sas.h"
+
+#define API_VERSION "2021-04-12"
+#define TOKEN_LIFETIME_S 3600
+
+/* ---- finding the server ---- */
+
+struct target {
+	char *hub;      /* lowercase host name */
+	char *address;  /* "ip:port" / "[v6]:port" to dial, or NULL: the hub name */
+	char *ca;       /* CA file, or NULL: the system's */
+	char *cs;       /* the connection string */
+	char *key_name; /* SharedAccessKeyName */
+	char *key;      /* SharedAccessKey (base64) */
+};
+
+static void target_free(struct target *t)
+{
+	free(t->hub);
+	free(t->address);
+	free(t->ca);
+	free(t->cs);
+	free(t->key_name);
+	free(t->key);
+}
+
+static void lower(char *s)
+{
+	for (; *s; s++)
+		*s = (char)tolower((unsigned char)*s);
+}
+
+/* Fills hub, key_name, key from cs. Returns 0 or -1 with a message. */
+static int parse_cs(const char *cs, struct target *t, char *err, size_t errlen)
+{
+	char *copy = xstrdup(cs), *save = NULL;
+	char *host = NULL, *kn = NULL, *key = NULL;
+	bool device = false;
+	for (char *part = strtok_r(copy, ";", &save); part; part = strtok_r(NULL, ";", &save)) {
+		char *eq = strchr(part, '=');
+		if (!eq)
+			continue;
+		*eq = '\0';
+		const char *v = eq + 1;
+		if (strcasecmp(part, "HostName") == 0)
+			host = xstrdup(v);
+		else if (strcasecmp(part, "SharedAccessKeyName") == 0)
+			kn = xstrdup(v);
+		else if (strcasecmp(part, "SharedAccessKey") == 0)
+			key = xstrdup(v);
+		else if (strcasecmp(part, "DeviceId") == 0)
+			device = true;
+	}
+	free(copy);
+	const char *why = NULL;
+	if (device)
+		why = "it is a device connection string; the CLI needs a hub policy's "
+		      "(iothubowner)";
+	else if (!host || !*host)
+		why = "HostName is missing";
+	else if (!kn || !*kn)
+		why = "SharedAccessKeyName is missing";
+	else if (!key || !*key)
+		why = "SharedAccessKey is missing";
+	if (why) {
+		snprintf(err, errlen, "bad connection string: %s", why);
+		free(host);
+		free(kn);
+		free(key);
+		return -1;
+	}
+	lower(host);
+	free(t->hub);
+	free(t->key_name);
+	free(t->key);
+	t->hub = host;
+	t->key_name = kn;
+	t->key = key;
+	free(t->cs);
+	t->cs = xstrdup(cs);
+	return 0;
+}
+
+/* Reads DATA_DIR/cli.conf. want_hub: the hub to pick (NULL = first). With
+ * need_hub false a missing file or hub is not an error (only the CA and the
+ * address are taken when present). Returns 0, 1 (not found, need_hub
+ * false) or -1 with a message. */
+static int read_cli_conf(const char *data_dir, const char *want_hub, bool need_hub,
+                         struct target *t, char *err, size_t errlen)
+{
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/cli.conf", data_dir);
+	FILE *f = fopen(path.data, "r");
+	if (!f) {
+		if (need_hub)
+			snprintf(err, errlen,
+			         "cannot read %s (start `fleethub serve` first, or use --data-dir "
+			         "or --connection-string)",
+			         path.data);
+		buf_free(&path);
+		return need_hub ? -1 : 1;
+	}
+	char line[8192];
+	bool found = false;
+	char *ca = NULL;
+	while (fgets(line, sizeof line, f)) {
+		size_t n = strlen(line);
+		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
+			line[--n] = '\0';
+		if (strncmp(line, "ca ", 3) == 0) {
+			free(ca);
+			ca = xstrdup(line + 3);
+		} else if (strncmp(line, "hub ", 4) == 0 && !found) {
+			char *save = NULL;
+			char *name = strtok_r(line + 4, " ", &save);
+			char *addr = strtok_r(NULL, " ", &save);
+			char *cs = strtok_r(NULL, " ", &save);
+			if (!name || !addr || !cs)
+				continue;
+			lower(name);
+			if (want_hub && strcasecmp(want_hub, name) != 0)
+				continue;
+			found = true;
+			if (need_hub && parse_cs(cs, t, err, errlen) != 0) {
+				fclose(f);
+				free(ca);
+				buf_free(&path);
+				return -1;
+			}
+			if (strcmp(addr, "-") != 0) {
+				free(t->address);
+				t->address = xstrdup(addr);
+			}
+		}
+	}
+	fclose(f);
+	if (ca && !t->ca)
+		t->ca = ca;
+	else
+		free(ca);
+	if (!found && need_hub) {
+		if (want_hub)
+			snprintf(err, errlen, "hub %s is not in %s", want_hub, path.data);
+		else
+			snprintf(err, errlen, "%s names no hub", path.data);
+		buf_free(&path);
+		return -1;
+	}
+	buf_free(&path);
+	return found ? 0 : 1;
+}
+
+/* Returns 0 or an exit code after printing the problem. */
+static int find_target(const struct cli_args *a, struct target *t)
+{
+	char err[1024];
+	memset(t, 0, sizeof *t);
+	if (a->ca)
+		t->ca = xstrdup(a->ca);
+	const char *cs = a->connection_string;
+	if (!cs)
+		cs = getenv("FLEETHUB_CONNECTION_STRING");
+	if (cs && *cs) {
+		if (parse_cs(cs, t, err, sizeof err) != 0) {
+			fprintf(stderr, "error: %s\n", err);
+			return CLI_USAGE;
+		}
+		if (a->hub && strcasecmp(a->hub, t->hub) != 0) {
+			fprintf(stderr,
+			        "error: --hub %s does not match the connection string's "
+			        "HostName %s\n",
+			        a->hub, t->hub);
+			return CLI_USAGE;
+		}
+		/* cli.conf may still know where this hub listens and its CA. */
+		read_cli_conf(a->data_dir, t->hub, false, t, err, sizeof err);
+	} else if (read_cli_conf(a->data_dir, a->hub, true, t, err, sizeof err) != 0) {
+		fprintf(stderr, "error: %s\n", err);
+		return CLI_UNREACHABLE;
+	}
+	if (a->server) {
+		free(t->address);
+		t->address = xstrdup(a->server);
+	}
+	return 0;
+}
+
+/* ---- HTTP ---- */
+
+struct response {
+	long status;
+	struct buf body;
+	char error_name[128]; /* iothub-errorcode header */
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+	struct response *r = ud;
+	if (r->body.len + size * n > 64u * 1024 * 1024)
+		return 0;
+	buf_append(&r->body, p, size * n);
+	return size * n;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+	struct response *r = ud;
+	size_t len = size * n;
+	static const char name[] = "iothub-errorcode:";
+	if (len > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
+		const char *v = p + sizeof name - 1;
+		size_t vl = len - (sizeof name - 1);
+		while (vl > 0 && (*v == ' ' || *v == '\t')) {
+			v++;
+			vl--;
+		}
+		while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+			vl--;
+		if (vl >= sizeof r->error_name)
+			vl = sizeof r->error_name - 1;
+		memcpy(r->error_name, v, vl);
+		r->error_name[vl] = '\0';
+	}
+	return len;
+}
+
+/* Splits "host:port" / "[v6]:port" for CURLOPT_CONNECT_TO. */
+static int split_address(const char *addr, struct buf *host, long *port)
+{
+	const char *colon = strrchr(addr, ':');
+	if (!colon || colon == addr)
+		return -1;
+	char *end;
+	long p = strtol(colon + 1, &end, 10);
+	if (*end != '\0' || p < 1 || p > 65535)
+		return -1;
+	if (addr[0] != '[' && memchr(addr, ':', (size_t)(colon - addr)))
+		return -1; /* bare IPv6 needs brackets */
+	buf_append(host, addr, (size_t)(colon - addr));
+	*port = p;
+	return 0;
+}
+
+/* One REST call: method path (path may carry a query; api-version is
+ * added). Returns 0 with r filled (any HTTP status), or CLI_USAGE /
+ * CLI_UNREACHABLE after printing why. */
+static int http_call(const struct target *t, const char *method, const char *path, const char *body,
+                     const char *if_match, struct response *r)
+{
+	struct buf url = BUF_INIT, sr = BUF_INIT, tok = BUF_INIT, auth = BUF_INIT,
+	           connect_to = BUF_INIT, host = BUF_INIT, im = BUF_INIT;
+	struct curl_slist *headers = NULL, *ct_list = NULL;
+	int rc = CLI_UNREACHABLE;
+	CURL *curl = NULL;
+
+	memset(r, 0, sizeof *r);
+	buf_printf(&url, "https://%s%s%sapi-version=%s", t->hub, path,
+	           strchr(path, '?') ? "&" : "?", API_VERSION);
+	pct_encode(&sr, t->hub, strlen(t->hub));
+	if (sas_build(&tok, sr.data, t->key, t->key_name, (int64_t)time(NULL) + TOKEN_LIFETIME_S) !=
+	    0) {
+		fprintf(stderr, "error: the connection string's SharedAccessKey is not valid "
+		                "base64\n");
+		rc = CLI_USAGE;
+		goto done;
+	}
+	buf_printf(&auth, "Authorization: %s", tok.data);
+	headers = curl_slist_append(headers, auth.data);
+	headers = curl_slist_append(headers, "Accept: application/json");
+	if (body)
+		headers =
+		    curl_slist_append(headers, "Content-Type: application/json; charset=utf-8");
+	if (if_match) {
+		buf_printf(&im, "If-Match: %s", if_match);
+		headers = curl_slist_append(headers, im.data);
+	}
+	curl = curl_easy_init();
+	if (!curl || !headers) {
+		fprintf(stderr, "error: cannot initialise libcurl\n");
+		goto done;
+	}
+	char errbuf[CURL_ERROR_SIZE] = "";
+	curl_easy_setopt(curl, CURLOPT_URL, url.data);
+	curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(curl, CURLOPT_USERAGENT, "fleethub-cli");
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(curl, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
+	if (body) {
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	} else if (strcmp(method, "GET") == 0) {
+		curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+	}
+	if (t->ca)
+		curl_easy_setopt(curl, CURLOPT_CAINFO, t->ca);
+	if (t->address) {
+		long port;
+		if (split_address(t->address, &host, &port) != 0) {
+			fprintf(stderr, "error: bad server address \"%s\" (expected HOST:PORT)\n",
+			        t->address);
+			rc = CLI_USAGE;
+			goto done;
+		}
+		buf_printf(&connect_to, "%s:443:%s:%ld", t->hub, host.data, port);
+		ct_list = curl_slist_append(NULL, connect_to.data);
+		curl_easy_setopt(curl, CURLOPT_CONNECT_TO, ct_list);
+	}
+	CURLcode cc = curl_easy_perform(curl);
+	if (cc != CURLE_OK) {
+		fprintf(stderr, "error: cannot reach hub %s at %s: %s\n", t->hub,
+		        t->address ? t->address : "its host name, port 443",
+		        errbuf[0] ? errbuf : curl_easy_strerror(cc));
+		goto done;
+	}
+	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r->status);
+	rc = 0;
+done:
+	if (curl)
+		curl_easy_cleanup(curl);
+	curl_slist_free_all(headers);
+	curl_slist_free_all(ct_list);
+	buf_free(&url);
+	buf_free(&sr);
+	buf_free(&tok);
+	buf_free(&auth);
+	buf_free(&connect_to);
+	buf_free(&host);
+	buf_free(&im);
+	if (rc != 0)
+		buf_free(&r->body);
+	return rc;
+}
+
+/* Prints "error: <status> <code>: <message>" from a hub error body. */
+static void print_refusal(const struct response *r)
+{
+	char name[128];
+	snprintf(name, sizeof name, "%s", r->error_name);
+	const char *msg = NULL;
+	char *msg_owned = NULL;
+	json_t *o = r->body.len ? json_loadb(r->body.data, r->body.len, 0, NULL) : NULL;
+	if (json_is_object(o)) {
+		const char *m = json_string_value(json_object_get(o, "Message"));
+		if (m && strncmp(m, "ErrorCode:", 10) == 0) {
+			const char *semi = strchr(m + 10, ';');
+			size_t n = semi ? (size_t)(semi - (m + 10)) : strlen(m + 10);
+			if (!name[0])
+				snprintf(name, sizeof name, "%.*s", (int)n, m + 10);
+			if (semi)
+				msg = semi + 1;
+		} else if (m) {
+			msg = m;
+		}
+		const char *lm = json_string_value(json_object_get(o, "message"));
+		if (lm && *lm)
+			msg = lm;
+		json_t *code = json_object_get(o, "errorCode");
+		if (!name[0] && json_is_integer(code))
+			snprintf(name, sizeof name, "%lld", (long long)json_integer_value(code));
+	}
+	if (!msg && r->body.len) {
+		msg_owned = xstrndup(r->body.data, r->body.len > 300 ? 300 : r->body.len);
+		msg = msg_owned;
+	}
+	fprintf(stderr, "error: %ld %s: %s\n", r->status, name[0] ? name : "Error",
+	        msg ? msg : "(no message)");
+	free(msg_owned);
+	json_decref(o);
+}
+
+/* Parses a successful response's JSON. Returns NULL after printing why. */
+static json_t *response_json(const struct response *r)
+{
+	json_error_t je;
+	json_t *o = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, &je);
+	if (!o)
+		fprintf(stderr, "error: the server sent invalid JSON: %s\n", je.text);
+	return o;
+}
+
+static void print_json(json_t *o)
+{
+	char *s = json_dumps(o, JSON_INDENT(2) | JSON_ENCODE_ANY);
+	if (s) {
+		puts(s);
+		free(s);
+	}
+}
+
+/* Calls and checks the status. *out gets the parsed JSON when wanted.
+ * Returns 0 or an exit code. */
+static int call(const struct target *t, const char *method, const char *path, const char *body,
+                const char *if_match, json_t **out)
+{
+	struct response r;
+	int rc = http_call(t, method, path, body, if_match, &r);
+	if (rc != 0)
+		return rc;
+	if (r.status < 200 || r.status >= 300) {
+		print_refusal(&r);
+		buf_free(&r.body);
+		return CLI_REFUSED;
+	}
+	if (out) {
+		*out = response_json(&r);
+		if (!*out) {
+			buf_free(&r.body);
+			return CLI_REFUSED;
+		}
+	}
+	buf_free(&r.body);
+	return 0;
+}
+
+static void id_path(struct buf *b, const char *prefix, const char *id)
+{
+	buf_appends(b, prefix);
+	pct_encode(b, id, strlen(id));
+}
+
+/* "abc" -> "\"abc\""; an already quoted tag or "*" is kept. */
+static void quote_etag(struct buf *b, const char *etag)
+{
+	if (strcmp(etag, "*") == 0 ||
+	    (etag[0] == '"' && strlen(etag) >= 2 && etag[strlen(etag) - 1] == '"'))
+		buf_appends(b, etag);
+	else
+		buf_printf(b, "\"%s\"", etag);
+}
+
+/* ---- commands ---- */
+
+static int device_create(const struct cli_args *a, const struct target *t)
+{
+	json_t *body = json_pack(
+	    "{s:s,s:s,s:{s:s,s:{s:s,s:s}},s:{s:b}}", "deviceId", a->id, "status",
+	    a->disabled ? "disabled" : "enabled", "authentication", "type", "sas", "symmetricKey",
+	    "primaryKey", a->primary_key ? a->primary_key : "", "secondaryKey",
+	    a->secondary_key ? a->secondary_key : "", "capabilities", "iotEdge", a->edge);
+	if (!body) {
+		fprintf(stderr, "error: cannot build the request (bad UTF-8 in an argument?)\n");
+		return CLI_USAGE;
+	}
+	char *text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	struct buf path = BUF_INIT;
+	id_path(&path, "/devices/", a->id);
+	json_t *res = NULL;
+	int rc = call(t, "PUT", path.data, text, NULL, &res);
+	if (rc == 0)
+		print_json(res);
+	json_decref(res);
+	free(text);
+	buf_free(&path);
+	return rc;
+}
+
+static int simple_get(const struct target *t, const char *prefix, const char *id, json_t **out)
+{
+	struct buf path = BUF_INIT;
+	id_path(&path, prefix, id);
+	int rc = call(t, "GET", path.data, NULL, NULL, out);
+	buf_free(&path);
+	return rc;
+}
+
+static int device_show(const struct cli_args *a, const struct target *t, const char *prefix)
+{
+	json_t *res = NULL;
+	int rc = simple_get(t, prefix, a->id, &res);
+	if (rc == 0)
+		print_json(res);
+	json_decref(res);
+	return rc;
+}
+
+static int device_list(const struct target *t)
+{
+	json_t *res = NULL;
+	int rc = call(t, "GET", "/devices?top=1000", NULL, NULL, &res);
+	if (rc != 0)
+		return rc;
+	if (!json_is_array(res)) {
+		fprintf(stderr, "error: the server did not answer with a list\n");
+		json_decref(res);
+		return CLI_REFUSED;
+	}
+	size_t i;
+	json_t *d;
+	json_array_foreach(res, i, d)
+	{
+		const char *id = json_string_value(json_object_get(d, "deviceId"));
+		const char *st = json_string_value(json_object_get(d, "status"));
+		const char *cs = json_string_value(json_object_get(d, "connectionState"));
+		printf("%s %s %s\n", id ? id : "?", st ? st : "?", cs ? cs : "?");
+	}
+	json_decref(res);
+	return 0;
+}
+
+static int device_update(const struct cli_args *a, const struct target *t)
+{
+	json_t *dev = NULL;
+	int rc = simple_get(t, "/devices/", a->id, &dev);
+	if (rc != 0)
+		return rc;
+	if (!json_is_object(dev)) {
+		fprintf(stderr, "error: the server did not answer with a device\n");
+		json_decref(dev);
+		return CLI_REFUSED;
+	}
+	const char *etag = json_string_value(json_object_get(dev, "etag"));
+	struct buf im = BUF_INIT, path = BUF_INIT;
+	quote_etag(&im, etag ? etag : "*");
+	json_object_set_new(dev, "status", json_string(a->status));
+	char *text = json_dumps(dev, JSON_COMPACT);
+	id_path(&path, "/devices/", a->id);
+	json_t *res = NULL;
+	rc = call(t, "PUT", path.data, text, im.data, &res);
+	if (rc == 0)
+		print_json(res);
+	json_decref(res);
+	json_decref(dev);
+	free(text);
+	buf_free(&im);
+	buf_free(&path);
+	return rc;
+}
+
+static int device_delete(const struct cli_args *a, const struct target *t)
+{
+	struct buf path = BUF_INIT;
+	id_path(&path, "/devices/", a->id);
+	int rc = call(t, "DELETE", path.data, NULL, "*", NULL);
+	buf_free(&path);
+	return rc;
+}
+
+static int device_connection_string(const struct cli_args *a, const struct target *t)
+{
+	json_t *dev = NULL;
+	int rc = simple_get(t, "/devices/", a->id, &dev);
+	if (rc != 0)
+		return rc;
+	const char *key = json_string_value(json_object_get(
+	    json_object_get(json_object_get(dev, "authentication"), "symmetricKey"), "primaryKey"));
+	if (!key || !*key) {
+		fprintf(stderr, "error: device %s has no symmetric key\n", a->id);
+		json_decref(dev);
+		return CLI_REFUSED;
+	}
+	printf("HostName=%s;DeviceId=%s;SharedAccessKey=%s\n", t->hub, a->id, key);
+	json_decref(dev);
+	return 0;
+}
+
+static json_t *parse_object_arg(const char *opt, const char *text)
+{
+	json_error_t je;
+	json_t *o = json_loads(text, 0, &je);
+	if (!o) {
+		fprintf(stderr, "error: --%s: invalid JSON: %s\n", opt, je.text);
+		return NULL;
+	}
+	if (!json_is_object(o)) {
+		fprintf(stderr, "error: --%s must be a JSON object\n", opt);
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int twin_update(const struct cli_args *a, const struct target *t)
+{
+	json_t *patch = json_object();
+	if (a->tags) {
+		json_t *tags = parse_object_arg("tags", a->tags);
+		if (!tags) {
+			json_decref(patch);
+			return CLI_USAGE;
+		}
+		json_object_set_new(patch, "tags", tags);
+	}
+	if (a->desired) {
+		json_t *desired = parse_object_arg("desired", a->desired);
+		if (!desired) {
+			json_decref(patch);
+			return CLI_USAGE;
+		}
+		json_object_set_new(patch, "properties", json_pack("{s:o}", "desired", desired));
+	}
+	char *text = json_dumps(patch, JSON_COMPACT);
+	json_decref(patch);
+	struct buf im = BUF_INIT, path = BUF_INIT;
+	quote_etag(&im, a->etag ? a->etag : "*");
+	id_path(&path, "/twins/", a->id);
+	json_t *res = NULL;
+	int rc = call(t, "PATCH", path.data, text, im.data, &res);
+	if (rc == 0)
+		print_json(res);
+	json_decref(res);
+	free(text);
+	buf_free(&im);
+	buf_free(&path);
+	return rc;
+}
+
+static int run(const struct cli_args *a)
+{
+	struct target t;
+	int rc = find_target(a, &t);
+	if (rc != 0) {
+		target_free(&t);
+		return rc;
+	}
+	switch (a->cmd) {
+	case CLI_CMD_HUB_CONNECTION_STRING: printf("%s\n", t.cs); break;
+	case CLI_CMD_DEVICE_CREATE: rc = device_create(a, &t); break;
+	case CLI_CMD_DEVICE_SHOW: rc = device_show(a, &t, "/devices/"); break;
+	case CLI_CMD_DEVICE_LIST: rc = device_list(&t); break;
+	case CLI_CMD_DEVICE_UPDATE: rc = device_update(a, &t); break;
+	case CLI_CMD_DEVICE_DELETE: rc = device_delete(a, &t); break;
+	case CLI_CMD_DEVICE_CONNECTION_STRING: rc = device_connection_string(a, &t); break;
+	case CLI_CMD_TWIN_SHOW: rc = device_show(a, &t, "/twins/"); break;
+	case CLI_CMD_TWIN_UPDATE: rc = twin_update(a, &t); break;
+	case CLI_CMD_HELP: break;
+	}
+	target_free(&t);
+	return rc;
+}
+
+int cli_main(int argc, char **argv)
+{
+	struct cli_args a;
+	char err[512];
+	if (cli_parse_args(argc, argv, &a, err, sizeof err) != 0) {
+		fprintf(stderr, "fleethub: %s\n", err);
+		if (argc < 2)
+			cli_usage(stderr);
+		else
+			fprintf(stderr, "run `fleethub help` for the commands\n");
+		return CLI_USAGE;
+	}
+	if (a.cmd == CLI_CMD_HELP) {
+		cli_usage(stdout);
+		return CLI_OK;
+	}
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "error: cannot initialise libcurl\n");
+		return CLI_UNREACHABLE;
+	}
+	int rc = run(&a);
+	curl_global_cleanup();
+	fflush(stdout);
+	return rc;
+}

@@ -1,0 +1,60 @@
+/* The admin CLI: every `fleethub` command except `serve`. It speaks only
+ * the hub's public REST API over HTTPS (libcurl), authenticated with a SAS
+ * token made from an owner (or service) policy's connection string. */
+#ifndef FH_CLI_CLI_H
+#define FH_CLI_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Exit codes. */
+enum {
+	CLI_OK = 0,
+	CLI_REFUSED = 1,     /* the server answered with an error */
+	CLI_USAGE = 2,       /* bad command line */
+	CLI_UNREACHABLE = 3, /* no server found, connection or TLS failure */
+};
+
+enum cli_command {
+	CLI_CMD_HELP,
+	CLI_CMD_DEVICE_CREATE,
+	CLI_CMD_DEVICE_SHOW,
+	CLI_CMD_DEVICE_LIST,
+	CLI_CMD_DEVICE_UPDATE,
+	CLI_CMD_DEVICE_DELETE,
+	CLI_CMD_DEVICE_CONNECTION_STRING,
+	CLI_CMD_TWIN_SHOW,
+	CLI_CMD_TWIN_UPDATE,
+	CLI_CMD_HUB_CONNECTION_STRING,
+};
+
+/* The parsed command line. Strings are borrowed from argv. */
+struct cli_args {
+	enum cli_command cmd;
+	const char *id; /* device id, for commands that take one */
+	/* common options */
+	const char *data_dir; /* default "./fleethub-data" */
+	const char *hub;
+	const char *connection_string; /* option or FLEETHUB_CONNECTION_STRING */
+	const char *server;
+	const char *ca;
+	/* command options */
+	const char *primary_key, *secondary_key;
+	bool disabled, edge;
+	const char *status;
+	const char *tags, *desired, *etag;
+};
+
+/* Parses argv[1..argc) (argv[0] is the program): options may come before,
+ * between or after the command words; "--name=value" works too. Does not
+ * read the environment. Returns 0, or -1 with a message in err. */
+int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_t errlen);
+
+/* Prints the command summary and common options. */
+#include <stdio.h>
+void cli_usage(FILE *f);
+
+/* Runs one command; returns the process exit code (CLI_*). */
+int cli_main(int argc, char **argv);
+
+#endif

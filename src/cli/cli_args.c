@@ -1,0 +1,229 @@
+/* Command-line parsing for the admin CLI: a table of commands (words,
+ * whether they take a device ID, which options apply, usage line) and a
+ * table of options. Options may come anywhere among the command words;
+ * "--name=value" and "--" work. Pure: no environment, no I/O except
+ * cli_usage. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+#define DEFAULT_DATA_DIR "./fleethub-data"
+
+/* ---- command line ---- */
+
+enum opt_bit {
+	OPT_PRIMARY_KEY = 1 << 0,
+	OPT_SECONDARY_KEY = 1 << 1,
+	OPT_DISABLED = 1 << 2,
+	OPT_EDGE = 1 << 3,
+	OPT_STATUS = 1 << 4,
+	OPT_TAGS = 1 << 5,
+	OPT_DESIRED = 1 << 6,
+	OPT_ETAG = 1 << 7,
+	OPT_COMMON = 1 << 8, /* --data-dir --hub --connection-string --server --ca */
+};
+
+struct command {
+	const char *group, *verb; /* verb NULL: one-word command */
+	enum cli_command cmd;
+	bool takes_id;
+	unsigned opts;
+	const char *usage;
+};
+
+static const struct command commands[] = {
+    {"device", "create", CLI_CMD_DEVICE_CREATE, true,
+     OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE,
+     "device create ID [--primary-key K] [--secondary-key K] [--disabled] [--edge]"},
+    {"device", "show", CLI_CMD_DEVICE_SHOW, true, 0, "device show ID"},
+    {"device", "list", CLI_CMD_DEVICE_LIST, false, 0, "device list"},
+    {"device", "update", CLI_CMD_DEVICE_UPDATE, true, OPT_STATUS,
+     "device update ID --status enabled|disabled"},
+    {"device", "delete", CLI_CMD_DEVICE_DELETE, true, 0, "device delete ID"},
+    {"device", "connection-string", CLI_CMD_DEVICE_CONNECTION_STRING, true, 0,
+     "device connection-string ID"},
+    {"twin", "show", CLI_CMD_TWIN_SHOW, true, 0, "twin show ID"},
+    {"twin", "update", CLI_CMD_TWIN_UPDATE, true, OPT_TAGS | OPT_DESIRED | OPT_ETAG,
+     "twin update ID [--tags JSON] [--desired JSON] [--etag ETAG]"},
+    {"hub", "connection-string", CLI_CMD_HUB_CONNECTION_STRING, false, 0,
+     "hub connection-string [--hub NAME]"},
+    {"help", NULL, CLI_CMD_HELP, false, 0, "help"},
+};
+
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+struct option {
+	const char *name;
+	unsigned bit;
+	bool has_value;
+	size_t offset; /* const char * or bool in struct cli_args */
+};
+
+#define ARG(field) offsetof(struct cli_args, field)
+
+static const struct option options[] = {
+    {"data-dir", OPT_COMMON, true, ARG(data_dir)},
+    {"hub", OPT_COMMON, true, ARG(hub)},
+    {"connection-string", OPT_COMMON, true, ARG(connection_string)},
+    {"server", OPT_COMMON, true, ARG(server)},
+    {"ca", OPT_COMMON, true, ARG(ca)},
+    {"primary-key", OPT_PRIMARY_KEY, true, ARG(primary_key)},
+    {"secondary-key", OPT_SECONDARY_KEY, true, ARG(secondary_key)},
+    {"disabled", OPT_DISABLED, false, ARG(disabled)},
+    {"edge", OPT_EDGE, false, ARG(edge)},
+    {"status", OPT_STATUS, true, ARG(status)},
+    {"tags", OPT_TAGS, true, ARG(tags)},
+    {"desired", OPT_DESIRED, true, ARG(desired)},
+    {"etag", OPT_ETAG, true, ARG(etag)},
+};
+
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+void cli_usage(FILE *f)
+{
+	fprintf(f, "usage:\n");
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		fprintf(f, "  fleethub %s\n", commands[i].usage);
+	fprintf(f, "  fleethub serve [--config FILE]\n"
+	           "\ncommon options:\n"
+	           "  --data-dir DIR             where `fleethub serve` wrote cli.conf "
+	           "(default " DEFAULT_DATA_DIR ")\n"
+	           "  --hub NAME                 the hub to talk to (default: the first)\n"
+	           "  --connection-string CS     owner connection string (or "
+	           "FLEETHUB_CONNECTION_STRING)\n"
+	           "  --server HOST:PORT         dial this address; TLS and the token keep "
+	           "the hub name\n"
+	           "  --ca FILE                  CA certificate to trust\n"
+	           "\nexit codes: 0 success, 1 refused by the server, 2 usage error, "
+	           "3 server unreachable or TLS failure\n");
+}
+
+int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof *out);
+	const char *words[8];
+	size_t nwords = 0;
+	unsigned used = 0;
+	bool only_words = false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (only_words || a[0] != '-' || a[1] == '\0') {
+			if (nwords == sizeof words / sizeof words[0]) {
+				snprintf(err, errlen, "too many arguments");
+				return -1;
+			}
+			words[nwords++] = a;
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			only_words = true;
+			continue;
+		}
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			out->cmd = CLI_CMD_HELP;
+			return 0;
+		}
+		if (a[1] != '-') {
+			snprintf(err, errlen, "unknown option %s", a);
+			return -1;
+		}
+		const char *name = a + 2, *eq = strchr(name, '=');
+		size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+		const struct option *o = NULL;
+		for (size_t k = 0; k < NOPTIONS; k++)
+			if (strlen(options[k].name) == nlen &&
+			    strncmp(options[k].name, name, nlen) == 0)
+				o = &options[k];
+		if (!o) {
+			snprintf(err, errlen, "unknown option --%.*s", (int)nlen, name);
+			return -1;
+		}
+		char *field = (char *)out + o->offset;
+		if (!o->has_value) {
+			if (eq) {
+				snprintf(err, errlen, "--%s takes no value", o->name);
+				return -1;
+			}
+			*(bool *)(void *)field = true;
+		} else {
+			const char *v;
+			if (eq)
+				v = eq + 1;
+			else if (i + 1 < argc)
+				v = argv[++i];
+			else {
+				snprintf(err, errlen, "--%s needs a value", o->name);
+				return -1;
+			}
+			*(const char **)(void *)field = v;
+		}
+		used |= o->bit;
+	}
+	if (nwords == 0) {
+		snprintf(err, errlen, "no command given");
+		return -1;
+	}
+	if (strcmp(words[0], "help") == 0) {
+		out->cmd = CLI_CMD_HELP;
+		return 0;
+	}
+	const struct command *c = NULL;
+	for (size_t k = 0; k < NCOMMANDS && !c; k++) {
+		if (strcmp(commands[k].group, words[0]) != 0)
+			continue;
+		if (!commands[k].verb)
+			c = &commands[k];
+		else if (nwords >= 2 && strcmp(commands[k].verb, words[1]) == 0)
+			c = &commands[k];
+	}
+	if (!c) {
+		if (nwords >= 2)
+			snprintf(err, errlen, "unknown command \"%s %s\"", words[0], words[1]);
+		else
+			snprintf(err, errlen, "unknown command \"%s\"", words[0]);
+		return -1;
+	}
+	size_t nw = c->verb ? 2 : 1;
+	if (c->takes_id) {
+		if (nwords < nw + 1) {
+			snprintf(err, errlen, "missing device ID; usage: fleethub %s", c->usage);
+			return -1;
+		}
+		out->id = words[nw++];
+		if (out->id[0] == '\0') {
+			snprintf(err, errlen, "empty device ID");
+			return -1;
+		}
+	}
+	if (nwords > nw) {
+		snprintf(err, errlen, "unexpected argument \"%s\"; usage: fleethub %s", words[nw],
+		         c->usage);
+		return -1;
+	}
+	unsigned extra = used & ~(c->opts | OPT_COMMON);
+	for (size_t k = 0; k < NOPTIONS; k++)
+		if (extra & options[k].bit) {
+			snprintf(err, errlen, "--%s does not apply; usage: fleethub %s",
+			         options[k].name, c->usage);
+			return -1;
+		}
+	out->cmd = c->cmd;
+	if (c->cmd == CLI_CMD_DEVICE_UPDATE) {
+		if (!out->status) {
+			snprintf(err, errlen, "--status is required; usage: fleethub %s", c->usage);
+			return -1;
+		}
+		if (strcmp(out->status, "enabled") != 0 && strcmp(out->status, "disabled") != 0) {
+			snprintf(err, errlen, "--status must be enabled or disabled");
+			return -1;
+		}
+	}
+	if (c->cmd == CLI_CMD_TWIN_UPDATE && !out->tags && !out->desired) {
+		snprintf(err, errlen, "give --tags and/or --desired; usage: fleethub %s", c->usage);
+		return -1;
+	}
+	if (!out->data_dir)
+		out->data_dir = DEFAULT_DATA_DIR;
+	return 0;
+}

@@ -1,0 +1,637 @@
+/* Configuration loading. Every setting is one row of settings[] (scope,
+ * name, type, bounds, default, help); the INI parser, the defaults, the
+ * example file (config_write_example, shipped as examples/fleethub.ini) and
+ * `fleethub serve --help` all come from that table, so they cannot drift.
+ *
+ * Parsing uses inih through a string reader of our own. The reader counts
+ * lines (so every error names file:line), removes leading blanks (so inih
+ * never sees a Python-style continuation line), rejects over-long lines and
+ * notices section headers itself: inih calls the handler only for
+ * name = value lines, and a "[hub name]" section with no keys must still
+ * declare a hub. Invariants after a successful load: data_dir and log_level
+ * are set, tls_cert and tls_key are both set or both NULL, and there is at
+ * least one hub, each with a lowercased valid DNS name, no two alike. On
+ * failure the config is left empty (config_free'd). */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/enc.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "server/config.h"
+
+enum setting_scope { SCOPE_SERVER, SCOPE_HUB };
+
+enum setting_type {
+	SET_PATH,      /* char *, non-empty */
+	SET_ADDRS,     /* struct config_addrs */
+	SET_UINT,      /* unsigned within [min, max] */
+	SET_LOG_LEVEL, /* char *, one of log_level_parse's names */
+	SET_KEY,       /* char *, base64 of min..max bytes */
+};
+
+struct setting {
+	enum setting_scope scope;
+	const char *name;
+	enum setting_type type;
+	unsigned min, max;
+	const char *def; /* default as it would be written; NULL = unset */
+	const char *help;
+	size_t offset; /* into struct config (server) or struct config_hub */
+};
+
+#define SRV(field) offsetof(struct config, field)
+#define HUB(field) offsetof(struct config_hub, field)
+
+static const struct setting settings[] = {
+    {SCOPE_SERVER, "data_dir", SET_PATH, 0, 0, "./fleethub-data",
+     "Directory for the database, the generated TLS files (tls/) and cli.conf.\n"
+     "Created with mode 0700 when absent.",
+     SRV(data_dir)},
+    {SCOPE_SERVER, "mqtt_listen", SET_ADDRS, 0, 0, "127.0.0.1:8883",
+     "MQTT over TLS listeners: host:port, comma-separated list allowed,\n"
+     "[::1]:8883 for IPv6. Empty = no MQTT listener.",
+     SRV(mqtt_listen)},
+    {SCOPE_SERVER, "https_listen", SET_ADDRS, 0, 0, "127.0.0.1:443",
+     "HTTPS listeners (service REST API, device HTTPS, MQTT over WebSockets).\n"
+     "Node's HTTPS clients only dial port 443.",
+     SRV(https_listen)},
+    {SCOPE_SERVER, "tls_cert", SET_PATH, 0, 0, NULL,
+     "Server certificate chain (PEM). Unset = a development CA and a server\n"
+     "certificate are generated under data_dir/tls. Needs tls_key.",
+     SRV(tls_cert)},
+    {SCOPE_SERVER, "tls_key", SET_PATH, 0, 0, NULL,
+     "Private key (PEM) of tls_cert. Unset together with tls_cert.", SRV(tls_key)},
+    {SCOPE_SERVER, "log_level", SET_LOG_LEVEL, 0, 0, "info",
+     "Least severe log level written to stderr: debug, info, warn or error.", SRV(log_level)},
+    {SCOPE_SERVER, "max_connections", SET_UINT, 1, 1000000, "20000",
+     "Most simultaneous client connections (1..1000000); more are refused.", SRV(max_connections)},
+    {SCOPE_SERVER, "max_packet_kb", SET_UINT, 1, 262144, "256",
+     "Largest MQTT packet accepted, in KiB (1..262144).", SRV(max_packet_kb)},
+    {SCOPE_HUB, "owner_key", SET_KEY, 16, 64, NULL,
+     "Primary key of the iothubowner policy: base64 of 16..64 bytes.\n"
+     "Unset = generated once and kept in the database.",
+     HUB(owner_key)},
+    {SCOPE_HUB, "mqtt_listen", SET_ADDRS, 0, 0, NULL,
+     "Extra MQTT over TLS listeners of this hub: clients that send no TLS SNI\n"
+     "name (they dial an IP) default to this hub. Unset = none.",
+     HUB(mqtt_listen)},
+    {SCOPE_HUB, "https_listen", SET_ADDRS, 0, 0, NULL,
+     "Extra HTTPS listeners of this hub, as mqtt_listen. Unset = none.", HUB(https_listen)},
+};
+
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+/* ---- values ---- */
+
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 &&
+	       (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+		s[--n] = '\0';
+	return s;
+}
+
+static void addrs_free(struct config_addrs *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		free(a->v[i].host);
+	free(a->v);
+	a->v = NULL;
+	a->n = 0;
+}
+
+static bool host_name_chars_ok(const char *h)
+{
+	for (const char *p = h; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_')
+			return false;
+	return true;
+}
+
+/* Parses one "host:port" or "[v6]:port" entry of length n. */
+static int parse_addr(const char *s, size_t n, struct config_addr *out, char *err, size_t errlen)
+{
+	char *e = xstrndup(s, n);
+	char *host, *port;
+	int rc = -1;
+	if (e[0] == '[') {
+		char *close = strchr(e, ']');
+		if (!close || close[1] != ':') {
+			snprintf(err, errlen, "\"%s\": expected [IPv6 address]:port", e);
+			goto done;
+		}
+		*close = '\0';
+		host = e + 1;
+		port = close + 2;
+		unsigned char tmp[16];
+		if (inet_pton(AF_INET6, host, tmp) != 1) {
+			snprintf(err, errlen, "\"%s\" is not an IPv6 address", host);
+			goto done;
+		}
+	} else {
+		char *colon = strrchr(e, ':');
+		if (!colon) {
+			snprintf(err, errlen, "\"%s\": expected host:port", e);
+			goto done;
+		}
+		*colon = '\0';
+		host = e;
+		port = colon + 1;
+		if (strchr(host, ':')) {
+			snprintf(err, errlen, "\"%s\": write IPv6 addresses as [address]:port",
+			         s[0] ? e : "");
+			goto done;
+		}
+		if (host[0] == '\0' || !host_name_chars_ok(host)) {
+			snprintf(err, errlen, "\"%s\" is not a host name or IP address", host);
+			goto done;
+		}
+	}
+	if (port[0] == '\0' || strspn(port, "0123456789") != strlen(port) || strlen(port) > 9) {
+		snprintf(err, errlen, "\"%s\" is not a port number", port);
+		goto done;
+	}
+	long p = strtol(port, NULL, 10);
+	if (p < 1 || p > 65535) {
+		snprintf(err, errlen, "port %ld out of range", p);
+		goto done;
+	}
+	out->host = xstrdup(host);
+	out->port = (int)p;
+	rc = 0;
+done:
+	free(e);
+	return rc;
+}
+
+int config_parse_addrs(const char *text, struct config_addrs *out, char *err, size_t errlen)
+{
+	out->v = NULL;
+	out->n = 0;
+	const char *p = text;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p == '\0')
+		return 0;
+	for (;;) {
+		const char *comma = strchr(p, ',');
+		size_t n = comma ? (size_t)(comma - p) : strlen(p);
+		while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		if (n == 0) {
+			snprintf(err, errlen, "empty entry in address list");
+			goto fail;
+		}
+		struct config_addr a;
+		if (parse_addr(p, n, &a, err, errlen) != 0)
+			goto fail;
+		out->v = xrealloc(out->v, (out->n + 1) * sizeof *out->v);
+		out->v[out->n++] = a;
+		if (!comma)
+			return 0;
+		p = comma + 1;
+		while (*p == ' ' || *p == '\t')
+			p++;
+	}
+fail:
+	addrs_free(out);
+	return -1;
+}
+
+/* 1 when name is a valid DNS host name: dot-separated labels of 1..63
+ * letters, digits and hyphens, not starting or ending with a hyphen, 253
+ * characters at most. */
+static bool dns_name_ok(const char *name)
+{
+	size_t n = strlen(name), label = 0;
+	if (n == 0 || n > 253)
+		return false;
+	for (size_t i = 0; i <= n; i++) {
+		char c = name[i];
+		if (c == '.' || c == '\0') {
+			if (label == 0 || label > 63 || name[i - 1] == '-')
+				return false;
+			label = 0;
+		} else if (isalnum((unsigned char)c) || c == '-') {
+			if (label == 0 && c == '-')
+				return false;
+			label++;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Stores value into the field of base that s describes. Replaces any value
+ * already there. */
+static int apply(const struct setting *s, void *base, const char *value, char *err, size_t errlen)
+{
+	char *field = (char *)base + s->offset;
+	switch (s->type) {
+	case SET_PATH:
+		if (value[0] == '\0') {
+			snprintf(err, errlen, "empty value");
+			return -1;
+		}
+		break;
+	case SET_LOG_LEVEL:
+		if (log_level_parse(value) < 0) {
+			snprintf(err, errlen, "\"%s\" is not one of debug, info, warn, error",
+			         value);
+			return -1;
+		}
+		break;
+	case SET_KEY: {
+		size_t n = strlen(value), got = 0;
+		if (n > 256) {
+			snprintf(err, errlen, "key too long");
+			return -1;
+		}
+		uint8_t raw[B64_DECODED_MAX(256) + 1];
+		if (b64_decode(value, n, raw, &got) != 0) {
+			snprintf(err, errlen, "not valid base64");
+			return -1;
+		}
+		if (got < s->min || got > s->max) {
+			snprintf(err, errlen, "key is %zu bytes; it must be %u..%u bytes", got,
+			         s->min, s->max);
+			return -1;
+		}
+		break;
+	}
+	case SET_UINT: {
+		if (value[0] == '\0' || strspn(value, "0123456789") != strlen(value) ||
+		    strlen(value) > 10) {
+			snprintf(err, errlen, "\"%s\" is not a whole number", value);
+			return -1;
+		}
+		unsigned long long v = strtoull(value, NULL, 10);
+		if (v < s->min || v > s->max) {
+			snprintf(err, errlen, "%llu out of range %u..%u", v, s->min, s->max);
+			return -1;
+		}
+		*(unsigned *)(void *)field = (unsigned)v;
+		return 0;
+	}
+	case SET_ADDRS: {
+		struct config_addrs a;
+		if (config_parse_addrs(value, &a, err, errlen) != 0)
+			return -1;
+		addrs_free((struct config_addrs *)(void *)field);
+		*(struct config_addrs *)(void *)field = a;
+		return 0;
+	}
+	}
+	char **sp = (char **)(void *)field;
+	free(*sp);
+	*sp = xstrdup(value);
+	return 0;
+}
+
+/* ---- parsing ---- */
+
+#define MAX_LINE 1024
+
+struct parse_state {
+	struct config *cfg;
+	const char *name; /* file name for messages */
+	const char *text; /* NUL-terminated */
+	size_t pos;
+	int lineno;
+	/* Current section: -1 none yet, 0 [server], 1 a hub (cur_hub). */
+	int cur_kind;
+	size_t cur_hub;
+	bool bad_section;       /* current section was rejected: its keys are skipped */
+	unsigned server_set;    /* bit per settings[] row already set */
+	unsigned *hub_set;      /* per hub */
+	int line_of[NSETTINGS]; /* where each server setting was set */
+	char *err;
+	size_t errlen;
+	bool failed;
+	bool stop; /* reader returns EOF from now on */
+};
+
+static void fail_at(struct parse_state *st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void fail_at(struct parse_state *st, const char *fmt, ...)
+{
+	if (st->failed)
+		return;
+	st->failed = true;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	snprintf(st->err, st->errlen, "%s:%d: %s", st->name, st->lineno, msg);
+}
+
+static void begin_section(struct parse_state *st, char *sec)
+{
+	sec = trim(sec);
+	st->bad_section = false;
+	if (strcmp(sec, "server") == 0) {
+		st->cur_kind = 0;
+		return;
+	}
+	if (strncmp(sec, "hub", 3) == 0 && (sec[3] == '\0' || sec[3] == ' ' || sec[3] == '\t')) {
+		char *hn = trim(sec + 3);
+		if (*hn == '\0') {
+			fail_at(st, "[hub]: a hub section needs a host name, as [hub "
+			            "hub1.example.test]");
+			goto bad;
+		}
+		for (char *p = hn; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+		if (!dns_name_ok(hn)) {
+			fail_at(st, "[hub %s]: \"%s\" is not a valid DNS host name", hn, hn);
+			goto bad;
+		}
+		struct config *cfg = st->cfg;
+		for (size_t i = 0; i < cfg->nhubs; i++)
+			if (strcmp(cfg->hubs[i].name, hn) == 0) {
+				fail_at(st, "[hub %s]: duplicate hub", hn);
+				goto bad;
+			}
+		cfg->hubs = xrealloc(cfg->hubs, (cfg->nhubs + 1) * sizeof *cfg->hubs);
+		st->hub_set = xrealloc(st->hub_set, (cfg->nhubs + 1) * sizeof *st->hub_set);
+		memset(&cfg->hubs[cfg->nhubs], 0, sizeof cfg->hubs[0]);
+		cfg->hubs[cfg->nhubs].name = xstrdup(hn);
+		st->hub_set[cfg->nhubs] = 0;
+		st->cur_kind = 1;
+		st->cur_hub = cfg->nhubs++;
+		return;
+	}
+	fail_at(st, "[%s]: unknown section (expected [server] or [hub <host name>])", sec);
+bad:
+	st->cur_kind = -1;
+	st->bad_section = true;
+}
+
+/* fgets-like reader over st->text, see the file comment. */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct parse_state *st = stream;
+	if (st->stop || st->text[st->pos] == '\0')
+		return NULL;
+	const char *p = st->text + st->pos;
+	const char *nl = strchr(p, '\n');
+	size_t n = nl ? (size_t)(nl - p) + 1 : strlen(p);
+	st->pos += n;
+	st->lineno++;
+	if (st->lineno == 1 && n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
+		p += 3;
+		n -= 3;
+	}
+	while (n > 0 && (*p == ' ' || *p == '\t')) {
+		p++;
+		n--;
+	}
+	if (n + 1 > (size_t)num || n > MAX_LINE) {
+		fail_at(st, "line too long (at most %d characters)",
+		        num - 2 < MAX_LINE ? num - 2 : MAX_LINE);
+		st->stop = true;
+		return NULL;
+	}
+	memcpy(str, p, n);
+	str[n] = '\0';
+	if (str[0] == '[') {
+		char *close = strchr(str, ']');
+		if (close) {
+			char *sec = xstrndup(str + 1, (size_t)(close - str - 1));
+			begin_section(st, sec);
+			free(sec);
+		}
+	}
+	return str;
+}
+
+static int on_value(void *user, const char *section, const char *name, const char *value)
+{
+	struct parse_state *st = user;
+	if (st->bad_section)
+		return 1; /* already reported */
+	if (st->cur_kind < 0) {
+		fail_at(st,
+		        "%s: setting outside a section (start with [server] or [hub "
+		        "<host name>])",
+		        name);
+		return 0;
+	}
+	enum setting_scope scope = st->cur_kind == 0 ? SCOPE_SERVER : SCOPE_HUB;
+	char sect[300];
+	if (scope == SCOPE_SERVER)
+		snprintf(sect, sizeof sect, "[server]");
+	else
+		snprintf(sect, sizeof sect, "[hub %s]", st->cfg->hubs[st->cur_hub].name);
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		const struct setting *s = &settings[i];
+		if (s->scope != scope || strcmp(s->name, name) != 0)
+			continue;
+		unsigned *set = scope == SCOPE_SERVER ? &st->server_set : &st->hub_set[st->cur_hub];
+		if (*set & (1u << i)) {
+			fail_at(st, "%s %s: set more than once", sect, name);
+			return 0;
+		}
+		*set |= 1u << i;
+		if (scope == SCOPE_SERVER)
+			st->line_of[i] = st->lineno;
+		void *base =
+		    scope == SCOPE_SERVER ? (void *)st->cfg : (void *)&st->cfg->hubs[st->cur_hub];
+		char msg[300];
+		if (apply(s, base, value, msg, sizeof msg) != 0) {
+			fail_at(st, "%s %s: %s", sect, name, msg);
+			return 0;
+		}
+		return 1;
+	}
+	fail_at(st, "%s %s: unknown setting", sect, name);
+	return 0;
+}
+
+static int set_defaults(struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < NSETTINGS; i++)
+		if (settings[i].scope == SCOPE_SERVER && settings[i].def &&
+		    apply(&settings[i], cfg, settings[i].def, err, errlen) != 0)
+			return -1;
+	return 0;
+}
+
+static void add_default_hub(struct config *cfg)
+{
+	cfg->hubs = xcalloc(1, sizeof *cfg->hubs);
+	cfg->hubs[0].name = xstrdup("localhost");
+	cfg->nhubs = 1;
+}
+
+int config_load_text(struct config *cfg, const char *text, size_t len, const char *name, char *err,
+                     size_t errlen)
+{
+	memset(cfg, 0, sizeof *cfg);
+	if (set_defaults(cfg, err, errlen) != 0)
+		goto fail;
+	if (memchr(text, '\0', len)) {
+		snprintf(err, errlen, "%s: contains a NUL byte", name);
+		goto fail;
+	}
+	struct parse_state st = {
+	    .cfg = cfg, .name = name, .cur_kind = -1, .err = err, .errlen = errlen};
+	char *copy = xstrndup(text, len);
+	st.text = copy;
+	int rc = ini_parse_stream(read_line, &st, on_value, &st);
+	free(copy);
+	free(st.hub_set);
+	if (!st.failed && rc > 0) {
+		snprintf(err, errlen, "%s:%d: syntax error (expected [section] or name = value)",
+		         name, rc);
+		goto fail;
+	}
+	if (!st.failed && rc < 0) {
+		snprintf(err, errlen, "%s: cannot parse (error %d)", name, rc);
+		goto fail;
+	}
+	if (st.failed)
+		goto fail;
+	if (!cfg->tls_cert != !cfg->tls_key) {
+		size_t idx = 0;
+		const char *have = cfg->tls_cert ? "tls_cert" : "tls_key";
+		for (size_t i = 0; i < NSETTINGS; i++)
+			if (settings[i].scope == SCOPE_SERVER &&
+			    strcmp(settings[i].name, have) == 0)
+				idx = i;
+		snprintf(err, errlen, "%s:%d: [server] %s: set without %s", name, st.line_of[idx],
+		         have, cfg->tls_cert ? "tls_key" : "tls_cert");
+		goto fail;
+	}
+	if (cfg->nhubs == 0)
+		add_default_hub(cfg);
+	return 0;
+fail:
+	config_free(cfg);
+	return -1;
+}
+
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+	if (!path) {
+		memset(cfg, 0, sizeof *cfg);
+		if (set_defaults(cfg, err, errlen) != 0) {
+			config_free(cfg);
+			return -1;
+		}
+		add_default_hub(cfg);
+		return 0;
+	}
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		memset(cfg, 0, sizeof *cfg);
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	struct buf b = BUF_INIT;
+	char chunk[4096];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+		buf_append(&b, chunk, n);
+		if (b.len > 1024 * 1024) {
+			fclose(f);
+			buf_free(&b);
+			memset(cfg, 0, sizeof *cfg);
+			snprintf(err, errlen, "%s: file too large", path);
+			return -1;
+		}
+	}
+	bool bad = ferror(f);
+	fclose(f);
+	if (bad) {
+		buf_free(&b);
+		memset(cfg, 0, sizeof *cfg);
+		snprintf(err, errlen, "cannot read %s", path);
+		return -1;
+	}
+	int rc = config_load_text(cfg, b.data ? b.data : "", b.len, path, err, errlen);
+	buf_free(&b);
+	if (rc == 0)
+		cfg->path = xstrdup(path);
+	return rc;
+}
+
+void config_free(struct config *cfg)
+{
+	free(cfg->data_dir);
+	addrs_free(&cfg->mqtt_listen);
+	addrs_free(&cfg->https_listen);
+	free(cfg->tls_cert);
+	free(cfg->tls_key);
+	free(cfg->log_level);
+	for (size_t i = 0; i < cfg->nhubs; i++) {
+		free(cfg->hubs[i].name);
+		free(cfg->hubs[i].owner_key);
+		addrs_free(&cfg->hubs[i].mqtt_listen);
+		addrs_free(&cfg->hubs[i].https_listen);
+	}
+	free(cfg->hubs);
+	free(cfg->path);
+	memset(cfg, 0, sizeof *cfg);
+}
+
+/* ---- the example file ---- */
+
+static void write_comment(FILE *f, const char *text)
+{
+	const char *p = text;
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		fprintf(f, "; %.*s\n", (int)n, p);
+		p += n;
+		if (*p == '\n')
+			p++;
+	}
+}
+
+static void write_rows(FILE *f, enum setting_scope scope)
+{
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		if (settings[i].scope != scope)
+			continue;
+		fprintf(f, "\n");
+		write_comment(f, settings[i].help);
+		if (settings[i].def)
+			fprintf(f, ";%s = %s\n", settings[i].name, settings[i].def);
+		else
+			fprintf(f, ";%s =\n", settings[i].name);
+	}
+}
+
+void config_write_example(FILE *f)
+{
+	fprintf(f, "; fleethub configuration (fleethub serve --config FILE).\n"
+	           "; Every setting is listed, commented out, with its default; remove the\n"
+	           "; leading ';' to change one. A ';' after a value (with a blank before it)\n"
+	           "; starts a comment too. Generated from the settings table in\n"
+	           "; src/server/config.c; `fleethub serve --help` prints the same text.\n"
+	           "\n[server]\n");
+	write_rows(f, SCOPE_SERVER);
+	fprintf(f, "\n; One [hub <host name>] section per hub, named by its DNS host name\n"
+	           "; (lowercased). Clients pick the hub by TLS SNI name, or by MQTT user name\n"
+	           "; or HTTP Host when they dial an IP. Without any [hub] section, one hub\n"
+	           "; named \"localhost\" is served.\n"
+	           ";[hub localhost]\n");
+	write_rows(f, SCOPE_HUB);
+}

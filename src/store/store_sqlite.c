@@ -1,0 +1,864 @@
+/* The embedded store: store.h implemented on SQLite (WAL, synchronous=FULL).
+ *
+ * Two connections. The reader is used only on the loop thread (store_reader);
+ * it is query_only and every statement is reset right after use, so no read
+ * transaction stays open and each read sees everything committed before it.
+ * The writer is used only by the writer thread (and, after that thread has
+ * been joined, by store_close on the loop thread to finish leftovers).
+ *
+ * Writes are jobs. store_submit appends to the pending list (mutex + cond).
+ * The writer thread takes up to BATCH_MAX jobs, runs them in one
+ * BEGIN IMMEDIATE .. COMMIT, each job inside SAVEPOINT j (rolled back when
+ * work returns < 0), then appends them to the completed list and wakes the
+ * loop with uv_async_send. The async callback runs done(arg, rc) in
+ * submission order: batches are taken in FIFO order, jobs within a batch
+ * keep their order, and the completed list is FIFO.
+ *
+ * Invariants:
+ * - A job's done runs exactly once, on the loop thread, after the COMMIT of
+ *   its batch returned (or failed: then rc is FH_EIO for every job of it).
+ * - struct store is freed only in the async handle's close callback.
+ * - Schema: migrations[] is append-only; PRAGMA user_version counts the
+ *   migrations that ran; each migration is its own transaction. */
+#include "store/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "base/mem.h"
+
+#define BATCH_MAX 512
+#define BUSY_TIMEOUT_MS 5000
+
+/* Append-only. Never edit a shipped entry: add a new one. */
+static const char *const migrations[] = {
+	/* 1: devices, twins, settings */
+	"CREATE TABLE devices ("
+	" hub TEXT NOT NULL,"
+	" id TEXT NOT NULL,"
+	" json TEXT NOT NULL,"
+	" etag INTEGER NOT NULL,"
+	" PRIMARY KEY (hub, id)) WITHOUT ROWID;"
+	"CREATE TABLE twins ("
+	" hub TEXT NOT NULL,"
+	" id TEXT NOT NULL,"
+	" tags TEXT NOT NULL,"
+	" desired TEXT NOT NULL,"
+	" reported TEXT NOT NULL,"
+	" meta TEXT NOT NULL,"
+	" version INTEGER NOT NULL,"
+	" desired_version INTEGER NOT NULL,"
+	" reported_version INTEGER NOT NULL,"
+	" PRIMARY KEY (hub, id)) WITHOUT ROWID;"
+	"CREATE TABLE settings ("
+	" key TEXT PRIMARY KEY,"
+	" value TEXT NOT NULL);",
+};
+#define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+enum stmt_id {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_SAVEPOINT,
+	ST_RELEASE,
+	ST_ROLLBACK_TO,
+	ST_DEV_GET,
+	ST_DEV_PUT,
+	ST_DEV_DEL,
+	ST_DEV_DEL_TWIN,
+	ST_DEV_LIST,
+	ST_DEV_COUNT,
+	ST_TWIN_GET,
+	ST_TWIN_PUT,
+	ST_TWIN_LIST,
+	ST_SET_GET,
+	ST_SET_PUT,
+	ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_SAVEPOINT] = "SAVEPOINT j",
+	[ST_RELEASE] = "RELEASE j",
+	[ST_ROLLBACK_TO] = "ROLLBACK TO j",
+	[ST_DEV_GET] = "SELECT json, etag FROM devices WHERE hub = ?1 AND id = ?2",
+	[ST_DEV_PUT] = "INSERT INTO devices (hub, id, json, etag) VALUES (?1, ?2, ?3, ?4)"
+		       " ON CONFLICT (hub, id) DO UPDATE SET json = excluded.json,"
+		       " etag = excluded.etag",
+	[ST_DEV_DEL] = "DELETE FROM devices WHERE hub = ?1 AND id = ?2",
+	[ST_DEV_DEL_TWIN] = "DELETE FROM twins WHERE hub = ?1 AND id = ?2",
+	[ST_DEV_LIST] = "SELECT id, json, etag FROM devices WHERE hub = ?1 AND id > ?2"
+			" ORDER BY id LIMIT ?3",
+	[ST_DEV_COUNT] = "SELECT count(*), coalesce(sum(CASE WHEN json_valid(json) THEN"
+			 " json_extract(json, '$.status') = 'enabled' ELSE 0 END), 0)"
+			 " FROM devices WHERE hub = ?1",
+	[ST_TWIN_GET] = "SELECT tags, desired, reported, meta, version, desired_version,"
+			" reported_version FROM twins WHERE hub = ?1 AND id = ?2",
+	[ST_TWIN_PUT] = "INSERT INTO twins (hub, id, tags, desired, reported, meta, version,"
+			" desired_version, reported_version)"
+			" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+			" ON CONFLICT (hub, id) DO UPDATE SET tags = excluded.tags,"
+			" desired = excluded.desired, reported = excluded.reported,"
+			" meta = excluded.meta, version = excluded.version,"
+			" desired_version = excluded.desired_version,"
+			" reported_version = excluded.reported_version",
+	[ST_TWIN_LIST] = "SELECT id, tags, desired, reported, meta, version, desired_version,"
+			 " reported_version FROM twins WHERE hub = ?1 AND id > ?2"
+			 " ORDER BY id LIMIT ?3",
+	[ST_SET_GET] = "SELECT value FROM settings WHERE key = ?1",
+	[ST_SET_PUT] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
+		       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+};
+
+struct store_txn {
+	sqlite3 *db;
+	sqlite3_stmt *st[ST_COUNT];
+};
+
+struct job {
+	store_work_fn work;
+	store_done_fn done;
+	void *arg;
+	int rc;
+	struct job *next;
+};
+
+struct job_list {
+	struct job *head;
+	struct job *tail;
+};
+
+struct store {
+	uv_loop_t *loop;
+	uv_async_t async;
+	uv_thread_t thread;
+	int thread_started;
+
+	struct store_txn reader; /* loop thread only */
+	struct store_txn writer; /* writer thread only (loop after join) */
+
+	uv_mutex_t mu; /* guards pending, closing */
+	uv_cond_t cond;
+	struct job_list pending;
+	int closing;
+
+	uv_mutex_t done_mu; /* guards completed */
+	struct job_list completed;
+};
+
+/* ---- job lists ---- */
+
+static void list_push(struct job_list *l, struct job *j)
+{
+	j->next = NULL;
+	if (l->tail)
+		l->tail->next = j;
+	else
+		l->head = j;
+	l->tail = j;
+}
+
+static void list_append(struct job_list *l, struct job_list *more)
+{
+	if (!more->head)
+		return;
+	if (l->tail)
+		l->tail->next = more->head;
+	else
+		l->head = more->head;
+	l->tail = more->tail;
+	more->head = more->tail = NULL;
+}
+
+/* Moves up to max jobs from the front of src to dst (which must be empty). */
+static void list_take(struct job_list *src, struct job_list *dst, unsigned max)
+{
+	struct job *last = NULL, *j = src->head;
+	unsigned n = 0;
+	dst->head = dst->tail = NULL;
+	if (!j)
+		return;
+	while (j && n < max) {
+		last = j;
+		j = j->next;
+		n++;
+	}
+	dst->head = src->head;
+	dst->tail = last;
+	last->next = NULL;
+	src->head = j;
+	if (!j)
+		src->tail = NULL;
+}
+
+/* ---- connections and statements ---- */
+
+static void log_db(sqlite3 *db, const char *what)
+{
+	log_at(LOG_ERROR, "store: %s: %s", what, sqlite3_errmsg(db));
+}
+
+static void txn_close(struct store_txn *t)
+{
+	for (int i = 0; i < ST_COUNT; i++) {
+		sqlite3_finalize(t->st[i]);
+		t->st[i] = NULL;
+	}
+	if (t->db)
+		sqlite3_close(t->db);
+	t->db = NULL;
+}
+
+static int txn_prepare(struct store_txn *t, char *err, size_t errlen)
+{
+	for (int i = 0; i < ST_COUNT; i++) {
+		if (sqlite3_prepare_v3(t->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+				       &t->st[i], NULL) != SQLITE_OK) {
+			snprintf(err, errlen, "cannot prepare statement: %s",
+				 sqlite3_errmsg(t->db));
+			return FH_EIO;
+		}
+	}
+	return 0;
+}
+
+static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", sql, msg ? msg : sqlite3_errmsg(db));
+		sqlite3_free(msg);
+		return FH_EIO;
+	}
+	return 0;
+}
+
+/* Opens one connection with our pragmas. */
+static int conn_open(struct store_txn *t, const char *path, int query_only, char *err,
+		     size_t errlen)
+{
+	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+	if (sqlite3_open_v2(path, &t->db, flags, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open %s: %s", path,
+			 t->db ? sqlite3_errmsg(t->db) : "out of memory");
+		return FH_EIO;
+	}
+	sqlite3_extended_result_codes(t->db, 1);
+	if (sqlite3_busy_timeout(t->db, BUSY_TIMEOUT_MS) != SQLITE_OK) {
+		snprintf(err, errlen, "busy_timeout: %s", sqlite3_errmsg(t->db));
+		return FH_EIO;
+	}
+	/* journal_mode answers with the mode in force: check it is WAL. */
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(t->db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_ROW) {
+		snprintf(err, errlen, "journal_mode=WAL: %s", sqlite3_errmsg(t->db));
+		sqlite3_finalize(st);
+		return FH_EIO;
+	}
+	const char *mode = (const char *)sqlite3_column_text(st, 0);
+	int wal = mode && strcmp(mode, "wal") == 0;
+	sqlite3_finalize(st);
+	if (!wal) {
+		snprintf(err, errlen, "%s: cannot switch to WAL mode", path);
+		return FH_EIO;
+	}
+	int rc = exec_sql(t->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", err, errlen);
+	if (rc == 0 && query_only)
+		rc = exec_sql(t->db, "PRAGMA query_only=ON", err, errlen);
+	return rc;
+}
+
+static int pragma_int(sqlite3 *db, const char *sql, int *out)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = FH_EIO;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW) {
+		*out = sqlite3_column_int(st, 0);
+		rc = 0;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int migrate(sqlite3 *db, char *err, size_t errlen)
+{
+	int version;
+	if (pragma_int(db, "PRAGMA user_version", &version) != 0) {
+		snprintf(err, errlen, "cannot read schema version: %s", sqlite3_errmsg(db));
+		return FH_EIO;
+	}
+	if (version > MIGRATION_COUNT) {
+		snprintf(err, errlen, "database schema %d is newer than this fleethub (%d)",
+			 version, MIGRATION_COUNT);
+		return FH_EINVAL;
+	}
+	for (int i = version; i < MIGRATION_COUNT; i++) {
+		char sql[64];
+		if (exec_sql(db, "BEGIN IMMEDIATE", err, errlen) != 0)
+			return FH_EIO;
+		snprintf(sql, sizeof sql, "PRAGMA user_version=%d", i + 1);
+		if (exec_sql(db, migrations[i], err, errlen) != 0 ||
+		    exec_sql(db, sql, err, errlen) != 0 || exec_sql(db, "COMMIT", err, errlen) != 0) {
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			char tmp[256];
+			snprintf(tmp, sizeof tmp, "%s", err);
+			snprintf(err, errlen, "schema migration %d failed: %s", i + 1, tmp);
+			return FH_EIO;
+		}
+		log_at(LOG_INFO, "store: applied schema migration %d", i + 1);
+	}
+	return 0;
+}
+
+/* ---- the writer ---- */
+
+/* Runs a statement that returns no rows (transaction control). */
+static int run_ctl(struct store_txn *t, enum stmt_id id)
+{
+	sqlite3_stmt *st = t->st[id];
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE)
+		log_db(t->db, stmt_sql[id]);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : FH_EIO;
+}
+
+static void batch_fail(struct job_list *batch, struct job *from)
+{
+	for (struct job *j = from ? from : batch->head; j; j = j->next)
+		j->rc = FH_EIO;
+}
+
+/* Runs one batch in one transaction and posts it to the completed list. */
+static void run_batch(struct store *s, struct job_list *batch)
+{
+	struct store_txn *t = &s->writer;
+	int failed = 0;
+
+	if (run_ctl(t, ST_BEGIN) != 0) {
+		batch_fail(batch, NULL);
+		goto post;
+	}
+	for (struct job *j = batch->head; j; j = j->next) {
+		if (run_ctl(t, ST_SAVEPOINT) != 0) {
+			failed = 1;
+			break;
+		}
+		j->rc = j->work(j->arg, t);
+		if (sqlite3_get_autocommit(t->db)) {
+			/* SQLite rolled the whole transaction back (I/O error,
+			 * disk full): nothing of this batch is stored. */
+			log_at(LOG_ERROR, "store: transaction aborted inside a job");
+			batch_fail(batch, NULL);
+			goto post;
+		}
+		if (j->rc < 0 && run_ctl(t, ST_ROLLBACK_TO) != 0) {
+			failed = 1;
+			break;
+		}
+		if (run_ctl(t, ST_RELEASE) != 0) {
+			failed = 1;
+			break;
+		}
+	}
+	if (failed || run_ctl(t, ST_COMMIT) != 0) {
+		if (!sqlite3_get_autocommit(t->db))
+			run_ctl(t, ST_ROLLBACK);
+		batch_fail(batch, NULL);
+	}
+post:
+	uv_mutex_lock(&s->done_mu);
+	list_append(&s->completed, batch);
+	uv_mutex_unlock(&s->done_mu);
+	uv_async_send(&s->async);
+}
+
+static void writer_main(void *arg)
+{
+	struct store *s = arg;
+	for (;;) {
+		struct job_list batch;
+		uv_mutex_lock(&s->mu);
+		while (!s->pending.head && !s->closing)
+			uv_cond_wait(&s->cond, &s->mu);
+		if (!s->pending.head) { /* closing and drained */
+			uv_mutex_unlock(&s->mu);
+			return;
+		}
+		list_take(&s->pending, &batch, BATCH_MAX);
+		uv_mutex_unlock(&s->mu);
+		run_batch(s, &batch);
+	}
+}
+
+/* Runs every completed job's done callback, in order. Loop thread only.
+ * Returns whether anything ran. */
+static int run_completions(struct store *s)
+{
+	struct job_list l;
+	uv_mutex_lock(&s->done_mu);
+	l = s->completed;
+	s->completed.head = s->completed.tail = NULL;
+	uv_mutex_unlock(&s->done_mu);
+	int any = l.head != NULL;
+	for (struct job *j = l.head, *next; j; j = next) {
+		next = j->next;
+		if (j->done)
+			j->done(j->arg, j->rc);
+		free(j);
+	}
+	return any;
+}
+
+static void on_async(uv_async_t *h)
+{
+	run_completions(h->data);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	struct store *s = h->data;
+	uv_mutex_destroy(&s->mu);
+	uv_mutex_destroy(&s->done_mu);
+	uv_cond_destroy(&s->cond);
+	free(s);
+}
+
+/* ---- lifecycle ---- */
+
+/* Creates the file 0600 if absent, so the database never exists with looser
+ * permissions (SQLite gives -wal/-shm the same mode as the main file). */
+static int create_file(const char *path, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+		return FH_EIO;
+	}
+	close(fd);
+	return 0;
+}
+
+int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (create_file(path, err, errlen) != 0)
+		return FH_EIO;
+
+	struct store *s = xcalloc(1, sizeof *s);
+	s->loop = loop;
+	int rc = conn_open(&s->writer, path, 0, err, errlen);
+	if (rc == 0)
+		rc = migrate(s->writer.db, err, errlen);
+	if (rc == 0)
+		rc = conn_open(&s->reader, path, 1, err, errlen);
+	if (rc == 0)
+		rc = txn_prepare(&s->writer, err, errlen);
+	if (rc == 0)
+		rc = txn_prepare(&s->reader, err, errlen);
+	if (rc != 0) {
+		txn_close(&s->reader);
+		txn_close(&s->writer);
+		free(s);
+		return rc;
+	}
+
+	if (uv_mutex_init(&s->mu) != 0 || uv_mutex_init(&s->done_mu) != 0 ||
+	    uv_cond_init(&s->cond) != 0) {
+		/* Practically never fails on Linux; leak the primitives. */
+		snprintf(err, errlen, "cannot create locks");
+		txn_close(&s->reader);
+		txn_close(&s->writer);
+		free(s);
+		return FH_EIO;
+	}
+	if (uv_async_init(loop, &s->async, on_async) != 0) {
+		snprintf(err, errlen, "cannot create async handle");
+		txn_close(&s->reader);
+		txn_close(&s->writer);
+		uv_mutex_destroy(&s->mu);
+		uv_mutex_destroy(&s->done_mu);
+		uv_cond_destroy(&s->cond);
+		free(s);
+		return FH_EIO;
+	}
+	s->async.data = s;
+	if (uv_thread_create(&s->thread, writer_main, s) != 0) {
+		snprintf(err, errlen, "cannot start the store writer thread");
+		txn_close(&s->reader);
+		txn_close(&s->writer);
+		uv_close((uv_handle_t *)&s->async, on_closed);
+		return FH_EIO;
+	}
+	s->thread_started = 1;
+	*out = s;
+	return 0;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	uv_mutex_lock(&s->mu);
+	s->closing = 1;
+	uv_cond_signal(&s->cond);
+	uv_mutex_unlock(&s->mu);
+	if (s->thread_started)
+		uv_thread_join(&s->thread);
+	s->thread_started = 0;
+
+	/* The writer is gone: finish here, including jobs that done callbacks
+	 * submit while we drain. */
+	for (;;) {
+		struct job_list batch;
+		uv_mutex_lock(&s->mu);
+		list_take(&s->pending, &batch, BATCH_MAX);
+		uv_mutex_unlock(&s->mu);
+		if (batch.head)
+			run_batch(s, &batch);
+		if (!run_completions(s) && !batch.head)
+			break;
+	}
+	txn_close(&s->reader);
+	txn_close(&s->writer);
+	uv_close((uv_handle_t *)&s->async, on_closed);
+}
+
+struct store_txn *store_reader(struct store *s)
+{
+	return &s->reader;
+}
+
+void store_submit(struct store *s, store_work_fn work, store_done_fn done, void *arg)
+{
+	struct job *j = xmalloc(sizeof *j);
+	j->work = work;
+	j->done = done;
+	j->arg = arg;
+	j->rc = 0;
+	uv_mutex_lock(&s->mu);
+	list_push(&s->pending, j);
+	uv_cond_signal(&s->cond);
+	uv_mutex_unlock(&s->mu);
+}
+
+/* ---- domain operations ---- */
+
+static sqlite3_stmt *stmt(struct store_txn *t, enum stmt_id id)
+{
+	return t->st[id];
+}
+
+/* Ends a statement's use: reset (ends its read) and drop borrowed bindings. */
+static void stmt_end(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+static int bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+	return sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_STATIC);
+}
+
+/* Steps a statement that returns no rows; 0 or FH_EIO (logged). */
+static int step_write(struct store_txn *t, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE)
+		log_db(t->db, what);
+	stmt_end(st);
+	return rc == SQLITE_DONE ? 0 : FH_EIO;
+}
+
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+	const unsigned char *v = sqlite3_column_text(st, i);
+	return xstrdup(v ? (const char *)v : "");
+}
+
+static void read_device(sqlite3_stmt *st, int col, struct store_device *d)
+{
+	d->json = col_dup(st, col);
+	d->etag = sqlite3_column_int64(st, col + 1);
+}
+
+static void read_twin(sqlite3_stmt *st, int col, struct store_twin *tw)
+{
+	tw->tags = col_dup(st, col);
+	tw->desired = col_dup(st, col + 1);
+	tw->reported = col_dup(st, col + 2);
+	tw->meta = col_dup(st, col + 3);
+	tw->version = sqlite3_column_int64(st, col + 4);
+	tw->desired_version = sqlite3_column_int64(st, col + 5);
+	tw->reported_version = sqlite3_column_int64(st, col + 6);
+}
+
+int store_device_get(struct store_txn *t, const char *hub, const char *id,
+		     struct store_device *out)
+{
+	sqlite3_stmt *st = stmt(t, ST_DEV_GET);
+	memset(out, 0, sizeof *out);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	int rc = sqlite3_step(st);
+	int ret;
+	if (rc == SQLITE_ROW) {
+		read_device(st, 0, out);
+		ret = 0;
+	} else if (rc == SQLITE_DONE) {
+		ret = FH_ENOTFOUND;
+	} else {
+		log_db(t->db, "device get");
+		ret = FH_EIO;
+	}
+	stmt_end(st);
+	return ret;
+}
+
+int store_device_put(struct store_txn *t, const char *hub, const char *id,
+		     const struct store_device *d)
+{
+	sqlite3_stmt *st = stmt(t, ST_DEV_PUT);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	bind_text(st, 3, d->json);
+	sqlite3_bind_int64(st, 4, d->etag);
+	return step_write(t, st, "device put");
+}
+
+int store_device_delete(struct store_txn *t, const char *hub, const char *id)
+{
+	sqlite3_stmt *st = stmt(t, ST_DEV_DEL);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	int rc = step_write(t, st, "device delete");
+	if (rc != 0)
+		return rc;
+	if (sqlite3_changes(t->db) == 0)
+		return FH_ENOTFOUND;
+	st = stmt(t, ST_DEV_DEL_TWIN);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	return step_write(t, st, "twin delete");
+}
+
+struct dev_row {
+	char *id;
+	struct store_device d;
+};
+
+int store_device_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,
+		      int (*each)(void *arg, const char *id, const struct store_device *d),
+		      void *arg)
+{
+	/* Rows are collected first so that the statement is reset (and its
+	 * read ended) before any callback runs: callbacks may use the store. */
+	sqlite3_stmt *st = stmt(t, ST_DEV_LIST);
+	struct dev_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	int rc, ret = 0;
+	bind_text(st, 1, hub);
+	bind_text(st, 2, after);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			rows = xrealloc(rows, cap * sizeof *rows);
+		}
+		rows[n].id = col_dup(st, 0);
+		read_device(st, 1, &rows[n].d);
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		log_db(t->db, "device list");
+		ret = FH_EIO;
+	}
+	stmt_end(st);
+	size_t i = 0;
+	for (; ret == 0 && i < n; i++) {
+		int stop = each(arg, rows[i].id, &rows[i].d);
+		free(rows[i].id);
+		store_device_clear(&rows[i].d);
+		if (stop) {
+			i++;
+			break;
+		}
+	}
+	for (; i < n; i++) {
+		free(rows[i].id);
+		store_device_clear(&rows[i].d);
+	}
+	free(rows);
+	return ret;
+}
+
+int store_device_count(struct store_txn *t, const char *hub, int64_t *total, int64_t *enabled)
+{
+	sqlite3_stmt *st = stmt(t, ST_DEV_COUNT);
+	bind_text(st, 1, hub);
+	int rc = sqlite3_step(st);
+	int ret = 0;
+	if (rc == SQLITE_ROW) {
+		*total = sqlite3_column_int64(st, 0);
+		*enabled = sqlite3_column_int64(st, 1);
+	} else {
+		log_db(t->db, "device count");
+		ret = FH_EIO;
+	}
+	stmt_end(st);
+	return ret;
+}
+
+int store_twin_get(struct store_txn *t, const char *hub, const char *id, struct store_twin *out)
+{
+	sqlite3_stmt *st = stmt(t, ST_TWIN_GET);
+	memset(out, 0, sizeof *out);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	int rc = sqlite3_step(st);
+	int ret;
+	if (rc == SQLITE_ROW) {
+		read_twin(st, 0, out);
+		ret = 0;
+	} else if (rc == SQLITE_DONE) {
+		ret = FH_ENOTFOUND;
+	} else {
+		log_db(t->db, "twin get");
+		ret = FH_EIO;
+	}
+	stmt_end(st);
+	return ret;
+}
+
+int store_twin_put(struct store_txn *t, const char *hub, const char *id,
+		   const struct store_twin *tw)
+{
+	sqlite3_stmt *st = stmt(t, ST_TWIN_PUT);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	bind_text(st, 3, tw->tags ? tw->tags : "{}");
+	bind_text(st, 4, tw->desired ? tw->desired : "{}");
+	bind_text(st, 5, tw->reported ? tw->reported : "{}");
+	bind_text(st, 6, tw->meta ? tw->meta : "{}");
+	sqlite3_bind_int64(st, 7, tw->version);
+	sqlite3_bind_int64(st, 8, tw->desired_version);
+	sqlite3_bind_int64(st, 9, tw->reported_version);
+	return step_write(t, st, "twin put");
+}
+
+struct twin_row {
+	char *id;
+	struct store_twin tw;
+};
+
+int store_twin_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,
+		    int (*each)(void *arg, const char *id, const struct store_twin *tw),
+		    void *arg)
+{
+	sqlite3_stmt *st = stmt(t, ST_TWIN_LIST);
+	struct twin_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	int rc, ret = 0;
+	bind_text(st, 1, hub);
+	bind_text(st, 2, after);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			rows = xrealloc(rows, cap * sizeof *rows);
+		}
+		rows[n].id = col_dup(st, 0);
+		read_twin(st, 1, &rows[n].tw);
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		log_db(t->db, "twin list");
+		ret = FH_EIO;
+	}
+	stmt_end(st);
+	size_t i = 0;
+	for (; ret == 0 && i < n; i++) {
+		int stop = each(arg, rows[i].id, &rows[i].tw);
+		free(rows[i].id);
+		store_twin_clear(&rows[i].tw);
+		if (stop) {
+			i++;
+			break;
+		}
+	}
+	for (; i < n; i++) {
+		free(rows[i].id);
+		store_twin_clear(&rows[i].tw);
+	}
+	free(rows);
+	return ret;
+}
+
+int store_setting_get(struct store_txn *t, const char *key, char **value_out)
+{
+	sqlite3_stmt *st = stmt(t, ST_SET_GET);
+	*value_out = NULL;
+	bind_text(st, 1, key);
+	int rc = sqlite3_step(st);
+	int ret;
+	if (rc == SQLITE_ROW) {
+		*value_out = col_dup(st, 0);
+		ret = 0;
+	} else if (rc == SQLITE_DONE) {
+		ret = FH_ENOTFOUND;
+	} else {
+		log_db(t->db, "setting get");
+		ret = FH_EIO;
+	}
+	stmt_end(st);
+	return ret;
+}
+
+int store_setting_put(struct store_txn *t, const char *key, const char *value)
+{
+	sqlite3_stmt *st = stmt(t, ST_SET_PUT);
+	bind_text(st, 1, key);
+	bind_text(st, 2, value);
+	return step_write(t, st, "setting put");
+}
+
+/* ---- records ---- */
+
+void store_device_clear(struct store_device *d)
+{
+	free(d->json);
+	memset(d, 0, sizeof *d);
+}
+
+void store_twin_clear(struct store_twin *tw)
+{
+	free(tw->tags);
+	free(tw->desired);
+	free(tw->reported);
+	free(tw->meta);
+	memset(tw, 0, sizeof *tw);
+}
+
+void store_twin_init_empty(struct store_twin *tw)
+{
+	tw->tags = xstrdup("{}");
+	tw->desired = xstrdup("{}");
+	tw->reported = xstrdup("{}");
+	tw->meta = xstrdup("{}");
+	tw->version = 1;
+	tw->desired_version = 1;
+	tw->reported_version = 1;
+}

@@ -1,0 +1,535 @@
+/* Unit tests for src/store/store_sqlite.c: a real uv loop and a database in a
+ * temporary directory. Covers the job model (savepoint rollback, completion
+ * order, group commit, close with queued jobs), the domain operations,
+ * persistence across reopen, the file mode and the schema-version guard. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "store/store.h"
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	uv_loop_t loop;
+	struct store *s;
+};
+
+/* One job: what it writes and what it returns. */
+struct tjob {
+	const char *hub;
+	char id[32];
+	char json[128];
+	int64_t etag;
+	int with_twin;
+	int ret;         /* what work returns after writing */
+	uv_sem_t *block; /* work waits on it first when set */
+	int work_rc;     /* rc seen by done */
+	int done_seq;    /* order in which done ran */
+	int *counter;
+};
+
+static int job_work(void *arg, struct store_txn *txn)
+{
+	struct tjob *j = arg;
+	if (j->block)
+		uv_sem_wait(j->block);
+	struct store_device d = {.json = j->json, .etag = j->etag};
+	int rc = store_device_put(txn, j->hub, j->id, &d);
+	if (rc != 0)
+		return rc;
+	if (j->with_twin) {
+		struct store_twin tw = {0};
+		store_twin_init_empty(&tw);
+		rc = store_twin_put(txn, j->hub, j->id, &tw);
+		store_twin_clear(&tw);
+		if (rc != 0)
+			return rc;
+	}
+	return j->ret;
+}
+
+static void job_done(void *arg, int rc)
+{
+	struct tjob *j = arg;
+	j->work_rc = rc;
+	j->done_seq = (*j->counter)++;
+}
+
+static void job_init(struct tjob *j, int *counter, const char *hub, const char *id,
+		     const char *status)
+{
+	memset(j, 0, sizeof *j);
+	j->hub = hub;
+	snprintf(j->id, sizeof j->id, "%s", id);
+	snprintf(j->json, sizeof j->json, "{\"deviceId\":\"%s\",\"status\":\"%s\"}", id, status);
+	j->etag = 1;
+	j->done_seq = -1;
+	j->counter = counter;
+}
+
+static void run_until(uv_loop_t *loop, int *counter, int want)
+{
+	while (*counter < want)
+		uv_run(loop, UV_RUN_ONCE);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+	snprintf(f->dir, sizeof f->dir, "/tmp/fh_store_XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	snprintf(f->path, sizeof f->path, "%s/fleethub.db", f->dir);
+	uv_loop_init(&f->loop);
+	char err[256] = "";
+	if (store_open(&f->s, &f->loop, f->path, err, sizeof err) != 0) {
+		fprintf(stderr, "store_open: %s\n", err);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static void fixture_close_store(struct fixture *f)
+{
+	if (f->s) {
+		store_close(f->s);
+		f->s = NULL;
+		uv_run(&f->loop, UV_RUN_DEFAULT);
+	}
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char p[200];
+	fixture_close_store(f);
+	assert_int_equal(uv_loop_close(&f->loop), 0);
+	const char *suffix[] = {"", "-wal", "-shm"};
+	for (int i = 0; i < 3; i++) {
+		snprintf(p, sizeof p, "%s%s", f->path, suffix[i]);
+		unlink(p);
+	}
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void reopen(struct fixture *f)
+{
+	char err[256] = "";
+	fixture_close_store(f);
+	assert_int_equal(store_open(&f->s, &f->loop, f->path, err, sizeof err), 0);
+}
+
+static void test_put_get(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	struct tjob j[2];
+	job_init(&j[0], &counter, "hub1", "dev1", "enabled");
+	j[0].with_twin = 1;
+	job_init(&j[1], &counter, "hub1", "dev2", "disabled");
+	j[1].etag = 7;
+	store_submit(f->s, job_work, job_done, &j[0]);
+	store_submit(f->s, job_work, job_done, &j[1]);
+	run_until(&f->loop, &counter, 2);
+	assert_int_equal(j[0].work_rc, 0);
+	assert_int_equal(j[1].work_rc, 0);
+	assert_int_equal(j[0].done_seq, 0);
+	assert_int_equal(j[1].done_seq, 1);
+
+	struct store_txn *r = store_reader(f->s);
+	struct store_device d;
+	assert_int_equal(store_device_get(r, "hub1", "dev2", &d), 0);
+	assert_string_equal(d.json, j[1].json);
+	assert_int_equal(d.etag, 7);
+	store_device_clear(&d);
+	assert_null(d.json);
+	assert_int_equal(store_device_get(r, "hub1", "nope", &d), FH_ENOTFOUND);
+	assert_int_equal(store_device_get(r, "hub2", "dev1", &d), FH_ENOTFOUND);
+
+	struct store_twin tw;
+	assert_int_equal(store_twin_get(r, "hub1", "dev1", &tw), 0);
+	assert_string_equal(tw.tags, "{}");
+	assert_string_equal(tw.desired, "{}");
+	assert_string_equal(tw.reported, "{}");
+	assert_string_equal(tw.meta, "{}");
+	assert_int_equal(tw.version, 1);
+	assert_int_equal(tw.desired_version, 1);
+	assert_int_equal(tw.reported_version, 1);
+	store_twin_clear(&tw);
+	assert_null(tw.tags);
+	assert_int_equal(store_twin_get(r, "hub1", "dev2", &tw), FH_ENOTFOUND);
+}
+
+/* A job returning FH_EEXIST loses its own changes; its batch-mates keep theirs. */
+static void test_savepoint_rollback(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	uv_sem_t sem;
+	uv_sem_init(&sem, 0);
+	struct tjob j[4];
+	job_init(&j[0], &counter, "h", "blocker", "enabled");
+	j[0].block = &sem;
+	job_init(&j[1], &counter, "h", "a", "enabled");
+	job_init(&j[2], &counter, "h", "b", "enabled");
+	j[2].with_twin = 1;
+	j[2].ret = FH_EEXIST;
+	job_init(&j[3], &counter, "h", "c", "enabled");
+	store_submit(f->s, job_work, job_done, &j[0]);
+	/* The writer is stuck in j[0]: j[1..3] are queued and form one batch. */
+	for (int i = 1; i < 4; i++)
+		store_submit(f->s, job_work, job_done, &j[i]);
+	uv_sem_post(&sem);
+	run_until(&f->loop, &counter, 4);
+	uv_sem_destroy(&sem);
+
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(j[i].done_seq, i);
+	assert_int_equal(j[1].work_rc, 0);
+	assert_int_equal(j[2].work_rc, FH_EEXIST);
+	assert_int_equal(j[3].work_rc, 0);
+
+	struct store_txn *r = store_reader(f->s);
+	struct store_device d;
+	struct store_twin tw;
+	assert_int_equal(store_device_get(r, "h", "a", &d), 0);
+	store_device_clear(&d);
+	assert_int_equal(store_device_get(r, "h", "b", &d), FH_ENOTFOUND);
+	assert_int_equal(store_twin_get(r, "h", "b", &tw), FH_ENOTFOUND);
+	assert_int_equal(store_device_get(r, "h", "c", &d), 0);
+	store_device_clear(&d);
+	assert_int_equal(store_device_get(r, "h", "blocker", &d), 0);
+	store_device_clear(&d);
+}
+
+struct collect {
+	char ids[16][32];
+	int n;
+	int stop_after;
+};
+
+static int collect_dev(void *arg, const char *id, const struct store_device *d)
+{
+	struct collect *c = arg;
+	assert_non_null(d->json);
+	assert_true(d->etag > 0);
+	snprintf(c->ids[c->n++], sizeof c->ids[0], "%s", id);
+	return c->stop_after && c->n >= c->stop_after;
+}
+
+static int collect_twin(void *arg, const char *id, const struct store_twin *tw)
+{
+	struct collect *c = arg;
+	assert_string_equal(tw->desired, "{}");
+	snprintf(c->ids[c->n++], sizeof c->ids[0], "%s", id);
+	return 0;
+}
+
+static void test_list_count(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	const char *ids[] = {"d3", "d1", "d5", "d2", "d4"};
+	struct tjob j[6];
+	for (int i = 0; i < 5; i++) {
+		job_init(&j[i], &counter, "hubA", ids[i], i % 2 ? "disabled" : "enabled");
+		j[i].with_twin = 1;
+		store_submit(f->s, job_work, job_done, &j[i]);
+	}
+	job_init(&j[5], &counter, "hubB", "d0", "enabled");
+	store_submit(f->s, job_work, job_done, &j[5]);
+	run_until(&f->loop, &counter, 6);
+
+	struct store_txn *r = store_reader(f->s);
+	struct collect c = {0};
+	assert_int_equal(store_device_list(r, "hubA", "", 2, collect_dev, &c), 0);
+	assert_int_equal(c.n, 2);
+	assert_string_equal(c.ids[0], "d1");
+	assert_string_equal(c.ids[1], "d2");
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_device_list(r, "hubA", "d2", 2, collect_dev, &c), 0);
+	assert_int_equal(c.n, 2);
+	assert_string_equal(c.ids[0], "d3");
+	assert_string_equal(c.ids[1], "d4");
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_device_list(r, "hubA", "d4", 2, collect_dev, &c), 0);
+	assert_int_equal(c.n, 1);
+	assert_string_equal(c.ids[0], "d5");
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_device_list(r, "hubA", "d5", 2, collect_dev, &c), 0);
+	assert_int_equal(c.n, 0);
+	/* Early stop. */
+	memset(&c, 0, sizeof c);
+	c.stop_after = 3;
+	assert_int_equal(store_device_list(r, "hubA", "", 100, collect_dev, &c), 0);
+	assert_int_equal(c.n, 3);
+
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_twin_list(r, "hubA", "d1", 10, collect_twin, &c), 0);
+	assert_int_equal(c.n, 4);
+	assert_string_equal(c.ids[0], "d2");
+	assert_string_equal(c.ids[3], "d5");
+
+	int64_t total = -1, enabled = -1;
+	assert_int_equal(store_device_count(r, "hubA", &total, &enabled), 0);
+	assert_int_equal(total, 5);
+	assert_int_equal(enabled, 3);
+	assert_int_equal(store_device_count(r, "hubB", &total, &enabled), 0);
+	assert_int_equal(total, 1);
+	assert_int_equal(enabled, 1);
+	assert_int_equal(store_device_count(r, "none", &total, &enabled), 0);
+	assert_int_equal(total, 0);
+	assert_int_equal(enabled, 0);
+}
+
+struct del_job {
+	const char *id;
+	int rc;
+	int *counter;
+};
+
+static int del_work(void *arg, struct store_txn *txn)
+{
+	struct del_job *d = arg;
+	return store_device_delete(txn, "h", d->id);
+}
+
+static void del_done(void *arg, int rc)
+{
+	struct del_job *d = arg;
+	d->rc = rc;
+	(*d->counter)++;
+}
+
+static void test_delete(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	struct tjob j;
+	job_init(&j, &counter, "h", "x", "enabled");
+	j.with_twin = 1;
+	store_submit(f->s, job_work, job_done, &j);
+	run_until(&f->loop, &counter, 1);
+	struct del_job d1 = {"x", 1, &counter}, d2 = {"x", 1, &counter};
+	store_submit(f->s, del_work, del_done, &d1);
+	store_submit(f->s, del_work, del_done, &d2);
+	run_until(&f->loop, &counter, 3);
+	assert_int_equal(d1.rc, 0);
+	assert_int_equal(d2.rc, FH_ENOTFOUND);
+	struct store_device d;
+	struct store_twin tw;
+	assert_int_equal(store_device_get(store_reader(f->s), "h", "x", &d), FH_ENOTFOUND);
+	assert_int_equal(store_twin_get(store_reader(f->s), "h", "x", &tw), FH_ENOTFOUND);
+}
+
+struct set_job {
+	const char *key, *value;
+	int rc;
+	int *counter;
+};
+
+static int set_work(void *arg, struct store_txn *txn)
+{
+	struct set_job *s = arg;
+	return store_setting_put(txn, s->key, s->value);
+}
+
+static void set_done(void *arg, int rc)
+{
+	struct set_job *s = arg;
+	s->rc = rc;
+	(*s->counter)++;
+}
+
+static void test_settings_persist(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	struct set_job a = {"k1", "v1", 1, &counter}, b = {"k1", "v2", 1, &counter},
+		       c = {"k2", "x", 1, &counter};
+	store_submit(f->s, set_work, set_done, &a);
+	store_submit(f->s, set_work, set_done, &b);
+	store_submit(f->s, set_work, set_done, &c);
+	struct tjob j;
+	job_init(&j, &counter, "h", "persist", "enabled");
+	j.with_twin = 1;
+	store_submit(f->s, job_work, job_done, &j);
+	run_until(&f->loop, &counter, 4);
+	assert_int_equal(a.rc, 0);
+	assert_int_equal(b.rc, 0);
+
+	char *v = NULL;
+	assert_int_equal(store_setting_get(store_reader(f->s), "k1", &v), 0);
+	assert_string_equal(v, "v2");
+	free(v);
+	assert_int_equal(store_setting_get(store_reader(f->s), "zz", &v), FH_ENOTFOUND);
+	assert_null(v);
+
+	reopen(f);
+	struct store_txn *r = store_reader(f->s);
+	assert_int_equal(store_setting_get(r, "k1", &v), 0);
+	assert_string_equal(v, "v2");
+	free(v);
+	assert_int_equal(store_setting_get(r, "k2", &v), 0);
+	assert_string_equal(v, "x");
+	free(v);
+	struct store_device d;
+	assert_int_equal(store_device_get(r, "h", "persist", &d), 0);
+	assert_string_equal(d.json, j.json);
+	store_device_clear(&d);
+	struct store_twin tw;
+	assert_int_equal(store_twin_get(r, "h", "persist", &tw), 0);
+	store_twin_clear(&tw);
+
+	struct stat st;
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+}
+
+static void test_newer_schema(void **state)
+{
+	struct fixture *f = *state;
+	fixture_close_store(f);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	char err[256] = "";
+	struct store *s = (struct store *)1;
+	assert_int_not_equal(store_open(&s, &f->loop, f->path, err, sizeof err), 0);
+	assert_null(s);
+	assert_string_equal(err, "database schema 99 is newer than this fleethub (1)");
+}
+
+#define GROUP_N 1000
+
+static void test_group_commit(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	struct tjob *j = calloc(GROUP_N, sizeof *j);
+	for (int i = 0; i < GROUP_N; i++) {
+		char id[32];
+		snprintf(id, sizeof id, "g%04d", i);
+		job_init(&j[i], &counter, "hubG", id, i % 4 ? "enabled" : "disabled");
+		store_submit(f->s, job_work, job_done, &j[i]);
+	}
+	run_until(&f->loop, &counter, GROUP_N);
+	for (int i = 0; i < GROUP_N; i++) {
+		assert_int_equal(j[i].work_rc, 0);
+		assert_int_equal(j[i].done_seq, i);
+	}
+	int64_t total, enabled;
+	assert_int_equal(store_device_count(store_reader(f->s), "hubG", &total, &enabled), 0);
+	assert_int_equal(total, GROUP_N);
+	assert_int_equal(enabled, GROUP_N * 3 / 4);
+	free(j);
+}
+
+/* store_close finishes queued jobs and runs their done callbacks. */
+static void test_close_drains(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	struct tjob j[50];
+	for (int i = 0; i < 50; i++) {
+		char id[16];
+		snprintf(id, sizeof id, "q%02d", i);
+		job_init(&j[i], &counter, "hubQ", id, "enabled");
+		store_submit(f->s, job_work, job_done, &j[i]);
+	}
+	fixture_close_store(f);
+	assert_int_equal(counter, 50);
+	for (int i = 0; i < 50; i++) {
+		assert_int_equal(j[i].work_rc, 0);
+		assert_int_equal(j[i].done_seq, i);
+	}
+	reopen(f);
+	int64_t total, enabled;
+	assert_int_equal(store_device_count(store_reader(f->s), "hubQ", &total, &enabled), 0);
+	assert_int_equal(total, 50);
+}
+
+struct chain {
+	struct store *s;
+	struct tjob first, second;
+	int counter;
+};
+
+static void chain_done(void *arg, int rc)
+{
+	struct chain *c = arg;
+	c->first.work_rc = rc;
+	c->counter++;
+	/* Submitted from a done callback while store_close drains. */
+	store_submit(c->s, job_work, job_done, &c->second);
+}
+
+static void test_close_runs_chained_jobs(void **state)
+{
+	struct fixture *f = *state;
+	struct chain c;
+	memset(&c, 0, sizeof c);
+	c.s = f->s;
+	job_init(&c.first, &c.counter, "hubC", "one", "enabled");
+	job_init(&c.second, &c.counter, "hubC", "two", "enabled");
+	store_submit(f->s, job_work, chain_done, &c);
+	fixture_close_store(f);
+	assert_int_equal(c.counter, 2);
+	assert_int_equal(c.first.work_rc, 0);
+	assert_int_equal(c.second.work_rc, 0);
+	reopen(f);
+	struct store_device d;
+	assert_int_equal(store_device_get(store_reader(f->s), "hubC", "two", &d), 0);
+	store_device_clear(&d);
+	char p[200];
+	struct stat st;
+	snprintf(p, sizeof p, "%s-wal", f->path);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+}
+
+static void test_twin_init_clear(void **state)
+{
+	struct store_twin tw;
+	store_twin_init_empty(&tw);
+	assert_string_equal(tw.tags, "{}");
+	assert_string_equal(tw.meta, "{}");
+	assert_int_equal(tw.version, 1);
+	store_twin_clear(&tw);
+	assert_null(tw.desired);
+	assert_int_equal(tw.version, 0);
+}
+
+int main(void)
+{
+	log_min_level = LOG_WARN;
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_put_get, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_savepoint_rollback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list_count, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_settings_persist, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_runs_chained_jobs, setup, teardown),
+		cmocka_unit_test(test_twin_init_clear),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
