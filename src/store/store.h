@@ -101,6 +101,34 @@ int store_twin_list(struct store_txn *t, const char *hub, const char *after, uns
 int store_setting_get(struct store_txn *t, const char *key, char **value_out);
 int store_setting_put(struct store_txn *t, const char *key, const char *value);
 
+/* ---- Device Provisioning Service records ------------------------------
+ * DPS records are JSON documents keyed by (kind, dps host name, id). Each
+ * kind is one table; the JSON is the record as the DPS layer keeps it
+ * (its etag inside). */
+enum store_doc_kind {
+	STORE_ENROLLMENT,       /* individual enrollment, id = registrationId */
+	STORE_ENROLLMENT_GROUP, /* enrollment group, id = enrollmentGroupId */
+	STORE_REGISTRATION,     /* device registration state, id = registrationId */
+	STORE_OPERATION,        /* registration operation, id = operationId */
+	STORE_WEBHOOK_CALL,     /* webhook call log entry, id = "<registrationId>/<seq>" */
+};
+
+/* Gets the document; *json_out is owned by the caller. */
+int store_doc_get(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+		  const char *id, char **json_out);
+/* Inserts or replaces. */
+int store_doc_put(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+		  const char *id, const char *json);
+/* FH_ENOTFOUND when absent. */
+int store_doc_delete(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+		     const char *id);
+/* Calls each(arg, id, json) for up to limit documents of kind in scope
+ * whose id starts with prefix ("" for all) and is > after ("" for the
+ * start), in id order. Stops early when each returns non-zero. */
+int store_doc_list(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+		   const char *prefix, const char *after, unsigned limit,
+		   int (*each)(void *arg, const char *id, const char *json), void *arg);
+
 void store_device_clear(struct store_device *d);
 void store_twin_clear(struct store_twin *tw);
 /* Fills a new device's twin: "{}" sections and metadata, every version 1. */

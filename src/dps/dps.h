@@ -1,0 +1,126 @@
+/* The Device Provisioning Service virtual host: its name, id scope,
+ * service policies and linked hubs, and the entry points the server wiring
+ * calls for a device's MQTT connection or an HTTPS request routed to it.
+ *
+ * Files of this layer:
+ *   dps.c         names, policies, keys, linked hubs, SAS checks
+ *   dps_rest.c    service REST API: enrollments, groups, registrations,
+ *                 webhook call log (one route table, like hub/rest.c)
+ *   dps_device.c  device API over MQTT ($dps/registrations/...) and HTTPS
+ *                 (/{idScope}/registrations/...)
+ *   dps_ops.c     the registration operation state machine (below)
+ *
+ * A registration operation:
+ *
+ *   register --auth ok--> [assigning] --hub chosen--> [assigning] --assigned--> [assigned]
+ *      |                     |   ^  webhook 429/5xx/timeout:   |
+ *      | auth fails: 401     |   +--retry with back-off--------+--> [failed] errorCode
+ *      | enrollment disabled: status "disabled" (nothing else stored)
+ *
+ * The operation record (STORE_OPERATION) is committed as "assigning" before
+ * the device gets its 202 + operationId; the device identity, initial twin,
+ * registration state (STORE_REGISTRATION) and the operation's "assigned" or
+ * "failed" are committed before any poll can see them. On start-up, every
+ * operation still "assigning" is resumed from its record. Everything runs
+ * on the loop thread; webhook calls and remote hubs go through
+ * net/http_client. */
+#ifndef FH_DPS_DPS_H
+#define FH_DPS_DPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/map.h"
+#include "core/allocation.h"
+#include "hub/hub.h"
+#include "net/http_client.h"
+#include "net/http_server.h"
+#include "net/net.h"
+#include "store/store.h"
+
+enum dps_right {
+	DPS_RIGHT_SERVICE_CONFIG = 1,
+	DPS_RIGHT_ENROLLMENT_READ = 2,
+	DPS_RIGHT_ENROLLMENT_WRITE = 4,
+	DPS_RIGHT_REGISTRATION_READ = 8,
+	DPS_RIGHT_REGISTRATION_WRITE = 16,
+};
+
+struct dps_policy {
+	const char *name; /* provisioningserviceowner, enrollmentread, enrollmentwrite */
+	unsigned rights;
+	char primary[64];
+	char secondary[64];
+};
+
+#define DPS_NPOLICIES 3
+
+/* A linked hub: served by this process (local != NULL) or remote, reached
+ * through its service REST API with its owner connection string. */
+struct dps_linked_hub {
+	struct alloc_hub alloc;      /* name, weight, apply_policy */
+	struct hub *local;           /* in-process hub, or NULL */
+	char *remote_key_name;       /* remote: SharedAccessKeyName */
+	char *remote_key;            /* remote: SharedAccessKey (base64) */
+	char *remote_address;        /* remote: "host:port" to dial, NULL = name:443 */
+};
+
+struct dps {
+	char name[256];   /* host name, lowercase */
+	char id_scope[64];
+	char *aliases[16];
+	size_t naliases;
+	struct dps_policy policies[DPS_NPOLICIES];
+	struct dps_linked_hub *linked;
+	size_t nlinked;
+	struct store *store;
+	uv_loop_t *loop;
+	struct http_client *http; /* webhooks and remote hubs */
+	uint64_t webhook_timeout_ms;
+	unsigned retry_after_s;   /* what devices are told to wait between polls */
+	size_t max_packet;
+	struct map ops;           /* operationId -> in-memory operation (while assigning) */
+};
+
+struct dps_config {
+	const char *name;
+	const char *id_scope;       /* NULL = generated once ("0ne" + 8 hex digits) and stored */
+	const char *owner_key;      /* NULL = generated once and stored */
+	const char *webhook_ca;     /* NULL = system CAs only */
+	uint64_t webhook_timeout_ms;
+};
+
+/* Sets up the DPS (keys and id scope loaded or generated and stored; runs
+ * the loop until committed, like hub_init). Linked hubs are added after.
+ * Returns 0 or -1 with a message. */
+int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, uv_loop_t *loop,
+	     size_t max_packet, char *err, size_t errlen);
+void dps_link_local(struct dps *d, struct hub *h, unsigned weight);
+/* Parses a hub owner connection string (HostName, SharedAccessKeyName,
+ * SharedAccessKey). Returns 0 or -1 with a message. */
+int dps_link_remote(struct dps *d, const char *connection_string, unsigned weight, char *err,
+		    size_t errlen);
+void dps_add_alias(struct dps *d, const char *alias);
+/* Resumes operations left "assigning" by a previous run. */
+void dps_resume(struct dps *d);
+void dps_shutdown(struct dps *d);
+
+bool dps_name_matches(const struct dps *d, const char *host, size_t len);
+void dps_connection_string(const struct dps *d, struct buf *out);
+
+/* True when the MQTT CONNECT user name is a DPS one:
+ * "<idScope>/registrations/<registrationId>/api-version=..." with this
+ * DPS's id scope. */
+bool dps_mqtt_username_matches(const struct dps *d, const char *username, size_t len);
+/* Takes over an MQTT connection whose CONNECT (in pending[0..n), with any
+ * bytes that followed it) names this DPS. */
+void dps_mqtt_accept(struct dps *d, struct net_conn *c, const uint8_t *pending, size_t n);
+
+/* True when an HTTPS request path belongs to the DPS: "/<idScope>/registrations/..."
+ * (device API) or "/enrollments", "/enrollmentGroups", "/registrations"
+ * (service API; case-insensitive). */
+bool dps_http_path_matches(const struct dps *d, const char *path);
+void dps_http_request(struct dps *d, struct http_exchange *ex);
+
+#endif
