@@ -1,0 +1,441 @@
+/* Device twin logic (see twin.h): validation against the limits, RFC 7396
+ * merges with $metadata stamping, versions, and the JSON views.
+ *
+ * Every change is computed on copies; the store_twin texts are swapped only
+ * when everything succeeded, so a failure leaves the twin as it was. */
+#include "core/twin.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/enc.h"
+#include "base/err.h"
+#include "base/mem.h"
+
+const struct twin_limits twin_limits_default = {
+	.tags_max = 8 * 1024,
+	.desired_max = 32 * 1024,
+	.reported_max = 32 * 1024,
+	.depth_max = 10,
+	.key_max = 1024,
+	.string_max = 4 * 1024,
+};
+
+#define INT_LIMIT 4503599627370495LL /* 2^52 - 1 */
+
+static const char *section_path(enum twin_section sec)
+{
+	return sec == TWIN_TAGS ? "tags" : sec == TWIN_DESIRED ? "properties.desired"
+							     : "properties.reported";
+}
+
+static const char *section_key(enum twin_section sec)
+{
+	return sec == TWIN_TAGS ? "tags" : sec == TWIN_DESIRED ? "desired" : "reported";
+}
+
+static int fail(struct twin_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(struct twin_error *err, const char *fmt, ...)
+{
+	err->code = 400004;
+	snprintf(err->name, sizeof err->name, "ArgumentInvalid");
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof err->message, fmt, ap);
+	va_end(ap);
+	return FH_EINVAL;
+}
+
+/* ---- validation ----------------------------------------------------------- */
+
+static bool key_char_bad(const unsigned char *k, size_t n, size_t i, size_t *skip)
+{
+	unsigned char c = k[i];
+	*skip = 1;
+	if (c == '.' || c == '$' || c == ' ' || c < 0x20 || c == 0x7f)
+		return true;
+	/* C1 controls U+0080..U+009F are encoded C2 80..C2 9F. */
+	if (c == 0xc2 && i + 1 < n && k[i + 1] >= 0x80 && k[i + 1] <= 0x9f)
+		return true;
+	return false;
+}
+
+struct check {
+	const struct twin_limits *lim;
+	bool replace;
+	struct twin_error *err;
+	char path[256];
+};
+
+static int check_value(struct check *c, const json_t *v, int depth, size_t plen);
+
+static int check_object(struct check *c, const json_t *o, int depth, size_t plen)
+{
+	if (depth > c->lim->depth_max)
+		return fail(c->err, "%s: objects nested deeper than %d levels", c->path,
+			    c->lim->depth_max);
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)o, k, v)
+	{
+		size_t kl = strlen(k);
+		if (kl == 0)
+			return fail(c->err, "%s: empty key", c->path);
+		if (kl > c->lim->key_max)
+			return fail(c->err, "%s: key longer than %zu bytes", c->path, c->lim->key_max);
+		for (size_t i = 0, s; i < kl; i += s)
+			if (key_char_bad((const unsigned char *)k, kl, i, &s))
+				return fail(c->err,
+					    "%s: key '%.64s' contains '.', '$', a space or a control "
+					    "character",
+					    c->path, k);
+		size_t np = plen;
+		int w = snprintf(c->path + plen, sizeof c->path - plen, ".%s", k);
+		if (w > 0)
+			np = plen + (size_t)w < sizeof c->path ? plen + (size_t)w : sizeof c->path - 1;
+		if (check_value(c, v, depth, np) != 0)
+			return FH_EINVAL;
+		c->path[plen] = '\0';
+	}
+	return 0;
+}
+
+static int check_value(struct check *c, const json_t *v, int depth, size_t plen)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		return check_object(c, v, depth + 1, plen);
+	case JSON_ARRAY: {
+		size_t i;
+		json_t *e;
+		json_array_foreach((json_t *)v, i, e)
+		{
+			if (json_is_object(e) || json_is_array(e)) {
+				if (check_value(c, e, depth, plen) != 0)
+					return FH_EINVAL;
+			} else if (check_value(c, e, depth, plen) != 0) {
+				return FH_EINVAL;
+			}
+		}
+		return 0;
+	}
+	case JSON_STRING:
+		if (json_string_length(v) > c->lim->string_max)
+			return fail(c->err, "%s: string value longer than %zu bytes", c->path,
+				    c->lim->string_max);
+		return 0;
+	case JSON_INTEGER: {
+		json_int_t n = json_integer_value(v);
+		if (n > INT_LIMIT || n < -INT_LIMIT - 1)
+			return fail(c->err,
+				    "%s: integer outside -4503599627370496..4503599627370495",
+				    c->path);
+		return 0;
+	}
+	default:
+		return 0;
+	}
+}
+
+int twin_check_patch(const json_t *patch, enum twin_section sec, bool replace,
+		     const struct twin_limits *lim, struct twin_error *err)
+{
+	if (!json_is_object(patch))
+		return fail(err, "%s must be a JSON object", section_path(sec));
+	struct check c = {lim, replace, err, ""};
+	snprintf(c.path, sizeof c.path, "%s", section_path(sec));
+	return check_object(&c, patch, 1, strlen(c.path));
+}
+
+/* ---- merge with metadata ------------------------------------------------------ */
+
+static json_t *leaf_meta(const char *now, bool desired, int64_t version)
+{
+	json_t *m = json_object();
+	json_object_set_new(m, "$lastUpdated", json_string(now));
+	if (desired)
+		json_object_set_new(m, "$lastUpdatedVersion", json_integer(version));
+	return m;
+}
+
+/* Merges patch into target (RFC 7396) and stamps meta for every touched
+ * path. With drop_nulls (replace), nulls are skipped instead of deleting. */
+static void merge(json_t *target, json_t *meta, const json_t *patch, const char *now,
+		  bool desired, int64_t version)
+{
+	const char *k;
+	json_t *v;
+	json_object_set_new(meta, "$lastUpdated", json_string(now));
+	if (desired)
+		json_object_set_new(meta, "$lastUpdatedVersion", json_integer(version));
+	json_object_foreach((json_t *)patch, k, v)
+	{
+		if (json_is_null(v)) {
+			json_object_del(target, k);
+			json_object_del(meta, k);
+			continue;
+		}
+		if (json_is_object(v)) {
+			json_t *t = json_object_get(target, k);
+			if (!json_is_object(t)) {
+				t = json_object();
+				json_object_set_new(target, k, t);
+			}
+			json_t *m = json_object_get(meta, k);
+			if (!json_is_object(m) || !json_is_object(t)) {
+				m = json_object();
+				json_object_set_new(meta, k, m);
+			}
+			merge(t, m, v, now, desired, version);
+			continue;
+		}
+		json_object_set(target, k, v);
+		json_object_set_new(meta, k, leaf_meta(now, desired, version));
+	}
+}
+
+/* Removes nulls recursively (a replaced section keeps only values). */
+static json_t *without_nulls(const json_t *o)
+{
+	json_t *r = json_object();
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)o, k, v)
+	{
+		if (json_is_null(v))
+			continue;
+		json_object_set_new(r, k, json_is_object(v) ? without_nulls(v) : json_deep_copy(v));
+	}
+	return r;
+}
+
+/* Fresh metadata for a whole replaced section. */
+static json_t *stamp_all(const json_t *o, const char *now, bool desired, int64_t version)
+{
+	json_t *m = leaf_meta(now, desired, version);
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)o, k, v)
+	{
+		json_object_set_new(m, k, json_is_object(v) ? stamp_all(v, now, desired, version)
+							   : leaf_meta(now, desired, version));
+	}
+	return m;
+}
+
+/* The difference from old to new as a merge patch (removed keys null). */
+static json_t *diff(const json_t *old, const json_t *new_)
+{
+	json_t *d = json_object();
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)old, k, v)
+	{
+		if (!json_object_get(new_, k))
+			json_object_set_new(d, k, json_null());
+	}
+	json_object_foreach((json_t *)new_, k, v)
+	{
+		json_t *o = json_object_get(old, k);
+		if (o && json_equal(o, v))
+			continue;
+		if (o && json_is_object(o) && json_is_object(v))
+			json_object_set_new(d, k, diff(o, v));
+		else
+			json_object_set(d, k, v);
+	}
+	return d;
+}
+
+static json_t *load_obj(const char *text)
+{
+	json_t *o = text ? json_loads(text, 0, NULL) : NULL;
+	if (!json_is_object(o)) {
+		json_decref(o);
+		o = json_object();
+	}
+	return o;
+}
+
+static char *dump(const json_t *o)
+{
+	return json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+}
+
+struct work {
+	json_t *sec[3];  /* tags, desired, reported */
+	json_t *meta;    /* {"tags":..,"desired":..,"reported":..} */
+};
+
+static void work_load(struct work *w, const struct store_twin *tw)
+{
+	w->sec[TWIN_TAGS] = load_obj(tw->tags);
+	w->sec[TWIN_DESIRED] = load_obj(tw->desired);
+	w->sec[TWIN_REPORTED] = load_obj(tw->reported);
+	w->meta = load_obj(tw->meta);
+	for (int s = 0; s < 3; s++)
+		if (!json_is_object(json_object_get(w->meta, section_key(s))))
+			json_object_set_new(w->meta, section_key(s), json_object());
+}
+
+static void work_free(struct work *w)
+{
+	for (int s = 0; s < 3; s++)
+		json_decref(w->sec[s]);
+	json_decref(w->meta);
+}
+
+static size_t section_max(const struct twin_limits *lim, enum twin_section s)
+{
+	return s == TWIN_TAGS ? lim->tags_max : s == TWIN_DESIRED ? lim->desired_max
+								  : lim->reported_max;
+}
+
+static int check_size(struct work *w, enum twin_section s, const struct twin_limits *lim,
+		      struct twin_error *err)
+{
+	char *t = dump(w->sec[s]);
+	size_t n = strlen(t);
+	free(t);
+	if (n > section_max(lim, s))
+		return fail(err, "%s would be %zu bytes, more than the limit of %zu", section_path(s),
+			    n, section_max(lim, s));
+	return 0;
+}
+
+/* Applies one section change inside w. */
+static void apply_section(struct work *w, enum twin_section s, const json_t *change, bool replace,
+			  const char *now, int64_t version)
+{
+	bool desired = s == TWIN_DESIRED;
+	if (replace) {
+		json_t *clean = without_nulls(change);
+		json_decref(w->sec[s]);
+		w->sec[s] = clean;
+		json_object_set_new(w->meta, section_key(s), stamp_all(clean, now, desired, version));
+	} else {
+		merge(w->sec[s], json_object_get(w->meta, section_key(s)), change, now, desired,
+		      version);
+	}
+}
+
+static void work_store(struct work *w, struct store_twin *tw)
+{
+	char *texts[4] = {dump(w->sec[TWIN_TAGS]), dump(w->sec[TWIN_DESIRED]),
+			  dump(w->sec[TWIN_REPORTED]), dump(w->meta)};
+	free(tw->tags);
+	free(tw->desired);
+	free(tw->reported);
+	free(tw->meta);
+	tw->tags = texts[0];
+	tw->desired = texts[1];
+	tw->reported = texts[2];
+	tw->meta = texts[3];
+}
+
+int twin_apply_reported(struct store_twin *tw, const json_t *patch, const char *now_iso,
+			const struct twin_limits *lim, struct twin_error *err)
+{
+	if (twin_check_patch(patch, TWIN_REPORTED, false, lim, err) != 0)
+		return FH_EINVAL;
+	struct work w;
+	work_load(&w, tw);
+	apply_section(&w, TWIN_REPORTED, patch, false, now_iso, tw->reported_version + 1);
+	if (check_size(&w, TWIN_REPORTED, lim, err) != 0) {
+		work_free(&w);
+		return FH_EINVAL;
+	}
+	work_store(&w, tw);
+	work_free(&w);
+	tw->reported_version++;
+	tw->version++;
+	return 0;
+}
+
+int twin_apply_service(struct store_twin *tw, const json_t *tags, const json_t *desired,
+		       bool replace, const char *now_iso, const struct twin_limits *lim,
+		       struct twin_error *err, json_t **desired_notice)
+{
+	if (desired_notice)
+		*desired_notice = NULL;
+	if ((tags && twin_check_patch(tags, TWIN_TAGS, replace, lim, err) != 0) ||
+	    (desired && twin_check_patch(desired, TWIN_DESIRED, replace, lim, err) != 0))
+		return FH_EINVAL;
+	struct work w;
+	work_load(&w, tw);
+	int64_t dv = tw->desired_version + (desired ? 1 : 0);
+	json_t *old_desired = json_deep_copy(w.sec[TWIN_DESIRED]);
+	if (tags)
+		apply_section(&w, TWIN_TAGS, tags, replace, now_iso, 0);
+	if (desired)
+		apply_section(&w, TWIN_DESIRED, desired, replace, now_iso, dv);
+	if ((tags && check_size(&w, TWIN_TAGS, lim, err) != 0) ||
+	    (desired && check_size(&w, TWIN_DESIRED, lim, err) != 0)) {
+		json_decref(old_desired);
+		work_free(&w);
+		return FH_EINVAL;
+	}
+	if (desired && desired_notice) {
+		json_t *n = replace ? diff(old_desired, w.sec[TWIN_DESIRED]) : json_deep_copy(desired);
+		json_object_set_new(n, "$version", json_integer(dv));
+		*desired_notice = n;
+	}
+	json_decref(old_desired);
+	work_store(&w, tw);
+	work_free(&w);
+	if (desired)
+		tw->desired_version = dv;
+	tw->version++;
+	return 0;
+}
+
+/* ---- views ------------------------------------------------------------------ */
+
+char *twin_render_properties(const struct store_twin *tw)
+{
+	json_t *d = load_obj(tw->desired), *r = load_obj(tw->reported);
+	json_object_set_new(d, "$version", json_integer(tw->desired_version));
+	json_object_set_new(r, "$version", json_integer(tw->reported_version));
+	json_t *o = json_object();
+	json_object_set_new(o, "desired", d);
+	json_object_set_new(o, "reported", r);
+	char *s = dump(o);
+	json_decref(o);
+	return s;
+}
+
+void twin_render_into(json_t *obj, const struct store_twin *tw)
+{
+	char etag[13];
+	twin_etag(tw->version, etag);
+	json_object_set_new(obj, "etag", json_string(etag));
+	json_object_set_new(obj, "version", json_integer(tw->version));
+	json_object_set_new(obj, "tags", load_obj(tw->tags));
+	json_t *meta = load_obj(tw->meta);
+	json_t *props = json_object();
+	static const enum twin_section secs[2] = {TWIN_DESIRED, TWIN_REPORTED};
+	for (int i = 0; i < 2; i++) {
+		enum twin_section s = secs[i];
+		json_t *o = load_obj(s == TWIN_DESIRED ? tw->desired : tw->reported);
+		json_t *m = json_object_get(meta, section_key(s));
+		json_object_set_new(o, "$metadata", json_is_object(m) ? json_incref(m) : json_object());
+		json_object_set_new(o, "$version", json_integer(s == TWIN_DESIRED
+									? tw->desired_version
+									: tw->reported_version));
+		json_object_set_new(props, section_key(s), o);
+	}
+	json_object_set_new(obj, "properties", props);
+	json_decref(meta);
+}
+
+void twin_etag(int64_t version, char out[13])
+{
+	uint8_t b[8];
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)((uint64_t)version >> (56 - 8 * i));
+	b64_encode(b, 8, out);
+}
