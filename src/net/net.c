@@ -72,9 +72,11 @@ struct net_conn {
 	struct buf ws_msg;  /* payload scratch */
 	/* Plaintext decrypted while paused, delivered on resume. */
 	struct buf held;
+	struct net_conn *prev, *next; /* all live connections */
 };
 
 static struct listener *listeners;
+static struct net_conn *conns;
 static struct net_stats stats;
 
 static void conn_close(struct net_conn *c);
@@ -159,6 +161,12 @@ static void on_handle_closed(uv_handle_t *h)
 		return;
 	c->state = C_CLOSED;
 	stats.open--;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	if (c->h && c->h->on_close)
 		c->h->on_close(c);
 	c->on_close_done = true;
@@ -602,6 +610,10 @@ static void on_connection(uv_stream_t *server, int status)
 	c->timer.data = c;
 	c->handles_open = 2;
 	c->state = C_HANDSHAKE;
+	c->next = conns;
+	if (conns)
+		conns->prev = c;
+	conns = c;
 	stats.open++;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
 		conn_close(c);
@@ -668,4 +680,10 @@ void net_stop_listening(void)
 		listeners = l->next;
 		uv_close((uv_handle_t *)&l->tcp, free_listener);
 	}
+}
+
+void net_close_all(void)
+{
+	for (struct net_conn *c = conns; c; c = c->next)
+		conn_close(c);
 }

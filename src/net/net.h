@@ -55,6 +55,9 @@ int net_listen(uv_loop_t *loop, struct net_tls *tls, const char *addr, int port,
 	       net_accept_fn on_accept, void *ctx, char *err, size_t errlen);
 /* Closes every listener (new connections are refused). */
 void net_stop_listening(void);
+/* Closes every connection at once (shutdown, after the last answers were
+ * queued); their on_close callbacks run as the loop turns. */
+void net_close_all(void);
 
 void net_conn_set_handler(struct net_conn *c, const struct net_conn_handler *h, void *app);
 void *net_conn_app(const struct net_conn *c);

@@ -201,6 +201,7 @@ static void stop_server(void)
 	for (size_t i = 0; i < srv.hubs.n; i++)
 		hub_shutdown(srv.hubs.v[i]);
 	store_close(srv.store);
+	net_close_all();
 	uv_close((uv_handle_t *)&srv.sigint, on_closed_handle);
 	uv_close((uv_handle_t *)&srv.sigterm, on_closed_handle);
 }

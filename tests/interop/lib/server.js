@@ -1,0 +1,174 @@
+// Starting and stopping the real fleethub binary for a test, running its
+// CLI, and small helpers shared by the test files.
+'use strict';
+const { spawn, spawnSync } = require('child_process');
+const fs = require('fs');
+const https = require('https');
+const path = require('path');
+const { SharedAccessSignature } = require('azure-iot-common');
+
+const BIN = process.env.FLEETHUB_BIN;
+const TMP = process.env.FLEETHUB_TEST_TMP || '/tmp';
+
+// A fresh data directory per call.
+let counter = 0;
+function tempDir(name) {
+  const dir = path.join(TMP, `${name}-${process.pid}-${counter++}`);
+  fs.mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+// opts: { name, hubs: [{ name, mqtt, https, ownerKey }], mqtt, https, devCa }
+class Server {
+  constructor(opts = {}) {
+    this.dir = tempDir(opts.name || 'fleethub');
+    this.dataDir = path.join(this.dir, 'data');
+    this.configPath = path.join(this.dir, 'fleethub.ini');
+    const lines = ['[server]', `data_dir = ${this.dataDir}`,
+      `mqtt_listen = ${opts.mqtt ?? '127.0.0.1:8883'}`,
+      `https_listen = ${opts.https ?? '127.0.0.1:443'}`];
+    if (!opts.devCa) {
+      lines.push(`tls_cert = ${process.env.FLEETHUB_TEST_CERT}`);
+      lines.push(`tls_key = ${process.env.FLEETHUB_TEST_KEY}`);
+    }
+    for (const h of opts.hubs || []) {
+      lines.push('', `[hub ${h.name}]`);
+      if (h.ownerKey) lines.push(`owner_key = ${h.ownerKey}`);
+      if (h.mqtt) lines.push(`mqtt_listen = ${h.mqtt}`);
+      if (h.https) lines.push(`https_listen = ${h.https}`);
+    }
+    fs.writeFileSync(this.configPath, lines.join('\n') + '\n');
+    this.devCa = !!opts.devCa;
+    this.proc = null;
+    this.owner = {};
+  }
+
+  get caPath() {
+    return this.devCa ? path.join(this.dataDir, 'tls', 'ca.pem') : process.env.FLEETHUB_TEST_CA;
+  }
+
+  // Starts the server and resolves once it printed `ready`.
+  start() {
+    return new Promise((resolve, reject) => {
+      const proc = spawn(BIN, ['serve', '--config', this.configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+      this.proc = proc;
+      let out = '';
+      let err = '';
+      const timer = setTimeout(() => {
+        proc.kill('SIGKILL');
+        reject(new Error(`fleethub did not become ready in 15 s\nstdout:\n${out}\nstderr:\n${err}`));
+      }, 15000);
+      proc.stderr.on('data', (d) => {
+        err += d;
+        if (process.env.FLEETHUB_TEST_VERBOSE) process.stderr.write(d);
+      });
+      proc.stdout.on('data', (d) => {
+        out += d;
+        if (/^ready$/m.test(out)) {
+          clearTimeout(timer);
+          let hub = null;
+          for (const line of out.split('\n')) {
+            const m = /^hub (\S+)$/.exec(line);
+            if (m) hub = m[1];
+            const cs = /owner connection string: (\S+)/.exec(line);
+            if (cs && hub) this.owner[hub] = cs[1];
+          }
+          resolve(this);
+        }
+      });
+      proc.on('exit', (code, signal) => {
+        clearTimeout(timer);
+        this.exited = { code, signal, stderr: err };
+        if (!/^ready$/m.test(out)) reject(new Error(`fleethub exited (${code ?? signal}) before ready:\n${err}`));
+      });
+    });
+  }
+
+  ownerCs(hub) {
+    return this.owner[hub || Object.keys(this.owner)[0]];
+  }
+
+  _stop(signal) {
+    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.proc.once('exit', () => resolve());
+      this.proc.kill(signal);
+    });
+  }
+
+  stop() { return this._stop('SIGTERM'); }
+  kill() { return this._stop('SIGKILL'); }
+
+  // Runs the CLI against this server's data directory.
+  cli(args, extra = {}) {
+    const base = ['--data-dir', this.dataDir];
+    if (!this.devCa) base.push('--ca', this.caPath);
+    const r = spawnSync(BIN, [...base, ...args], { encoding: 'utf8', timeout: 20000, ...extra });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  }
+}
+
+function parseCs(cs) {
+  const o = {};
+  for (const part of cs.split(';')) {
+    const i = part.indexOf('=');
+    o[part.slice(0, i)] = part.slice(i + 1);
+  }
+  return o;
+}
+
+function deviceCs(host, deviceId, key) {
+  return `HostName=${host};DeviceId=${deviceId};SharedAccessKey=${key}`;
+}
+
+// A raw service REST call (for what the SDK cannot express, e.g. a stale
+// device etag). Resolves { status, headers, body }.
+function rest(ownerCs, method, pathAndQuery, body, headers = {}) {
+  const cs = parseCs(ownerCs);
+  const sas = SharedAccessSignature.create(encodeURIComponent(cs.HostName), cs.SharedAccessKeyName,
+    cs.SharedAccessKey, Math.floor(Date.now() / 1000) + 3600).toString();
+  const data = body === undefined ? undefined : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = https.request({
+      host: cs.HostName, port: 443, method, path: pathAndQuery,
+      headers: { Authorization: sas, 'Content-Type': 'application/json', ...(data ? { 'Content-Length': data.length } : {}), ...headers },
+    }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => {
+        let json = null;
+        try { json = JSON.parse(text); } catch (e) { /* not JSON */ }
+        resolve({ status: res.statusCode, headers: res.headers, body: json, text });
+      });
+    });
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+function withTimeout(promise, ms, what) {
+  let t;
+  return Promise.race([promise, new Promise((_, reject) => {
+    t = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  })]).finally(() => clearTimeout(t));
+}
+
+async function waitFor(fn, ms, what) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// Promise wrapper for twin.properties.reported.update.
+function report(twin, patch) {
+  return new Promise((resolve, reject) => {
+    twin.properties.reported.update(patch, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+module.exports = { Server, tempDir, parseCs, deviceCs, rest, withTimeout, waitFor, report, BIN };
