@@ -84,3 +84,23 @@ test('QoS 2 and unknown topics close the connection; the server stays up', async
   const { c } = await connect();
   c.end(true);
 });
+
+test('keep-alive is enforced at 1.5 times the CONNECT keep-alive', async () => {
+  const tls = require('tls');
+  const packet = require('mqtt-packet');
+  const password = SharedAccessSignature.create(encodeURIComponent('localhost/devices/ses-1'), null, key,
+    Math.floor(Date.now() / 1000) + 3600).toString();
+  const bytes = packet.generate({
+    cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 1,
+    clientId: 'ses-1', username: 'localhost/ses-1/?api-version=2021-04-12', password: Buffer.from(password),
+  });
+  const sock = tls.connect({ host: 'localhost', port: 8883, servername: 'localhost', ca: fs.readFileSync(server.caPath) });
+  const started = Date.now();
+  let got = Buffer.alloc(0);
+  sock.on('data', (d) => { got = Buffer.concat([got, d]); });
+  sock.once('secureConnect', () => sock.write(bytes));
+  const closedAt = await withTimeout(new Promise((resolve) => sock.once('close', () => resolve(Date.now()))), 6000, 'idle close');
+  assert.deepEqual([...got.subarray(0, 4)], [0x20, 0x02, 0x00, 0x00], 'CONNACK accepted');
+  const idle = closedAt - started;
+  assert.ok(idle >= 1400 && idle < 3000, `closed after ${idle} ms of silence (want about 1500)`);
+});
