@@ -77,6 +77,7 @@ struct net_conn {
 
 static struct listener *listeners;
 static struct net_conn *conns;
+static uint64_t max_conns = 20000;
 static struct net_stats stats;
 
 static void conn_close(struct net_conn *c);
@@ -619,6 +620,12 @@ static void on_connection(uv_stream_t *server, int status)
 		conn_close(c);
 		return;
 	}
+	if (stats.open > max_conns) {
+		log_at(LOG_WARN, "net: refusing a connection: max_connections (%llu) reached",
+		       (unsigned long long)max_conns);
+		conn_close(c);
+		return;
+	}
 	uv_tcp_nodelay(&c->tcp, 1);
 	struct sockaddr_storage ss;
 	int len = sizeof ss, port = 0;
@@ -686,4 +693,9 @@ void net_close_all(void)
 {
 	for (struct net_conn *c = conns; c; c = c->next)
 		conn_close(c);
+}
+
+void net_set_max_connections(unsigned n)
+{
+	max_conns = n;
 }

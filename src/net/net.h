@@ -58,6 +58,8 @@ void net_stop_listening(void);
 /* Closes every connection at once (shutdown, after the last answers were
  * queued); their on_close callbacks run as the loop turns. */
 void net_close_all(void);
+/* Connections beyond n at once are closed as soon as they are accepted. */
+void net_set_max_connections(unsigned n);
 
 void net_conn_set_handler(struct net_conn *c, const struct net_conn_handler *h, void *app);
 void *net_conn_app(const struct net_conn *c);

@@ -250,6 +250,7 @@ static int serve(const char *config_path)
 		return 1;
 	}
 	srv.loop = uv_default_loop();
+	net_set_max_connections(srv.cfg.max_connections);
 
 	struct buf db = BUF_INIT;
 	buf_printf(&db, "%s/fleethub.db", srv.cfg.data_dir);
