@@ -28,7 +28,7 @@
 #include "base/mem.h"
 #include "server/config.h"
 
-enum setting_scope { SCOPE_SERVER, SCOPE_HUB };
+enum setting_scope { SCOPE_SERVER, SCOPE_HUB, SCOPE_DPS };
 
 enum setting_type {
 	SET_PATH,      /* char *, non-empty */
@@ -36,6 +36,7 @@ enum setting_type {
 	SET_UINT,      /* unsigned within [min, max] */
 	SET_LOG_LEVEL, /* char *, one of log_level_parse's names */
 	SET_KEY,       /* char *, base64 of min..max bytes */
+	SET_TEXT,      /* char *, non-empty; form checked after loading */
 };
 
 struct setting {
@@ -50,6 +51,7 @@ struct setting {
 
 #define SRV(field) offsetof(struct config, field)
 #define HUB(field) offsetof(struct config_hub, field)
+#define DPS(field) offsetof(struct config_dps, field)
 
 static const struct setting settings[] = {
     {SCOPE_SERVER, "data_dir", SET_PATH, 0, 0, "./fleethub-data",
@@ -86,6 +88,40 @@ static const struct setting settings[] = {
      HUB(mqtt_listen)},
     {SCOPE_HUB, "https_listen", SET_ADDRS, 0, 0, NULL,
      "Extra HTTPS listeners of this hub, as mqtt_listen. Unset = none.", HUB(https_listen)},
+    {SCOPE_DPS, "id_scope", SET_TEXT, 0, 0, NULL,
+     "The id scope devices name in their registrations (letters and digits).\n"
+     "Unset = generated once (\"0ne\" and 8 hex digits) and kept in the database.",
+     DPS(id_scope)},
+    {SCOPE_DPS, "owner_key", SET_KEY, 16, 64, NULL,
+     "Primary key of the provisioningserviceowner policy: base64 of 16..64\n"
+     "bytes. Unset = generated once and kept in the database.",
+     DPS(owner_key)},
+    {SCOPE_DPS, "linked_hubs", SET_TEXT, 0, 0, NULL,
+     "Hubs served by this process that devices can be assigned to, comma-\n"
+     "separated host names of [hub] sections. Unset = every configured hub.",
+     DPS(linked_hubs)},
+    {SCOPE_DPS, "linked_hub_connection_string", SET_TEXT, 0, 0, NULL,
+     "Hubs served elsewhere, reached through their service REST API: owner\n"
+     "connection strings (HostName=...;SharedAccessKeyName=...;SharedAccessKey=...),\n"
+     "comma-separated. Unset = none.",
+     DPS(linked_hub_connection_string)},
+    {SCOPE_DPS, "allocation_weights", SET_TEXT, 0, 0, NULL,
+     "Allocation weight of linked hubs for the hashed policy: hub=weight,\n"
+     "comma-separated (1..1000). Unlisted hubs weigh 1.",
+     DPS(allocation_weights)},
+    {SCOPE_DPS, "webhook_ca", SET_PATH, 0, 0, NULL,
+     "Extra CA certificates (PEM) trusted for custom allocation webhooks,\n"
+     "besides the system's. Unset = system CAs only.",
+     DPS(webhook_ca)},
+    {SCOPE_DPS, "webhook_timeout_ms", SET_UINT, 100, 600000, "5000",
+     "Deadline of one custom allocation webhook call, in ms (100..600000).",
+     DPS(webhook_timeout_ms)},
+    {SCOPE_DPS, "mqtt_listen", SET_ADDRS, 0, 0, NULL,
+     "Extra MQTT over TLS listeners whose clients default to the DPS when\n"
+     "they send no TLS SNI name. Unset = none.",
+     DPS(mqtt_listen)},
+    {SCOPE_DPS, "https_listen", SET_ADDRS, 0, 0, NULL,
+     "Extra HTTPS listeners of the DPS, as mqtt_listen. Unset = none.", DPS(https_listen)},
 };
 
 #define NSETTINGS (sizeof settings / sizeof settings[0])
@@ -242,6 +278,7 @@ static int apply(const struct setting *s, void *base, const char *value, char *e
 	char *field = (char *)base + s->offset;
 	switch (s->type) {
 	case SET_PATH:
+	case SET_TEXT:
 		if (value[0] == '\0') {
 			snprintf(err, errlen, "empty value");
 			return -1;
@@ -311,12 +348,14 @@ struct parse_state {
 	const char *text; /* NUL-terminated */
 	size_t pos;
 	int lineno;
-	/* Current section: -1 none yet, 0 [server], 1 a hub (cur_hub). */
+	/* Current section: -1 none yet, 0 [server], 1 a hub (cur_hub), 2 [dps]. */
 	int cur_kind;
 	size_t cur_hub;
 	bool bad_section;       /* current section was rejected: its keys are skipped */
 	unsigned server_set;    /* bit per settings[] row already set */
 	unsigned *hub_set;      /* per hub */
+	unsigned dps_set;
+	int dps_line;           /* line of the [dps] header */
 	int line_of[NSETTINGS]; /* where each server setting was set */
 	char *err;
 	size_t errlen;
@@ -376,7 +415,28 @@ static void begin_section(struct parse_state *st, char *sec)
 		st->cur_hub = cfg->nhubs++;
 		return;
 	}
-	fail_at(st, "[%s]: unknown section (expected [server] or [hub <host name>])", sec);
+	if (strncmp(sec, "dps", 3) == 0 && (sec[3] == '\0' || sec[3] == ' ' || sec[3] == '\t')) {
+		char *dn = trim(sec + 3);
+		for (char *p = dn; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+		if (*dn == '\0' || !dns_name_ok(dn)) {
+			fail_at(st, "[dps %s]: a DPS section needs a valid DNS host name, as [dps "
+			            "dps.example.test]", dn);
+			goto bad;
+		}
+		if (st->cfg->dps) {
+			fail_at(st, "[dps %s]: only one [dps] section is allowed", dn);
+			goto bad;
+		}
+		st->cfg->dps = xcalloc(1, sizeof *st->cfg->dps);
+		st->cfg->dps->name = xstrdup(dn);
+		st->cfg->dps->webhook_timeout_ms = 5000;
+		st->dps_line = st->lineno;
+		st->cur_kind = 2;
+		return;
+	}
+	fail_at(st, "[%s]: unknown section (expected [server], [hub <host name>] or [dps <host "
+	            "name>])", sec);
 bad:
 	st->cur_kind = -1;
 	st->bad_section = true;
@@ -427,22 +487,28 @@ static int on_value(void *user, const char *section, const char *name, const cha
 		return 1; /* already reported */
 	if (st->cur_kind < 0) {
 		fail_at(st,
-		        "%s: setting outside a section (start with [server] or [hub "
-		        "<host name>])",
+		        "%s: setting outside a section (start with [server], [hub "
+		        "<host name>] or [dps <host name>])",
 		        name);
 		return 0;
 	}
-	enum setting_scope scope = st->cur_kind == 0 ? SCOPE_SERVER : SCOPE_HUB;
+	enum setting_scope scope = st->cur_kind == 0   ? SCOPE_SERVER
+	                           : st->cur_kind == 1 ? SCOPE_HUB
+	                                               : SCOPE_DPS;
 	char sect[300];
 	if (scope == SCOPE_SERVER)
 		snprintf(sect, sizeof sect, "[server]");
-	else
+	else if (scope == SCOPE_HUB)
 		snprintf(sect, sizeof sect, "[hub %s]", st->cfg->hubs[st->cur_hub].name);
+	else
+		snprintf(sect, sizeof sect, "[dps %s]", st->cfg->dps->name);
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting *s = &settings[i];
 		if (s->scope != scope || strcmp(s->name, name) != 0)
 			continue;
-		unsigned *set = scope == SCOPE_SERVER ? &st->server_set : &st->hub_set[st->cur_hub];
+		unsigned *set = scope == SCOPE_SERVER ? &st->server_set
+		                : scope == SCOPE_HUB  ? &st->hub_set[st->cur_hub]
+		                                      : &st->dps_set;
 		if (*set & (1u << i)) {
 			fail_at(st, "%s %s: set more than once", sect, name);
 			return 0;
@@ -450,8 +516,9 @@ static int on_value(void *user, const char *section, const char *name, const cha
 		*set |= 1u << i;
 		if (scope == SCOPE_SERVER)
 			st->line_of[i] = st->lineno;
-		void *base =
-		    scope == SCOPE_SERVER ? (void *)st->cfg : (void *)&st->cfg->hubs[st->cur_hub];
+		void *base = scope == SCOPE_SERVER ? (void *)st->cfg
+		             : scope == SCOPE_HUB  ? (void *)&st->cfg->hubs[st->cur_hub]
+		                                   : (void *)st->cfg->dps;
 		char msg[300];
 		if (apply(s, base, value, msg, sizeof msg) != 0) {
 			fail_at(st, "%s %s: %s", sect, name, msg);
@@ -470,6 +537,121 @@ static int set_defaults(struct config *cfg, char *err, size_t errlen)
 		    apply(&settings[i], cfg, settings[i].def, err, errlen) != 0)
 			return -1;
 	return 0;
+}
+
+/* Calls fn(arg, item, len) for each comma-separated, blank-trimmed item of
+ * list; stops at the first non-zero return and returns it. Empty items are
+ * an error (-1). */
+static int each_item(const char *list, int (*fn)(void *arg, const char *item, size_t len),
+                     void *arg)
+{
+	const char *p = list;
+	for (;;) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		const char *comma = strchr(p, ',');
+		size_t n = comma ? (size_t)(comma - p) : strlen(p);
+		while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		if (n == 0)
+			return -1;
+		int rc = fn(arg, p, n);
+		if (rc != 0 || !comma)
+			return rc;
+		p = comma + 1;
+	}
+}
+
+struct dps_check {
+	const struct config *cfg;
+	char *msg;
+	size_t msglen;
+};
+
+static int check_linked_hub(void *arg, const char *item, size_t n)
+{
+	struct dps_check *c = arg;
+	for (size_t i = 0; i < c->cfg->nhubs; i++)
+		if (strlen(c->cfg->hubs[i].name) == n && strncasecmp(c->cfg->hubs[i].name, item, n) == 0)
+			return 0;
+	snprintf(c->msg, c->msglen, "linked_hubs: \"%.*s\" is not a configured [hub]", (int)n,
+	         item);
+	return 1;
+}
+
+static int check_connection_string(void *arg, const char *item, size_t n)
+{
+	struct dps_check *c = arg;
+	char *cs = xstrndup(item, n);
+	bool host = strstr(cs, "HostName=") != NULL, name = strstr(cs, "SharedAccessKeyName=") != NULL;
+	const char *key = strstr(cs, "SharedAccessKey=");
+	size_t klen = key ? strcspn(key + 16, ";") : 0;
+	uint8_t raw[B64_DECODED_MAX(256) + 1];
+	size_t got;
+	bool key_ok = key && klen > 0 && klen <= 256 && b64_decode(key + 16, klen, raw, &got) == 0;
+	free(cs);
+	if (host && name && key_ok)
+		return 0;
+	snprintf(c->msg, c->msglen,
+	         "linked_hub_connection_string: an entry is not of the form "
+	         "HostName=...;SharedAccessKeyName=...;SharedAccessKey=<base64>");
+	return 1;
+}
+
+static int check_weight(void *arg, const char *item, size_t n)
+{
+	struct dps_check *c = arg;
+	const char *eq = memchr(item, '=', n);
+	char num[16] = "";
+	size_t nl = eq ? n - (size_t)(eq + 1 - item) : 0;
+	if (eq && nl > 0 && nl < sizeof num) {
+		memcpy(num, eq + 1, nl);
+		num[nl] = '\0';
+	}
+	unsigned long w = strspn(num, "0123456789") == strlen(num) && num[0] ? strtoul(num, NULL, 10) : 0;
+	if (!eq || eq == item || w < 1 || w > 1000) {
+		snprintf(c->msg, c->msglen, "allocation_weights: \"%.*s\" is not hub=weight (1..1000)",
+		         (int)n, item);
+		return 1;
+	}
+	return 0;
+}
+
+/* The checks of [dps] that need the whole file. */
+static int check_dps(const struct config *cfg, char *msg, size_t msglen)
+{
+	const struct config_dps *d = cfg->dps;
+	struct dps_check c = {cfg, msg, msglen};
+	if (d->id_scope) {
+		size_t n = strlen(d->id_scope);
+		bool ok = n <= 64;
+		for (size_t i = 0; i < n; i++)
+			ok = ok && isalnum((unsigned char)d->id_scope[i]);
+		if (!ok) {
+			snprintf(msg, msglen, "id_scope: \"%s\" must be 1..64 letters and digits",
+			         d->id_scope);
+			return -1;
+		}
+	}
+	if (d->linked_hubs && each_item(d->linked_hubs, check_linked_hub, &c) != 0)
+		goto bad_list;
+	if (d->linked_hub_connection_string &&
+	    each_item(d->linked_hub_connection_string, check_connection_string, &c) != 0)
+		goto bad_list;
+	if (d->allocation_weights && each_item(d->allocation_weights, check_weight, &c) != 0)
+		goto bad_list;
+	return 0;
+bad_list:
+	if (!msg[0])
+		snprintf(msg, msglen, "empty entry in a list");
+	return -1;
+}
+
+static void add_default_dps(struct config *cfg)
+{
+	cfg->dps = xcalloc(1, sizeof *cfg->dps);
+	cfg->dps->name = xstrdup("localhost");
+	cfg->dps->webhook_timeout_ms = 5000;
 }
 
 static void add_default_hub(struct config *cfg)
@@ -518,8 +700,20 @@ int config_load_text(struct config *cfg, const char *text, size_t len, const cha
 		         have, cfg->tls_cert ? "tls_key" : "tls_cert");
 		goto fail;
 	}
-	if (cfg->nhubs == 0)
+	if (cfg->dps) {
+		char msg[400] = "";
+		if (cfg->nhubs == 0)
+			add_default_hub(cfg);
+		if (check_dps(cfg, msg, sizeof msg) != 0) {
+			snprintf(err, errlen, "%s:%d: [dps %s] %s", name, st.dps_line, cfg->dps->name,
+			         msg);
+			goto fail;
+		}
+	}
+	if (cfg->nhubs == 0) {
 		add_default_hub(cfg);
+		add_default_dps(cfg);
+	}
 	return 0;
 fail:
 	config_free(cfg);
@@ -535,6 +729,7 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 			return -1;
 		}
 		add_default_hub(cfg);
+		add_default_dps(cfg);
 		return 0;
 	}
 	FILE *f = fopen(path, "rb");
@@ -586,6 +781,19 @@ void config_free(struct config *cfg)
 		addrs_free(&cfg->hubs[i].https_listen);
 	}
 	free(cfg->hubs);
+	if (cfg->dps) {
+		struct config_dps *d = cfg->dps;
+		free(d->name);
+		free(d->id_scope);
+		free(d->owner_key);
+		free(d->linked_hubs);
+		free(d->linked_hub_connection_string);
+		free(d->allocation_weights);
+		free(d->webhook_ca);
+		addrs_free(&d->mqtt_listen);
+		addrs_free(&d->https_listen);
+		free(d);
+	}
 	free(cfg->path);
 	memset(cfg, 0, sizeof *cfg);
 }
@@ -634,4 +842,12 @@ void config_write_example(FILE *f)
 	           "; named \"localhost\" is served.\n"
 	           ";[hub localhost]\n");
 	write_rows(f, SCOPE_HUB);
+	fprintf(f, "\n; The Device Provisioning Service, at most one, named by its DNS host name\n"
+	           "; (it may share a host name with a hub: MQTT user names and HTTP paths tell\n"
+	           "; them apart). Without any [hub] and [dps] section, a DPS named \"localhost\"\n"
+	           "; linked to the default hub is served; with [hub] sections but no [dps],\n"
+	           "; none is. (Work in progress: this version reads and checks these\n"
+	           "; settings but does not serve the DPS yet.)\n"
+	           ";[dps localhost]\n");
+	write_rows(f, SCOPE_DPS);
 }

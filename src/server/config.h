@@ -6,8 +6,9 @@
  * File form (inih; ';' starts a comment, also after a value):
  *   [server]                 global settings
  *   [hub <host name>]        one section per hub, named by its host name
- * With no file at all (or a file with no [hub] section), one hub named
- * "localhost" is served. */
+ *   [dps <host name>]        the Device Provisioning Service (at most one)
+ * With no file at all (or a file with no [hub] and no [dps] section), one
+ * hub and the DPS, both named "localhost", are served. */
 #ifndef FH_SERVER_CONFIG_H
 #define FH_SERVER_CONFIG_H
 
@@ -37,6 +38,22 @@ struct config_hub {
 	struct config_addrs https_listen;
 };
 
+/* The Device Provisioning Service ([dps <host name>]). Lists are kept as
+ * written (comma-separated); config_load checks their form and that every
+ * linked hub is a configured [hub]. */
+struct config_dps {
+	char *name;                  /* host name, lowercased */
+	char *id_scope;              /* NULL = generated once and kept in the store */
+	char *owner_key;             /* provisioningserviceowner primary key; NULL = generated */
+	char *linked_hubs;           /* hubs served here; NULL = every configured hub */
+	char *linked_hub_connection_string; /* remote hubs' owner connection strings */
+	char *allocation_weights;    /* "hub=weight, ..."; unlisted hubs weigh 1 */
+	char *webhook_ca;            /* extra CAs for webhook TLS; NULL = system CAs only */
+	unsigned webhook_timeout_ms; /* 5000 */
+	struct config_addrs mqtt_listen;
+	struct config_addrs https_listen;
+};
+
 struct config {
 	char *data_dir;                  /* ./fleethub-data */
 	struct config_addrs mqtt_listen; /* 127.0.0.1:8883 */
@@ -48,6 +65,7 @@ struct config {
 	unsigned max_packet_kb;          /* 256: largest MQTT packet accepted */
 	struct config_hub *hubs;
 	size_t nhubs;
+	struct config_dps *dps; /* NULL = no DPS */
 	char *path; /* the file it came from, or NULL */
 };
 

@@ -192,6 +192,54 @@ static void test_parse_addrs(void **state)
 	assert_int_equal(config_parse_addrs("a b:1", &a, err, sizeof err), -1);
 }
 
+
+static void test_dps(void **state)
+{
+	char err[512];
+	struct config cfg;
+	/* No file: one hub and the DPS, both "localhost". */
+	assert_int_equal(config_load(&cfg, NULL, err, sizeof err), 0);
+	assert_non_null(cfg.dps);
+	assert_string_equal(cfg.dps->name, "localhost");
+	assert_int_equal(cfg.dps->webhook_timeout_ms, 5000);
+	config_free(&cfg);
+	/* Hubs without [dps]: no DPS. */
+	assert_int_equal(load(&cfg, "[hub h.test]\n", err, sizeof err), 0);
+	assert_null(cfg.dps);
+	config_free(&cfg);
+	/* The form, as written. */
+	const char *text =
+	    "[hub hub1.example.test]\n[hub hub2.example.test]\n"
+	    "[dps DPS.example.test]\n"
+	    "id_scope = 0ne00F1EE7\n"
+	    "owner_key = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+	    "linked_hubs = hub1.example.test, hub2.example.test\n"
+	    "linked_hub_connection_string = HostName=far.test;SharedAccessKeyName=iothubowner;"
+	    "SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+	    "allocation_weights = hub1.example.test=3\n"
+	    "webhook_ca = /path/to/ca.pem         ; extra CAs\n"
+	    "webhook_timeout_ms = 5000\n";
+	assert_int_equal(load(&cfg, text, err, sizeof err), 0);
+	assert_string_equal(cfg.dps->name, "dps.example.test");
+	assert_string_equal(cfg.dps->id_scope, "0ne00F1EE7");
+	assert_string_equal(cfg.dps->linked_hubs, "hub1.example.test, hub2.example.test");
+	assert_string_equal(cfg.dps->webhook_ca, "/path/to/ca.pem");
+	assert_int_equal(cfg.nhubs, 2);
+	config_free(&cfg);
+	/* A [dps] alone serves the default hub too. */
+	assert_int_equal(load(&cfg, "[dps d.test]\n", err, sizeof err), 0);
+	assert_int_equal(cfg.nhubs, 1);
+	config_free(&cfg);
+	expect_error("[hub a.test]\n[dps d.test]\nlinked_hubs = a.test, b.test\n",
+	             "fleethub.ini:2: [dps d.test] linked_hubs: \"b.test\" is not a configured [hub]");
+	expect_error("[dps d.test]\nid_scope = 0ne-1\n", "id_scope");
+	expect_error("[dps d.test]\nallocation_weights = localhost=0\n", "allocation_weights");
+	expect_error("[dps d.test]\nlinked_hub_connection_string = HostName=x\n", "HostName=...");
+	expect_error("[dps d.test]\nwebhook_timeout_ms = 5\n", "out of range 100..600000");
+	expect_error("[dps d.test]\n[dps e.test]\n", "only one [dps]");
+	expect_error("[dps d.test]\nowner_key = abc\n", "[dps d.test] owner_key: not valid base64");
+}
+
 static char *read_all(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
@@ -391,7 +439,7 @@ int main(void)
 	    cmocka_unit_test(test_defaults),    cmocka_unit_test(test_full_file),
 	    cmocka_unit_test(test_errors),      cmocka_unit_test(test_empty_and_crlf),
 	    cmocka_unit_test(test_parse_addrs), cmocka_unit_test(test_example_file),
-	    cmocka_unit_test(test_devca),
+	    cmocka_unit_test(test_devca),       cmocka_unit_test(test_dps),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
