@@ -9,6 +9,7 @@
 #include "base/crypto.h"
 #include "base/enc.h"
 #include "base/err.h"
+#include "base/host.h"
 #include "base/mem.h"
 
 static const struct {
@@ -143,22 +144,12 @@ void hub_shutdown(struct hub *h)
 	h->naliases = 0;
 }
 
-static bool name_eq(const char *name, const char *host, size_t len)
-{
-	/* Ignore a ":port" suffix (but not the colons of an IPv6 literal in
-	 * brackets, which we do not use as hub names). */
-	const char *colon = memchr(host, ':', len);
-	if (colon && memchr(colon + 1, ':', len - (size_t)(colon + 1 - host)) == NULL)
-		len = (size_t)(colon - host);
-	return strlen(name) == len && strncasecmp(name, host, len) == 0;
-}
-
 bool hub_name_matches(const struct hub *h, const char *host, size_t len)
 {
-	if (name_eq(h->name, host, len))
+	if (host_name_eq(h->name, host, len))
 		return true;
 	for (size_t i = 0; i < h->naliases; i++)
-		if (name_eq(h->aliases[i], host, len))
+		if (host_name_eq(h->aliases[i], host, len))
 			return true;
 	return false;
 }
@@ -166,7 +157,7 @@ bool hub_name_matches(const struct hub *h, const char *host, size_t len)
 struct hub *hub_set_find(const struct hub_set *set, const char *host, size_t len)
 {
 	for (size_t i = 0; i < set->n; i++)
-		if (name_eq(set->v[i]->name, host, len))
+		if (host_name_eq(set->v[i]->name, host, len))
 			return set->v[i];
 	for (size_t i = 0; i < set->n; i++)
 		if (hub_name_matches(set->v[i], host, len))

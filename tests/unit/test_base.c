@@ -11,6 +11,7 @@
 #include "base/crypto.h"
 #include "base/enc.h"
 #include "base/err.h"
+#include "base/host.h"
 #include "base/log.h"
 
 static void test_b64_roundtrip(void **state)
@@ -97,13 +98,24 @@ static void test_log_redact(void **state)
 	assert_non_null(strstr(line, "HostName=h"));
 }
 
+static void test_host_name_eq(void **state)
+{
+	assert_true(host_name_eq("hub1.test", "HUB1.test", 9));
+	assert_true(host_name_eq("hub1.test", "hub1.test:443", 13));
+	assert_true(host_name_eq("127.0.0.4", "127.0.0.4:8883", 14));
+	assert_false(host_name_eq("hub1.test", "hub1.test2", 10));
+	assert_false(host_name_eq("hub1.test", "hub1", 4));
+	assert_true(host_name_eq("::1", "::1", 3)); /* IPv6 keeps its colons */
+	assert_true(host_name_eq("hub", "hub/devices/x", 3));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_b64_roundtrip), cmocka_unit_test(test_b64_rejects),
 		cmocka_unit_test(test_pct),           cmocka_unit_test(test_hmac_known),
 		cmocka_unit_test(test_utf8),          cmocka_unit_test(test_buf),
-		cmocka_unit_test(test_log_redact),
+		cmocka_unit_test(test_log_redact),    cmocka_unit_test(test_host_name_eq),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
