@@ -1,0 +1,294 @@
+/* The DPS virtual host: names, id scope, service policies and their keys,
+ * linked hubs (in-process or remote), and the service SAS check. The
+ * device API, the service REST API and the operations live in the other
+ * files of this layer (see dps.h). */
+#include "dps.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/crypto.h"
+#include "base/enc.h"
+#include "base/err.h"
+#include "base/host.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "codec/sas.h"
+#include "internal.h"
+
+static const struct {
+	const char *name;
+	unsigned rights;
+} policy_table[DPS_NPOLICIES] = {
+	{"provisioningserviceowner", DPS_RIGHT_SERVICE_CONFIG | DPS_RIGHT_ENROLLMENT_READ |
+					     DPS_RIGHT_ENROLLMENT_WRITE |
+					     DPS_RIGHT_REGISTRATION_READ |
+					     DPS_RIGHT_REGISTRATION_WRITE},
+	{"enrollmentread", DPS_RIGHT_ENROLLMENT_READ | DPS_RIGHT_REGISTRATION_READ},
+	{"enrollmentwrite", DPS_RIGHT_ENROLLMENT_READ | DPS_RIGHT_ENROLLMENT_WRITE |
+				    DPS_RIGHT_REGISTRATION_READ | DPS_RIGHT_REGISTRATION_WRITE},
+};
+
+/* ---- start-up: keys and id scope, one store job run synchronously ------ */
+
+struct init_job {
+	struct dps *d;
+	const char *owner_key;
+	const char *id_scope;
+	bool done;
+	int rc;
+};
+
+/* Loads setting key into out (outlen), or stores given, or a new value
+ * made by make(). */
+static int setting(struct store_txn *t, const char *key, const char *given,
+		   void (*make)(char *out), char *out, size_t outlen)
+{
+	if (given) {
+		snprintf(out, outlen, "%s", given);
+		return store_setting_put(t, key, given);
+	}
+	char *v = NULL;
+	int rc = store_setting_get(t, key, &v);
+	if (rc == 0) {
+		snprintf(out, outlen, "%s", v);
+		free(v);
+		return 0;
+	}
+	if (rc != FH_ENOTFOUND)
+		return rc;
+	char fresh[64];
+	make(fresh);
+	snprintf(out, outlen, "%s", fresh);
+	return store_setting_put(t, key, fresh);
+}
+
+static void new_key(char *out)
+{
+	crypto_new_key_b64(out);
+}
+
+/* Azure id scopes look like "0ne00F1EE7": "0ne" and 8 hex digits. */
+static void new_scope(char *out)
+{
+	uint8_t r[4];
+	crypto_random(r, sizeof r);
+	snprintf(out, 12, "0ne%02X%02X%02X%02X", r[0], r[1], r[2], r[3]);
+}
+
+static int init_work(void *arg, struct store_txn *t)
+{
+	struct init_job *j = arg;
+	struct dps *d = j->d;
+	char key[512];
+	snprintf(key, sizeof key, "dps/%s/id_scope", d->name);
+	int rc = setting(t, key, j->id_scope, new_scope, d->id_scope, sizeof d->id_scope);
+	for (int i = 0; rc == 0 && i < DPS_NPOLICIES; i++) {
+		struct dps_policy *p = &d->policies[i];
+		snprintf(key, sizeof key, "dps/%s/policy/%s/primary", d->name, p->name);
+		rc = setting(t, key, i == 0 ? j->owner_key : NULL, new_key, p->primary,
+			     sizeof p->primary);
+		if (rc == 0) {
+			snprintf(key, sizeof key, "dps/%s/policy/%s/secondary", d->name, p->name);
+			rc = setting(t, key, NULL, new_key, p->secondary, sizeof p->secondary);
+		}
+	}
+	return rc;
+}
+
+static void init_done(void *arg, int rc)
+{
+	struct init_job *j = arg;
+	j->rc = rc;
+	j->done = true;
+}
+
+int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, uv_loop_t *loop,
+	     size_t max_packet, char *err, size_t errlen)
+{
+	memset(d, 0, sizeof *d);
+	snprintf(d->name, sizeof d->name, "%s", cfg->name);
+	d->store = store;
+	d->loop = loop;
+	d->max_packet = max_packet;
+	d->webhook_timeout_ms = cfg->webhook_timeout_ms ? cfg->webhook_timeout_ms : 5000;
+	d->retry_after_s = 1;
+	map_init(&d->ops);
+	for (int i = 0; i < DPS_NPOLICIES; i++) {
+		d->policies[i].name = policy_table[i].name;
+		d->policies[i].rights = policy_table[i].rights;
+	}
+	struct init_job j = {.d = d, .owner_key = cfg->owner_key, .id_scope = cfg->id_scope};
+	store_submit(store, init_work, init_done, &j);
+	while (!j.done)
+		uv_run(loop, UV_RUN_ONCE);
+	if (j.rc != 0) {
+		snprintf(err, errlen, "dps %s: cannot store its keys and id scope: %s", d->name,
+			 fh_strerror(j.rc));
+		return -1;
+	}
+	if (http_client_new(&d->http, loop, cfg->webhook_ca, err, errlen) != 0)
+		return -1;
+	return 0;
+}
+
+/* ---- linked hubs ------------------------------------------------------------ */
+
+static struct dps_linked_hub *link_new(struct dps *d, const char *name, unsigned weight)
+{
+	d->linked = xrealloc(d->linked, (d->nlinked + 1) * sizeof *d->linked);
+	struct dps_linked_hub *l = &d->linked[d->nlinked++];
+	memset(l, 0, sizeof *l);
+	l->alloc.name = xstrdup(name);
+	l->alloc.weight = weight ? weight : 1;
+	l->alloc.apply_policy = true;
+	return l;
+}
+
+void dps_link_local(struct dps *d, struct hub *h, unsigned weight)
+{
+	link_new(d, h->name, weight)->local = h;
+}
+
+/* Copies the value of field (e.g. "HostName=") out of a connection string. */
+static char *cs_field(const char *cs, const char *field)
+{
+	size_t fl = strlen(field);
+	for (const char *p = cs; p && *p;) {
+		if (strncasecmp(p, field, fl) == 0)
+			return xstrndup(p + fl, strcspn(p + fl, ";"));
+		p = strchr(p, ';');
+		if (p)
+			p++;
+	}
+	return NULL;
+}
+
+int dps_link_remote(struct dps *d, const char *connection_string, unsigned weight, char *err,
+		    size_t errlen)
+{
+	char *host = cs_field(connection_string, "HostName=");
+	char *key_name = cs_field(connection_string, "SharedAccessKeyName=");
+	char *key = cs_field(connection_string, "SharedAccessKey=");
+	uint8_t raw[128];
+	size_t n;
+	if (!host || !*host || !key_name || !*key_name || !key || strlen(key) > 160 ||
+	    b64_decode(key, strlen(key), raw, &n) != 0) {
+		snprintf(err, errlen,
+			 "dps %s: a linked hub connection string needs HostName, "
+			 "SharedAccessKeyName and a base64 SharedAccessKey",
+			 d->name);
+		free(host);
+		free(key_name);
+		free(key);
+		return -1;
+	}
+	for (char *p = host; *p; p++)
+		*p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+	struct dps_linked_hub *l = link_new(d, host, weight);
+	l->remote_key_name = key_name;
+	l->remote_key = key;
+	free(host);
+	return 0;
+}
+
+void dps_add_alias(struct dps *d, const char *alias)
+{
+	for (size_t i = 0; i < d->naliases; i++)
+		if (strcasecmp(d->aliases[i], alias) == 0)
+			return;
+	if (d->naliases < sizeof d->aliases / sizeof d->aliases[0])
+		d->aliases[d->naliases++] = xstrdup(alias);
+}
+
+void dps_shutdown(struct dps *d)
+{
+	if (d->http)
+		http_client_close(d->http);
+	d->http = NULL;
+	for (size_t i = 0; i < d->nlinked; i++) {
+		free((char *)d->linked[i].alloc.name);
+		free(d->linked[i].remote_key_name);
+		free(d->linked[i].remote_key);
+		free(d->linked[i].remote_address);
+	}
+	free(d->linked);
+	d->linked = NULL;
+	d->nlinked = 0;
+	for (size_t i = 0; i < d->naliases; i++)
+		free(d->aliases[i]);
+	d->naliases = 0;
+	map_free(&d->ops);
+}
+
+/* ---- names ------------------------------------------------------------------ */
+
+bool dps_name_matches(const struct dps *d, const char *host, size_t len)
+{
+	if (host_name_eq(d->name, host, len))
+		return true;
+	for (size_t i = 0; i < d->naliases; i++)
+		if (host_name_eq(d->aliases[i], host, len))
+			return true;
+	return false;
+}
+
+void dps_connection_string(const struct dps *d, struct buf *out)
+{
+	buf_printf(out, "HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", d->name,
+		   d->policies[0].name, d->policies[0].primary);
+}
+
+bool dps_mqtt_username_matches(const struct dps *d, const char *username, size_t len)
+{
+	size_t sl = strlen(d->id_scope);
+	static const char reg[] = "/registrations/";
+	return len > sl + sizeof reg - 1 && strncasecmp(username, d->id_scope, sl) == 0 &&
+	       memcmp(username + sl, reg, sizeof reg - 1) == 0;
+}
+
+/* ---- service SAS ---------------------------------------------------------------- */
+
+static bool key_ok(const struct sas_token *t, const char *key_b64)
+{
+	uint8_t key[128];
+	size_t n, len = strlen(key_b64);
+	return len > 0 && len <= 160 && b64_decode(key_b64, len, key, &n) == 0 &&
+	       sas_signature_ok(t, key, n);
+}
+
+int dps__auth_service(const struct dps *d, const char *header, int64_t now_s, unsigned *rights,
+		      const char **why)
+{
+	struct sas_token t;
+	if (!header) {
+		*why = "no Authorization header";
+		return FH_EAUTH;
+	}
+	if (sas_parse(header, strlen(header), &t, why) != 0)
+		return FH_EAUTH;
+	if (sas_check_expiry(&t, now_s) != 0) {
+		*why = "token expired";
+		return FH_EAUTH;
+	}
+	if (!dps_name_matches(d, t.resource, strlen(t.resource))) {
+		*why = "token is for another host";
+		return FH_EAUTH;
+	}
+	const struct dps_policy *p = NULL;
+	for (int i = 0; t.has_key_name && i < DPS_NPOLICIES; i++)
+		if (strcmp(d->policies[i].name, t.key_name) == 0)
+			p = &d->policies[i];
+	if (!p) {
+		*why = "unknown shared access policy";
+		return FH_EAUTH;
+	}
+	if (!key_ok(&t, p->primary) && !key_ok(&t, p->secondary)) {
+		*why = "signature does not match the policy key";
+		return FH_EAUTH;
+	}
+	*rights = p->rights;
+	return 0;
+}
