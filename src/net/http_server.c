@@ -27,6 +27,8 @@ struct http_conn {
 	void *ctx;
 	struct buf in;
 	bool handling;
+	bool in_parse; /* parse_more is on the stack: answers given synchronously
+	                  continue its loop instead of recursing */
 	bool closed;
 	bool upgraded;
 	bool close_after;
@@ -52,7 +54,7 @@ static void on_close(struct net_conn *c)
 {
 	struct http_conn *hc = net_conn_app(c);
 	hc->closed = true;
-	if (!hc->handling)
+	if (!hc->handling && !hc->in_parse)
 		hc_free(hc);
 	/* else freed when the exchange is answered */
 }
@@ -78,6 +80,9 @@ static void parse_error(struct http_conn *hc)
 
 static void parse_more(struct http_conn *hc)
 {
+	if (hc->in_parse)
+		return; /* the running loop picks up where this call would */
+	hc->in_parse = true;
 	while (!hc->handling && !hc->closed && !hc->upgraded && hc->in.len > 0 &&
 	       !net_conn_closed(hc->conn)) {
 		struct http_request *req = NULL;
@@ -85,12 +90,12 @@ static void parse_more(struct http_conn *hc)
 		if (used < 0) {
 			buf_reset(&hc->in);
 			parse_error(hc);
-			return;
+			break;
 		}
 		buf_consume(&hc->in, (size_t)used);
 		if (!req) {
 			if (used == 0)
-				return;
+				break;
 			continue;
 		}
 		struct http_exchange *ex = xcalloc(1, sizeof *ex);
@@ -101,8 +106,19 @@ static void parse_more(struct http_conn *hc)
 		net_conn_pause(hc->conn);
 		net_conn_set_idle_timeout(hc->conn, 0);
 		hc->handler(hc->ctx, ex);
-		return; /* continues from http_respond */
+		if (hc->upgraded) {
+			/* The connection belongs to the WebSocket owner now. */
+			http_parser_free(hc->ps);
+			buf_free(&hc->in);
+			free(hc);
+			return;
+		}
+		/* Answered already (synchronously): loop for the next pipelined
+		 * request. Otherwise http_respond continues later. */
 	}
+	hc->in_parse = false;
+	if (hc->closed && !hc->handling)
+		hc_free(hc);
 }
 
 void http_server_attach(struct net_conn *c, const struct http_limits *limits,
@@ -127,7 +143,8 @@ static void exchange_end(struct http_exchange *ex, bool keep_alive)
 	if (hc && !hc->upgraded) {
 		hc->handling = false;
 		if (hc->closed) {
-			hc_free(hc);
+			if (!hc->in_parse)
+				hc_free(hc);
 		} else if (!keep_alive) {
 			net_conn_close(c);
 		} else {
@@ -195,8 +212,10 @@ int http_upgrade_websocket(struct http_exchange *ex, const char *subprotocol,
 	struct buf rest = hc->in;
 	buf_init(&hc->in);
 	hc->upgraded = true;
-	http_parser_free(hc->ps);
-	free(hc);
+	if (!hc->in_parse) { /* else parse_more frees it when the handler returns */
+		http_parser_free(hc->ps);
+		free(hc);
+	}
 	net_conn_set_handler(c, h, app);
 	http_request_free(ex->req);
 	free(ex);
