@@ -540,6 +540,20 @@ static bool handle_packet(struct hub_session *s, const struct mqtt_packet *pk)
 	}
 }
 
+/* True when p holds the start of a CONNECT for protocol "MQTT" at a level
+ * other than 4 (MQTT 5, say): the client gets CONNACK 1 rather than a bare
+ * close, as MQTT 3.1.1 asks. */
+static bool unsupported_level(const uint8_t *p, size_t n)
+{
+	if (n < 2 || p[0] != (MQTT_CONNECT << 4))
+		return false;
+	size_t i = 1;
+	while (i < n && i < 5 && (p[i] & 0x80))
+		i++;
+	i++; /* past the last length byte */
+	return n >= i + 7 && memcmp(p + i, "\x00\x04MQTT", 6) == 0 && p[i + 6] != 4;
+}
+
 /* Parses and handles every complete packet of p[0..n); returns the bytes
  * consumed, or -1 when the session must close. */
 static long consume(struct hub_session *s, const uint8_t *p, size_t n)
@@ -551,6 +565,12 @@ static long consume(struct hub_session *s, const uint8_t *p, size_t n)
 		if (rc == 0)
 			break;
 		if (rc < 0) {
+			if (s->state == S_AWAIT_CONNECT && unsupported_level(p + off, n - off)) {
+				log_at(LOG_INFO, "mqtt %s: unsupported MQTT protocol level; closing",
+				       net_conn_peer(s->conn));
+				connack_and_close(s, MQTT_RC_BAD_PROTOCOL);
+				return (long)n;
+			}
 			log_at(LOG_INFO, "mqtt %s: %s packet; closing", net_conn_peer(s->conn),
 			       rc == FH_ETOOBIG ? "oversized" : "malformed");
 			return -1;

@@ -104,3 +104,15 @@ test('keep-alive is enforced at 1.5 times the CONNECT keep-alive', async () => {
   const idle = closedAt - started;
   assert.ok(idle >= 1400 && idle < 3000, `closed after ${idle} ms of silence (want about 1500)`);
 });
+
+test('an MQTT 5 CONNECT gets CONNACK 1 (unacceptable protocol version)', async () => {
+  const tls = require('tls');
+  const packet = require('mqtt-packet');
+  const bytes = packet.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 60, clientId: 'ses-1' }, { protocolVersion: 5 });
+  const sock = tls.connect({ host: 'localhost', port: 8883, servername: 'localhost', ca: fs.readFileSync(server.caPath) });
+  let got = Buffer.alloc(0);
+  sock.on('data', (d) => { got = Buffer.concat([got, d]); });
+  sock.once('secureConnect', () => sock.write(bytes));
+  await withTimeout(new Promise((resolve) => sock.once('close', resolve)), 5000, 'close');
+  assert.deepEqual([...got], [0x20, 0x02, 0x00, 0x01]);
+});
