@@ -393,6 +393,17 @@ int twin_apply_service(struct store_twin *tw, const json_t *tags, const json_t *
 	return 0;
 }
 
+void twin_init_new(struct store_twin *tw, const char *now_iso)
+{
+	store_twin_init_empty(tw);
+	json_t *meta = json_pack("{s:{},s:{s:s,s:i},s:{s:s}}", "tags", "desired", "$lastUpdated",
+				 now_iso, "$lastUpdatedVersion", 1, "reported", "$lastUpdated",
+				 now_iso);
+	free(tw->meta);
+	tw->meta = dump(meta);
+	json_decref(meta);
+}
+
 /* ---- views ------------------------------------------------------------------ */
 
 char *twin_render_properties(const struct store_twin *tw)

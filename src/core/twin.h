@@ -71,6 +71,10 @@ int twin_apply_service(struct store_twin *tw, const json_t *tags, const json_t *
 		       bool replace, const char *now_iso, const struct twin_limits *lim,
 		       struct twin_error *err, json_t **desired_notice);
 
+/* Fills the twin of a new device: empty sections, every version 1, and
+ * section-root metadata stamped now_iso (as Azure shows for a new twin). */
+void twin_init_new(struct store_twin *tw, const char *now_iso);
+
 /* The MQTT twin GET body: {"desired":{..,"$version":N},"reported":{..,"$version":M}}
  * (no $metadata). Caller frees the string. */
 char *twin_render_properties(const struct store_twin *tw);

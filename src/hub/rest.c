@@ -270,7 +270,7 @@ static int device_put_work(void *arg, struct store_txn *t)
 	j->etag = etag + 1;
 	if (rc == 0 && !old) {
 		struct store_twin tw;
-		store_twin_init_empty(&tw);
+		twin_init_new(&tw, j->now);
 		rc = store_twin_put(t, j->hub->name, j->id, &tw);
 		store_twin_clear(&tw);
 	}

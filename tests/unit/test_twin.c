@@ -231,6 +231,23 @@ static void test_replace_diff(void **state)
 	clear(&tw);
 }
 
+static void test_init_new(void **state)
+{
+	struct store_twin tw = {0};
+	twin_init_new(&tw, T1);
+	assert_int_equal(tw.version, 1);
+	json_t *o = json_object();
+	twin_render_into(o, &tw);
+	json_t *rep = json_object_get(json_object_get(o, "properties"), "reported");
+	json_t *m = json_object_get(rep, "$metadata");
+	assert_string_equal(json_string_value(json_object_get(m, "$lastUpdated")), T1);
+	json_t *des = json_object_get(json_object_get(o, "properties"), "desired");
+	m = json_object_get(des, "$metadata");
+	assert_int_equal(json_integer_value(json_object_get(m, "$lastUpdatedVersion")), 1);
+	json_decref(o);
+	store_twin_clear(&tw);
+}
+
 static void test_etag(void **state)
 {
 	char e[13];
@@ -247,6 +264,7 @@ int main(void)
 		cmocka_unit_test(test_reported),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_replace_diff),
+		cmocka_unit_test(test_init_new),
 		cmocka_unit_test(test_etag),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
