@@ -233,6 +233,18 @@ static void print_banner(const char *ca_path)
 	fflush(stdout);
 }
 
+/* Start-up failed after the store opened: stop its writer thread and close
+ * every handle before returning, so the process never exits with the
+ * writer still running. */
+static int fail_serve(const char *msg)
+{
+	fprintf(stderr, "fleethub: %s\n", msg);
+	net_stop_listening();
+	store_close(srv.store);
+	uv_run(srv.loop, UV_RUN_DEFAULT);
+	return 1;
+}
+
 static int serve(const char *config_path)
 {
 	char err[512];
@@ -267,8 +279,7 @@ static int serve(const char *config_path)
 		if (hub_init(h, srv.cfg.hubs[i].name, srv.cfg.hubs[i].owner_key, srv.store,
 			     srv.loop, (size_t)srv.cfg.max_packet_kb * 1024, err,
 			     sizeof err) != 0) {
-			fprintf(stderr, "fleethub: %s\n", err);
-			return 1;
+			return fail_serve(err);
 		}
 		add_ip_aliases(h, &srv.cfg.hubs[i].mqtt_listen);
 		add_ip_aliases(h, &srv.cfg.hubs[i].https_listen);
@@ -289,8 +300,7 @@ static int serve(const char *config_path)
 		free(names);
 		free(ips);
 		if (rc != 0) {
-			fprintf(stderr, "fleethub: %s\n", err);
-			return 1;
+			return fail_serve(err);
 		}
 		generated = true;
 		char abs[4096];
@@ -305,26 +315,26 @@ static int serve(const char *config_path)
 		free(key);
 	}
 	if (rc != 0) {
-		fprintf(stderr, "fleethub: %s\n", err);
-		return 1;
+		free(ca_path);
+		return fail_serve(err);
 	}
 
 	if (listen_all(&srv.cfg.mqtt_listen, LISTEN_MQTT, srv.hubs.v[0], err, sizeof err) ||
 	    listen_all(&srv.cfg.https_listen, LISTEN_HTTPS, srv.hubs.v[0], err, sizeof err)) {
-		fprintf(stderr, "fleethub: %s\n", err);
-		return 1;
+		free(ca_path);
+		return fail_serve(err);
 	}
 	for (size_t i = 0; i < srv.cfg.nhubs; i++)
 		if (listen_all(&srv.cfg.hubs[i].mqtt_listen, LISTEN_MQTT, srv.hubs.v[i], err,
 			       sizeof err) ||
 		    listen_all(&srv.cfg.hubs[i].https_listen, LISTEN_HTTPS, srv.hubs.v[i], err,
 			       sizeof err)) {
-			fprintf(stderr, "fleethub: %s\n", err);
-			return 1;
+			free(ca_path);
+			return fail_serve(err);
 		}
 	if (write_cli_conf(ca_path, err, sizeof err) != 0) {
-		fprintf(stderr, "fleethub: %s\n", err);
-		return 1;
+		free(ca_path);
+		return fail_serve(err);
 	}
 
 	uv_signal_init(srv.loop, &srv.sigint);

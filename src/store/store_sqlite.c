@@ -60,6 +60,17 @@ static const char *const migrations[] = {
 	"CREATE TABLE settings ("
 	" key TEXT PRIMARY KEY,"
 	" value TEXT NOT NULL);",
+	/* 2: Device Provisioning Service documents, one table per kind */
+	"CREATE TABLE enrollments (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
+	" PRIMARY KEY (scope, id)) WITHOUT ROWID;"
+	"CREATE TABLE enrollment_groups (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
+	" PRIMARY KEY (scope, id)) WITHOUT ROWID;"
+	"CREATE TABLE registrations (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
+	" PRIMARY KEY (scope, id)) WITHOUT ROWID;"
+	"CREATE TABLE operations (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
+	" PRIMARY KEY (scope, id)) WITHOUT ROWID;"
+	"CREATE TABLE webhook_calls (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
+	" PRIMARY KEY (scope, id)) WITHOUT ROWID;",
 };
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -120,9 +131,13 @@ static const char *const stmt_sql[ST_COUNT] = {
 		       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
 };
 
+#define DOC_KINDS 5
+enum doc_op { DOC_GET, DOC_PUT, DOC_DEL, DOC_LIST, DOC_OPS };
+
 struct store_txn {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_COUNT];
+	sqlite3_stmt *doc[DOC_KINDS][DOC_OPS]; /* prepared on first use */
 };
 
 struct job {
@@ -214,6 +229,11 @@ static void txn_close(struct store_txn *t)
 		sqlite3_finalize(t->st[i]);
 		t->st[i] = NULL;
 	}
+	for (int k = 0; k < DOC_KINDS; k++)
+		for (int o = 0; o < DOC_OPS; o++) {
+			sqlite3_finalize(t->doc[k][o]);
+			t->doc[k][o] = NULL;
+		}
 	if (t->db)
 		sqlite3_close(t->db);
 	t->db = NULL;
@@ -861,4 +881,131 @@ void store_twin_init_empty(struct store_twin *tw)
 	tw->version = 1;
 	tw->desired_version = 1;
 	tw->reported_version = 1;
+}
+
+/* ---- DPS documents ---- */
+
+static const char *const doc_table[DOC_KINDS] = {
+	[STORE_ENROLLMENT] = "enrollments",
+	[STORE_ENROLLMENT_GROUP] = "enrollment_groups",
+	[STORE_REGISTRATION] = "registrations",
+	[STORE_OPERATION] = "operations",
+	[STORE_WEBHOOK_CALL] = "webhook_calls",
+};
+
+static sqlite3_stmt *doc_stmt(struct store_txn *t, enum store_doc_kind kind, enum doc_op op)
+{
+	if ((unsigned)kind >= DOC_KINDS)
+		return NULL;
+	if (t->doc[kind][op])
+		return t->doc[kind][op];
+	static const char *const sql[DOC_OPS] = {
+		[DOC_GET] = "SELECT json FROM %s WHERE scope = ?1 AND id = ?2",
+		[DOC_PUT] = "INSERT INTO %s (scope, id, json) VALUES (?1, ?2, ?3)"
+			    " ON CONFLICT (scope, id) DO UPDATE SET json = excluded.json",
+		[DOC_DEL] = "DELETE FROM %s WHERE scope = ?1 AND id = ?2",
+		/* substr() rather than LIKE: ids may hold '%' and '_'. */
+		[DOC_LIST] = "SELECT id, json FROM %s WHERE scope = ?1 AND id > ?2"
+			     " AND substr(id, 1, length(?3)) = ?3 ORDER BY id LIMIT ?4",
+	};
+	char text[256];
+	snprintf(text, sizeof text, sql[op], doc_table[kind]);
+	if (sqlite3_prepare_v3(t->db, text, -1, SQLITE_PREPARE_PERSISTENT, &t->doc[kind][op],
+			       NULL) != SQLITE_OK) {
+		log_db(t->db, "prepare");
+		return NULL;
+	}
+	return t->doc[kind][op];
+}
+
+int store_doc_get(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+		  const char *id, char **json_out)
+{
+	sqlite3_stmt *st = doc_stmt(t, kind, DOC_GET);
+	*json_out = NULL;
+	if (!st)
+		return FH_EIO;
+	bind_text(st, 1, scope);
+	bind_text(st, 2, id);
+	int rc = sqlite3_step(st), ret = 0;
+	if (rc == SQLITE_ROW) {
+		*json_out = col_dup(st, 0);
+	} else if (rc == SQLITE_DONE) {
+		ret = FH_ENOTFOUND;
+	} else {
+		log_db(t->db, "document get");
+		ret = FH_EIO;
+	}
+	stmt_end(st);
+	return ret;
+}
+
+int store_doc_put(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+		  const char *id, const char *json)
+{
+	sqlite3_stmt *st = doc_stmt(t, kind, DOC_PUT);
+	if (!st)
+		return FH_EIO;
+	bind_text(st, 1, scope);
+	bind_text(st, 2, id);
+	bind_text(st, 3, json);
+	return step_write(t, st, "document put");
+}
+
+int store_doc_delete(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+		     const char *id)
+{
+	sqlite3_stmt *st = doc_stmt(t, kind, DOC_DEL);
+	if (!st)
+		return FH_EIO;
+	bind_text(st, 1, scope);
+	bind_text(st, 2, id);
+	int rc = step_write(t, st, "document delete");
+	if (rc == 0 && sqlite3_changes(t->db) == 0)
+		return FH_ENOTFOUND;
+	return rc;
+}
+
+struct doc_row {
+	char *id, *json;
+};
+
+int store_doc_list(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+		   const char *prefix, const char *after, unsigned limit,
+		   int (*each)(void *arg, const char *id, const char *json), void *arg)
+{
+	/* As store_device_list: rows first, callbacks after the read ended. */
+	sqlite3_stmt *st = doc_stmt(t, kind, DOC_LIST);
+	if (!st)
+		return FH_EIO;
+	struct doc_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	int rc, ret = 0;
+	bind_text(st, 1, scope);
+	bind_text(st, 2, after);
+	bind_text(st, 3, prefix);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)limit);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			rows = xrealloc(rows, cap * sizeof *rows);
+		}
+		rows[n].id = col_dup(st, 0);
+		rows[n].json = col_dup(st, 1);
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		log_db(t->db, "document list");
+		ret = FH_EIO;
+	}
+	stmt_end(st);
+	int stop = ret != 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!stop)
+			stop = each(arg, rows[i].id, rows[i].json) != 0;
+		free(rows[i].id);
+		free(rows[i].json);
+	}
+	free(rows);
+	return ret;
 }

@@ -401,6 +401,114 @@ static void test_settings_persist(void **state)
 	assert_int_equal(st.st_mode & 0777, 0600);
 }
 
+
+/* DPS documents: put/get/overwrite/delete/list with prefix, after and
+ * limit, per kind and per scope, through writer jobs and the reader. */
+struct doc_job {
+	int (*fn)(struct store_txn *t);
+	int rc;
+	int *counter;
+};
+
+static int doc_work(void *arg, struct store_txn *t)
+{
+	struct doc_job *j = arg;
+	return j->fn(t);
+}
+
+static void doc_done(void *arg, int rc)
+{
+	struct doc_job *j = arg;
+	j->rc = rc;
+	(*j->counter)++;
+}
+
+static int put_docs(struct store_txn *t)
+{
+	static const char *ids[] = {"reg-a/0001", "reg-a/0002", "reg-b/0001", "x%_y"};
+	for (int k = STORE_ENROLLMENT; k <= STORE_WEBHOOK_CALL; k++)
+		for (size_t i = 0; i < 4; i++) {
+			char json[64];
+			snprintf(json, sizeof json, "{\"k\":%d,\"i\":%zu}", k, i);
+			if (store_doc_put(t, (enum store_doc_kind)k, "dps1", ids[i], json) != 0)
+				return FH_EIO;
+		}
+	return store_doc_put(t, STORE_ENROLLMENT, "dps2", "reg-a/0001", "{\"other\":1}");
+}
+
+static int change_docs(struct store_txn *t)
+{
+	int rc = store_doc_put(t, STORE_ENROLLMENT, "dps1", "reg-a/0001", "{\"new\":1}");
+	if (rc == 0)
+		rc = store_doc_delete(t, STORE_REGISTRATION, "dps1", "reg-b/0001");
+	if (rc == 0 && store_doc_delete(t, STORE_REGISTRATION, "dps1", "reg-b/0001") != FH_ENOTFOUND)
+		rc = FH_EIO;
+	return rc;
+}
+
+struct collected {
+	char ids[8][32];
+	int n;
+	int stop_after;
+};
+
+static int collect(void *arg, const char *id, const char *json)
+{
+	struct collected *c = arg;
+	snprintf(c->ids[c->n++], sizeof c->ids[0], "%s", id);
+	return c->stop_after && c->n >= c->stop_after;
+}
+
+static void test_documents(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	struct doc_job a = {put_docs, -99, &counter}, b = {change_docs, -99, &counter};
+	store_submit(f->s, doc_work, doc_done, &a);
+	store_submit(f->s, doc_work, doc_done, &b);
+	run_until(&f->loop, &counter, 2);
+	assert_int_equal(a.rc, 0);
+	assert_int_equal(b.rc, 0);
+
+	struct store_txn *r = store_reader(f->s);
+	char *json = NULL;
+	assert_int_equal(store_doc_get(r, STORE_ENROLLMENT, "dps1", "reg-a/0001", &json), 0);
+	assert_string_equal(json, "{\"new\":1}");
+	free(json);
+	assert_int_equal(store_doc_get(r, STORE_ENROLLMENT, "dps2", "reg-a/0001", &json), 0);
+	assert_string_equal(json, "{\"other\":1}");
+	free(json);
+	assert_int_equal(store_doc_get(r, STORE_OPERATION, "dps1", "x%_y", &json), 0);
+	assert_string_equal(json, "{\"k\":3,\"i\":3}");
+	free(json);
+	assert_int_equal(store_doc_get(r, STORE_REGISTRATION, "dps1", "reg-b/0001", &json),
+			 FH_ENOTFOUND);
+	assert_null(json);
+
+	struct collected c = {0};
+	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "reg-a/", "", 10, collect, &c), 0);
+	assert_int_equal(c.n, 2);
+	assert_string_equal(c.ids[0], "reg-a/0001");
+	assert_string_equal(c.ids[1], "reg-a/0002");
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "", "reg-a/0001", 2, collect, &c), 0);
+	assert_int_equal(c.n, 2);
+	assert_string_equal(c.ids[0], "reg-a/0002");
+	assert_string_equal(c.ids[1], "reg-b/0001");
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_doc_list(r, STORE_ENROLLMENT_GROUP, "dps1", "x%", "", 10, collect, &c), 0);
+	assert_int_equal(c.n, 1); /* '%' is literal, not a pattern */
+	memset(&c, 0, sizeof c);
+	c.stop_after = 1;
+	assert_int_equal(store_doc_list(r, STORE_ENROLLMENT, "dps1", "", "", 10, collect, &c), 0);
+	assert_int_equal(c.n, 1);
+
+	reopen(f);
+	assert_int_equal(store_doc_get(store_reader(f->s), STORE_ENROLLMENT, "dps1", "reg-a/0001", &json), 0);
+	assert_string_equal(json, "{\"new\":1}");
+	free(json);
+}
+
 static void test_newer_schema(void **state)
 {
 	struct fixture *f = *state;
@@ -413,7 +521,7 @@ static void test_newer_schema(void **state)
 	struct store *s = (struct store *)1;
 	assert_int_not_equal(store_open(&s, &f->loop, f->path, err, sizeof err), 0);
 	assert_null(s);
-	assert_string_equal(err, "database schema 99 is newer than this fleethub (1)");
+	assert_string_equal(err, "database schema 99 is newer than this fleethub (2)");
 }
 
 #define GROUP_N 1000
@@ -526,6 +634,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_settings_persist, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_documents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_runs_chained_jobs, setup, teardown),

@@ -96,7 +96,14 @@ class Server {
     });
   }
 
-  stop() { return this._stop('SIGTERM'); }
+  // A clean stop must end with exit code 0 (a crash at shutdown fails the test).
+  async stop() {
+    const wasRunning = this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+    await this._stop('SIGTERM');
+    if (wasRunning && this.proc.exitCode !== 0) {
+      throw new Error(`fleethub did not stop cleanly (exit ${this.proc.exitCode ?? this.proc.signalCode}):\n${this.exited?.stderr ?? ''}`);
+    }
+  }
   kill() { return this._stop('SIGKILL'); }
 
   // Runs the CLI against this server's data directory.
