@@ -137,6 +137,7 @@ void hub_shutdown(struct hub *h)
 		free(l.v[i]);
 	}
 	free(l.v);
+	map_free(&h->sessions); /* empty now: kicking removed every entry */
 	map_each(&h->persisted, free_persisted, NULL);
 	map_free(&h->persisted);
 	for (size_t i = 0; i < h->naliases; i++)
