@@ -59,3 +59,28 @@ test('malformed requests get a 4xx answer and a closed connection', async () => 
     assert.match(text, new RegExp(`^HTTP/1\\.1 ${status} `), `status for ${JSON.stringify(bytes.slice(0, 40))}`);
   }
 });
+
+test('connections beyond max_connections are closed at once; the others keep working', async () => {
+  const limited = await new Server({ name: 'maxconn', mqtt: '127.0.0.1:18883', https: '127.0.0.1:18443', serverExtra: ['max_connections = 2'] }).start();
+  const open = (port) => new Promise((resolve) => {
+    const sock = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: fs.readFileSync(limited.caPath) });
+    sock.once('secureConnect', () => resolve({ sock, ok: true }));
+    sock.once('error', () => resolve({ sock, ok: false }));
+    sock.once('close', () => resolve({ sock, ok: false }));
+  });
+  try {
+    const a = await open(18443);
+    const b = await open(18883);
+    assert.ok(a.ok && b.ok, 'two connections are accepted');
+    const c = await withTimeout(open(18443), 5000, 'third connection');
+    assert.equal(c.ok, false, 'the third is refused');
+    a.sock.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    const d = await open(18443);
+    assert.ok(d.ok, 'a slot freed up');
+    b.sock.destroy();
+    d.sock.destroy();
+  } finally {
+    await limited.stop();
+  }
+});

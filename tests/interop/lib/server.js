@@ -18,7 +18,8 @@ function tempDir(name) {
   return dir;
 }
 
-// opts: { name, hubs: [{ name, mqtt, https, ownerKey }], mqtt, https, devCa }
+// opts: { name, hubs: [{ name, mqtt, https, ownerKey }], mqtt, https, devCa,
+//         serverExtra: ['key = value', ...] for [server] }
 class Server {
   constructor(opts = {}) {
     this.dir = tempDir(opts.name || 'fleethub');
@@ -27,6 +28,7 @@ class Server {
     const lines = ['[server]', `data_dir = ${this.dataDir}`,
       `mqtt_listen = ${opts.mqtt ?? '127.0.0.1:8883'}`,
       `https_listen = ${opts.https ?? '127.0.0.1:443'}`];
+    for (const line of opts.serverExtra || []) lines.push(line);
     if (!opts.devCa) {
       lines.push(`tls_cert = ${process.env.FLEETHUB_TEST_CERT}`);
       lines.push(`tls_key = ${process.env.FLEETHUB_TEST_KEY}`);
