@@ -230,3 +230,10 @@ int sas_derive_key(const char *group_key_b64, const char *registration_id, char 
 	b64_encode(mac, sizeof mac, out);
 	return 0;
 }
+
+int sas_signature_ok_b64(const struct sas_token *t, const char *key_b64)
+{
+	uint8_t key[B64_DECODED_MAX(SAS_MAX_KEY_B64)];
+	size_t n;
+	return key_b64 && decode_key(key_b64, key, &n) == 0 && sas_signature_ok(t, key, n);
+}

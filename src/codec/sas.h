@@ -38,6 +38,10 @@ int sas_parse(const char *tok, size_t n, struct sas_token *out, const char **why
  * time; 0 otherwise. */
 int sas_signature_ok(const struct sas_token *t, const uint8_t *key, size_t key_len);
 
+/* As sas_signature_ok with the key as base64 text (a policy or device key
+ * as stored); 0 for a NULL, empty, over-long or invalid key. */
+int sas_signature_ok_b64(const struct sas_token *t, const char *key_b64);
+
 /* Checks expiry: 0 when now_s < expiry, FH_EAUTH when expired. */
 int sas_check_expiry(const struct sas_token *t, int64_t now_s);
 

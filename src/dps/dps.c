@@ -251,14 +251,6 @@ bool dps_mqtt_username_matches(const struct dps *d, const char *username, size_t
 
 /* ---- service SAS ---------------------------------------------------------------- */
 
-static bool key_ok(const struct sas_token *t, const char *key_b64)
-{
-	uint8_t key[128];
-	size_t n, len = strlen(key_b64);
-	return len > 0 && len <= 160 && b64_decode(key_b64, len, key, &n) == 0 &&
-	       sas_signature_ok(t, key, n);
-}
-
 int dps__auth_service(const struct dps *d, const char *header, int64_t now_s, unsigned *rights,
 		      const char **why)
 {
@@ -285,7 +277,7 @@ int dps__auth_service(const struct dps *d, const char *header, int64_t now_s, un
 		*why = "unknown shared access policy";
 		return FH_EAUTH;
 	}
-	if (!key_ok(&t, p->primary) && !key_ok(&t, p->secondary)) {
+	if (!sas_signature_ok_b64(&t, p->primary) && !sas_signature_ok_b64(&t, p->secondary)) {
 		*why = "signature does not match the policy key";
 		return FH_EAUTH;
 	}

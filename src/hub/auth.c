@@ -9,18 +9,6 @@
 #include "core/registry.h"
 #include "internal.h"
 
-static int key_ok(const struct sas_token *t, const char *key_b64)
-{
-	uint8_t key[64];
-	size_t n;
-	if (!key_b64 || !*key_b64)
-		return 0;
-	size_t len = strlen(key_b64);
-	if (len > 88 || b64_decode(key_b64, len, key, &n) != 0)
-		return 0;
-	return sas_signature_ok(t, key, n);
-}
-
 /* Splits the decoded resource into host and the rest ("" or "/devices/x"). */
 static const char *resource_path(const char *resource, size_t *host_len)
 {
@@ -56,7 +44,7 @@ int hub__auth_device(const struct hub *h, const char *device_id, const json_t *i
 			*why = "policy has no DeviceConnect right";
 			return FH_EAUTH;
 		}
-		if (key_ok(&t, p->primary) || key_ok(&t, p->secondary))
+		if (sas_signature_ok_b64(&t, p->primary) || sas_signature_ok_b64(&t, p->secondary))
 			return 0;
 		*why = "signature does not match the policy key";
 		return FH_EAUTH;
@@ -65,8 +53,8 @@ int hub__auth_device(const struct hub *h, const char *device_id, const json_t *i
 		*why = "token is not scoped to this device";
 		return FH_EAUTH;
 	}
-	if (key_ok(&t, registry_primary_key(identity)) ||
-	    key_ok(&t, registry_secondary_key(identity)))
+	if (sas_signature_ok_b64(&t, registry_primary_key(identity)) ||
+	    sas_signature_ok_b64(&t, registry_secondary_key(identity)))
 		return 0;
 	*why = "signature does not match the device keys";
 	return FH_EAUTH;
@@ -97,7 +85,7 @@ int hub__auth_service(const struct hub *h, const char *header, int64_t now_s, un
 		*why = "unknown shared access policy";
 		return FH_EAUTH;
 	}
-	if (!key_ok(&t, p->primary) && !key_ok(&t, p->secondary)) {
+	if (!sas_signature_ok_b64(&t, p->primary) && !sas_signature_ok_b64(&t, p->secondary)) {
 		*why = "signature does not match the policy key";
 		return FH_EAUTH;
 	}

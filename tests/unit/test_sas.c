@@ -132,6 +132,21 @@ static void test_build_roundtrip(void **state)
 	buf_free(&b);
 }
 
+static void test_signature_ok_b64(void **state)
+{
+	struct buf b = BUF_INIT;
+	struct sas_token t;
+	const char *why;
+	assert_int_equal(sas_build(&b, SR, KEY, NULL, 1700000000), 0);
+	assert_int_equal(sas_parse(b.data, b.len, &t, &why), 0);
+	assert_int_equal(sas_signature_ok_b64(&t, KEY), 1);
+	assert_int_equal(sas_signature_ok_b64(&t, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), 0);
+	assert_int_equal(sas_signature_ok_b64(&t, NULL), 0);
+	assert_int_equal(sas_signature_ok_b64(&t, ""), 0);
+	assert_int_equal(sas_signature_ok_b64(&t, "not base64!"), 0);
+	buf_free(&b);
+}
+
 static void test_build_bad_key(void **state)
 {
 	(void)state;
@@ -287,6 +302,7 @@ int main(void)
 	    cmocka_unit_test(test_lowercase_escapes_and_order),
 	    cmocka_unit_test(test_raw_sr_is_signed),
 	    cmocka_unit_test(test_build_roundtrip),
+	    cmocka_unit_test(test_signature_ok_b64),
 	    cmocka_unit_test(test_build_bad_key),
 	    cmocka_unit_test(test_expiry),
 	    cmocka_unit_test(test_invalid),
