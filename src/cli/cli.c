@@ -33,6 +33,8 @@ struct target {
 	char *cs;       /* the connection string */
 	char *key_name; /* SharedAccessKeyName */
 	char *key;      /* SharedAccessKey (base64) */
+	const char *api_version;
+	const char *what; /* "hub" or "DPS", for messages */
 };
 
 static void target_free(struct target *t)
@@ -106,8 +108,8 @@ static int parse_cs(const char *cs, struct target *t, char *err, size_t errlen)
  * need_hub false a missing file or hub is not an error (only the CA and the
  * address are taken when present). Returns 0, 1 (not found, need_hub
  * false) or -1 with a message. */
-static int read_cli_conf(const char *data_dir, const char *want_hub, bool need_hub,
-                         struct target *t, char *err, size_t errlen)
+static int read_cli_conf(const char *data_dir, const char *kind, const char *want_hub,
+                         bool need_hub, struct target *t, char *err, size_t errlen)
 {
 	struct buf path = BUF_INIT;
 	buf_printf(&path, "%s/cli.conf", data_dir);
@@ -131,9 +133,10 @@ static int read_cli_conf(const char *data_dir, const char *want_hub, bool need_h
 		if (strncmp(line, "ca ", 3) == 0) {
 			free(ca);
 			ca = xstrdup(line + 3);
-		} else if (strncmp(line, "hub ", 4) == 0 && !found) {
+		} else if (strncmp(line, kind, strlen(kind)) == 0 && line[strlen(kind)] == ' ' &&
+		           !found) {
 			char *save = NULL;
-			char *name = strtok_r(line + 4, " ", &save);
+			char *name = strtok_r(line + strlen(kind) + 1, " ", &save);
 			char *addr = strtok_r(NULL, " ", &save);
 			char *cs = strtok_r(NULL, " ", &save);
 			if (!name || !addr || !cs)
@@ -161,9 +164,9 @@ static int read_cli_conf(const char *data_dir, const char *want_hub, bool need_h
 		free(ca);
 	if (!found && need_hub) {
 		if (want_hub)
-			snprintf(err, errlen, "hub %s is not in %s", want_hub, path.data);
+			snprintf(err, errlen, "%s %s is not in %s", kind, want_hub, path.data);
 		else
-			snprintf(err, errlen, "%s names no hub", path.data);
+			snprintf(err, errlen, "%s names no %s", path.data, kind);
 		buf_free(&path);
 		return -1;
 	}
@@ -172,10 +175,14 @@ static int read_cli_conf(const char *data_dir, const char *want_hub, bool need_h
 }
 
 /* Returns 0 or an exit code after printing the problem. */
-static int find_target(const struct cli_args *a, struct target *t)
+static int find_target(const struct cli_args *a, bool dps, struct target *t)
 {
 	char err[1024];
+	const char *kind = dps ? "dps" : "hub";
+	const char *want = dps ? NULL : a->hub;
 	memset(t, 0, sizeof *t);
+	t->api_version = dps ? "2021-10-01" : API_VERSION;
+	t->what = dps ? "DPS" : "hub";
 	if (a->ca)
 		t->ca = xstrdup(a->ca);
 	const char *cs = a->connection_string;
@@ -186,7 +193,7 @@ static int find_target(const struct cli_args *a, struct target *t)
 			fprintf(stderr, "error: %s\n", err);
 			return CLI_USAGE;
 		}
-		if (a->hub && strcasecmp(a->hub, t->hub) != 0) {
+		if (want && strcasecmp(want, t->hub) != 0) {
 			fprintf(stderr,
 			        "error: --hub %s does not match the connection string's "
 			        "HostName %s\n",
@@ -194,8 +201,8 @@ static int find_target(const struct cli_args *a, struct target *t)
 			return CLI_USAGE;
 		}
 		/* cli.conf may still know where this hub listens and its CA. */
-		read_cli_conf(a->data_dir, t->hub, false, t, err, sizeof err);
-	} else if (read_cli_conf(a->data_dir, a->hub, true, t, err, sizeof err) != 0) {
+		read_cli_conf(a->data_dir, kind, t->hub, false, t, err, sizeof err);
+	} else if (read_cli_conf(a->data_dir, kind, want, true, t, err, sizeof err) != 0) {
 		fprintf(stderr, "error: %s\n", err);
 		return CLI_UNREACHABLE;
 	}
@@ -276,7 +283,7 @@ static int http_call(const struct target *t, const char *method, const char *pat
 
 	memset(r, 0, sizeof *r);
 	buf_printf(&url, "https://%s%s%sapi-version=%s", t->hub, path,
-	           strchr(path, '?') ? "&" : "?", API_VERSION);
+	           strchr(path, '?') ? "&" : "?", t->api_version);
 	pct_encode(&sr, t->hub, strlen(t->hub));
 	if (sas_build(&tok, sr.data, t->key, t->key_name, (int64_t)time(NULL) + TOKEN_LIFETIME_S) !=
 	    0) {
@@ -336,7 +343,7 @@ static int http_call(const struct target *t, const char *method, const char *pat
 	}
 	CURLcode cc = curl_easy_perform(curl);
 	if (cc != CURLE_OK) {
-		fprintf(stderr, "error: cannot reach hub %s at %s: %s\n", t->hub,
+		fprintf(stderr, "error: cannot reach %s %s at %s: %s\n", t->what, t->hub,
 		        t->address ? t->address : "its host name, port 443",
 		        errbuf[0] ? errbuf : curl_easy_strerror(cc));
 		goto done;
@@ -634,10 +641,174 @@ static int twin_update(const struct cli_args *a, const struct target *t)
 	return rc;
 }
 
+/* ---- DPS commands ---- */
+
+static json_t *enrollment_body(const struct cli_args *a, bool group)
+{
+	json_t *b = json_object();
+	json_object_set_new(b, group ? "enrollmentGroupId" : "registrationId", json_string(a->id));
+	if (a->device_id)
+		json_object_set_new(b, "deviceId", json_string(a->device_id));
+	json_object_set_new(b, "attestation",
+	                    json_pack("{s:s,s:{s:s,s:s}}", "type", "symmetricKey", "symmetricKey",
+	                              "primaryKey", a->primary_key ? a->primary_key : "",
+	                              "secondaryKey", a->secondary_key ? a->secondary_key : ""));
+	json_object_set_new(b, "provisioningStatus",
+	                    json_string(a->disabled ? "disabled" : "enabled"));
+	json_object_set_new(b, "capabilities", json_pack("{s:b}", "iotEdge", a->edge));
+	const char *policy = a->policy ? a->policy : a->webhook ? "custom" : "hashed";
+	json_object_set_new(b, "allocationPolicy", json_string(policy));
+	if (a->hubs) {
+		json_t *hubs = json_array();
+		char *copy = xstrdup(a->hubs), *save = NULL;
+		for (char *h = strtok_r(copy, ", ", &save); h; h = strtok_r(NULL, ", ", &save))
+			json_array_append_new(hubs, json_string(h));
+		free(copy);
+		json_object_set_new(b, "iotHubs", hubs);
+	}
+	if (a->webhook)
+		json_object_set_new(b, "customAllocationDefinition",
+		                    json_pack("{s:s,s:s}", "webhookUrl", a->webhook, "apiVersion",
+		                              "2021-10-01"));
+	if (a->initial_twin) {
+		json_t *tw = parse_object_arg("initial-twin", a->initial_twin);
+		if (!tw) {
+			json_decref(b);
+			return NULL;
+		}
+		json_object_set_new(b, "initialTwin", tw);
+	}
+	if (a->reprovision)
+		json_object_set_new(b, "reprovisionPolicy",
+		                    json_pack("{s:b,s:b}", "updateHubAssignment",
+		                              strcmp(a->reprovision, "never") != 0,
+		                              "migrateDeviceData",
+		                              strcmp(a->reprovision, "migrate") == 0));
+	return b;
+}
+
+static int enrollment_create(const struct cli_args *a, const struct target *t, bool group)
+{
+	json_t *body = enrollment_body(a, group);
+	if (!body)
+		return CLI_USAGE;
+	char *text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (!text) {
+		fprintf(stderr, "error: cannot build the request (bad UTF-8 in an argument?)\n");
+		return CLI_USAGE;
+	}
+	struct buf path = BUF_INIT;
+	id_path(&path, group ? "/enrollmentGroups/" : "/enrollments/", a->id);
+	json_t *res = NULL;
+	int rc = call(t, "PUT", path.data, text, NULL, &res);
+	if (rc == 0)
+		print_json(res);
+	json_decref(res);
+	free(text);
+	buf_free(&path);
+	return rc;
+}
+
+static int id_delete(const struct cli_args *a, const struct target *t, const char *prefix)
+{
+	struct buf path = BUF_INIT;
+	id_path(&path, prefix, a->id);
+	int rc = call(t, "DELETE", path.data, NULL, NULL, NULL);
+	buf_free(&path);
+	return rc;
+}
+
+/* Runs a query and prints one line per item: the given fields. */
+static int query_list(const struct target *t, const char *path, const char *query,
+                      const char *const *fields)
+{
+	json_t *q = json_pack("{s:s}", "query", query);
+	char *text = json_dumps(q, JSON_COMPACT);
+	json_decref(q);
+	json_t *res = NULL;
+	int rc = call(t, "POST", path, text, NULL, &res);
+	free(text);
+	if (rc != 0)
+		return rc;
+	if (!json_is_array(res)) {
+		fprintf(stderr, "error: the server did not answer with a list\n");
+		json_decref(res);
+		return CLI_REFUSED;
+	}
+	size_t i;
+	json_t *item;
+	json_array_foreach(res, i, item)
+	{
+		for (size_t f = 0; fields[f]; f++) {
+			json_t *v = json_object_get(item, fields[f]);
+			if (json_is_string(v))
+				printf("%s%s", f ? " " : "", json_string_value(v));
+			else if (json_is_integer(v))
+				printf("%s%lld", f ? " " : "", (long long)json_integer_value(v));
+			else
+				printf("%s-", f ? " " : "");
+		}
+		printf("\n");
+	}
+	json_decref(res);
+	return 0;
+}
+
+static int registration_list(const struct cli_args *a, const struct target *t)
+{
+	static const char *fields[] = {"registrationId", "status", "assignedHub", "deviceId",
+	                               "substatus", NULL};
+	struct buf path = BUF_INIT;
+	if (a->group) {
+		id_path(&path, "/registrations/", a->group);
+		buf_appends(&path, "/query");
+	} else {
+		buf_appends(&path, "/registrations/query");
+	}
+	int rc = query_list(t, path.data, "*", fields);
+	buf_free(&path);
+	return rc;
+}
+
+static int webhook_calls(const struct cli_args *a, const struct target *t)
+{
+	struct buf path = BUF_INIT;
+	id_path(&path, "/registrations/", a->id);
+	buf_appends(&path, "/webhookcalls");
+	json_t *res = NULL;
+	int rc = call(t, "GET", path.data, NULL, NULL, &res);
+	buf_free(&path);
+	if (rc != 0)
+		return rc;
+	size_t i;
+	json_t *c;
+	if (json_array_size(res) == 0)
+		printf("no webhook calls recorded for %s\n", a->id);
+	json_array_foreach(res, i, c)
+	{
+		const char *time = json_string_value(json_object_get(c, "time"));
+		const char *url = json_string_value(json_object_get(c, "url"));
+		const char *outcome = json_string_value(json_object_get(c, "outcome"));
+		const char *error = json_string_value(json_object_get(c, "error"));
+		printf("%s POST %s -> %lld in %lld ms: %s%s%s\n", time ? time : "?",
+		       url ? url : "?", (long long)json_integer_value(json_object_get(c, "status")),
+		       (long long)json_integer_value(json_object_get(c, "latencyMs")),
+		       outcome ? outcome : "?", error ? " -- " : "", error ? error : "");
+	}
+	json_decref(res);
+	return 0;
+}
+
+static bool is_dps_command(enum cli_command c)
+{
+	return c >= CLI_CMD_ENROLLMENT_CREATE && c <= CLI_CMD_WEBHOOK_CALLS;
+}
+
 static int run(const struct cli_args *a)
 {
 	struct target t;
-	int rc = find_target(a, &t);
+	int rc = find_target(a, is_dps_command(a->cmd), &t);
 	if (rc != 0) {
 		target_free(&t);
 		return rc;
@@ -652,6 +823,29 @@ static int run(const struct cli_args *a)
 	case CLI_CMD_DEVICE_CONNECTION_STRING: rc = device_connection_string(a, &t); break;
 	case CLI_CMD_TWIN_SHOW: rc = device_show(a, &t, "/twins/"); break;
 	case CLI_CMD_TWIN_UPDATE: rc = twin_update(a, &t); break;
+	case CLI_CMD_ENROLLMENT_CREATE: rc = enrollment_create(a, &t, false); break;
+	case CLI_CMD_GROUP_CREATE: rc = enrollment_create(a, &t, true); break;
+	case CLI_CMD_ENROLLMENT_SHOW: rc = device_show(a, &t, "/enrollments/"); break;
+	case CLI_CMD_GROUP_SHOW: rc = device_show(a, &t, "/enrollmentGroups/"); break;
+	case CLI_CMD_REGISTRATION_SHOW: rc = device_show(a, &t, "/registrations/"); break;
+	case CLI_CMD_ENROLLMENT_DELETE: rc = id_delete(a, &t, "/enrollments/"); break;
+	case CLI_CMD_GROUP_DELETE: rc = id_delete(a, &t, "/enrollmentGroups/"); break;
+	case CLI_CMD_REGISTRATION_DELETE: rc = id_delete(a, &t, "/registrations/"); break;
+	case CLI_CMD_ENROLLMENT_LIST: {
+		static const char *f[] = {"registrationId", "provisioningStatus", "allocationPolicy",
+		                          NULL};
+		rc = query_list(&t, "/enrollments/query", "SELECT * FROM enrollments", f);
+		break;
+	}
+	case CLI_CMD_GROUP_LIST: {
+		static const char *f[] = {"enrollmentGroupId", "provisioningStatus",
+		                          "allocationPolicy", NULL};
+		rc = query_list(&t, "/enrollmentGroups/query", "SELECT * FROM enrollmentGroups", f);
+		break;
+	}
+	case CLI_CMD_REGISTRATION_LIST: rc = registration_list(a, &t); break;
+	case CLI_CMD_DPS_CONNECTION_STRING: printf("%s\n", t.cs); break;
+	case CLI_CMD_WEBHOOK_CALLS: rc = webhook_calls(a, &t); break;
 	case CLI_CMD_HELP: break;
 	}
 	target_free(&t);

@@ -26,12 +26,25 @@ enum cli_command {
 	CLI_CMD_TWIN_SHOW,
 	CLI_CMD_TWIN_UPDATE,
 	CLI_CMD_HUB_CONNECTION_STRING,
+	CLI_CMD_ENROLLMENT_CREATE,
+	CLI_CMD_ENROLLMENT_SHOW,
+	CLI_CMD_ENROLLMENT_LIST,
+	CLI_CMD_ENROLLMENT_DELETE,
+	CLI_CMD_GROUP_CREATE,
+	CLI_CMD_GROUP_SHOW,
+	CLI_CMD_GROUP_LIST,
+	CLI_CMD_GROUP_DELETE,
+	CLI_CMD_REGISTRATION_SHOW,
+	CLI_CMD_REGISTRATION_LIST,
+	CLI_CMD_REGISTRATION_DELETE,
+	CLI_CMD_DPS_CONNECTION_STRING,
+	CLI_CMD_WEBHOOK_CALLS,
 };
 
 /* The parsed command line. Strings are borrowed from argv. */
 struct cli_args {
 	enum cli_command cmd;
-	const char *id; /* device id, for commands that take one */
+	const char *id; /* device, registration or group id, for commands that take one */
 	/* common options */
 	const char *data_dir; /* default "./fleethub-data" */
 	const char *hub;
@@ -43,6 +56,8 @@ struct cli_args {
 	bool disabled, edge;
 	const char *status;
 	const char *tags, *desired, *etag;
+	/* enrollments */
+	const char *policy, *hubs, *webhook, *initial_twin, *reprovision, *device_id, *group;
 };
 
 /* Parses argv[1..argc) (argv[0] is the program): options may come before,

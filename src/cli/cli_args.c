@@ -22,7 +22,16 @@ enum opt_bit {
 	OPT_DESIRED = 1 << 6,
 	OPT_ETAG = 1 << 7,
 	OPT_COMMON = 1 << 8, /* --data-dir --hub --connection-string --server --ca */
+	OPT_ENROLL = 1 << 9, /* --policy --hubs --webhook --initial-twin --reprovision */
+	OPT_DEVICE_ID = 1 << 10,
+	OPT_GROUP = 1 << 11,
 };
+
+#define ENROLL_OPTS (OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE | OPT_ENROLL)
+#define ENROLL_USAGE                                                                           \
+	"[--primary-key K] [--secondary-key K] [--policy hashed|static|geoLatency|custom]\n"   \
+	"      [--hubs HUB,...] [--webhook URL] [--initial-twin JSON]\n"                       \
+	"      [--reprovision migrate|reset|never] [--disabled] [--edge]"
 
 struct command {
 	const char *group, *verb; /* verb NULL: one-word command */
@@ -48,6 +57,27 @@ static const struct command commands[] = {
      "twin update ID [--tags JSON] [--desired JSON] [--etag ETAG]"},
     {"hub", "connection-string", CLI_CMD_HUB_CONNECTION_STRING, false, 0,
      "hub connection-string [--hub NAME]"},
+    {"enrollment", "create", CLI_CMD_ENROLLMENT_CREATE, true, ENROLL_OPTS | OPT_DEVICE_ID,
+     "enrollment create REGISTRATION_ID [--device-id ID] " ENROLL_USAGE},
+    {"enrollment", "show", CLI_CMD_ENROLLMENT_SHOW, true, 0, "enrollment show REGISTRATION_ID"},
+    {"enrollment", "list", CLI_CMD_ENROLLMENT_LIST, false, 0, "enrollment list"},
+    {"enrollment", "delete", CLI_CMD_ENROLLMENT_DELETE, true, 0,
+     "enrollment delete REGISTRATION_ID"},
+    {"enrollment-group", "create", CLI_CMD_GROUP_CREATE, true, ENROLL_OPTS,
+     "enrollment-group create GROUP_ID " ENROLL_USAGE},
+    {"enrollment-group", "show", CLI_CMD_GROUP_SHOW, true, 0, "enrollment-group show GROUP_ID"},
+    {"enrollment-group", "list", CLI_CMD_GROUP_LIST, false, 0, "enrollment-group list"},
+    {"enrollment-group", "delete", CLI_CMD_GROUP_DELETE, true, 0,
+     "enrollment-group delete GROUP_ID"},
+    {"registration", "show", CLI_CMD_REGISTRATION_SHOW, true, 0,
+     "registration show REGISTRATION_ID"},
+    {"registration", "list", CLI_CMD_REGISTRATION_LIST, false, OPT_GROUP,
+     "registration list [--group GROUP_ID]"},
+    {"registration", "delete", CLI_CMD_REGISTRATION_DELETE, true, 0,
+     "registration delete REGISTRATION_ID"},
+    {"dps", "connection-string", CLI_CMD_DPS_CONNECTION_STRING, false, 0,
+     "dps connection-string"},
+    {"webhook", "calls", CLI_CMD_WEBHOOK_CALLS, true, 0, "webhook calls REGISTRATION_ID"},
     {"help", NULL, CLI_CMD_HELP, false, 0, "help"},
 };
 
@@ -76,9 +106,26 @@ static const struct option options[] = {
     {"tags", OPT_TAGS, true, ARG(tags)},
     {"desired", OPT_DESIRED, true, ARG(desired)},
     {"etag", OPT_ETAG, true, ARG(etag)},
+    {"policy", OPT_ENROLL, true, ARG(policy)},
+    {"hubs", OPT_ENROLL, true, ARG(hubs)},
+    {"webhook", OPT_ENROLL, true, ARG(webhook)},
+    {"initial-twin", OPT_ENROLL, true, ARG(initial_twin)},
+    {"reprovision", OPT_ENROLL, true, ARG(reprovision)},
+    {"device-id", OPT_DEVICE_ID, true, ARG(device_id)},
+    {"group", OPT_GROUP, true, ARG(group)},
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
+
+/* What the command's ID argument is, from its usage line. */
+static const char *id_name(const struct command *c)
+{
+	if (strstr(c->usage, " GROUP_ID"))
+		return "group ID";
+	if (strstr(c->usage, " REGISTRATION_ID"))
+		return "registration ID";
+	return "device ID";
+}
 
 void cli_usage(FILE *f)
 {
@@ -90,6 +137,8 @@ void cli_usage(FILE *f)
 	           "  --data-dir DIR             where `fleethub serve` wrote cli.conf "
 	           "(default " DEFAULT_DATA_DIR ")\n"
 	           "  --hub NAME                 the hub to talk to (default: the first)\n"
+	           "                             (enrollment, registration, dps and webhook\n"
+	           "                             commands talk to the DPS)\n"
 	           "  --connection-string CS     owner connection string (or "
 	           "FLEETHUB_CONNECTION_STRING)\n"
 	           "  --server HOST:PORT         dial this address; TLS and the token keep "
@@ -187,12 +236,13 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 	size_t nw = c->verb ? 2 : 1;
 	if (c->takes_id) {
 		if (nwords < nw + 1) {
-			snprintf(err, errlen, "missing device ID; usage: fleethub %s", c->usage);
+			snprintf(err, errlen, "missing %s; usage: fleethub %s", id_name(c),
+				 c->usage);
 			return -1;
 		}
 		out->id = words[nw++];
 		if (out->id[0] == '\0') {
-			snprintf(err, errlen, "empty device ID");
+			snprintf(err, errlen, "empty ID");
 			return -1;
 		}
 	}
@@ -218,6 +268,11 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 			snprintf(err, errlen, "--status must be enabled or disabled");
 			return -1;
 		}
+	}
+	if (out->reprovision && strcmp(out->reprovision, "migrate") != 0 &&
+	    strcmp(out->reprovision, "reset") != 0 && strcmp(out->reprovision, "never") != 0) {
+		snprintf(err, errlen, "--reprovision must be migrate, reset or never");
+		return -1;
 	}
 	if (c->cmd == CLI_CMD_TWIN_UPDATE && !out->tags && !out->desired) {
 		snprintf(err, errlen, "give --tags and/or --desired; usage: fleethub %s", c->usage);

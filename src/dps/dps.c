@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/clock.h"
 #include "base/crypto.h"
 #include "base/enc.h"
 #include "base/err.h"
@@ -114,8 +115,11 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	d->loop = loop;
 	d->max_packet = max_packet;
 	d->webhook_timeout_ms = cfg->webhook_timeout_ms ? cfg->webhook_timeout_ms : 5000;
-	d->retry_after_s = 1;
+	d->retry_after_s = cfg->retry_after_s ? cfg->retry_after_s : 1;
+	d->webhook_attempts = cfg->webhook_attempts ? cfg->webhook_attempts : 10;
+	d->webhook_retry_ms = cfg->webhook_retry_ms ? cfg->webhook_retry_ms : 1000;
 	map_init(&d->ops);
+	map_init(&d->ops_by_reg);
 	for (int i = 0; i < DPS_NPOLICIES; i++) {
 		d->policies[i].name = policy_table[i].name;
 		d->policies[i].rights = policy_table[i].rights;
@@ -205,9 +209,14 @@ void dps_add_alias(struct dps *d, const char *alias)
 
 void dps_shutdown(struct dps *d)
 {
+	dps__ops_shutdown(d);
 	if (d->http)
 		http_client_close(d->http);
 	d->http = NULL;
+}
+
+void dps_free(struct dps *d)
+{
 	for (size_t i = 0; i < d->nlinked; i++) {
 		free((char *)d->linked[i].alloc.name);
 		free(d->linked[i].remote_key_name);
@@ -221,6 +230,44 @@ void dps_shutdown(struct dps *d)
 		free(d->aliases[i]);
 	d->naliases = 0;
 	map_free(&d->ops);
+	map_free(&d->ops_by_reg);
+}
+
+struct dps_linked_hub *dps__linked_find(struct dps *d, const char *name)
+{
+	for (size_t i = 0; name && i < d->nlinked; i++)
+		if (strcasecmp(d->linked[i].alloc.name, name) == 0)
+			return &d->linked[i];
+	return NULL;
+}
+
+void dps__alloc_hubs(const struct dps *d, struct alloc_hub *out)
+{
+	for (size_t i = 0; i < d->nlinked; i++)
+		out[i] = d->linked[i].alloc;
+}
+
+json_t *dps__public_state(const json_t *state)
+{
+	json_t *o = json_object();
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)state, k, v)
+		if (k[0] != '_')
+			json_object_set(o, k, v);
+	return o;
+}
+
+char *dps__error_json(int code, const char *message)
+{
+	char uuid[37], now[32];
+	crypto_uuid(uuid);
+	clock_iso8601(clock_now_ms(), now);
+	json_t *o = json_pack("{s:i,s:s,s:s,s:{},s:s}", "errorCode", code, "trackingId", uuid,
+			      "message", message, "info", "timestampUtc", now);
+	char *s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
 }
 
 /* ---- names ------------------------------------------------------------------ */
@@ -282,5 +329,103 @@ int dps__auth_service(const struct dps *d, const char *header, int64_t now_s, un
 		return FH_EAUTH;
 	}
 	*rights = p->rights;
+	return 0;
+}
+
+/* ---- device attestation (symmetric keys) ------------------------------------ */
+
+void dps__auth_clear(struct dps_auth *a)
+{
+	json_decref(a->record);
+	memset(a, 0, sizeof *a);
+}
+
+/* True when the token is signed by record's key for regid; sets *which. */
+static bool key_signed(const json_t *record, enum enrollment_kind kind, const char *regid,
+		       const struct sas_token *t, int *which)
+{
+	for (int i = 0; i < 2; i++) {
+		char key[96];
+		if (enrollment_device_key(record, kind, regid, i, key) == 0 &&
+		    sas_signature_ok_b64(t, key)) {
+			*which = i;
+			return true;
+		}
+	}
+	return false;
+}
+
+struct group_search {
+	const char *regid;
+	const struct sas_token *t;
+	struct dps_auth *out;
+	bool found;
+};
+
+static int try_group(void *arg, const char *id, const char *json)
+{
+	struct group_search *g = arg;
+	json_t *rec = json_loads(json, 0, NULL);
+	int which;
+	if (rec && key_signed(rec, ENROLLMENT_GROUP, g->regid, g->t, &which)) {
+		g->out->record = rec;
+		g->out->kind = ENROLLMENT_GROUP;
+		snprintf(g->out->enrollment_id, sizeof g->out->enrollment_id, "%s", id);
+		g->out->key_index = which;
+		g->found = true;
+		return 1;
+	}
+	json_decref(rec);
+	return 0;
+}
+
+int dps__authenticate(struct dps *d, const char *regid, const char *token, size_t n,
+		      int64_t now_s, struct dps_auth *out, const char **why)
+{
+	struct sas_token t;
+	memset(out, 0, sizeof *out);
+	if (sas_parse(token, n, &t, why) != 0)
+		return FH_EAUTH;
+	if (sas_check_expiry(&t, now_s) != 0) {
+		*why = "token expired";
+		return FH_EAUTH;
+	}
+	size_t sl = strlen(d->id_scope);
+	if (strncasecmp(t.resource, d->id_scope, sl) != 0 ||
+	    strncmp(t.resource + sl, "/registrations/", 15) != 0 ||
+	    strcmp(t.resource + sl + 15, regid) != 0) {
+		*why = "token resource is not <idScope>/registrations/<registrationId>";
+		return FH_EAUTH;
+	}
+	struct store_txn *r = store_reader(d->store);
+	char *text = NULL;
+	int rc = store_doc_get(r, STORE_ENROLLMENT, d->name, regid, &text);
+	if (rc == 0) {
+		/* An individual enrollment takes precedence over any group. */
+		json_t *rec = json_loads(text, 0, NULL);
+		free(text);
+		int which;
+		if (!rec || !key_signed(rec, ENROLLMENT_INDIVIDUAL, regid, &t, &which)) {
+			json_decref(rec);
+			*why = "signature does not match the individual enrollment's keys";
+			return FH_EAUTH;
+		}
+		out->record = rec;
+		out->kind = ENROLLMENT_INDIVIDUAL;
+		snprintf(out->enrollment_id, sizeof out->enrollment_id, "%s", regid);
+		out->key_index = which;
+		return 0;
+	}
+	if (rc != FH_ENOTFOUND)
+		return FH_EIO;
+	struct group_search g = {regid, &t, out, false};
+	rc = store_doc_list(r, STORE_ENROLLMENT_GROUP, d->name, "", "", 100000, try_group, &g);
+	if (rc != 0 && !g.found)
+		return FH_EIO;
+	if (!g.found) {
+		*why = "no enrollment matches: no individual enrollment for this registration id "
+		       "and no group key derives the signing key";
+		return FH_EAUTH;
+	}
 	return 0;
 }

@@ -80,7 +80,12 @@ struct dps {
 	uint64_t webhook_timeout_ms;
 	unsigned retry_after_s;   /* what devices are told to wait between polls */
 	size_t max_packet;
+	unsigned webhook_attempts;     /* calls before a 429/5xx/timeout fails it (10) */
+	uint64_t webhook_retry_ms;     /* first retry delay; each next adds 9x (1 s, 10 s, 19 s) */
 	struct map ops;           /* operationId -> in-memory operation (while assigning) */
+	struct map ops_by_reg;    /* registrationId -> the same operation */
+	uint64_t op_seq;
+	bool stopping;
 };
 
 struct dps_config {
@@ -89,6 +94,9 @@ struct dps_config {
 	const char *owner_key;      /* NULL = generated once and stored */
 	const char *webhook_ca;     /* NULL = system CAs only */
 	uint64_t webhook_timeout_ms;
+	unsigned webhook_attempts;  /* 0 = 10 */
+	uint64_t webhook_retry_ms;  /* 0 = 1000 */
+	unsigned retry_after_s;     /* 0 = 1 */
 };
 
 /* Sets up the DPS (keys and id scope loaded or generated and stored; runs
@@ -104,7 +112,10 @@ int dps_link_remote(struct dps *d, const char *connection_string, unsigned weigh
 void dps_add_alias(struct dps *d, const char *alias);
 /* Resumes operations left "assigning" by a previous run. */
 void dps_resume(struct dps *d);
+/* Stops the operations in flight and the HTTP client (before the store
+ * closes); dps_free releases the rest once the store has closed. */
 void dps_shutdown(struct dps *d);
+void dps_free(struct dps *d);
 
 bool dps_name_matches(const struct dps *d, const char *host, size_t len);
 void dps_connection_string(const struct dps *d, struct buf *out);

@@ -75,14 +75,13 @@ void hub_connection_string(const struct hub *h, const struct hub_policy *p, stru
 
 /* Takes over an accepted MQTT connection (TLS or WebSocket). sni_hub is the
  * hub the TLS SNI name selected, or NULL; then the CONNECT user name
- * selects the hub among set. */
-void hub_mqtt_accept(const struct hub_set *set, struct hub *sni_hub, struct net_conn *c);
-/* The connection handler an MQTT session uses (for WebSocket upgrades). */
-void hub_mqtt_attach_ws(const struct hub_set *set, struct hub *sni_hub,
-			struct http_exchange *ex);
+ * selects the hub among set. pending[0..n) are bytes already read from
+ * the connection (the start of the CONNECT), handled first. */
+void hub_mqtt_accept(const struct hub_set *set, struct hub *sni_hub, struct net_conn *c,
+		     const uint8_t *pending, size_t n);
 
-/* Handles one HTTPS request for hub h (REST API or WebSocket upgrade). */
-void hub_http_request(struct hub *h, const struct hub_set *set, struct http_exchange *ex);
+/* Handles one HTTPS request for hub h (the REST API). */
+void hub_http_request(struct hub *h, struct http_exchange *ex);
 
 /* Live-session operations used by the REST side. */
 bool hub_device_connected(const struct hub *h, const char *device_id, int64_t *since_ms,

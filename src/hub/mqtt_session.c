@@ -638,29 +638,14 @@ static struct hub_session *session_new(const struct hub_set *set, struct hub *sn
 	return s;
 }
 
-void hub_mqtt_accept(const struct hub_set *set, struct hub *sni_hub, struct net_conn *c)
+void hub_mqtt_accept(const struct hub_set *set, struct hub *sni_hub, struct net_conn *c,
+		     const uint8_t *pending, size_t n)
 {
 	struct hub_session *s = session_new(set, sni_hub, c);
 	net_conn_set_handler(c, &session_handler, s);
 	net_conn_set_idle_timeout(c, CONNECT_TIMEOUT_MS);
-}
-
-void hub_mqtt_attach_ws(const struct hub_set *set, struct hub *sni_hub, struct http_exchange *ex)
-{
-	struct net_conn *c = ex->conn;
-	struct hub_session *s = session_new(set, sni_hub, c);
-	const char *proto = http_request_header(ex->req, "Sec-WebSocket-Protocol");
-	bool wants_mqtt = proto && strstr(proto, "mqtt") != NULL;
-	size_t max = sni_hub ? sni_hub->max_packet : 256 * 1024;
-	if (http_upgrade_websocket(ex, wants_mqtt ? "mqtt" : NULL, &session_handler, s,
-				   max + 16) != 0) {
-		free(s);
-		http_respond_json(ex, 400, NULL,
-				  "{\"errorCode\":400000,\"message\":\"bad WebSocket upgrade "
-				  "request\"}");
-		return;
-	}
-	net_conn_set_idle_timeout(c, CONNECT_TIMEOUT_MS);
+	if (n)
+		on_data(c, pending, n);
 }
 
 /* ---- used by the REST side -------------------------------------------- */

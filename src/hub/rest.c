@@ -612,14 +612,10 @@ static int match(const char *pattern, const char *path, struct route_args *a)
 	return *path == '\0' || (path[0] == '/' && path[1] == '\0');
 }
 
-void hub_http_request(struct hub *h, const struct hub_set *set, struct http_exchange *ex)
+void hub_http_request(struct hub *h, struct http_exchange *ex)
 {
 	struct http_request *req = ex->req;
 	if (req->upgrade) {
-		if (req->verb == HTTP_VERB_GET && strcmp(req->path, "/$iothub/websocket") == 0) {
-			hub_mqtt_attach_ws(set, h, ex);
-			return;
-		}
 		respond_error(ex, 404, "NotFound", 404000, "no WebSocket endpoint at %s",
 			      req->path);
 		return;

@@ -116,6 +116,17 @@ static const struct setting settings[] = {
     {SCOPE_DPS, "webhook_timeout_ms", SET_UINT, 100, 600000, "5000",
      "Deadline of one custom allocation webhook call, in ms (100..600000).",
      DPS(webhook_timeout_ms)},
+    {SCOPE_DPS, "webhook_attempts", SET_UINT, 1, 100, "10",
+     "Calls of a custom allocation webhook that answers 429 or 5xx, times out\n"
+     "or cannot be reached, before the registration fails (1..100).",
+     DPS(webhook_attempts)},
+    {SCOPE_DPS, "webhook_retry_ms", SET_UINT, 10, 600000, "1000",
+     "Wait before the first webhook retry, in ms; each further retry waits\n"
+     "9 times that much longer (1 s, 10 s, 19 s, ... by default).",
+     DPS(webhook_retry_ms)},
+    {SCOPE_DPS, "retry_after_s", SET_UINT, 1, 60, "1",
+     "Seconds devices are told to wait (retry-after) between status polls.",
+     DPS(retry_after_s)},
     {SCOPE_DPS, "mqtt_listen", SET_ADDRS, 0, 0, NULL,
      "Extra MQTT over TLS listeners whose clients default to the DPS when\n"
      "they send no TLS SNI name. Unset = none.",
@@ -431,6 +442,9 @@ static void begin_section(struct parse_state *st, char *sec)
 		st->cfg->dps = xcalloc(1, sizeof *st->cfg->dps);
 		st->cfg->dps->name = xstrdup(dn);
 		st->cfg->dps->webhook_timeout_ms = 5000;
+		st->cfg->dps->webhook_attempts = 10;
+		st->cfg->dps->webhook_retry_ms = 1000;
+		st->cfg->dps->retry_after_s = 1;
 		st->dps_line = st->lineno;
 		st->cur_kind = 2;
 		return;
@@ -652,6 +666,9 @@ static void add_default_dps(struct config *cfg)
 	cfg->dps = xcalloc(1, sizeof *cfg->dps);
 	cfg->dps->name = xstrdup("localhost");
 	cfg->dps->webhook_timeout_ms = 5000;
+	cfg->dps->webhook_attempts = 10;
+	cfg->dps->webhook_retry_ms = 1000;
+	cfg->dps->retry_after_s = 1;
 }
 
 static void add_default_hub(struct config *cfg)
@@ -846,8 +863,7 @@ void config_write_example(FILE *f)
 	           "; (it may share a host name with a hub: MQTT user names and HTTP paths tell\n"
 	           "; them apart). Without any [hub] and [dps] section, a DPS named \"localhost\"\n"
 	           "; linked to the default hub is served; with [hub] sections but no [dps],\n"
-	           "; none is. (Work in progress: this version reads and checks these\n"
-	           "; settings but does not serve the DPS yet.)\n"
+	           "; none is.\n"
 	           ";[dps localhost]\n");
 	write_rows(f, SCOPE_DPS);
 }

@@ -50,6 +50,9 @@ struct config_dps {
 	char *allocation_weights;    /* "hub=weight, ..."; unlisted hubs weigh 1 */
 	char *webhook_ca;            /* extra CAs for webhook TLS; NULL = system CAs only */
 	unsigned webhook_timeout_ms; /* 5000 */
+	unsigned webhook_attempts;   /* 10 */
+	unsigned webhook_retry_ms;   /* 1000 */
+	unsigned retry_after_s;      /* 1 */
 	struct config_addrs mqtt_listen;
 	struct config_addrs https_listen;
 };

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +16,8 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "cli/cli.h"
+#include "codec/mqtt.h"
+#include "dps/dps.h"
 #include "hub/hub.h"
 #include "net/http_server.h"
 #include "net/net.h"
@@ -36,6 +39,7 @@ static struct {
 	struct config cfg;
 	struct store *store;
 	struct hub_set hubs;
+	struct dps *dps; /* NULL when no DPS is served */
 	struct net_tls *tls;
 	struct listener_ctx *listeners[64];
 	size_t nlisteners;
@@ -49,21 +53,96 @@ static struct hub *sni_hub(struct net_conn *c)
 	return sni ? hub_set_find(&srv.hubs, sni, strlen(sni)) : NULL;
 }
 
+/* ---- the front door: one listener, hubs and the DPS behind it ---------------
+ * An MQTT connection (TLS or WebSocket) is read until its first packet is
+ * complete: a CONNECT whose user name is "<idScope>/registrations/..." goes
+ * to the DPS, anything else to the hubs (which also answer malformed or
+ * MQTT 5 CONNECTs). HTTPS requests go to the DPS by path, else to the hub
+ * named by SNI or Host. */
+
+struct front {
+	struct hub *sni_hub;
+	struct buf in;
+};
+
+static void front_data(struct net_conn *c, const uint8_t *p, size_t n)
+{
+	struct front *f = net_conn_app(c);
+	buf_append(&f->in, p, n);
+	struct mqtt_packet pk;
+	int rc = mqtt_parse((const uint8_t *)f->in.data, f->in.len,
+			    (size_t)srv.cfg.max_packet_kb * 1024, &pk);
+	if (rc == 0)
+		return; /* incomplete: the CONNECT timeout bounds the wait */
+	bool to_dps = rc > 0 && pk.type == MQTT_CONNECT && pk.u.connect.has_username && srv.dps &&
+		      dps_mqtt_username_matches(srv.dps, pk.u.connect.username.p,
+						pk.u.connect.username.len);
+	struct buf in = f->in;
+	struct hub *sni = f->sni_hub;
+	free(f);
+	if (to_dps)
+		dps_mqtt_accept(srv.dps, c, (const uint8_t *)in.data, in.len);
+	else
+		hub_mqtt_accept(&srv.hubs, sni, c, (const uint8_t *)in.data, in.len);
+	buf_free(&in);
+}
+
+static void front_close(struct net_conn *c)
+{
+	struct front *f = net_conn_app(c);
+	buf_free(&f->in);
+	free(f);
+}
+
+static const struct net_conn_handler front_handler = {front_data, front_close};
+
+static struct front *front_new(struct hub *sni_hub)
+{
+	struct front *f = xcalloc(1, sizeof *f);
+	f->sni_hub = sni_hub;
+	buf_init(&f->in);
+	return f;
+}
+
 static void on_mqtt_accept(void *ctx, struct net_conn *c)
 {
-	hub_mqtt_accept(&srv.hubs, sni_hub(c), c);
+	net_conn_set_handler(c, &front_handler, front_new(sni_hub(c)));
+	net_conn_set_idle_timeout(c, 10000);
 }
 
 static void on_http_request(void *ctx, struct http_exchange *ex)
 {
 	struct listener_ctx *l = ctx;
+	struct http_request *req = ex->req;
+	if (srv.dps && !req->upgrade && dps_http_path_matches(srv.dps, req->path)) {
+		dps_http_request(srv.dps, ex);
+		return;
+	}
 	struct hub *h = sni_hub(ex->conn);
 	if (!h) {
-		const char *host = http_request_header(ex->req, "Host");
+		const char *host = http_request_header(req, "Host");
 		if (host)
 			h = hub_set_find(&srv.hubs, host, strlen(host));
 	}
-	hub_http_request(h ? h : l->default_hub, &srv.hubs, ex);
+	if (req->upgrade && req->verb == HTTP_VERB_GET &&
+	    strcmp(req->path, "/$iothub/websocket") == 0) {
+		const char *proto = http_request_header(req, "Sec-WebSocket-Protocol");
+		struct net_conn *c = ex->conn; /* the exchange is freed by the upgrade */
+		struct front *f = front_new(h);
+		size_t max = (size_t)srv.cfg.max_packet_kb * 1024 + 16;
+		if (http_upgrade_websocket(ex, proto && strstr(proto, "mqtt") ? "mqtt" : NULL,
+					   &front_handler, f, max) != 0) {
+			buf_free(&f->in);
+			free(f);
+			http_respond_json(ex, 400, NULL,
+					  "{\"errorCode\":400000,\"message\":\"bad WebSocket "
+					  "upgrade request\"}");
+			return;
+		}
+		net_conn_set_idle_timeout(c, 10000);
+		return;
+	}
+	hub_http_request(h ? h : l->default_hub, ex);
 }
 
 static void on_https_accept(void *ctx, struct net_conn *c)
@@ -108,6 +187,8 @@ static void add_ip_aliases(struct hub *h, const struct config_addrs *addrs)
 static void san_lists(const char ***names, size_t *nn, const char ***ips, size_t *ni)
 {
 	size_t cap = 4 + srv.cfg.nhubs + srv.cfg.mqtt_listen.n + srv.cfg.https_listen.n;
+	if (srv.cfg.dps)
+		cap += 1 + srv.cfg.dps->mqtt_listen.n + srv.cfg.dps->https_listen.n;
 	for (size_t i = 0; i < srv.cfg.nhubs; i++)
 		cap += srv.cfg.hubs[i].mqtt_listen.n + srv.cfg.hubs[i].https_listen.n;
 	*names = xcalloc(cap, sizeof(char *));
@@ -118,13 +199,19 @@ static void san_lists(const char ***names, size_t *nn, const char ***ips, size_t
 	for (size_t i = 0; i < srv.cfg.nhubs; i++)
 		if (strcmp(srv.cfg.hubs[i].name, "localhost") != 0)
 			(*names)[(*nn)++] = srv.cfg.hubs[i].name;
+	if (srv.cfg.dps && strcmp(srv.cfg.dps->name, "localhost") != 0)
+		(*names)[(*nn)++] = srv.cfg.dps->name;
 	const struct config_addrs *lists[64];
 	size_t nl = 0;
 	lists[nl++] = &srv.cfg.mqtt_listen;
 	lists[nl++] = &srv.cfg.https_listen;
-	for (size_t i = 0; i < srv.cfg.nhubs && nl + 2 <= 64; i++) {
+	for (size_t i = 0; i < srv.cfg.nhubs && nl + 4 <= 64; i++) {
 		lists[nl++] = &srv.cfg.hubs[i].mqtt_listen;
 		lists[nl++] = &srv.cfg.hubs[i].https_listen;
+	}
+	if (srv.cfg.dps) {
+		lists[nl++] = &srv.cfg.dps->mqtt_listen;
+		lists[nl++] = &srv.cfg.dps->https_listen;
 	}
 	for (size_t l = 0; l < nl; l++)
 		for (size_t i = 0; i < lists[l]->n; i++) {
@@ -138,12 +225,9 @@ static void san_lists(const char ***names, size_t *nn, const char ***ips, size_t
 		}
 }
 
-/* The address the CLI should dial for hub i. */
-static void cli_address(size_t i, char *out, size_t outlen)
+/* The address the CLI should dial for a list of listeners ("-" for none). */
+static void dial_address(const struct config_addrs *a, char *out, size_t outlen)
 {
-	const struct config_addrs *a = srv.cfg.hubs[i].https_listen.n
-					       ? &srv.cfg.hubs[i].https_listen
-					       : &srv.cfg.https_listen;
 	if (a->n == 0) {
 		snprintf(out, outlen, "-");
 		return;
@@ -169,9 +253,21 @@ static int write_cli_conf(const char *ca_path, char *err, size_t errlen)
 	for (size_t i = 0; i < srv.hubs.n; i++) {
 		char addr[128];
 		struct buf cs = BUF_INIT;
-		cli_address(i, addr, sizeof addr);
+		dial_address(srv.cfg.hubs[i].https_listen.n ? &srv.cfg.hubs[i].https_listen
+							    : &srv.cfg.https_listen,
+			     addr, sizeof addr);
 		hub_connection_string(srv.hubs.v[i], &srv.hubs.v[i]->policies[0], &cs);
 		buf_printf(&text, "hub %s %s %s\n", srv.hubs.v[i]->name, addr, cs.data);
+		buf_free(&cs);
+	}
+	if (srv.dps) {
+		char addr[128];
+		struct buf cs = BUF_INIT;
+		const struct config_addrs *a = srv.cfg.dps->https_listen.n ? &srv.cfg.dps->https_listen
+									     : &srv.cfg.https_listen;
+		dial_address(a, addr, sizeof addr);
+		dps_connection_string(srv.dps, &cs);
+		buf_printf(&text, "dps %s %s %s\n", srv.dps->name, addr, cs.data);
 		buf_free(&cs);
 	}
 	int rc = 0;
@@ -187,6 +283,106 @@ static int write_cli_conf(const char *ca_path, char *err, size_t errlen)
 	return rc;
 }
 
+/* Calls fn for each comma-separated, blank-trimmed item of list. */
+static void each_item(const char *list, void (*fn)(void *arg, const char *item), void *arg)
+{
+	char *copy = xstrdup(list), *save = NULL;
+	for (char *it = strtok_r(copy, ",", &save); it; it = strtok_r(NULL, ",", &save)) {
+		while (*it == ' ' || *it == '\t')
+			it++;
+		size_t n = strlen(it);
+		while (n && (it[n - 1] == ' ' || it[n - 1] == '\t'))
+			it[--n] = '\0';
+		if (n)
+			fn(arg, it);
+	}
+	free(copy);
+}
+
+struct name_search {
+	const char *name;
+	bool found;
+	unsigned weight;
+};
+
+static void find_name(void *arg, const char *item)
+{
+	struct name_search *n = arg;
+	n->found |= strcasecmp(item, n->name) == 0;
+}
+
+static void find_weight(void *arg, const char *item)
+{
+	struct name_search *n = arg;
+	const char *eq = strchr(item, '=');
+	if (eq && (size_t)(eq - item) == strlen(n->name) &&
+	    strncasecmp(item, n->name, (size_t)(eq - item)) == 0)
+		n->weight = (unsigned)strtoul(eq + 1, NULL, 10);
+}
+
+struct remote_link {
+	char *err;
+	size_t errlen;
+	int rc;
+};
+
+static void link_remote(void *arg, const char *cs)
+{
+	struct remote_link *r = arg;
+	if (r->rc == 0)
+		r->rc = dps_link_remote(srv.dps, cs, 1, r->err, r->errlen);
+}
+
+static void add_dps_aliases(const struct config_addrs *addrs)
+{
+	for (size_t i = 0; i < addrs->n; i++)
+		if (is_ip_literal(addrs->v[i].host))
+			dps_add_alias(srv.dps, addrs->v[i].host);
+}
+
+/* The DPS: keys and id scope, linked hubs (local and remote) with their
+ * weights, aliases for the IPs of its listeners. */
+static int setup_dps(char *err, size_t errlen)
+{
+	const struct config_dps *c = srv.cfg.dps;
+	srv.dps = xcalloc(1, sizeof *srv.dps);
+	struct dps_config dc = {
+		.name = c->name,
+		.id_scope = c->id_scope,
+		.owner_key = c->owner_key,
+		.webhook_ca = c->webhook_ca,
+		.webhook_timeout_ms = c->webhook_timeout_ms,
+		.webhook_attempts = c->webhook_attempts,
+		.webhook_retry_ms = c->webhook_retry_ms,
+		.retry_after_s = c->retry_after_s,
+	};
+	if (dps_init(srv.dps, &dc, srv.store, srv.loop, (size_t)srv.cfg.max_packet_kb * 1024, err,
+		     errlen) != 0)
+		return -1;
+	for (size_t i = 0; i < srv.hubs.n; i++) {
+		struct name_search n = {srv.hubs.v[i]->name, false, 1};
+		if (c->linked_hubs)
+			each_item(c->linked_hubs, find_name, &n);
+		if (!c->linked_hubs || n.found)
+			dps_link_local(srv.dps, srv.hubs.v[i], 1);
+	}
+	struct remote_link r = {err, errlen, 0};
+	if (c->linked_hub_connection_string)
+		each_item(c->linked_hub_connection_string, link_remote, &r);
+	if (r.rc != 0)
+		return -1;
+	for (size_t i = 0; c->allocation_weights && i < srv.dps->nlinked; i++) {
+		struct name_search n = {srv.dps->linked[i].alloc.name, false, 1};
+		each_item(c->allocation_weights, find_weight, &n);
+		srv.dps->linked[i].alloc.weight = n.weight ? n.weight : 1;
+	}
+	add_dps_aliases(&srv.cfg.mqtt_listen);
+	add_dps_aliases(&srv.cfg.https_listen);
+	add_dps_aliases(&c->mqtt_listen);
+	add_dps_aliases(&c->https_listen);
+	return 0;
+}
+
 static void on_closed_handle(uv_handle_t *h)
 {
 }
@@ -200,6 +396,8 @@ static void stop_server(void)
 	net_stop_listening();
 	for (size_t i = 0; i < srv.hubs.n; i++)
 		hub_shutdown(srv.hubs.v[i]);
+	if (srv.dps)
+		dps_shutdown(srv.dps);
 	store_close(srv.store);
 	net_close_all();
 	uv_close((uv_handle_t *)&srv.sigint, on_closed_handle);
@@ -218,6 +416,17 @@ static void print_banner(const char *ca_path)
 		struct buf cs = BUF_INIT;
 		hub_connection_string(srv.hubs.v[i], &srv.hubs.v[i]->policies[0], &cs);
 		printf("hub %s\n  owner connection string: %s\n", srv.hubs.v[i]->name, cs.data);
+		buf_free(&cs);
+	}
+	if (srv.dps) {
+		struct buf cs = BUF_INIT;
+		dps_connection_string(srv.dps, &cs);
+		printf("dps %s\n  id scope: %s\n  owner connection string: %s\n  linked hubs:",
+		       srv.dps->name, srv.dps->id_scope, cs.data);
+		for (size_t i = 0; i < srv.dps->nlinked; i++)
+			printf(" %s%s", srv.dps->linked[i].alloc.name,
+			       srv.dps->linked[i].local ? "" : " (remote)");
+		printf("\n");
 		buf_free(&cs);
 	}
 	if (ca_path)
@@ -240,6 +449,8 @@ static int fail_serve(const char *msg)
 {
 	fprintf(stderr, "fleethub: %s\n", msg);
 	net_stop_listening();
+	if (srv.dps)
+		dps_shutdown(srv.dps);
 	store_close(srv.store);
 	uv_run(srv.loop, UV_RUN_DEFAULT);
 	return 1;
@@ -288,6 +499,8 @@ static int serve(const char *config_path)
 	/* The shared listeners' addresses name the first (default) hub. */
 	add_ip_aliases(srv.hubs.v[0], &srv.cfg.mqtt_listen);
 	add_ip_aliases(srv.hubs.v[0], &srv.cfg.https_listen);
+	if (srv.cfg.dps && setup_dps(err, sizeof err) != 0)
+		return fail_serve(err);
 
 	char *cert = srv.cfg.tls_cert, *key = srv.cfg.tls_key, *ca_path = NULL;
 	bool generated = false;
@@ -332,6 +545,13 @@ static int serve(const char *config_path)
 			free(ca_path);
 			return fail_serve(err);
 		}
+	if (srv.cfg.dps &&
+	    (listen_all(&srv.cfg.dps->mqtt_listen, LISTEN_MQTT, srv.hubs.v[0], err, sizeof err) ||
+	     listen_all(&srv.cfg.dps->https_listen, LISTEN_HTTPS, srv.hubs.v[0], err,
+			sizeof err))) {
+		free(ca_path);
+		return fail_serve(err);
+	}
 	if (write_cli_conf(ca_path, err, sizeof err) != 0) {
 		free(ca_path);
 		return fail_serve(err);
@@ -341,6 +561,8 @@ static int serve(const char *config_path)
 	uv_signal_init(srv.loop, &srv.sigterm);
 	uv_signal_start(&srv.sigint, on_signal, SIGINT);
 	uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
+	if (srv.dps)
+		dps_resume(srv.dps);
 	print_banner(ca_path);
 	log_at(LOG_INFO, "fleethub %s ready", FLEETHUB_VERSION);
 
@@ -350,6 +572,10 @@ static int serve(const char *config_path)
 	for (size_t i = 0; i < srv.hubs.n; i++)
 		free(srv.hubs.v[i]);
 	free(srv.hubs.v);
+	if (srv.dps) {
+		dps_free(srv.dps);
+		free(srv.dps);
+	}
 	for (size_t i = 0; i < srv.nlisteners; i++)
 		free(srv.listeners[i]);
 	free(ca_path);

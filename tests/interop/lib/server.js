@@ -19,7 +19,8 @@ function tempDir(name) {
 }
 
 // opts: { name, hubs: [{ name, mqtt, https, ownerKey }], mqtt, https, devCa,
-//         serverExtra: ['key = value', ...] for [server] }
+//         serverExtra: ['key = value', ...] for [server],
+//         dps: { name, lines: ['key = value', ...] } for a [dps] section }
 class Server {
   constructor(opts = {}) {
     this.dir = tempDir(opts.name || 'fleethub');
@@ -38,6 +39,10 @@ class Server {
       if (h.ownerKey) lines.push(`owner_key = ${h.ownerKey}`);
       if (h.mqtt) lines.push(`mqtt_listen = ${h.mqtt}`);
       if (h.https) lines.push(`https_listen = ${h.https}`);
+    }
+    if (opts.dps) {
+      lines.push('', `[dps ${opts.dps.name}]`);
+      for (const line of opts.dps.lines || []) lines.push(line);
     }
     fs.writeFileSync(this.configPath, lines.join('\n') + '\n');
     this.devCa = !!opts.devCa;
@@ -69,11 +74,16 @@ class Server {
         if (/^ready$/m.test(out)) {
           clearTimeout(timer);
           let hub = null;
+          let inDps = false;
           for (const line of out.split('\n')) {
             const m = /^hub (\S+)$/.exec(line);
-            if (m) hub = m[1];
+            if (m) { hub = m[1]; inDps = false; }
+            if (/^dps (\S+)$/.test(line)) { hub = null; inDps = true; }
+            const scope = /id scope: (\S+)/.exec(line);
+            if (scope && inDps) this.idScope = scope[1];
             const cs = /owner connection string: (\S+)/.exec(line);
             if (cs && hub) this.owner[hub] = cs[1];
+            if (cs && inDps) this.dpsCs = cs[1];
           }
           resolve(this);
         }

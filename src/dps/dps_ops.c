@@ -1,0 +1,1023 @@
+/* Registration operations (the state machine of dps.h).
+ *
+ *   register --> op record "assigning" committed --> 202 to the device
+ *            --> choose: static | hashed | geoLatency | custom webhook
+ *                 (429/5xx/timeout: retry after 1 s, 10 s, 19 s... up to
+ *                  webhook_attempts, the device polling meanwhile)
+ *            --> reprovisioning decision (core/allocation)
+ *            --> remote hubs: REST calls (read old twin, create identity,
+ *                set twin, delete old identity)
+ *            --> one transaction: local identity + twin changes, the
+ *                registration state (status, hub, device, payload) and the
+ *                operation record removed
+ *   a failure at any point stores the registration state "failed" with
+ *   errorCode + errorMessage in one transaction likewise.
+ *
+ * The op record exists only while the operation is assigning; a finished
+ * operation is answered from the registration state, which names its
+ * operation (_operationId). On start-up every op record left is resumed.
+ *
+ * An op in memory is shared by the maps, a store job, the webhook/REST
+ * request and the retry timer: refs counts them; shutdown drops the maps'
+ * share and stops the timer and requests, and the last unref frees. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/clock.h"
+#include "base/crypto.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "codec/sas.h"
+#include "core/registry.h"
+#include "core/twin.h"
+#include "internal.h"
+
+#define WEBHOOK_MAX_RESPONSE (256 * 1024)
+#define WEBHOOK_LOG_KEEP 20
+#define REMOTE_TIMEOUT_MS 10000
+#define HUB_API_VERSION "2021-04-12"
+
+enum remote_step { STEP_READ_TWIN, STEP_PUT_DEVICE, STEP_PUT_TWIN, STEP_DELETE_OLD, STEP_COMMIT };
+
+struct op {
+	struct dps *d;
+	unsigned refs;
+	bool live; /* in d->ops and d->ops_by_reg */
+	char id[64];
+	char regid[ENROLLMENT_ID_MAX + 1];
+	struct dps_auth auth;
+	json_t *payload; /* the device's, or NULL */
+	char created[32];
+	struct dps_reply *reply; /* waiting for the "assigning" commit */
+	unsigned attempt;
+	uv_timer_t timer;
+	bool timer_open;
+
+	/* decided while assigning */
+	json_t *prev; /* previous registration state, or NULL */
+	char prev_hub[256];
+	char initial_hub[256];
+	struct dps_linked_hub *target;
+	struct dps_linked_hub *old; /* prev hub, when linked and to be left */
+	struct reprov_decision dec;
+	char hub[256];
+	char device_id[ENROLLMENT_ID_MAX + 1];
+	char keys[2][96];
+	json_t *initial_twin; /* for NEW/RESET */
+	json_t *ret_payload;  /* the webhook's payload for the device */
+	json_t *source_twin;  /* MIGRATE from a remote hub: its twin JSON */
+	enum remote_step step;
+
+	/* the outcome, written by the final job */
+	json_t *state;
+	int err_code;
+	char err_msg[512];
+};
+
+static void op_unref(struct op *o)
+{
+	if (--o->refs)
+		return;
+	dps__auth_clear(&o->auth);
+	json_decref(o->payload);
+	json_decref(o->prev);
+	json_decref(o->initial_twin);
+	json_decref(o->ret_payload);
+	json_decref(o->source_twin);
+	json_decref(o->state);
+	free(o);
+}
+
+static void op_close_timer(struct op *o);
+
+static void op_forget(struct op *o)
+{
+	if (!o->live)
+		return;
+	o->live = false;
+	op_close_timer(o);
+	map_remove(&o->d->ops, o->id);
+	if (map_get(&o->d->ops_by_reg, o->regid) == o)
+		map_remove(&o->d->ops_by_reg, o->regid);
+	op_unref(o);
+}
+
+static void reply_json(struct dps_reply *r, int status, json_t *body, unsigned retry_after)
+{
+	char *text = json_dumps(body, JSON_COMPACT);
+	r->fn(r, status, text, retry_after);
+	free(text);
+}
+
+static void reply_error(struct dps_reply *r, int status, int code, const char *message)
+{
+	char *text = dps__error_json(code, message);
+	r->fn(r, status, text, 0);
+	free(text);
+}
+
+static json_t *assigning_body(const struct op *o)
+{
+	return json_pack("{s:s,s:s,s:{s:s,s:s}}", "operationId", o->id, "status", "assigning",
+			 "registrationState", "registrationId", o->regid, "status", "assigning");
+}
+
+/* ---- the op record ------------------------------------------------------ */
+
+static json_t *op_doc(const struct op *o)
+{
+	json_t *doc = json_pack("{s:s,s:s,s:s,s:{s:s,s:s},s:i,s:s}", "operationId", o->id,
+				"registrationId", o->regid, "status", "assigning", "enrollment",
+				"kind", o->auth.kind == ENROLLMENT_GROUP ? "group" : "individual",
+				"id", o->auth.enrollment_id, "keyIndex", o->auth.key_index,
+				"createdDateTimeUtc", o->created);
+	if (o->payload)
+		json_object_set(doc, "payload", o->payload);
+	return doc;
+}
+
+struct doc_job {
+	enum store_doc_kind kind;
+	char scope[256];
+	char *id;
+	char *json; /* NULL = delete */
+	struct op *op;
+	void (*then)(struct op *o, int rc);
+};
+
+static int doc_work(void *arg, struct store_txn *t)
+{
+	struct doc_job *j = arg;
+	if (j->json)
+		return store_doc_put(t, j->kind, j->scope, j->id, j->json);
+	int rc = store_doc_delete(t, j->kind, j->scope, j->id);
+	return rc == FH_ENOTFOUND ? 0 : rc;
+}
+
+static void doc_done(void *arg, int rc)
+{
+	struct doc_job *j = arg;
+	if (j->then)
+		j->then(j->op, rc);
+	if (j->op)
+		op_unref(j->op);
+	free(j->id);
+	free(j->json);
+	free(j);
+}
+
+/* ---- finishing ---------------------------------------------------------- */
+
+static json_t *state_base(const struct op *o, const char *now)
+{
+	json_t *s = json_object();
+	json_object_set_new(s, "registrationId", json_string(o->regid));
+	json_t *pc = o->prev ? json_object_get(o->prev, "createdDateTimeUtc") : NULL;
+	json_object_set_new(s, "createdDateTimeUtc",
+			    json_string(json_is_string(pc) ? json_string_value(pc) : now));
+	return s;
+}
+
+static void state_tail(const struct op *o, json_t *s, const char *now)
+{
+	char etag[40], uuid[37];
+	crypto_uuid(uuid);
+	snprintf(etag, sizeof etag, "\"%s\"", uuid);
+	json_object_set_new(s, "lastUpdatedDateTimeUtc", json_string(now));
+	json_object_set_new(s, "etag", json_string(etag));
+	if (o->auth.kind == ENROLLMENT_GROUP) {
+		const char *type = enrollment_attestation_type(o->auth.record);
+		if (strcmp(type, "symmetricKey") == 0 || strcmp(type, "x509") == 0)
+			json_object_set_new(s, type,
+					    json_pack("{s:s}", "enrollmentGroupId",
+						      o->auth.enrollment_id));
+		json_object_set_new(s, "_group", json_string(o->auth.enrollment_id));
+	}
+	json_object_set_new(s, "_operationId", json_string(o->id));
+}
+
+struct final_job {
+	struct op *op;
+	char *state_json;
+	bool local_writes;
+};
+
+static void finish_done(void *arg, int rc);
+
+static int twin_from_json(struct store_twin *tw, const json_t *src, const char *now)
+{
+	twin_init_new(tw, now);
+	struct twin_error te;
+	json_t *tags = json_object_get(src, "tags");
+	json_t *props = json_object_get(src, "properties");
+	json_t *desired = props ? json_object_get(props, "desired") : NULL;
+	json_t *reported = props ? json_object_get(props, "reported") : NULL;
+	json_t *d = json_is_object(desired) ? json_deep_copy(desired) : json_object();
+	json_t *r = json_is_object(reported) ? json_deep_copy(reported) : NULL;
+	json_object_del(d, "$version");
+	json_object_del(d, "$metadata");
+	int rc = twin_apply_service(tw, json_is_object(tags) ? tags : NULL, d, true, now,
+				    &twin_limits_default, &te, NULL);
+	if (rc == 0 && r) {
+		json_object_del(r, "$version");
+		json_object_del(r, "$metadata");
+		rc = twin_apply_reported(tw, r, now, &twin_limits_default, &te);
+	}
+	json_decref(d);
+	json_decref(r);
+	return rc;
+}
+
+/* The local half of an assignment, on the writer thread. */
+static int assign_local(struct op *o, struct store_txn *t, const char *now)
+{
+	const char *hub = o->target->alloc.name;
+	struct store_device dev = {0};
+	int rc = store_device_get(t, hub, o->device_id, &dev);
+	if (rc != 0 && rc != FH_ENOTFOUND)
+		return rc;
+	bool existed = rc == 0;
+	json_t *existing = existed ? json_loads(dev.json, 0, NULL) : NULL;
+	json_t *body = json_pack("{s:s,s:s,s:{s:s,s:{s:s,s:s}}}", "deviceId", o->device_id,
+				 "status", "enabled", "authentication", "type", "sas",
+				 "symmetricKey", "primaryKey", o->keys[0], "secondaryKey",
+				 o->keys[1]);
+	json_t *caps = json_object_get(o->auth.record, "capabilities");
+	if (caps)
+		json_object_set(body, "capabilities", caps);
+	struct registry_error re;
+	json_t *identity = registry_build_identity(o->device_id, body, existing, now, &re);
+	json_decref(body);
+	json_decref(existing);
+	if (!identity) {
+		store_device_clear(&dev);
+		snprintf(o->err_msg, sizeof o->err_msg, "cannot create device '%s' on %s: %s",
+			 o->device_id, hub, re.message);
+		return FH_EINVAL;
+	}
+	char *text = json_dumps(identity, JSON_COMPACT);
+	json_decref(identity);
+	struct store_device nd = {text, dev.etag + 1};
+	rc = store_device_put(t, hub, o->device_id, &nd);
+	free(text);
+	store_device_clear(&dev);
+	if (rc != 0)
+		return rc;
+
+	struct store_twin tw = {0};
+	bool write_twin = true;
+	enum reprov_action a = o->dec.action;
+	if (a == REPROV_MIGRATE && o->old && o->old->local) {
+		rc = store_twin_get(t, o->old->alloc.name, o->device_id, &tw);
+		if (rc == FH_ENOTFOUND)
+			a = REPROV_RESET; /* nothing left to migrate */
+		else if (rc != 0)
+			return rc;
+	} else if (a == REPROV_MIGRATE && o->source_twin) {
+		rc = twin_from_json(&tw, o->source_twin, now);
+	} else if (a == REPROV_MIGRATE) {
+		a = REPROV_RESET;
+	}
+	if (rc == 0 && a != REPROV_MIGRATE) {
+		bool keep = (a == REPROV_SAME || a == REPROV_STAY) && existed;
+		if (existed)
+			rc = store_twin_get(t, hub, o->device_id, &tw);
+		else
+			twin_init_new(&tw, now);
+		if (rc == 0 && !keep) {
+			struct twin_error te;
+			json_t *tags = json_object_get(o->initial_twin, "tags");
+			json_t *props = json_object_get(o->initial_twin, "properties");
+			json_t *desired = props ? json_object_get(props, "desired") : NULL;
+			json_t *empty = json_object();
+			rc = twin_apply_service(&tw, tags ? tags : empty, desired ? desired : empty,
+						true, now, &twin_limits_default, &te, NULL);
+			json_decref(empty);
+			if (rc != 0)
+				snprintf(o->err_msg, sizeof o->err_msg,
+					 "the initial twin cannot be set: %s", te.message);
+		} else if (rc == 0) {
+			write_twin = false;
+		}
+	}
+	if (rc == 0 && write_twin)
+		rc = store_twin_put(t, hub, o->device_id, &tw);
+	store_twin_clear(&tw);
+	if (rc != 0)
+		return rc;
+	if (o->old && o->old->local && o->old != o->target &&
+	    (o->dec.action == REPROV_MIGRATE || o->dec.action == REPROV_RESET)) {
+		rc = store_device_delete(t, o->old->alloc.name, o->device_id);
+		if (rc == FH_ENOTFOUND)
+			rc = 0;
+	}
+	return rc;
+}
+
+static int finish_work(void *arg, struct store_txn *t)
+{
+	struct final_job *j = arg;
+	struct op *o = j->op;
+	char now[32];
+	clock_iso8601(clock_now_ms(), now);
+	int rc = 0;
+	if (j->local_writes)
+		rc = assign_local(o, t, now);
+	if (rc == 0)
+		rc = store_doc_put(t, STORE_REGISTRATION, o->d->name, o->regid, j->state_json);
+	if (rc == 0) {
+		rc = store_doc_delete(t, STORE_OPERATION, o->d->name, o->id);
+		if (rc == FH_ENOTFOUND)
+			rc = 0;
+	}
+	return rc;
+}
+
+static void fail(struct op *o, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void commit_outcome(struct op *o, bool local_writes)
+{
+	struct final_job *j = xcalloc(1, sizeof *j);
+	j->op = o;
+	j->local_writes = local_writes;
+	j->state_json = json_dumps(o->state, JSON_COMPACT);
+	o->refs++;
+	store_submit(o->d->store, finish_work, finish_done, j);
+}
+
+static void finish_done(void *arg, int rc)
+{
+	struct final_job *j = arg;
+	struct op *o = j->op;
+	free(j->state_json);
+	free(j);
+	if (o->d->stopping) {
+		op_unref(o);
+		return;
+	}
+	const char *status = json_string_value(json_object_get(o->state, "status"));
+	if (rc != 0 && strcmp(status, "assigned") == 0) {
+		if (!o->err_msg[0])
+			snprintf(o->err_msg, sizeof o->err_msg,
+				 "the assignment could not be stored: %s", fh_strerror(rc));
+		fail(o, rc == FH_EINVAL ? 400007 : 500000, "%s", o->err_msg);
+	} else if (rc != 0) {
+		/* Not even the failure could be stored: the op record stays
+		 * "assigning" and is retried on the next start. */
+		log_at(LOG_ERROR, "dps %s: registration %s: cannot store its outcome: %s",
+		       o->d->name, o->regid, fh_strerror(rc));
+		op_forget(o);
+	} else {
+		if (strcmp(status, "assigned") == 0) {
+			log_at(LOG_INFO, "dps %s: %s assigned to %s as device %s (%s)", o->d->name,
+			       o->regid, o->hub, o->device_id, o->dec.substatus);
+			if (o->old && o->old != o->target && o->old->local &&
+			    (o->dec.action == REPROV_MIGRATE || o->dec.action == REPROV_RESET))
+				hub_kick(o->old->local, o->device_id, "re-provisioned to another hub");
+		} else {
+			log_at(LOG_INFO, "dps %s: registration %s failed: %d %s", o->d->name,
+			       o->regid, o->err_code, o->err_msg);
+		}
+		op_forget(o);
+	}
+	op_unref(o);
+}
+
+static void fail(struct op *o, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(o->err_msg, sizeof o->err_msg, fmt, ap);
+	va_end(ap);
+	o->err_code = code;
+	char now[32];
+	clock_iso8601(clock_now_ms(), now);
+	json_decref(o->state);
+	o->state = state_base(o, now);
+	/* Where the device was stays known for the next registration. */
+	static const char *keep[] = {"assignedHub", "deviceId", "_initialHub"};
+	for (size_t i = 0; o->prev && i < 3; i++) {
+		json_t *v = json_object_get(o->prev, keep[i]);
+		if (json_is_string(v))
+			json_object_set(o->state, keep[i], v);
+	}
+	json_object_set_new(o->state, "status", json_string("failed"));
+	json_object_set_new(o->state, "errorCode", json_integer(code));
+	json_object_set_new(o->state, "errorMessage", json_string(o->err_msg));
+	state_tail(o, o->state, now);
+	commit_outcome(o, false);
+}
+
+static void succeed(struct op *o)
+{
+	char now[32];
+	clock_iso8601(clock_now_ms(), now);
+	json_decref(o->state);
+	o->state = state_base(o, now);
+	json_object_set_new(o->state, "assignedHub", json_string(o->hub));
+	json_object_set_new(o->state, "deviceId", json_string(o->device_id));
+	json_object_set_new(o->state, "status", json_string("assigned"));
+	json_object_set_new(o->state, "substatus", json_string(o->dec.substatus));
+	if (o->ret_payload)
+		json_object_set(o->state, "payload", o->ret_payload);
+	json_object_set_new(o->state, "_initialHub",
+			    json_string(o->initial_hub[0] ? o->initial_hub : o->hub));
+	state_tail(o, o->state, now);
+	commit_outcome(o, o->target->local != NULL);
+}
+
+/* ---- remote hubs: the service REST API -------------------------------- */
+
+static void remote_next(struct op *o);
+
+static void remote_done(void *arg, const struct http_client_result *r)
+{
+	struct op *o = arg;
+	if (o->d->stopping) {
+		op_unref(o);
+		return;
+	}
+	struct dps_linked_hub *h = o->step == STEP_READ_TWIN || o->step == STEP_DELETE_OLD
+					   ? o->old
+					   : o->target;
+	bool missing_ok = o->step == STEP_READ_TWIN || o->step == STEP_DELETE_OLD;
+	if (r->status >= 200 && r->status < 300) {
+		if (o->step == STEP_READ_TWIN)
+			o->source_twin = json_loadb(r->body, r->body_len, 0, NULL);
+		o->step++;
+		remote_next(o);
+	} else if (r->status == 404 && missing_ok) {
+		o->step++;
+		remote_next(o);
+	} else if (r->status == 0) {
+		fail(o, 500000, "hub %s could not be reached: %s", h->alloc.name, r->error);
+	} else {
+		fail(o, 500000, "hub %s answered %d to the device %s: %.200s", h->alloc.name,
+		     r->status, o->step == STEP_READ_TWIN ? "twin read" : "identity update",
+		     r->body);
+	}
+	op_unref(o);
+}
+
+static void remote_call(struct op *o, struct dps_linked_hub *h, const char *method,
+			const char *what, json_t *body)
+{
+	struct buf url = BUF_INIT, auth = BUF_INIT, hdr = BUF_INIT;
+	buf_printf(&url, "https://%s/%s/%s?api-version=" HUB_API_VERSION,
+		   h->remote_address ? h->remote_address : h->alloc.name, what, o->device_id);
+	sas_build(&auth, h->alloc.name, h->remote_key, h->remote_key_name,
+		  clock_now_ms() / 1000 + 3600);
+	buf_printf(&hdr, "Authorization: %s", auth.data);
+	const char *headers[] = {hdr.data, "If-Match: *", "Accept: application/json", NULL};
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	o->refs++;
+	if (http_client_request(o->d->http, method, url.data, headers, text,
+				text ? strlen(text) : 0, REMOTE_TIMEOUT_MS, 1024 * 1024, remote_done,
+				o) != 0) {
+		op_unref(o);
+		fail(o, 500000, "hub %s: cannot build a request to %s", h->alloc.name, url.data);
+	}
+	free(text);
+	buf_free(&url);
+	buf_free(&auth);
+	buf_free(&hdr);
+}
+
+static bool leaving_old(const struct op *o)
+{
+	return o->old && o->old != o->target &&
+	       (o->dec.action == REPROV_MIGRATE || o->dec.action == REPROV_RESET);
+}
+
+/* Runs the next remote step that applies, then the final commit. */
+static void remote_next(struct op *o)
+{
+	for (;; o->step++) {
+		switch (o->step) {
+		case STEP_READ_TWIN:
+			if (o->dec.action == REPROV_MIGRATE && o->old && !o->old->local) {
+				remote_call(o, o->old, "GET", "twins", NULL);
+				return;
+			}
+			break;
+		case STEP_PUT_DEVICE:
+			if (!o->target->local) {
+				json_t *b = json_pack(
+					"{s:s,s:s,s:{s:s,s:{s:s,s:s}}}", "deviceId", o->device_id,
+					"status", "enabled", "authentication", "type", "sas",
+					"symmetricKey", "primaryKey", o->keys[0], "secondaryKey",
+					o->keys[1]);
+				remote_call(o, o->target, "PUT", "devices", b);
+				json_decref(b);
+				return;
+			}
+			break;
+		case STEP_PUT_TWIN:
+			if (!o->target->local && o->dec.action != REPROV_SAME &&
+			    o->dec.action != REPROV_STAY) {
+				const json_t *src = o->dec.action == REPROV_MIGRATE && o->source_twin
+							    ? o->source_twin
+							    : o->initial_twin;
+				json_t *props = json_object_get(src, "properties");
+				json_t *desired = props ? json_object_get(props, "desired") : NULL;
+				json_t *tags = json_object_get(src, "tags");
+				json_t *d = json_is_object(desired) ? json_deep_copy(desired)
+								    : json_object();
+				json_object_del(d, "$version");
+				json_object_del(d, "$metadata");
+				json_t *b = json_pack("{s:O,s:{s:o}}", "tags",
+						      json_is_object(tags) ? tags : json_object(),
+						      "properties", "desired", d);
+				remote_call(o, o->target, "PUT", "twins", b);
+				json_decref(b);
+				return;
+			}
+			break;
+		case STEP_DELETE_OLD:
+			if (leaving_old(o) && !o->old->local) {
+				remote_call(o, o->old, "DELETE", "devices", NULL);
+				return;
+			}
+			break;
+		case STEP_COMMIT:
+			succeed(o);
+			return;
+		}
+	}
+}
+
+/* ---- choosing the hub ---------------------------------------------------- */
+
+static void assign(struct op *o, const char *hub)
+{
+	struct dps *d = o->d;
+	o->target = dps__linked_find(d, hub);
+	snprintf(o->hub, sizeof o->hub, "%s", o->target->alloc.name);
+	const char *prev_hub = o->prev_hub[0] ? o->prev_hub : NULL;
+	alloc_reprovision(o->auth.record, prev_hub, o->initial_hub[0] ? o->initial_hub : NULL,
+			  o->hub, &o->dec);
+	if (o->dec.action == REPROV_STAY) {
+		struct dps_linked_hub *stay = dps__linked_find(d, o->prev_hub);
+		if (!stay) {
+			fail(o, 500000,
+			     "the device stays on %s (reprovisionPolicy.updateHubAssignment is "
+			     "false), but that hub is no longer linked to this DPS",
+			     o->prev_hub);
+			return;
+		}
+		o->target = stay;
+		snprintf(o->hub, sizeof o->hub, "%s", stay->alloc.name);
+	}
+	o->old = prev_hub ? dps__linked_find(d, prev_hub) : NULL;
+	if (prev_hub && !o->old && o->dec.action == REPROV_MIGRATE)
+		log_at(LOG_WARN,
+		       "dps %s: %s: previous hub %s is no longer linked; its twin cannot be "
+		       "migrated, the initial twin is used",
+		       d->name, o->regid, prev_hub);
+	for (int i = 0; i < 2; i++)
+		if (enrollment_device_key(o->auth.record, o->auth.kind, o->regid,
+					  i ^ o->auth.key_index, o->keys[i]) != 0) {
+			fail(o, 400007, "the enrollment has no symmetric keys for the device");
+			return;
+		}
+	o->step = STEP_READ_TWIN;
+	remote_next(o);
+}
+
+struct call_log_job {
+	char scope[256];
+	char id[ENROLLMENT_ID_MAX + 32];
+	char prefix[ENROLLMENT_ID_MAX + 2];
+	char *json;
+	char *old[WEBHOOK_LOG_KEEP + 64];
+	size_t nold;
+};
+
+static int collect_ids(void *arg, const char *id, const char *json)
+{
+	struct call_log_job *j = arg;
+	if (j->nold == sizeof j->old / sizeof j->old[0])
+		return 1;
+	j->old[j->nold++] = xstrdup(id);
+	return 0;
+}
+
+static int call_log_work(void *arg, struct store_txn *t)
+{
+	struct call_log_job *j = arg;
+	int rc = store_doc_put(t, STORE_WEBHOOK_CALL, j->scope, j->id, j->json);
+	if (rc == 0)
+		rc = store_doc_list(t, STORE_WEBHOOK_CALL, j->scope, j->prefix, "",
+				    WEBHOOK_LOG_KEEP + 64, collect_ids, j);
+	for (size_t i = 0; rc == 0 && j->nold > WEBHOOK_LOG_KEEP && i < j->nold - WEBHOOK_LOG_KEEP;
+	     i++)
+		rc = store_doc_delete(t, STORE_WEBHOOK_CALL, j->scope, j->old[i]);
+	return rc;
+}
+
+static void call_log_done(void *arg, int rc)
+{
+	struct call_log_job *j = arg;
+	if (rc != 0)
+		log_at(LOG_WARN, "dps: webhook call log not stored: %s", fh_strerror(rc));
+	for (size_t i = 0; i < j->nold; i++)
+		free(j->old[i]);
+	free(j->json);
+	free(j);
+}
+
+static void log_call(struct op *o, const char *url, const struct http_client_result *r,
+		     const char *outcome)
+{
+	char safe[512], now[32];
+	http_client_url_for_log(url, safe, sizeof safe);
+	int64_t ms = clock_now_ms();
+	clock_iso8601(ms, now);
+	log_at(LOG_INFO, "dps %s: webhook %s for %s: status %d in %lld ms: %s", o->d->name, safe,
+	       o->regid, r->status, (long long)r->elapsed_ms, outcome);
+	struct call_log_job *j = xcalloc(1, sizeof *j);
+	snprintf(j->scope, sizeof j->scope, "%s", o->d->name);
+	snprintf(j->prefix, sizeof j->prefix, "%s/", o->regid);
+	snprintf(j->id, sizeof j->id, "%s/%013lld%06llu", o->regid, (long long)ms,
+		 (unsigned long long)(++o->d->op_seq % 1000000));
+	json_t *doc = json_pack("{s:s,s:s,s:s,s:i,s:I,s:s}", "time", now, "registrationId",
+				o->regid, "url", safe, "status", r->status, "latencyMs",
+				(json_int_t)r->elapsed_ms, "outcome", outcome);
+	if (r->status == 0 && r->error)
+		json_object_set_new(doc, "error", json_string(r->error));
+	json_object_set_new(doc, "attempt", json_integer(o->attempt));
+	j->json = json_dumps(doc, JSON_COMPACT);
+	json_decref(doc);
+	store_submit(o->d->store, call_log_work, call_log_done, j);
+}
+
+static void call_webhook(struct op *o);
+
+static void on_retry_timer(uv_timer_t *t)
+{
+	struct op *o = t->data;
+	call_webhook(o);
+}
+
+static const struct alloc_hub **candidates(struct op *o, struct alloc_hub *hubs, size_t *n)
+{
+	struct dps *d = o->d;
+	dps__alloc_hubs(d, hubs);
+	const struct alloc_hub **c = xcalloc(d->nlinked + 1, sizeof *c);
+	*n = alloc_candidates(o->auth.record, hubs, d->nlinked, c, d->nlinked);
+	return c;
+}
+
+static void webhook_done(void *arg, const struct http_client_result *r)
+{
+	struct op *o = arg;
+	struct dps *d = o->d;
+	if (d->stopping) {
+		op_unref(o);
+		return;
+	}
+	struct alloc_hub *hubs = xcalloc(d->nlinked + 1, sizeof *hubs);
+	size_t n;
+	const struct alloc_hub **c = candidates(o, hubs, &n);
+	struct alloc_result res;
+	alloc_parse_response(r->status, r->body, r->body_len, r->error, c, n, &res);
+	json_t *def = json_object_get(o->auth.record, "customAllocationDefinition");
+	const char *url = json_string_value(json_object_get(def, "webhookUrl"));
+	char outcome[600];
+	if (res.outcome == ALLOC_OK) {
+		snprintf(outcome, sizeof outcome, "hub %s", res.hub);
+		log_call(o, url, r, outcome);
+		if (res.initial_twin) {
+			json_decref(o->initial_twin);
+			o->initial_twin = json_incref(res.initial_twin);
+		}
+		o->ret_payload = res.payload ? json_incref(res.payload) : NULL;
+		assign(o, res.hub);
+	} else if (res.outcome == ALLOC_RETRY && o->attempt < d->webhook_attempts) {
+		uint64_t delay = d->webhook_retry_ms * (1 + 9 * (uint64_t)(o->attempt - 1));
+		snprintf(outcome, sizeof outcome, "retry in %llu ms: %s",
+			 (unsigned long long)delay, res.message);
+		log_call(o, url, r, outcome);
+		o->refs++; /* dropped when the timer fires (call_webhook takes its own) */
+		uv_timer_start(&o->timer, on_retry_timer, delay, 0);
+	} else if (res.outcome == ALLOC_RETRY) {
+		snprintf(outcome, sizeof outcome, "failed after %u attempts: %s", o->attempt,
+			 res.message);
+		log_call(o, url, r, outcome);
+		fail(o, 400207, "Custom allocation failed after %u attempts: %s", o->attempt,
+		     res.message);
+	} else {
+		snprintf(outcome, sizeof outcome, "failed %d: %s", res.error_code, res.message);
+		log_call(o, url, r, outcome);
+		fail(o, res.error_code, "%s", res.message);
+	}
+	alloc_result_clear(&res);
+	free(c);
+	free(hubs);
+	op_unref(o);
+}
+
+static void call_webhook(struct op *o)
+{
+	struct dps *d = o->d;
+	if (o->attempt > 0)
+		op_unref(o); /* the retry timer's share */
+	if (d->stopping)
+		return;
+	o->attempt++;
+	struct alloc_hub *hubs = xcalloc(d->nlinked + 1, sizeof *hubs);
+	size_t n;
+	const struct alloc_hub **c = candidates(o, hubs, &n);
+	const char *cur_hub = o->prev_hub[0] ? o->prev_hub : NULL;
+	const char *cur_dev = NULL;
+	if (cur_hub)
+		cur_dev = json_string_value(json_object_get(o->prev, "deviceId"));
+	json_t *req = alloc_webhook_request(o->auth.record, o->auth.kind, o->regid, o->payload,
+					    cur_hub, cur_dev, c, n);
+	char *body = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	free(c);
+	free(hubs);
+	json_t *def = json_object_get(o->auth.record, "customAllocationDefinition");
+	const char *url = json_string_value(json_object_get(def, "webhookUrl"));
+	static const char *headers[] = {"Accept: application/json", NULL};
+	o->refs++;
+	if (!url || http_client_request(d->http, "POST", url, headers, body, strlen(body),
+					d->webhook_timeout_ms, WEBHOOK_MAX_RESPONSE, webhook_done,
+					o) != 0) {
+		op_unref(o);
+		fail(o, 400207, "Custom allocation failed: the webhook URL cannot be used");
+	}
+	free(body);
+}
+
+static void start(struct op *o)
+{
+	struct dps *d = o->d;
+	char *text = NULL;
+	if (store_doc_get(store_reader(d->store), STORE_REGISTRATION, d->name, o->regid, &text) ==
+	    0) {
+		o->prev = json_loads(text, 0, NULL);
+		free(text);
+		const char *h = json_string_value(json_object_get(o->prev, "assignedHub"));
+		const char *i = json_string_value(json_object_get(o->prev, "_initialHub"));
+		if (h && json_string_value(json_object_get(o->prev, "deviceId")))
+			snprintf(o->prev_hub, sizeof o->prev_hub, "%s", h);
+		if (i)
+			snprintf(o->initial_hub, sizeof o->initial_hub, "%s", i);
+	}
+	/* The device id: kept from an earlier registration, else the
+	 * enrollment's deviceId, else the registration id. */
+	const char *dev = o->prev_hub[0]
+				  ? json_string_value(json_object_get(o->prev, "deviceId"))
+				  : json_string_value(json_object_get(o->auth.record, "deviceId"));
+	snprintf(o->device_id, sizeof o->device_id, "%s", dev && *dev ? dev : o->regid);
+	o->initial_twin = json_incref(json_object_get(o->auth.record, "initialTwin"));
+
+	const char *policy = json_string_value(json_object_get(o->auth.record, "allocationPolicy"));
+	if (policy && strcmp(policy, "custom") == 0) {
+		call_webhook(o);
+		return;
+	}
+	struct alloc_hub *hubs = xcalloc(d->nlinked + 1, sizeof *hubs);
+	size_t n;
+	const struct alloc_hub **c = candidates(o, hubs, &n);
+	if (n == 0) {
+		fail(o, 500000,
+		     "no linked hub is available for this enrollment (its iotHubs are not linked "
+		     "to DPS %s, or no linked hub applies allocation policies)",
+		     d->name);
+	} else {
+		const struct alloc_hub *h = policy && strcmp(policy, "static") == 0
+						    ? c[0]
+						    : alloc_hashed(o->regid, c, n);
+		char hub[256];
+		snprintf(hub, sizeof hub, "%s", h->name);
+		assign(o, hub);
+	}
+	free(c);
+	free(hubs);
+}
+
+/* ---- entry points ------------------------------------------------------- */
+
+static void on_timer_closed(uv_handle_t *h)
+{
+	op_unref(h->data);
+}
+
+static struct op *op_new(struct dps *d, const char *regid, const char *id)
+{
+	struct op *o = xcalloc(1, sizeof *o);
+	o->d = d;
+	o->refs = 2; /* the maps, and the timer handle until its close callback */
+	o->live = true;
+	snprintf(o->regid, sizeof o->regid, "%s", regid);
+	snprintf(o->id, sizeof o->id, "%s", id);
+	uv_timer_init(d->loop, &o->timer);
+	o->timer.data = o;
+	o->timer_open = true;
+	map_put(&d->ops, o->id, o);
+	map_put(&d->ops_by_reg, o->regid, o);
+	return o;
+}
+
+static void op_close_timer(struct op *o)
+{
+	if (o->timer_open) {
+		o->timer_open = false;
+		uv_close((uv_handle_t *)&o->timer, on_timer_closed);
+	}
+}
+
+static void registered(struct op *o, int rc)
+{
+	struct dps_reply *r = o->reply;
+	o->reply = NULL;
+	if (o->d->stopping) {
+		if (r)
+			reply_error(r, 503, 503000, "the service is shutting down; try again");
+		return;
+	}
+	if (rc != 0) {
+		if (r)
+			reply_error(r, 503, 503000,
+				    "the registration could not be stored; try again");
+		op_forget(o);
+		return;
+	}
+	if (r) {
+		json_t *body = json_pack("{s:s,s:s}", "operationId", o->id, "status", "assigning");
+		reply_json(r, 202, body, o->d->retry_after_s);
+		json_decref(body);
+	}
+	start(o);
+}
+
+void dps__register(struct dps *d, const char *regid, struct dps_auth *auth, json_t *payload,
+		   struct dps_reply *r)
+{
+	struct op *busy = map_get(&d->ops_by_reg, regid);
+	if (busy) {
+		dps__auth_clear(auth);
+		json_decref(payload);
+		json_t *body = json_pack("{s:s,s:s}", "operationId", busy->id, "status", "assigning");
+		reply_json(r, 202, body, d->retry_after_s);
+		json_decref(body);
+		return;
+	}
+	if (!enrollment_enabled(auth->record)) {
+		log_at(LOG_INFO, "dps %s: %s refused: enrollment%s %s is disabled", d->name, regid,
+		       auth->kind == ENROLLMENT_GROUP ? " group" : "", auth->enrollment_id);
+		dps__auth_clear(auth);
+		json_decref(payload);
+		json_t *body = json_pack("{s:s,s:s,s:{s:s,s:s,s:i,s:s}}", "operationId", "",
+					 "status", "disabled", "registrationState",
+					 "registrationId", regid, "status", "disabled", "errorCode",
+					 401001, "errorMessage", "the enrollment is disabled");
+		reply_json(r, 200, body, 0);
+		json_decref(body);
+		return;
+	}
+	char uuid[37], id[64];
+	crypto_uuid(uuid);
+	snprintf(id, sizeof id, "5.%016llx.%s", (unsigned long long)++d->op_seq, uuid);
+	struct op *o = op_new(d, regid, id);
+	o->auth = *auth;
+	memset(auth, 0, sizeof *auth);
+	o->payload = payload;
+	clock_iso8601(clock_now_ms(), o->created);
+	o->reply = r;
+	json_t *doc = op_doc(o);
+	struct doc_job *j = xcalloc(1, sizeof *j);
+	j->kind = STORE_OPERATION;
+	snprintf(j->scope, sizeof j->scope, "%s", d->name);
+	j->id = xstrdup(o->id);
+	j->json = json_dumps(doc, JSON_COMPACT);
+	json_decref(doc);
+	j->op = o;
+	j->then = registered;
+	o->refs++;
+	store_submit(d->store, doc_work, doc_done, j);
+}
+
+void dps__poll(struct dps *d, const char *regid, const char *op_id, struct dps_reply *r)
+{
+	struct op *o = map_get(&d->ops, op_id);
+	if (o && strcmp(o->regid, regid) == 0) {
+		json_t *body = assigning_body(o);
+		reply_json(r, 202, body, d->retry_after_s);
+		json_decref(body);
+		return;
+	}
+	char *text = NULL;
+	json_t *state = NULL;
+	if (!o && store_doc_get(store_reader(d->store), STORE_REGISTRATION, d->name, regid,
+				&text) == 0)
+		state = json_loads(text, 0, NULL);
+	free(text);
+	const char *sop = json_string_value(json_object_get(state, "_operationId"));
+	if (!sop || strcmp(sop, op_id) != 0) {
+		json_decref(state);
+		reply_error(r, 404, 404204,
+			    "no registration operation with this operationId for this device");
+		return;
+	}
+	json_t *body = json_pack("{s:s,s:O,s:o}", "operationId", op_id, "status",
+				 json_object_get(state, "status"), "registrationState",
+				 dps__public_state(state));
+	reply_json(r, 200, body, 0);
+	json_decref(body);
+	json_decref(state);
+}
+
+struct resume_list {
+	char **docs;
+	size_t n;
+};
+
+static int collect_docs(void *arg, const char *id, const char *json)
+{
+	struct resume_list *l = arg;
+	l->docs = xrealloc(l->docs, (l->n + 1) * sizeof *l->docs);
+	l->docs[l->n++] = xstrdup(json);
+	return 0;
+}
+
+static void resume_one(struct dps *d, json_t *doc)
+{
+	const char *id = json_string_value(json_object_get(doc, "operationId"));
+	const char *regid = json_string_value(json_object_get(doc, "registrationId"));
+	json_t *en = json_object_get(doc, "enrollment");
+	const char *kind = json_string_value(json_object_get(en, "kind"));
+	const char *eid = json_string_value(json_object_get(en, "id"));
+	if (!id || !regid || !kind || !eid || map_get(&d->ops, id) ||
+	    map_get(&d->ops_by_reg, regid))
+		return;
+	struct op *o = op_new(d, regid, id);
+	o->auth.kind = strcmp(kind, "group") == 0 ? ENROLLMENT_GROUP : ENROLLMENT_INDIVIDUAL;
+	snprintf(o->auth.enrollment_id, sizeof o->auth.enrollment_id, "%s", eid);
+	o->auth.key_index = (int)json_integer_value(json_object_get(doc, "keyIndex")) & 1;
+	json_t *p = json_object_get(doc, "payload");
+	o->payload = p ? json_incref(p) : NULL;
+	const char *created = json_string_value(json_object_get(doc, "createdDateTimeUtc"));
+	snprintf(o->created, sizeof o->created, "%s", created ? created : "");
+	char *text = NULL;
+	if (store_doc_get(store_reader(d->store),
+			  o->auth.kind == ENROLLMENT_GROUP ? STORE_ENROLLMENT_GROUP
+							   : STORE_ENROLLMENT,
+			  d->name, eid, &text) == 0)
+		o->auth.record = json_loads(text, 0, NULL);
+	free(text);
+	log_at(LOG_INFO, "dps %s: resuming registration %s (operation %s)", d->name, regid, id);
+	if (!o->auth.record) {
+		o->auth.record = json_object();
+		fail(o, 500000,
+		     "the enrollment was deleted while the registration was in progress");
+		return;
+	}
+	start(o);
+}
+
+void dps_resume(struct dps *d)
+{
+	struct resume_list l = {0};
+	store_doc_list(store_reader(d->store), STORE_OPERATION, d->name, "", "", 1000000,
+		       collect_docs, &l);
+	for (size_t i = 0; i < l.n; i++) {
+		json_t *doc = json_loads(l.docs[i], 0, NULL);
+		if (doc)
+			resume_one(d, doc);
+		json_decref(doc);
+		free(l.docs[i]);
+	}
+	free(l.docs);
+}
+
+static void collect_ops(void *arg, const char *key, void *value)
+{
+	struct resume_list *l = arg;
+	l->docs = xrealloc(l->docs, (l->n + 1) * sizeof *l->docs);
+	l->docs[l->n++] = value;
+}
+
+void dps__ops_shutdown(struct dps *d)
+{
+	d->stopping = true;
+	struct resume_list l = {0};
+	map_each(&d->ops, collect_ops, &l);
+	for (size_t i = 0; i < l.n; i++) {
+		struct op *o = (struct op *)l.docs[i];
+		bool armed = uv_is_active((uv_handle_t *)&o->timer);
+		uv_timer_stop(&o->timer);
+		if (armed)
+			op_unref(o); /* the retry timer's share */
+		op_forget(o);
+	}
+	free(l.docs);
+}

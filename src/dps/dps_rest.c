@@ -1,0 +1,703 @@
+/* The DPS service REST API (protocol.md §7, as npm
+ * azure-iot-provisioning-service uses it): individual enrollments,
+ * enrollment groups, registration states, queries with paging, bulk
+ * operations, attestation mechanisms, and fleethub's webhook call log
+ * (GET /registrations/{id}/webhookcalls).
+ *
+ * One table row per operation (method, path pattern, handler, right); the
+ * dispatcher authenticates once. Changes run as store jobs and are answered
+ * from their completion, after the commit. Paths are matched
+ * case-insensitively and literal segments win over {id}, so ".../query"
+ * is never taken for an id. */
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/clock.h"
+#include "base/enc.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "internal.h"
+
+#define PAGE_MAX 1000
+#define BULK_MAX 10
+
+enum id_kind { ID_REG, ID_GROUP };
+
+struct req {
+	struct dps *d;
+	struct http_exchange *ex;
+	char id[ENROLLMENT_ID_MAX + 1];
+};
+
+struct route {
+	enum http_verb verb;
+	const char *pattern; /* literal segments, "{r}" a registration id, "{g}" a group id */
+	void (*fn)(struct req *r);
+	unsigned right;
+};
+
+/* ---- answers ------------------------------------------------------------ */
+
+static void respond_error(struct http_exchange *ex, int status, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void respond_error(struct http_exchange *ex, int status, int code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	char *body = dps__error_json(code, msg);
+	http_respond_json(ex, status, NULL, body);
+	free(body);
+}
+
+static void respond_json(struct http_exchange *ex, int status, const char *const *headers,
+			 json_t *o)
+{
+	char *body = json_dumps(o, JSON_COMPACT);
+	http_respond_json(ex, status, headers, body);
+	free(body);
+}
+
+static json_t *body_object(struct http_exchange *ex)
+{
+	json_error_t je;
+	json_t *o = json_loadb(ex->req->body.data, ex->req->body.len, JSON_REJECT_DUPLICATES, &je);
+	if (!json_is_object(o)) {
+		respond_error(ex, 400, 400004, "the body must be a JSON object: %s",
+			      o ? "got another JSON value" : je.text);
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static enum store_doc_kind doc_kind(enum enrollment_kind k)
+{
+	return k == ENROLLMENT_GROUP ? STORE_ENROLLMENT_GROUP : STORE_ENROLLMENT;
+}
+
+static const char *kind_name(enum enrollment_kind k)
+{
+	return k == ENROLLMENT_GROUP ? "enrollment group" : "enrollment";
+}
+
+static int not_found_code(enum enrollment_kind k)
+{
+	return k == ENROLLMENT_GROUP ? 404202 : 404201;
+}
+
+/* ---- write jobs ---------------------------------------------------------- */
+
+struct write_job {
+	struct dps *d;
+	struct http_exchange *ex;
+	enum enrollment_kind kind;
+	char id[ENROLLMENT_ID_MAX + 1];
+	char if_match[256];
+	bool has_if_match;
+	char now[32];
+	json_t *body;
+	const char **hubs;
+	struct enrollment_hubs linked;
+	/* results */
+	json_t *record;
+	struct enrollment_error err;
+	json_t *bulk_errors;
+};
+
+static struct write_job *write_job_new(struct req *r, enum enrollment_kind kind)
+{
+	struct write_job *j = xcalloc(1, sizeof *j);
+	j->d = r->d;
+	j->ex = r->ex;
+	j->kind = kind;
+	snprintf(j->id, sizeof j->id, "%s", r->id);
+	const char *im = http_request_header(r->ex->req, "If-Match");
+	if (im) {
+		j->has_if_match = true;
+		snprintf(j->if_match, sizeof j->if_match, "%s", im);
+	}
+	clock_iso8601(clock_now_ms(), j->now);
+	j->hubs = xcalloc(r->d->nlinked + 1, sizeof *j->hubs);
+	for (size_t i = 0; i < r->d->nlinked; i++)
+		j->hubs[i] = r->d->linked[i].alloc.name;
+	j->linked.names = j->hubs;
+	j->linked.n = r->d->nlinked;
+	return j;
+}
+
+static void write_job_free(struct write_job *j)
+{
+	json_decref(j->body);
+	json_decref(j->record);
+	json_decref(j->bulk_errors);
+	free(j->hubs);
+	free(j);
+}
+
+static void set_err(struct enrollment_error *e, int status, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void set_err(struct enrollment_error *e, int status, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e->message, sizeof e->message, fmt, ap);
+	va_end(ap);
+	e->status = status;
+	e->code = code;
+}
+
+static json_t *load_doc(struct store_txn *t, enum store_doc_kind k, const char *scope,
+			const char *id, int *rc)
+{
+	char *text = NULL;
+	*rc = store_doc_get(t, k, scope, id, &text);
+	if (*rc != 0)
+		return NULL;
+	json_t *o = json_loads(text, 0, NULL);
+	free(text);
+	if (!o)
+		*rc = FH_EIO;
+	return o;
+}
+
+/* Creates or replaces one record; if_match NULL = unconditional. */
+static int put_record(struct write_job *j, struct store_txn *t, const char *id,
+		      const json_t *body, const char *if_match, bool must_be_new,
+		      json_t **out)
+{
+	int rc;
+	json_t *old = load_doc(t, doc_kind(j->kind), j->d->name, id, &rc);
+	if (rc != 0 && rc != FH_ENOTFOUND)
+		return rc;
+	if (old && must_be_new) {
+		json_decref(old);
+		set_err(&j->err, 409, 409201, "%s '%s' already exists", kind_name(j->kind), id);
+		return FH_EEXIST;
+	}
+	if (old && if_match && !enrollment_etag_matches(old, if_match)) {
+		json_decref(old);
+		set_err(&j->err, 412, 412001,
+			"the etag in If-Match does not match %s '%s' (it changed since it was "
+			"read)",
+			kind_name(j->kind), id);
+		return FH_EPRECOND;
+	}
+	if (!old && if_match && *if_match && strcmp(if_match, "*") != 0) {
+		set_err(&j->err, 404, not_found_code(j->kind),
+			"%s '%s' does not exist (If-Match was given)", kind_name(j->kind), id);
+		return FH_ENOTFOUND;
+	}
+	json_t *rec = enrollment_build(j->kind, id, body, old, &j->linked, j->now, &j->err);
+	json_decref(old);
+	if (!rec)
+		return FH_EINVAL;
+	char *text = json_dumps(rec, JSON_COMPACT);
+	rc = store_doc_put(t, doc_kind(j->kind), j->d->name, id, text);
+	free(text);
+	if (rc == 0 && out)
+		*out = rec;
+	else
+		json_decref(rec);
+	return rc;
+}
+
+static int put_work(void *arg, struct store_txn *t)
+{
+	struct write_job *j = arg;
+	return put_record(j, t, j->id, j->body, j->has_if_match ? j->if_match : NULL, false,
+			  &j->record);
+}
+
+static void respond_job_error(struct write_job *j, int rc)
+{
+	if (j->err.status)
+		respond_error(j->ex, j->err.status, j->err.code, "%s", j->err.message);
+	else
+		respond_error(j->ex, 503, 503000, "the change could not be stored (%s); try again",
+			      fh_strerror(rc));
+}
+
+static void put_done(void *arg, int rc)
+{
+	struct write_job *j = arg;
+	if (rc == 0) {
+		log_at(LOG_INFO, "dps %s: %s %s stored", j->d->name, kind_name(j->kind), j->id);
+		respond_json(j->ex, 200, NULL, j->record);
+	} else {
+		respond_job_error(j, rc);
+	}
+	write_job_free(j);
+}
+
+static void record_put(struct req *r, enum enrollment_kind kind)
+{
+	json_t *body = body_object(r->ex);
+	if (!body)
+		return;
+	struct write_job *j = write_job_new(r, kind);
+	j->body = body;
+	store_submit(r->d->store, put_work, put_done, j);
+}
+
+static int delete_work(void *arg, struct store_txn *t)
+{
+	struct write_job *j = arg;
+	int rc;
+	json_t *old = load_doc(t, doc_kind(j->kind), j->d->name, j->id, &rc);
+	if (rc == FH_ENOTFOUND)
+		set_err(&j->err, 404, not_found_code(j->kind), "%s '%s' not found",
+			kind_name(j->kind), j->id);
+	if (rc != 0)
+		return rc;
+	bool ok = !j->has_if_match || enrollment_etag_matches(old, j->if_match);
+	json_decref(old);
+	if (!ok) {
+		set_err(&j->err, 412, 412001, "the etag in If-Match does not match %s '%s'",
+			kind_name(j->kind), j->id);
+		return FH_EPRECOND;
+	}
+	return store_doc_delete(t, doc_kind(j->kind), j->d->name, j->id);
+}
+
+static void delete_done(void *arg, int rc)
+{
+	struct write_job *j = arg;
+	if (rc == 0) {
+		log_at(LOG_INFO, "dps %s: %s %s deleted", j->d->name, kind_name(j->kind), j->id);
+		http_respond(j->ex, 204, NULL, NULL, 0);
+	} else {
+		respond_job_error(j, rc);
+	}
+	write_job_free(j);
+}
+
+/* ---- reads ------------------------------------------------------------------ */
+
+static json_t *read_doc(struct req *r, enum store_doc_kind k, int *rc)
+{
+	return load_doc(store_reader(r->d->store), k, r->d->name, r->id, rc);
+}
+
+static void record_get(struct req *r, enum enrollment_kind kind, bool attestation_only)
+{
+	int rc;
+	json_t *rec = read_doc(r, doc_kind(kind), &rc);
+	if (!rec) {
+		if (rc == FH_ENOTFOUND)
+			respond_error(r->ex, 404, not_found_code(kind), "%s '%s' not found",
+				      kind_name(kind), r->id);
+		else
+			respond_error(r->ex, 503, 503000, "the store cannot be read (%s)",
+				      fh_strerror(rc));
+		return;
+	}
+	if (attestation_only) {
+		json_t *a = enrollment_attestation(rec);
+		respond_json(r->ex, 200, NULL, a);
+		json_decref(a);
+	} else {
+		if (kind == ENROLLMENT_INDIVIDUAL) {
+			int src;
+			json_t *st = load_doc(store_reader(r->d->store), STORE_REGISTRATION,
+					      r->d->name, r->id, &src);
+			if (st)
+				json_object_set_new(rec, "registrationState",
+						    dps__public_state(st));
+			json_decref(st);
+		}
+		respond_json(r->ex, 200, NULL, rec);
+	}
+	json_decref(rec);
+}
+
+/* ---- queries with paging ------------------------------------------------------ */
+
+struct page {
+	json_t *items;
+	unsigned max;
+	bool states;       /* registration states: shown without internal fields */
+	const char *group; /* registrations: only this group's, or NULL for all */
+	char scanned[3 * ENROLLMENT_ID_MAX + 1]; /* the last id looked at */
+	unsigned nscanned;
+	bool more;
+};
+
+static int page_each(void *arg, const char *id, const char *json)
+{
+	struct page *p = arg;
+	json_t *o = json_loads(json, 0, NULL);
+	const char *g = p->group ? json_string_value(json_object_get(o, "_group")) : NULL;
+	if (o && (!p->group || (g && strcmp(g, p->group) == 0))) {
+		if (json_array_size(p->items) == p->max) {
+			json_decref(o);
+			p->more = true;
+			return 1;
+		}
+		json_array_append_new(p->items, p->states ? dps__public_state(o) : json_incref(o));
+	}
+	json_decref(o);
+	p->nscanned++;
+	snprintf(p->scanned, sizeof p->scanned, "%s", id);
+	return 0;
+}
+
+/* Accepts "*" and "SELECT * FROM <from>" (any case, optional spaces). */
+static bool query_is_all(const json_t *body, const char *from)
+{
+	const char *q = json_string_value(json_object_get(body, "query"));
+	if (!q)
+		return false;
+	while (*q == ' ')
+		q++;
+	if (strcmp(q, "*") == 0)
+		return true;
+	char sel[16], star[4], fr[8], table[64], rest[8];
+	int n = sscanf(q, "%15s %3s %7s %63s %7s", sel, star, fr, table, rest);
+	return n == 4 && strcasecmp(sel, "select") == 0 && strcmp(star, "*") == 0 &&
+	       strcasecmp(fr, "from") == 0 && strcasecmp(table, from) == 0;
+}
+
+static void query(struct req *r, enum store_doc_kind k, const char *from, const char *group)
+{
+	json_t *body = body_object(r->ex);
+	if (!body)
+		return;
+	bool all = query_is_all(body, from);
+	json_decref(body);
+	if (!all) {
+		respond_error(r->ex, 400, 400004,
+			      "only the query \"SELECT * FROM %s\" (or \"*\") is supported", from);
+		return;
+	}
+	const char *mx = http_request_header(r->ex->req, "x-ms-max-item-count");
+	const char *cont = http_request_header(r->ex->req, "x-ms-continuation");
+	long max = mx ? strtol(mx, NULL, 10) : PAGE_MAX;
+	struct page p = {json_array(), (unsigned)(max > 0 && max < PAGE_MAX ? max : PAGE_MAX),
+			 k == STORE_REGISTRATION, group, "", 0, false};
+	snprintf(p.scanned, sizeof p.scanned, "%s", cont ? cont : "");
+	int rc;
+	do { /* a group's registrations are filtered while listing */
+		p.nscanned = 0;
+		rc = store_doc_list(store_reader(r->d->store), k, r->d->name, "", p.scanned,
+				    PAGE_MAX, page_each, &p);
+	} while (rc == 0 && !p.more && p.nscanned == PAGE_MAX);
+	if (rc != 0) {
+		json_decref(p.items);
+		respond_error(r->ex, 503, 503000, "the store cannot be read (%s)",
+			      fh_strerror(rc));
+		return;
+	}
+	const char *headers[] = {"x-ms-continuation", p.scanned, NULL};
+	respond_json(r->ex, 200, p.more ? headers : NULL, p.items);
+	json_decref(p.items);
+}
+
+/* ---- handlers ----------------------------------------------------------------- */
+
+static void enrollment_put(struct req *r) { record_put(r, ENROLLMENT_INDIVIDUAL); }
+static void group_put(struct req *r) { record_put(r, ENROLLMENT_GROUP); }
+static void enrollment_get(struct req *r) { record_get(r, ENROLLMENT_INDIVIDUAL, false); }
+static void group_get(struct req *r) { record_get(r, ENROLLMENT_GROUP, false); }
+static void enrollment_att(struct req *r) { record_get(r, ENROLLMENT_INDIVIDUAL, true); }
+static void group_att(struct req *r) { record_get(r, ENROLLMENT_GROUP, true); }
+
+static void record_delete(struct req *r, enum enrollment_kind kind)
+{
+	struct write_job *j = write_job_new(r, kind);
+	store_submit(r->d->store, delete_work, delete_done, j);
+}
+
+static void enrollment_delete(struct req *r) { record_delete(r, ENROLLMENT_INDIVIDUAL); }
+static void group_delete(struct req *r) { record_delete(r, ENROLLMENT_GROUP); }
+
+static void enrollment_query(struct req *r)
+{
+	query(r, STORE_ENROLLMENT, "enrollments", NULL);
+}
+
+static void group_query(struct req *r)
+{
+	query(r, STORE_ENROLLMENT_GROUP, "enrollmentGroups", NULL);
+}
+
+static void registration_query(struct req *r)
+{
+	query(r, STORE_REGISTRATION, "enrollments", r->id);
+}
+
+/* fleethub's own: every registration state (the CLI's registration list). */
+static void registration_query_all(struct req *r)
+{
+	query(r, STORE_REGISTRATION, "registrations", NULL);
+}
+
+static void registration_get(struct req *r)
+{
+	int rc;
+	json_t *st = read_doc(r, STORE_REGISTRATION, &rc);
+	if (!st) {
+		respond_error(r->ex, rc == FH_ENOTFOUND ? 404 : 503,
+			      rc == FH_ENOTFOUND ? 404203 : 503000,
+			      rc == FH_ENOTFOUND ? "registration '%s' not found"
+						 : "the store cannot be read (%s)",
+			      rc == FH_ENOTFOUND ? r->id : fh_strerror(rc));
+		return;
+	}
+	json_t *pub = dps__public_state(st);
+	respond_json(r->ex, 200, NULL, pub);
+	json_decref(pub);
+	json_decref(st);
+}
+
+static int registration_delete_work(void *arg, struct store_txn *t)
+{
+	struct write_job *j = arg;
+	int rc;
+	json_t *old = load_doc(t, STORE_REGISTRATION, j->d->name, j->id, &rc);
+	if (rc == FH_ENOTFOUND)
+		set_err(&j->err, 404, 404203, "registration '%s' not found", j->id);
+	if (rc != 0)
+		return rc;
+	bool ok = !j->has_if_match || enrollment_etag_matches(old, j->if_match);
+	json_decref(old);
+	if (!ok) {
+		set_err(&j->err, 412, 412001, "the etag in If-Match does not match registration '%s'",
+			j->id);
+		return FH_EPRECOND;
+	}
+	return store_doc_delete(t, STORE_REGISTRATION, j->d->name, j->id);
+}
+
+static void registration_delete(struct req *r)
+{
+	struct write_job *j = write_job_new(r, ENROLLMENT_INDIVIDUAL);
+	store_submit(r->d->store, registration_delete_work, delete_done, j);
+}
+
+static int calls_each(void *arg, const char *id, const char *json)
+{
+	json_t *o = json_loads(json, 0, NULL);
+	if (o)
+		json_array_append_new(arg, o);
+	return 0;
+}
+
+static void webhook_calls(struct req *r)
+{
+	char prefix[ENROLLMENT_ID_MAX + 2];
+	snprintf(prefix, sizeof prefix, "%s/", r->id);
+	json_t *a = json_array();
+	int rc = store_doc_list(store_reader(r->d->store), STORE_WEBHOOK_CALL, r->d->name, prefix,
+				"", 1000, calls_each, a);
+	if (rc != 0)
+		respond_error(r->ex, 503, 503000, "the store cannot be read (%s)", fh_strerror(rc));
+	else
+		respond_json(r->ex, 200, NULL, a);
+	json_decref(a);
+}
+
+/* POST /enrollments {"mode":..,"enrollments":[..]} */
+static int bulk_work(void *arg, struct store_txn *t)
+{
+	struct write_job *j = arg;
+	const char *mode = json_string_value(json_object_get(j->body, "mode"));
+	json_t *list = json_object_get(j->body, "enrollments");
+	size_t i;
+	json_t *e;
+	json_array_foreach(list, i, e)
+	{
+		const char *id = json_string_value(json_object_get(e, "registrationId"));
+		int rc;
+		memset(&j->err, 0, sizeof j->err);
+		if (!id || !enrollment_regid_valid(id)) {
+			set_err(&j->err, 400, 400004, "registrationId missing or invalid");
+			rc = FH_EINVAL;
+		} else if (strcasecmp(mode, "delete") == 0) {
+			rc = store_doc_delete(t, STORE_ENROLLMENT, j->d->name, id);
+			if (rc == FH_ENOTFOUND)
+				set_err(&j->err, 404, 404201, "not found");
+		} else {
+			const char *etag = json_string_value(json_object_get(e, "etag"));
+			bool ifm = strcasecmp(mode, "updateIfMatchETag") == 0;
+			rc = put_record(j, t, id, e, ifm ? (etag ? etag : "") : NULL,
+					strcasecmp(mode, "create") == 0, NULL);
+		}
+		if (rc == FH_EIO)
+			return rc;
+		if (rc != 0)
+			json_array_append_new(j->bulk_errors,
+					      json_pack("{s:s,s:i,s:s}", "registrationId",
+							id ? id : "", "errorCode",
+							j->err.code ? j->err.code : 500000,
+							"errorStatus", j->err.message));
+	}
+	memset(&j->err, 0, sizeof j->err);
+	return 0;
+}
+
+static void bulk_done(void *arg, int rc)
+{
+	struct write_job *j = arg;
+	if (rc == 0) {
+		json_t *o = json_pack("{s:b,s:O}", "isSuccessful",
+				      json_array_size(j->bulk_errors) == 0, "errors", j->bulk_errors);
+		respond_json(j->ex, 200, NULL, o);
+		json_decref(o);
+	} else {
+		respond_job_error(j, rc);
+	}
+	write_job_free(j);
+}
+
+static void bulk(struct req *r)
+{
+	json_t *body = body_object(r->ex);
+	if (!body)
+		return;
+	const char *mode = json_string_value(json_object_get(body, "mode"));
+	json_t *list = json_object_get(body, "enrollments");
+	static const char *modes[] = {"create", "update", "updateIfMatchETag", "delete"};
+	bool known = false;
+	for (size_t i = 0; mode && i < 4; i++)
+		known |= strcasecmp(mode, modes[i]) == 0;
+	if (!known || !json_is_array(list) || json_array_size(list) == 0 ||
+	    json_array_size(list) > BULK_MAX) {
+		json_decref(body);
+		respond_error(r->ex, 400, 400004,
+			      "a bulk operation needs mode create|update|updateIfMatchETag|delete "
+			      "and 1..%d enrollments",
+			      BULK_MAX);
+		return;
+	}
+	struct write_job *j = write_job_new(r, ENROLLMENT_INDIVIDUAL);
+	j->body = body;
+	j->bulk_errors = json_array();
+	store_submit(r->d->store, bulk_work, bulk_done, j);
+}
+
+static const struct route routes[] = {
+	{HTTP_VERB_POST, "/enrollments/query", enrollment_query, DPS_RIGHT_ENROLLMENT_READ},
+	{HTTP_VERB_POST, "/enrollments", bulk, DPS_RIGHT_ENROLLMENT_WRITE},
+	{HTTP_VERB_PUT, "/enrollments/{r}", enrollment_put, DPS_RIGHT_ENROLLMENT_WRITE},
+	{HTTP_VERB_GET, "/enrollments/{r}", enrollment_get, DPS_RIGHT_ENROLLMENT_READ},
+	{HTTP_VERB_DELETE, "/enrollments/{r}", enrollment_delete, DPS_RIGHT_ENROLLMENT_WRITE},
+	{HTTP_VERB_POST, "/enrollments/{r}/attestationmechanism", enrollment_att,
+	 DPS_RIGHT_ENROLLMENT_READ},
+	{HTTP_VERB_POST, "/enrollmentGroups/query", group_query, DPS_RIGHT_ENROLLMENT_READ},
+	{HTTP_VERB_PUT, "/enrollmentGroups/{g}", group_put, DPS_RIGHT_ENROLLMENT_WRITE},
+	{HTTP_VERB_GET, "/enrollmentGroups/{g}", group_get, DPS_RIGHT_ENROLLMENT_READ},
+	{HTTP_VERB_DELETE, "/enrollmentGroups/{g}", group_delete, DPS_RIGHT_ENROLLMENT_WRITE},
+	{HTTP_VERB_POST, "/enrollmentGroups/{g}/attestationmechanism", group_att,
+	 DPS_RIGHT_ENROLLMENT_READ},
+	{HTTP_VERB_POST, "/registrations/query", registration_query_all,
+	 DPS_RIGHT_REGISTRATION_READ},
+	{HTTP_VERB_POST, "/registrations/{g}/query", registration_query,
+	 DPS_RIGHT_REGISTRATION_READ},
+	{HTTP_VERB_GET, "/registrations/{r}", registration_get, DPS_RIGHT_REGISTRATION_READ},
+	{HTTP_VERB_DELETE, "/registrations/{r}", registration_delete,
+	 DPS_RIGHT_REGISTRATION_WRITE},
+	{HTTP_VERB_GET, "/registrations/{r}/webhookcalls", webhook_calls,
+	 DPS_RIGHT_REGISTRATION_READ},
+};
+
+/* 1 match, 0 no match, -1 the id segment is not a valid id. */
+static int match(const char *pattern, const char *path, char *id)
+{
+	while (*pattern) {
+		if (*pattern != '/' || *path != '/')
+			return 0;
+		pattern++;
+		path++;
+		size_t plen = strcspn(pattern, "/"), slen = strcspn(path, "/");
+		if (plen == 3 && pattern[0] == '{') {
+			char tmp[3 * ENROLLMENT_ID_MAX + 1];
+			size_t n;
+			if (slen == 0)
+				return 0;
+			if (slen >= sizeof tmp || pct_decode(path, slen, tmp, &n) != 0 ||
+			    !(pattern[1] == 'r' ? enrollment_regid_valid(tmp)
+						: enrollment_groupid_valid(tmp)))
+				return -1;
+			memcpy(id, tmp, n + 1);
+		} else if (plen != slen || strncasecmp(pattern, path, plen) != 0) {
+			return 0;
+		}
+		pattern += plen;
+		path += slen;
+	}
+	return *path == '\0' || (path[0] == '/' && path[1] == '\0');
+}
+
+static bool starts_with_segment(const char *path, const char *seg)
+{
+	size_t n = strlen(seg);
+	return strncasecmp(path, seg, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+bool dps_http_path_matches(const struct dps *d, const char *path)
+{
+	return dps__device_path(d, path) || starts_with_segment(path, "/enrollments") ||
+	       starts_with_segment(path, "/enrollmentGroups") ||
+	       starts_with_segment(path, "/registrations");
+}
+
+void dps_http_request(struct dps *d, struct http_exchange *ex)
+{
+	struct http_request *req = ex->req;
+	if (dps__device_path(d, req->path)) {
+		dps__device_http(d, ex);
+		return;
+	}
+	struct req r = {.d = d, .ex = ex};
+	const struct route *hit = NULL;
+	bool path_known = false;
+	for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !hit; i++) {
+		int m = match(routes[i].pattern, req->path, r.id);
+		if (m < 0 && routes[i].verb == req->verb) {
+			respond_error(ex, 400, 400004,
+				      "the id in %s is not valid (registration ids: 1-128 of "
+				      "lowercase a-z, 0-9, '-', '.', '_', ':')",
+				      req->path);
+			return;
+		}
+		if (m <= 0)
+			continue;
+		path_known = true;
+		if (routes[i].verb == req->verb)
+			hit = &routes[i];
+	}
+	if (!hit) {
+		if (path_known)
+			respond_error(ex, 405, 405000, "%s is not allowed on %s", req->method,
+				      req->path);
+		else
+			respond_error(ex, 404, 404000, "no such resource: %s", req->path);
+		return;
+	}
+	unsigned rights = 0;
+	const char *why = NULL;
+	if (dps__auth_service(d, http_request_header(req, "Authorization"), clock_now_ms() / 1000,
+			      &rights, &why) != 0) {
+		log_at(LOG_INFO, "dps %s: https %s: %s %s refused: %s", d->name,
+		       net_conn_peer(ex->conn), req->method, req->path, why);
+		respond_error(ex, 401, 401002, "Unauthorized: %s", why);
+		return;
+	}
+	if (!(rights & hit->right)) {
+		respond_error(ex, 401, 401002,
+			      "Unauthorized: the shared access policy lacks the right for %s %s",
+			      req->method, req->path);
+		return;
+	}
+	hit->fn(&r);
+}
