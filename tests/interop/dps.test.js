@@ -7,6 +7,7 @@
 'use strict';
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const https = require('https');
 const path = require('path');
 const { Client } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
@@ -20,6 +21,12 @@ const H2 = 'hub2.fleethub.test';
 const SCOPE = '0ne00F1EE7';
 const DPS_KEY = Buffer.alloc(32, 0x44).toString('base64');
 const KEY = (n) => Buffer.alloc(32, n).toString('base64');
+
+// Known issue under investigation: after some DPS device polls over HTTPS
+// the server closes the keep-alive connection, and Node's shared agent can
+// hand that closing socket to the next request (ECONNRESET, "socket hang
+// up"). Until it is found, these tests use one connection per request.
+https.globalAgent = new https.Agent({ keepAlive: false });
 
 let server;
 let svc;
@@ -268,7 +275,7 @@ test('every webhook failure fails the registration with a code and a message', a
     ['always-503', () => ({ status: 503, body: {} }), 400207, /3 attempts/],
   ];
   for (const [name, handler, code, message] of cases) {
-    const regId = `hook-${name}`; console.log('CASE', name);
+    const regId = `hook-${name}`
     await svc.createOrUpdateIndividualEnrollment({
       registrationId: regId,
       attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: key, secondaryKey: KEY(10) } },
@@ -284,7 +291,7 @@ test('every webhook failure fails the registration with a code and a message', a
     assert.equal(stored.errorCode, code);
   }
 
-  console.log('CASE tls'); // TLS: a webhook whose certificate nobody trusts.
+  // TLS: a webhook whose certificate nobody trusts.
   await svc.createOrUpdateIndividualEnrollment({
     registrationId: 'hook-tls',
     attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: key, secondaryKey: KEY(10) } },
@@ -297,7 +304,7 @@ test('every webhook failure fails the registration with a code and a message', a
   assert.match(tls.errorMessage, /TLS|certificate/i);
   assert.equal(rogue.calls.length, 0, 'no request reached the untrusted server');
 
-  console.log('CASE retry'); // 503 then 200: retried, assigned, both calls logged.
+  // 503 then 200: retried, assigned, both calls logged.
   await svc.createOrUpdateIndividualEnrollment({
     registrationId: 'hook-retry',
     attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: key, secondaryKey: KEY(10) } },
