@@ -1,15 +1,39 @@
 /* Outgoing HTTP(S) on the loop: libcurl's multi interface driven by libuv
- * (see http_client.h). libcurl tells us which sockets to watch
- * (socket_cb -> one uv_poll_t per socket) and when to wake it (timer_cb ->
- * one uv_timer_t); we tell it what happened with curl_multi_socket_action
- * and collect finished transfers with curl_multi_info_read. Completion
- * callbacks are always deferred to a later loop turn (a zero timer), so
- * done never runs inside http_client_request. */
+ * (see http_client.h).
+ *
+ *   libcurl --socket_cb--> one uv_poll_t per socket --on_poll--> socket_action
+ *   libcurl --timer_cb---> c->timer (one uv_timer_t) --on_timeout--> socket_action
+ *   socket_action --> check_done (curl_multi_info_read) --> finish() queues the
+ *   request --> c->deliver (a zero timer, next loop turn) --> done()
+ *
+ * Invariants:
+ * - done runs exactly once per accepted request, always from on_deliver
+ *   (a later loop turn) or from http_client_close, so never inside
+ *   http_client_request.
+ * - A request is on c->all from http_client_request until it is freed right
+ *   after its done; r->finished says it is on the delivery queue and no
+ *   longer attached to the multi handle.
+ * - uv handles are freed only from their close callbacks; the client itself
+ *   is freed when it is closing, no handle is open and no request is left.
+ * - curl_multi_socket_action is never called from inside a libcurl callback
+ *   (timer_cb only arms c->timer, even for 0 ms).
+ *
+ * Policy kept here: verification always on (system bundle plus the extra
+ * CA certificates, added to OpenSSL's store per connection), no redirects
+ * followed, http and https only, plain http only to loopback, a total
+ * deadline per request (0 ms is taken as 1 ms: curl reads 0 as "none"), a
+ * bound on the response body. */
 #include "net/http_client.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <errno.h>
+#include <limits.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,51 +42,53 @@
 
 #include "base/buf.h"
 #include "base/err.h"
-#include "base/log.h"
 #include "base/mem.h"
 
 struct request {
 	struct http_client *c;
 	CURL *easy;
 	struct curl_slist *headers;
-	struct buf body;    /* request body (copied) */
-	struct buf resp;    /* response body */
+	struct buf resp; /* response body, at most max_response bytes */
 	size_t max_response;
 	bool too_large;
+	bool finished; /* on the delivery queue */
 	uint64_t timeout_ms;
-	uint64_t started;
+	uint64_t started_ns;
+	int64_t elapsed_ms;
 	http_client_done_fn done;
 	void *arg;
-	struct request *next; /* finished list, or all-requests list */
-	struct request *prev_all, *next_all;
-	char error[CURL_ERROR_SIZE];
+	struct request *next_finished;
+	struct request *prev, *next;      /* c->all */
+	char curl_err[CURL_ERROR_SIZE];   /* libcurl's error buffer */
+	char error[CURL_ERROR_SIZE + 96]; /* the result's error, "" when answered */
 };
 
 struct sock {
 	uv_poll_t poll;
 	curl_socket_t fd;
 	struct http_client *c;
+	struct sock *prev, *next; /* c->socks */
 };
 
 struct http_client {
 	uv_loop_t *loop;
 	CURLM *multi;
-	uv_timer_t timer;   /* libcurl's timeout */
-	uv_timer_t deliver; /* runs finished requests' callbacks */
-	char *extra_ca;
-	struct request *finished, *finished_tail;
+	uv_timer_t timer;          /* libcurl's timeout */
+	uv_timer_t deliver;        /* runs finished requests' callbacks on the next turn */
+	STACK_OF(X509) * extra_ca; /* NULL when no extra CA file */
 	struct request *all;
+	struct request *finished, *finished_tail;
+	struct sock *socks;
 	int handles_open;
 	bool closing;
 };
 
 static void maybe_free(struct http_client *c)
 {
-	if (c->closing && c->handles_open == 0 && !c->all) {
-		curl_multi_cleanup(c->multi);
-		free(c->extra_ca);
-		free(c);
-	}
+	if (!c->closing || c->handles_open > 0 || c->all)
+		return;
+	sk_X509_pop_free(c->extra_ca, X509_free);
+	free(c);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -81,96 +107,143 @@ static void on_sock_closed(uv_handle_t *h)
 	maybe_free(c);
 }
 
-/* ---- finishing ---------------------------------------------------------- */
+static void sock_close(struct sock *s)
+{
+	struct http_client *c = s->c;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		c->socks = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	uv_poll_stop(&s->poll);
+	uv_close((uv_handle_t *)&s->poll, on_sock_closed);
+}
+
+/* ---- finishing ------------------------------------------------------------- */
 
 static void request_free(struct request *r)
 {
 	struct http_client *c = r->c;
-	if (r->prev_all)
-		r->prev_all->next_all = r->next_all;
+	if (r->prev)
+		r->prev->next = r->next;
 	else
-		c->all = r->next_all;
-	if (r->next_all)
-		r->next_all->prev_all = r->prev_all;
+		c->all = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	if (r->easy)
+		curl_easy_cleanup(r->easy);
 	curl_slist_free_all(r->headers);
-	buf_free(&r->body);
 	buf_free(&r->resp);
 	free(r);
+}
+
+/* Runs the callbacks of every queued request, oldest first. A callback may
+ * start new requests (they queue behind) or close the client (which then
+ * drains the queue itself). */
+static void deliver_all(struct http_client *c)
+{
+	while (c->finished) {
+		struct request *r = c->finished;
+		c->finished = r->next_finished;
+		if (!c->finished)
+			c->finished_tail = NULL;
+		long status = 0;
+		if (!r->error[0] && r->easy)
+			curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+		if (!r->error[0] && status == 0)
+			snprintf(r->error, sizeof r->error, "no HTTP status in the answer");
+		bool ok = !r->error[0];
+		struct http_client_result res = {
+		    .status = ok ? (int)status : 0,
+		    .body = ok && r->resp.data ? r->resp.data : "",
+		    .body_len = ok ? r->resp.len : 0,
+		    .error = ok ? NULL : r->error,
+		    .elapsed_ms = r->elapsed_ms,
+		};
+		r->done(r->arg, &res);
+		request_free(r);
+	}
 }
 
 static void on_deliver(uv_timer_t *t)
 {
 	struct http_client *c = t->data;
-	while (c->finished) {
-		struct request *r = c->finished;
-		c->finished = r->next;
-		if (!c->finished)
-			c->finished_tail = NULL;
-		long status = 0;
-		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-		struct http_client_result res = {
-			.status = r->error[0] ? 0 : (int)status,
-			.body = r->resp.data ? r->resp.data : "",
-			.body_len = r->resp.len,
-			.error = r->error[0] ? r->error : NULL,
-			.elapsed_ms = (int64_t)(uv_now(c->loop) - r->started),
-		};
-		curl_easy_cleanup(r->easy);
-		r->easy = NULL;
-		r->done(r->arg, &res);
-		request_free(r);
-	}
+	deliver_all(c);
 	maybe_free(c);
 }
 
-/* Queues r for delivery on the next loop turn. error: "" when answered. */
+/* Queues r (already detached from the multi handle) for its callback on a
+ * later loop turn. error: NULL or "" when the server answered. */
 static void finish(struct request *r, const char *error)
 {
 	struct http_client *c = r->c;
-	if (error != r->error)
-		snprintf(r->error, sizeof r->error, "%s", error);
-	r->next = NULL;
+	snprintf(r->error, sizeof r->error, "%s", error ? error : "");
+	r->elapsed_ms = (int64_t)((uv_hrtime() - r->started_ns) / 1000000);
+	r->finished = true;
+	r->next_finished = NULL;
 	if (c->finished_tail)
-		c->finished_tail->next = r;
+		c->finished_tail->next_finished = r;
 	else
 		c->finished = r;
 	c->finished_tail = r;
-	if (!uv_is_closing((uv_handle_t *)&c->deliver))
+	if (!c->closing)
 		uv_timer_start(&c->deliver, on_deliver, 0, 0);
 }
 
-static void describe(struct request *r, CURLcode cc, char *out, size_t outlen)
+static bool tls_failure(CURLcode cc)
 {
-	if (r->too_large) {
-		snprintf(out, outlen, "response too large (over %zu bytes)", r->max_response);
-		return;
-	}
 	switch (cc) {
-	case CURLE_OPERATION_TIMEDOUT:
-		snprintf(out, outlen, "timed out after %llu ms", (unsigned long long)r->timeout_ms);
-		return;
-	case CURLE_COULDNT_CONNECT:
-		snprintf(out, outlen, "connection refused or unreachable");
-		return;
-	case CURLE_COULDNT_RESOLVE_HOST:
-		snprintf(out, outlen, "could not resolve host");
-		return;
-	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CERTPROBLEM:
 	case CURLE_SSL_CIPHER:
-	case CURLE_SSL_CACERT_BADFILE: {
-		long vr = 0;
-		curl_easy_getinfo(r->easy, CURLINFO_SSL_VERIFYRESULT, &vr);
-		if (vr != 0)
-			snprintf(out, outlen, "TLS: certificate verify failed: %s",
-				 X509_verify_cert_error_string(vr));
-		else
-			snprintf(out, outlen, "TLS: %s", r->error[0] ? r->error : curl_easy_strerror(cc));
-		return;
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_SHUTDOWN_FAILED:
+	case CURLE_SSL_ENGINE_NOTFOUND:
+	case CURLE_SSL_ENGINE_SETFAILED:
+	case CURLE_SSL_ENGINE_INITFAILED:
+	case CURLE_USE_SSL_FAILED: return true;
+	default: return false;
 	}
-	default:
-		snprintf(out, outlen, "%s", r->error[0] ? r->error : curl_easy_strerror(cc));
+}
+
+/* Short human text for a failed transfer. */
+static void describe(struct request *r, CURLcode cc, char *out, size_t outlen)
+{
+	const char *detail = r->curl_err[0] ? r->curl_err : curl_easy_strerror(cc);
+	if (r->too_large || cc == CURLE_FILESIZE_EXCEEDED) {
+		snprintf(out, outlen, "response too large (over %zu bytes)", r->max_response);
+	} else if (cc == CURLE_OPERATION_TIMEDOUT) {
+		snprintf(out, outlen, "timed out after %llu ms", (unsigned long long)r->timeout_ms);
+	} else if (cc == CURLE_COULDNT_RESOLVE_HOST) {
+		snprintf(out, outlen, "could not resolve host");
+	} else if (cc == CURLE_COULDNT_CONNECT) {
+		long os_errno = 0;
+		curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno);
+		if (os_errno == ECONNREFUSED)
+			snprintf(out, outlen, "connection refused");
+		else if (os_errno != 0)
+			snprintf(out, outlen, "could not connect: %s", strerror((int)os_errno));
+		else
+			snprintf(out, outlen, "could not connect: %s", detail);
+	} else if (tls_failure(cc)) {
+		/* libcurl presets the result to 1 (X509_V_ERR_UNSPECIFIED) and
+		 * checks the host name itself, so only other values come from
+		 * OpenSSL's chain verification. */
+		long vr = X509_V_OK;
+		curl_easy_getinfo(r->easy, CURLINFO_SSL_VERIFYRESULT, &vr);
+		if (vr != X509_V_OK && vr != X509_V_ERR_UNSPECIFIED)
+			snprintf(out, outlen, "TLS: certificate verify failed: %s",
+			         X509_verify_cert_error_string(vr));
+		else
+			snprintf(out, outlen, "TLS: %s", detail);
+	} else {
+		snprintf(out, outlen, "%s", detail);
 	}
 }
 
@@ -182,46 +255,49 @@ static void check_done(struct http_client *c)
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		struct request *r = NULL;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
 		CURLcode cc = m->data.result;
-		curl_multi_remove_handle(c->multi, r->easy);
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+		curl_multi_remove_handle(c->multi, r->easy); /* m is invalid from here */
 		if (cc == CURLE_OK && !r->too_large) {
-			r->error[0] = '\0';
-			finish(r, r->error);
+			finish(r, NULL);
 		} else {
-			char msg[CURL_ERROR_SIZE + 64];
+			char msg[sizeof r->error];
 			describe(r, cc, msg, sizeof msg);
-			finish(r, msg[0] ? msg : "request failed");
+			finish(r, msg);
 		}
 	}
 }
 
-/* ---- libcurl <-> libuv ---------------------------------------------------- */
+/* ---- libcurl <-> libuv ------------------------------------------------------ */
 
 static void on_poll(uv_poll_t *p, int status, int events)
 {
 	struct sock *s = (struct sock *)p;
+	struct http_client *c = s->c;
 	int flags = 0;
 	if (status < 0)
-		flags = CURL_CSELECT_ERR;
+		flags |= CURL_CSELECT_ERR;
 	if (events & UV_READABLE)
 		flags |= CURL_CSELECT_IN;
 	if (events & UV_WRITABLE)
 		flags |= CURL_CSELECT_OUT;
 	int running;
-	curl_multi_socket_action(s->c->multi, s->fd, flags, &running);
-	check_done(s->c);
+	curl_multi_socket_action(c->multi, s->fd, flags, &running);
+	check_done(c);
 }
 
+/* CURLMOPT_SOCKETFUNCTION: which events libcurl wants on fd. libcurl calls
+ * CURL_POLL_REMOVE before it closes a socket, so the poll is stopped while
+ * the descriptor is still valid. */
 static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
 	struct http_client *c = userp;
 	struct sock *s = socketp;
 	if (what == CURL_POLL_REMOVE) {
 		if (s) {
-			uv_poll_stop(&s->poll);
-			curl_multi_assign(c->multi, fd, NULL);
-			uv_close((uv_handle_t *)&s->poll, on_sock_closed);
+			if (!c->closing) /* not while curl_multi_cleanup runs */
+				curl_multi_assign(c->multi, fd, NULL);
+			sock_close(s);
 		}
 		return 0;
 	}
@@ -234,6 +310,10 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 			return -1;
 		}
 		c->handles_open++;
+		s->next = c->socks;
+		if (c->socks)
+			c->socks->prev = s;
+		c->socks = s;
 		curl_multi_assign(c->multi, fd, s);
 	}
 	int events = 0;
@@ -253,9 +333,12 @@ static void on_timeout(uv_timer_t *t)
 	check_done(c);
 }
 
+/* CURLMOPT_TIMERFUNCTION: only arms the timer (see deps.md). */
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
 	struct http_client *c = userp;
+	if (c->closing)
+		return 0;
 	if (timeout_ms < 0)
 		uv_timer_stop(&c->timer);
 	else
@@ -263,85 +346,139 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
-/* ---- per-request callbacks ------------------------------------------------ */
+/* ---- per-request callbacks ---------------------------------------------------- */
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
 	struct request *r = ud;
 	size_t len = size * n;
-	if (r->resp.len + len > r->max_response) {
+	if (len > r->max_response - r->resp.len) {
 		r->too_large = true;
-		return 0; /* aborts the transfer */
+		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
 	}
 	buf_append(&r->resp, p, len);
 	return len;
 }
 
-/* Adds the extra CA file to OpenSSL's store, next to the default paths. */
+/* CURLOPT_SSL_CTX_FUNCTION (OpenSSL backend): libcurl has already loaded
+ * the system bundle into the context's store; the extra CA certificates are
+ * added next to it, so both are trusted. Adding a certificate the store
+ * already holds is not an error in OpenSSL 3. */
 static CURLcode ssl_ctx_cb(CURL *easy, void *ssl_ctx, void *userp)
 {
 	struct http_client *c = userp;
 	X509_STORE *store = SSL_CTX_get_cert_store((SSL_CTX *)ssl_ctx);
-	if (c->extra_ca && X509_STORE_load_locations(store, c->extra_ca, NULL) != 1)
-		return CURLE_SSL_CACERT_BADFILE;
+	for (int i = 0; i < sk_X509_num(c->extra_ca); i++)
+		if (X509_STORE_add_cert(store, sk_X509_value(c->extra_ca, i)) != 1) {
+			ERR_clear_error();
+			return CURLE_SSL_CACERT_BADFILE;
+		}
 	return CURLE_OK;
 }
 
-/* ---- public --------------------------------------------------------------- */
+/* ---- public --------------------------------------------------------------------- */
 
-int http_client_new(struct http_client **out, uv_loop_t *loop, const char *extra_ca_file,
-		    char *err, size_t errlen)
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc;
+
+static void global_init(void)
 {
-	static bool global_done;
-	if (!global_done) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-			snprintf(err, errlen, "cannot initialise libcurl");
-			return -1;
-		}
-		global_done = true;
+	global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* Reads every PEM certificate of path; NULL (with err) when there is none. */
+static STACK_OF(X509) * load_certs(const char *path, char *err, size_t errlen)
+{
+	BIO *bio = BIO_new_file(path, "r");
+	if (!bio) {
+		snprintf(err, errlen, "cannot read the CA file %s", path);
+		ERR_clear_error();
+		return NULL;
 	}
+	STACK_OF(X509) *certs = sk_X509_new_null();
+	X509 *x;
+	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)))
+		sk_X509_push(certs, x);
+	ERR_clear_error(); /* the read past the last certificate */
+	BIO_free(bio);
+	if (sk_X509_num(certs) == 0) {
+		snprintf(err, errlen, "no PEM certificate in the CA file %s", path);
+		sk_X509_free(certs);
+		return NULL;
+	}
+	return certs;
+}
+
+int http_client_new(struct http_client **out, uv_loop_t *loop, const char *extra_ca_file, char *err,
+                    size_t errlen)
+{
+	pthread_once(&global_once, global_init);
+	if (global_rc != CURLE_OK) {
+		snprintf(err, errlen, "cannot initialise libcurl: %s",
+		         curl_easy_strerror(global_rc));
+		return FH_EIO;
+	}
+	STACK_OF(X509) *extra = NULL;
 	if (extra_ca_file) {
-		FILE *f = fopen(extra_ca_file, "r");
-		if (!f) {
-			snprintf(err, errlen, "cannot read the CA file %s", extra_ca_file);
-			return -1;
+		const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+		if (!v->ssl_version || strncmp(v->ssl_version, "OpenSSL", 7) != 0) {
+			snprintf(err, errlen,
+			         "an extra CA file needs libcurl built with OpenSSL (%s)",
+			         v->ssl_version ? v->ssl_version : "no TLS");
+			return FH_EINVAL;
 		}
-		fclose(f);
+		if (!(extra = load_certs(extra_ca_file, err, errlen)))
+			return FH_EINVAL;
+	}
+	CURLM *multi = curl_multi_init();
+	if (!multi) {
+		snprintf(err, errlen, "cannot create a libcurl multi handle");
+		sk_X509_pop_free(extra, X509_free);
+		return FH_ENOMEM;
 	}
 	struct http_client *c = xcalloc(1, sizeof *c);
 	c->loop = loop;
-	c->multi = curl_multi_init();
-	c->extra_ca = extra_ca_file ? xstrdup(extra_ca_file) : NULL;
+	c->multi = multi;
+	c->extra_ca = extra;
 	uv_timer_init(loop, &c->timer);
 	uv_timer_init(loop, &c->deliver);
 	c->timer.data = c->deliver.data = c;
 	c->handles_open = 2;
-	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, c);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERDATA, c);
 	*out = c;
 	return 0;
 }
 
-/* True when host is localhost, 127.0.0.0/8 or ::1. */
+/* True when host (as libcurl's URL parser gives it: lowercased, IPv4
+ * normalised, IPv6 in brackets) is localhost, in 127.0.0.0/8 or ::1. */
 static bool loopback(const char *host)
 {
-	unsigned a, b, cc, d;
-	char tail;
-	if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 ||
-	    strcmp(host, "::1") == 0)
+	if (strcasecmp(host, "localhost") == 0)
 		return true;
-	return sscanf(host, "%u.%u.%u.%u%c", &a, &b, &cc, &d, &tail) == 4 && a == 127 && b < 256 &&
-	       cc < 256 && d < 256;
+	struct in_addr a4;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	char v6[INET6_ADDRSTRLEN + 2];
+	size_t n = strlen(host);
+	if (n >= 2 && n < sizeof v6 && host[0] == '[' && host[n - 1] == ']') {
+		memcpy(v6, host + 1, n - 2);
+		v6[n - 2] = '\0';
+		host = v6;
+	}
+	struct in6_addr a6;
+	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
+/* 0 for an https URL, or an http URL to a loopback host; FH_EINVAL else. */
 static int url_allowed(const char *url)
 {
 	CURLU *u = curl_url();
 	char *scheme = NULL, *host = NULL;
 	int rc = FH_EINVAL;
-	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
 		if (strcasecmp(scheme, "https") == 0 ||
@@ -355,61 +492,80 @@ static int url_allowed(const char *url)
 }
 
 int http_client_request(struct http_client *c, const char *method, const char *url,
-			const char *const *headers, const char *body, size_t body_len,
-			uint64_t timeout_ms, size_t max_response, http_client_done_fn done,
-			void *arg)
+                        const char *const *headers, const char *body, size_t body_len,
+                        uint64_t timeout_ms, size_t max_response, http_client_done_fn done,
+                        void *arg)
 {
-	if (c->closing || url_allowed(url) != 0)
+	if (c->closing || !method || !method[0] || !url || url_allowed(url) != 0)
 		return FH_EINVAL;
+	CURL *e = curl_easy_init();
+	if (!e) { /* only fails when memory is exhausted: abort as xmalloc does */
+		fprintf(stderr, "fleethub: out of memory creating a libcurl handle\n");
+		abort();
+	}
 	struct request *r = xcalloc(1, sizeof *r);
 	r->c = c;
+	r->easy = e;
 	r->done = done;
 	r->arg = arg;
 	r->max_response = max_response;
-	r->timeout_ms = timeout_ms;
-	r->started = uv_now(c->loop);
-	buf_init(&r->body);
+	r->timeout_ms = timeout_ms ? timeout_ms : 1;
+	r->started_ns = uv_hrtime();
 	buf_init(&r->resp);
+
 	bool has_ct = false;
 	for (size_t i = 0; headers && headers[i]; i++) {
 		r->headers = curl_slist_append(r->headers, headers[i]);
 		has_ct |= strncasecmp(headers[i], "Content-Type:", 13) == 0;
 	}
-	if (body && !has_ct)
+	bool is_get = strcmp(method, "GET") == 0, is_head = strcmp(method, "HEAD") == 0;
+	bool sends_body = body || !(is_get || is_head || strcmp(method, "DELETE") == 0);
+	if (!has_ct && body)
 		r->headers = curl_slist_append(r->headers, "Content-Type: application/json");
-	r->headers = curl_slist_append(r->headers, "Expect:");
-	r->easy = curl_easy_init();
-	CURL *e = r->easy;
+	else if (!has_ct && sends_body)
+		r->headers =
+		    curl_slist_append(r->headers, "Content-Type:"); /* not curl's form type */
+	r->headers = curl_slist_append(r->headers, "Expect:");      /* no 100-continue round trip */
+
+	long deadline = r->timeout_ms > (uint64_t)LONG_MAX ? LONG_MAX : (long)r->timeout_ms;
 	curl_easy_setopt(e, CURLOPT_URL, url);
-	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L); /* the URL exactly as given */
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L); /* a webhook answers itself */
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "fleethub");
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, deadline);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, deadline);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (c->extra_ca) {
 		curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
 		curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, c);
 	}
+	if (max_response > 0 && max_response <= (size_t)INT64_MAX) /* 0 would mean no limit */
+		curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_response);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->error);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->curl_err);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
-	if (body) {
-		buf_append(&r->body, body, body_len);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body.data ? r->body.data : "");
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)body_len);
-	} else if (strcmp(method, "GET") == 0) {
+	if (sends_body) {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? body_len : 0));
+		curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body ? body : "");
+	} else if (is_get) {
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	}
-	r->next_all = c->all;
+	if (is_head) /* a custom "HEAD" would wait for a body */
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	else /* the method word as given, also for a GET with a body */
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+
+	r->next = c->all;
 	if (c->all)
-		c->all->prev_all = r;
+		c->all->prev = r;
 	c->all = r;
+	/* libcurl only arms the timer here (timer_cb), so nothing finishes
+	 * inside this call; a failure is delivered on the next turn too. */
 	if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
 		finish(r, "cannot start the request");
 	return 0;
@@ -420,38 +576,53 @@ void http_client_close(struct http_client *c)
 	if (!c || c->closing)
 		return;
 	c->closing = true;
-	for (struct request *r = c->all; r; r = r->next_all) {
-		if (!r->easy)
+	for (struct request *r = c->all; r; r = r->next) {
+		if (r->finished)
 			continue;
-		bool queued = false;
-		for (struct request *f = c->finished; f; f = f->next)
-			queued |= f == r;
-		if (!queued) {
-			curl_multi_remove_handle(c->multi, r->easy);
-			finish(r, "shutting down");
-		}
+		curl_multi_remove_handle(c->multi, r->easy);
+		finish(r, "shutting down");
 	}
-	on_deliver(&c->deliver);
+	/* Closes pooled connections; libcurl reports their sockets removed. */
+	curl_multi_cleanup(c->multi);
+	c->multi = NULL;
+	while (c->socks)
+		sock_close(c->socks);
 	uv_timer_stop(&c->timer);
+	uv_timer_stop(&c->deliver);
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 	uv_close((uv_handle_t *)&c->deliver, on_handle_closed);
+	/* The handles close on a later turn, so c outlives every callback. */
+	deliver_all(c);
+}
+
+/* Appends n bytes of p to out (outlen) at *pos, keeping room for the NUL. */
+static void put(char *out, size_t outlen, size_t *pos, const char *p, size_t n)
+{
+	size_t room = outlen - 1 - *pos;
+	if (n > room)
+		n = room;
+	memcpy(out + *pos, p, n);
+	*pos += n;
 }
 
 void http_client_url_for_log(const char *url, char *out, size_t outlen)
 {
-	const char *start = url;
-	const char *scheme = strstr(url, "://");
-	size_t n = strcspn(url, "?#");
-	struct buf b = BUF_INIT;
-	if (scheme && (size_t)(scheme - url) < n) {
-		const char *auth = scheme + 3;
+	if (outlen == 0)
+		return;
+	size_t pos = 0;
+	size_t end = strcspn(url, "?#");
+	const char *from = url;
+	const char *sep = strstr(url, "://");
+	if (sep && (size_t)(sep - url) < end) {
+		const char *auth = sep + 3;
 		size_t alen = strcspn(auth, "/?#");
-		const char *at = memchr(auth, '@', alen);
-		buf_append(&b, url, (size_t)(auth - url));
-		start = at ? at + 1 : auth;
-		n -= (size_t)(start - url);
+		const char *at = NULL;
+		for (size_t i = 0; i < alen; i++)
+			if (auth[i] == '@')
+				at = auth + i; /* the last one: passwords may hold '@' */
+		put(out, outlen, &pos, url, (size_t)(auth - url));
+		from = at ? at + 1 : auth;
 	}
-	buf_append(&b, start, n);
-	snprintf(out, outlen, "%s", b.data ? b.data : "");
-	buf_free(&b);
+	put(out, outlen, &pos, from, (size_t)(url + end - from));
+	out[pos] = '\0';
 }

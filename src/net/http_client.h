@@ -31,7 +31,9 @@ struct http_client_result {
  * cancelled by http_client_close). The result is valid during the call. */
 typedef void (*http_client_done_fn)(void *arg, const struct http_client_result *r);
 
-/* extra_ca_file may be NULL. Returns 0 or an error with a message. */
+/* extra_ca_file may be NULL; its certificates are loaded now (a missing
+ * or certificate-less file is an error). Returns 0, or FH_EIO / FH_EINVAL /
+ * FH_ENOMEM with a message in err. */
 int http_client_new(struct http_client **out, uv_loop_t *loop, const char *extra_ca_file,
 		    char *err, size_t errlen);
 /* Fails every request still running (status 0, "shutting down"), then
@@ -42,8 +44,10 @@ void http_client_close(struct http_client *c);
  * headers: "Name: value" strings, NULL-terminated list, or NULL; body may
  * be NULL. Content-Type: application/json is added when a body is given
  * and no Content-Type header is. done always runs exactly once, never
- * before this function returns. Returns 0, or FH_EINVAL (bad URL or a
- * plain http:// URL to a non-loopback host; done does not run). */
+ * before this function returns. Returns 0, or FH_EINVAL (bad URL, a
+ * plain http:// URL to a non-loopback host, an empty method, or a client
+ * that is closing; done does not run). libcurl's proxy variables
+ * (https_proxy, no_proxy) apply. */
 int http_client_request(struct http_client *c, const char *method, const char *url,
 			const char *const *headers, const char *body, size_t body_len,
 			uint64_t timeout_ms, size_t max_response, http_client_done_fn done,
