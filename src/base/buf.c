@@ -90,6 +90,23 @@ void buf_consume(struct buf *b, size_t n)
 	b->data[b->len] = '\0';
 }
 
+int buf_feed(struct buf *pending, const void *p, size_t n,
+	     long (*consume)(void *ctx, const unsigned char *data, size_t len), void *ctx)
+{
+	long used;
+	if (pending->len == 0) {
+		used = consume(ctx, p, n);
+		if (used >= 0 && (size_t)used < n)
+			buf_append(pending, (const char *)p + used, n - (size_t)used);
+	} else {
+		buf_append(pending, p, n);
+		used = consume(ctx, (const unsigned char *)pending->data, pending->len);
+		if (used > 0)
+			buf_consume(pending, (size_t)used);
+	}
+	return used < 0 ? -1 : 0;
+}
+
 char *buf_steal(struct buf *b)
 {
 	char *p = b->data;

@@ -27,6 +27,13 @@ void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(print
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 /* Drops the first n bytes. */
 void buf_consume(struct buf *b, size_t n);
+/* Stream framing for protocols read in pieces: consume(ctx, data, len)
+ * gets everything not yet used (pending's bytes, then p's) and returns how
+ * many bytes it used, or -1 to stop; the unused tail is kept in pending for
+ * the next call. With nothing pending, p is handed over in place (no copy).
+ * Returns -1 when consume did, else 0. */
+int buf_feed(struct buf *pending, const void *p, size_t n,
+	     long (*consume)(void *ctx, const unsigned char *data, size_t len), void *ctx);
 /* Transfers the data out (caller frees); the buffer becomes empty. */
 char *buf_steal(struct buf *b);
 

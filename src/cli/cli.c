@@ -448,6 +448,18 @@ static int call(const struct target *t, const char *method, const char *path, co
 	return 0;
 }
 
+/* Sends a JSON body and prints the JSON answer. */
+static int call_print(const struct target *t, const char *method, const char *path,
+                      const char *body, const char *if_match)
+{
+	json_t *res = NULL;
+	int rc = call(t, method, path, body, if_match, &res);
+	if (rc == 0)
+		print_json(res);
+	json_decref(res);
+	return rc;
+}
+
 static void id_path(struct buf *b, const char *prefix, const char *id)
 {
 	buf_appends(b, prefix);
@@ -481,11 +493,7 @@ static int device_create(const struct cli_args *a, const struct target *t)
 	json_decref(body);
 	struct buf path = BUF_INIT;
 	id_path(&path, "/devices/", a->id);
-	json_t *res = NULL;
-	int rc = call(t, "PUT", path.data, text, NULL, &res);
-	if (rc == 0)
-		print_json(res);
-	json_decref(res);
+	int rc = call_print(t, "PUT", path.data, text, NULL);
 	free(text);
 	buf_free(&path);
 	return rc;
@@ -510,28 +518,40 @@ static int device_show(const struct cli_args *a, const struct target *t, const c
 	return rc;
 }
 
-static int device_list(const struct target *t)
+/* Prints one line per item of a JSON array answer: the given fields,
+ * space-separated ("-" when absent). Takes res. */
+static int print_rows(json_t *res, const char *const *fields)
 {
-	json_t *res = NULL;
-	int rc = call(t, "GET", "/devices?top=1000", NULL, NULL, &res);
-	if (rc != 0)
-		return rc;
 	if (!json_is_array(res)) {
 		fprintf(stderr, "error: the server did not answer with a list\n");
 		json_decref(res);
 		return CLI_REFUSED;
 	}
 	size_t i;
-	json_t *d;
-	json_array_foreach(res, i, d)
+	json_t *item;
+	json_array_foreach(res, i, item)
 	{
-		const char *id = json_string_value(json_object_get(d, "deviceId"));
-		const char *st = json_string_value(json_object_get(d, "status"));
-		const char *cs = json_string_value(json_object_get(d, "connectionState"));
-		printf("%s %s %s\n", id ? id : "?", st ? st : "?", cs ? cs : "?");
+		for (size_t f = 0; fields[f]; f++) {
+			json_t *v = json_object_get(item, fields[f]);
+			if (json_is_string(v))
+				printf("%s%s", f ? " " : "", json_string_value(v));
+			else if (json_is_integer(v))
+				printf("%s%lld", f ? " " : "", (long long)json_integer_value(v));
+			else
+				printf("%s-", f ? " " : "");
+		}
+		printf("\n");
 	}
 	json_decref(res);
 	return 0;
+}
+
+static int device_list(const struct target *t)
+{
+	static const char *const fields[] = {"deviceId", "status", "connectionState", NULL};
+	json_t *res = NULL;
+	int rc = call(t, "GET", "/devices?top=1000", NULL, NULL, &res);
+	return rc != 0 ? rc : print_rows(res, fields);
 }
 
 static int device_update(const struct cli_args *a, const struct target *t)
@@ -551,11 +571,7 @@ static int device_update(const struct cli_args *a, const struct target *t)
 	json_object_set_new(dev, "status", json_string(a->status));
 	char *text = json_dumps(dev, JSON_COMPACT);
 	id_path(&path, "/devices/", a->id);
-	json_t *res = NULL;
-	rc = call(t, "PUT", path.data, text, im.data, &res);
-	if (rc == 0)
-		print_json(res);
-	json_decref(res);
+	rc = call_print(t, "PUT", path.data, text, im.data);
 	json_decref(dev);
 	free(text);
 	buf_free(&im);
@@ -630,11 +646,7 @@ static int twin_update(const struct cli_args *a, const struct target *t)
 	struct buf im = BUF_INIT, path = BUF_INIT;
 	quote_etag(&im, a->etag ? a->etag : "*");
 	id_path(&path, "/twins/", a->id);
-	json_t *res = NULL;
-	int rc = call(t, "PATCH", path.data, text, im.data, &res);
-	if (rc == 0)
-		print_json(res);
-	json_decref(res);
+	int rc = call_print(t, "PATCH", path.data, text, im.data);
 	free(text);
 	buf_free(&im);
 	buf_free(&path);
@@ -700,11 +712,7 @@ static int enrollment_create(const struct cli_args *a, const struct target *t, b
 	}
 	struct buf path = BUF_INIT;
 	id_path(&path, group ? "/enrollmentGroups/" : "/enrollments/", a->id);
-	json_t *res = NULL;
-	int rc = call(t, "PUT", path.data, text, NULL, &res);
-	if (rc == 0)
-		print_json(res);
-	json_decref(res);
+	int rc = call_print(t, "PUT", path.data, text, NULL);
 	free(text);
 	buf_free(&path);
 	return rc;
@@ -729,30 +737,7 @@ static int query_list(const struct target *t, const char *path, const char *quer
 	json_t *res = NULL;
 	int rc = call(t, "POST", path, text, NULL, &res);
 	free(text);
-	if (rc != 0)
-		return rc;
-	if (!json_is_array(res)) {
-		fprintf(stderr, "error: the server did not answer with a list\n");
-		json_decref(res);
-		return CLI_REFUSED;
-	}
-	size_t i;
-	json_t *item;
-	json_array_foreach(res, i, item)
-	{
-		for (size_t f = 0; fields[f]; f++) {
-			json_t *v = json_object_get(item, fields[f]);
-			if (json_is_string(v))
-				printf("%s%s", f ? " " : "", json_string_value(v));
-			else if (json_is_integer(v))
-				printf("%s%lld", f ? " " : "", (long long)json_integer_value(v));
-			else
-				printf("%s-", f ? " " : "");
-		}
-		printf("\n");
-	}
-	json_decref(res);
-	return 0;
+	return rc != 0 ? rc : print_rows(res, fields);
 }
 
 static int registration_list(const struct cli_args *a, const struct target *t)

@@ -219,6 +219,40 @@ int sas_build(struct buf *out, const char *sr_raw, const char *key_b64, const ch
 	return 0;
 }
 
+int sas_service_token(const char *header, int64_t now_s, struct sas_token *t, const char **why)
+{
+	if (!header) {
+		*why = "no Authorization header";
+		return FH_EAUTH;
+	}
+	if (sas_parse(header, strlen(header), t, why) != 0)
+		return FH_EAUTH;
+	if (sas_check_expiry(t, now_s) != 0) {
+		*why = "token expired";
+		return FH_EAUTH;
+	}
+	return 0;
+}
+
+const struct sas_policy *sas_policy_verify(const struct sas_token *t,
+					   const struct sas_policy *policies, size_t n,
+					   const char **why)
+{
+	const struct sas_policy *p = NULL;
+	for (size_t i = 0; t->has_key_name && i < n && !p; i++)
+		if (strcmp(policies[i].name, t->key_name) == 0)
+			p = &policies[i];
+	if (!p) {
+		*why = "unknown shared access policy";
+		return NULL;
+	}
+	if (!sas_signature_ok_b64(t, p->primary) && !sas_signature_ok_b64(t, p->secondary)) {
+		*why = "signature does not match the policy key";
+		return NULL;
+	}
+	return p;
+}
+
 int sas_derive_key(const char *group_key_b64, const char *registration_id, char out[45])
 {
 	uint8_t key[B64_DECODED_MAX(SAS_MAX_KEY_B64)];

@@ -50,6 +50,25 @@ int sas_check_expiry(const struct sas_token *t, int64_t now_s);
 int sas_build(struct buf *out, const char *sr_raw, const char *key_b64, const char *key_name,
 	      int64_t expiry);
 
+/* A shared access policy of a hub or the DPS: its key name, the rights
+ * it grants (bits the owner defines) and its two base64 keys. */
+struct sas_policy {
+	const char *name;
+	unsigned rights;
+	char primary[64];
+	char secondary[64];
+};
+
+/* The checks every service token gets: an Authorization header is present,
+ * parses and has not expired. Fills *t. Returns 0 or FH_EAUTH with *why. */
+int sas_service_token(const char *header, int64_t now_s, struct sas_token *t, const char **why);
+
+/* The policy among policies[0..n) named by t's skn whose primary or
+ * secondary key signed t, or NULL with *why. */
+const struct sas_policy *sas_policy_verify(const struct sas_token *t,
+					   const struct sas_policy *policies, size_t n,
+					   const char **why);
+
 /* Derives a group member's key: base64(HMAC-SHA256(b64dec(group_key),
  * registration_id)). out gets 44 chars + NUL. Returns 0 or FH_EINVAL. */
 int sas_derive_key(const char *group_key_b64, const char *registration_id, char out[45]);

@@ -87,7 +87,7 @@ static int init_work(void *arg, struct store_txn *t)
 	snprintf(key, sizeof key, "dps/%s/id_scope", d->name);
 	int rc = setting(t, key, j->id_scope, new_scope, d->id_scope, sizeof d->id_scope);
 	for (int i = 0; rc == 0 && i < DPS_NPOLICIES; i++) {
-		struct dps_policy *p = &d->policies[i];
+		struct sas_policy *p = &d->policies[i];
 		snprintf(key, sizeof key, "dps/%s/policy/%s/primary", d->name, p->name);
 		rc = setting(t, key, i == 0 ? j->owner_key : NULL, new_key, p->primary,
 			     sizeof p->primary);
@@ -302,32 +302,15 @@ int dps__auth_service(const struct dps *d, const char *header, int64_t now_s, un
 		      const char **why)
 {
 	struct sas_token t;
-	if (!header) {
-		*why = "no Authorization header";
+	if (sas_service_token(header, now_s, &t, why) != 0)
 		return FH_EAUTH;
-	}
-	if (sas_parse(header, strlen(header), &t, why) != 0)
-		return FH_EAUTH;
-	if (sas_check_expiry(&t, now_s) != 0) {
-		*why = "token expired";
-		return FH_EAUTH;
-	}
 	if (!dps_name_matches(d, t.resource, strlen(t.resource))) {
 		*why = "token is for another host";
 		return FH_EAUTH;
 	}
-	const struct dps_policy *p = NULL;
-	for (int i = 0; t.has_key_name && i < DPS_NPOLICIES; i++)
-		if (strcmp(d->policies[i].name, t.key_name) == 0)
-			p = &d->policies[i];
-	if (!p) {
-		*why = "unknown shared access policy";
+	const struct sas_policy *p = sas_policy_verify(&t, d->policies, DPS_NPOLICIES, why);
+	if (!p)
 		return FH_EAUTH;
-	}
-	if (!sas_signature_ok_b64(&t, p->primary) && !sas_signature_ok_b64(&t, p->secondary)) {
-		*why = "signature does not match the policy key";
-		return FH_EAUTH;
-	}
 	*rights = p->rights;
 	return 0;
 }

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "base/map.h"
+#include "codec/sas.h"
 #include "core/allocation.h"
 #include "hub/hub.h"
 #include "net/http_client.h"
@@ -45,13 +46,6 @@ enum dps_right {
 	DPS_RIGHT_ENROLLMENT_WRITE = 4,
 	DPS_RIGHT_REGISTRATION_READ = 8,
 	DPS_RIGHT_REGISTRATION_WRITE = 16,
-};
-
-struct dps_policy {
-	const char *name; /* provisioningserviceowner, enrollmentread, enrollmentwrite */
-	unsigned rights;
-	char primary[64];
-	char secondary[64];
 };
 
 #define DPS_NPOLICIES 3
@@ -71,7 +65,9 @@ struct dps {
 	char id_scope[64];
 	char *aliases[16];
 	size_t naliases;
-	struct dps_policy policies[DPS_NPOLICIES];
+	/* provisioningserviceowner, enrollmentread, enrollmentwrite; rights
+	 * are enum dps_right bits */
+	struct sas_policy policies[DPS_NPOLICIES];
 	struct dps_linked_hub *linked;
 	size_t nlinked;
 	struct store *store;

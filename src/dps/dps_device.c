@@ -356,8 +356,9 @@ static bool handle_packet(struct dsession *s, const struct mqtt_packet *pk)
 	}
 }
 
-static long consume(struct dsession *s, const uint8_t *p, size_t n)
+static long consume(void *ctx, const uint8_t *p, size_t n)
 {
+	struct dsession *s = ctx;
 	size_t off = 0;
 	while (off < n && s->conn && !net_conn_closed(s->conn)) {
 		struct mqtt_packet pk;
@@ -374,19 +375,8 @@ static long consume(struct dsession *s, const uint8_t *p, size_t n)
 static void on_data(struct net_conn *c, const uint8_t *p, size_t n)
 {
 	struct dsession *s = net_conn_app(c);
-	long used;
-	s->refs++;
-	if (s->in.len == 0) {
-		used = consume(s, p, n);
-		if (used >= 0 && (size_t)used < n)
-			buf_append(&s->in, p + used, n - (size_t)used);
-	} else {
-		buf_append(&s->in, p, n);
-		used = consume(s, (const uint8_t *)s->in.data, s->in.len);
-		if (used > 0)
-			buf_consume(&s->in, (size_t)used);
-	}
-	if (used < 0 && s->conn)
+	s->refs++; /* a handler may close the connection under us */
+	if (buf_feed(&s->in, p, n, consume, s) < 0 && s->conn)
 		net_conn_close(s->conn);
 	dsession_unref(s);
 }

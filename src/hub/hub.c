@@ -58,7 +58,7 @@ static int keys_work(void *arg, struct store_txn *t)
 {
 	struct keys_job *j = arg;
 	for (int i = 0; i < HUB_NPOLICIES; i++) {
-		struct hub_policy *p = &j->h->policies[i];
+		struct sas_policy *p = &j->h->policies[i];
 		const char *given = i == 0 ? j->owner_key : NULL;
 		int rc = load_key(t, j->h->name, p->name, "primary", given, p->primary);
 		if (rc == 0)
@@ -166,7 +166,7 @@ struct hub *hub_set_find(const struct hub_set *set, const char *host, size_t len
 	return NULL;
 }
 
-const struct hub_policy *hub_policy_find(const struct hub *h, const char *name)
+const struct sas_policy *hub_policy_find(const struct hub *h, const char *name)
 {
 	for (int i = 0; i < HUB_NPOLICIES; i++)
 		if (strcmp(h->policies[i].name, name) == 0)
@@ -174,7 +174,7 @@ const struct hub_policy *hub_policy_find(const struct hub *h, const char *name)
 	return NULL;
 }
 
-void hub_connection_string(const struct hub *h, const struct hub_policy *p, struct buf *out)
+void hub_connection_string(const struct hub *h, const struct sas_policy *p, struct buf *out)
 {
 	buf_printf(out, "HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", h->name, p->name,
 		   p->primary);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "base/map.h"
+#include "codec/sas.h"
 #include "core/twin.h"
 #include "net/http_server.h"
 #include "net/net.h"
@@ -26,13 +27,6 @@ enum hub_right {
 	HUB_RIGHT_DEVICE_CONNECT = 8,
 };
 
-struct hub_policy {
-	const char *name;  /* iothubowner, service, device, registryRead, registryReadWrite */
-	unsigned rights;   /* enum hub_right bits */
-	char primary[64];  /* base64 keys */
-	char secondary[64];
-};
-
 #define HUB_NPOLICIES 5
 #define HUB_MAX_ALIASES 16
 
@@ -40,7 +34,9 @@ struct hub {
 	char name[256];
 	char *aliases[HUB_MAX_ALIASES]; /* IP literals of this hub's own listeners */
 	size_t naliases;
-	struct hub_policy policies[HUB_NPOLICIES];
+	/* iothubowner, service, device, registryRead, registryReadWrite;
+	 * rights are enum hub_right bits */
+	struct sas_policy policies[HUB_NPOLICIES];
 	struct store *store;
 	struct twin_limits limits;
 	size_t max_packet;           /* largest MQTT packet accepted */
@@ -69,9 +65,9 @@ void hub_shutdown(struct hub *h);
  * aliases. host need not be NUL-terminated. */
 bool hub_name_matches(const struct hub *h, const char *host, size_t len);
 struct hub *hub_set_find(const struct hub_set *set, const char *host, size_t len);
-const struct hub_policy *hub_policy_find(const struct hub *h, const char *name);
+const struct sas_policy *hub_policy_find(const struct hub *h, const char *name);
 /* "HostName=<hub>;SharedAccessKeyName=<policy>;SharedAccessKey=<primary>" */
-void hub_connection_string(const struct hub *h, const struct hub_policy *p, struct buf *out);
+void hub_connection_string(const struct hub *h, const struct sas_policy *p, struct buf *out);
 
 /* Takes over an accepted MQTT connection (TLS or WebSocket). sni_hub is the
  * hub the TLS SNI name selected, or NULL; then the CONNECT user name

@@ -556,8 +556,9 @@ static bool unsupported_level(const uint8_t *p, size_t n)
 
 /* Parses and handles every complete packet of p[0..n); returns the bytes
  * consumed, or -1 when the session must close. */
-static long consume(struct hub_session *s, const uint8_t *p, size_t n)
+static long consume(void *ctx, const uint8_t *p, size_t n)
 {
+	struct hub_session *s = ctx;
 	size_t off = 0;
 	while (off < n && s->state != S_CLOSED && s->conn) {
 		struct mqtt_packet pk;
@@ -585,19 +586,8 @@ static long consume(struct hub_session *s, const uint8_t *p, size_t n)
 static void on_data(struct net_conn *c, const uint8_t *p, size_t n)
 {
 	struct hub_session *s = net_conn_app(c);
-	long used;
 	s->refs++; /* a handler may close the connection under us */
-	if (s->in.len == 0) {
-		used = consume(s, p, n);
-		if (used >= 0 && (size_t)used < n)
-			buf_append(&s->in, p + used, n - (size_t)used);
-	} else {
-		buf_append(&s->in, p, n);
-		used = consume(s, (const uint8_t *)s->in.data, s->in.len);
-		if (used > 0)
-			buf_consume(&s->in, (size_t)used);
-	}
-	if (used < 0)
+	if (buf_feed(&s->in, p, n, consume, s) < 0)
 		session_close(s);
 	session_unref(s);
 }

@@ -109,12 +109,59 @@ static void test_host_name_eq(void **state)
 	assert_true(host_name_eq("hub", "hub/devices/x", 3));
 }
 
+/* Frames of 3 bytes; a frame "xxx" stops the stream. */
+struct frames {
+	char seen[64];
+	size_t nseen;
+	int copies_seen; /* calls whose data was not the caller's own bytes */
+	const void *caller;
+};
+
+static long three(void *ctx, const unsigned char *p, size_t n)
+{
+	struct frames *f = ctx;
+	if ((const void *)p != f->caller)
+		f->copies_seen++;
+	size_t used = 0;
+	for (; n - used >= 3; used += 3) {
+		if (memcmp(p + used, "xxx", 3) == 0)
+			return -1;
+		memcpy(f->seen + f->nseen, p + used, 3);
+		f->nseen += 3;
+	}
+	return (long)used;
+}
+
+static void test_buf_feed(void **state)
+{
+	struct buf pending = BUF_INIT;
+	struct frames f = {0};
+	const char *a = "abcdefgh"; /* two frames and "gh" left over */
+	f.caller = a;
+	assert_int_equal(buf_feed(&pending, a, 8, three, &f), 0);
+	assert_int_equal(f.copies_seen, 0); /* nothing pending: no copy */
+	assert_int_equal(pending.len, 2);
+	const char *b = "i";
+	f.caller = b;
+	assert_int_equal(buf_feed(&pending, b, 1, three, &f), 0);
+	assert_int_equal(pending.len, 0);
+	assert_int_equal(f.nseen, 9);
+	assert_memory_equal(f.seen, "abcdefghi", 9);
+	const char *c = "jklxxxm";
+	f.caller = c;
+	assert_int_equal(buf_feed(&pending, c, 7, three, &f), -1);
+	assert_int_equal(f.nseen, 12);
+	assert_memory_equal(f.seen + 9, "jkl", 3);
+	buf_free(&pending);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_b64_roundtrip), cmocka_unit_test(test_b64_rejects),
 		cmocka_unit_test(test_pct),           cmocka_unit_test(test_hmac_known),
 		cmocka_unit_test(test_utf8),          cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_buf_feed),
 		cmocka_unit_test(test_log_redact),    cmocka_unit_test(test_host_name_eq),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -295,6 +296,42 @@ static void test_derive_key(void **state)
 	buf_free(&b);
 }
 
+static void test_service_policy(void **state)
+{
+	struct sas_policy pol[2] = {{"readonly", 1, "", ""}, {"owner", 3, "", ""}};
+	snprintf(pol[0].primary, sizeof pol[0].primary, "%s", KEY);
+	snprintf(pol[1].primary, sizeof pol[1].primary, "%s", "b3RoZXIta2V5LTAxMjM0NTY3ODlhYmNkZWY=");
+	snprintf(pol[1].secondary, sizeof pol[1].secondary, "%s", KEY);
+	struct buf b = BUF_INIT;
+	struct sas_token t;
+	const char *why = NULL;
+	assert_int_equal(sas_service_token(NULL, 0, &t, &why), FH_EAUTH);
+	assert_string_equal(why, "no Authorization header");
+	assert_int_equal(sas_build(&b, "hub.test", KEY, "owner", 2000), 0);
+	assert_int_equal(sas_service_token(b.data, 3000, &t, &why), FH_EAUTH);
+	assert_string_equal(why, "token expired");
+	assert_int_equal(sas_service_token(b.data, 1000, &t, &why), 0);
+	/* signed with owner's secondary key */
+	assert_ptr_equal(sas_policy_verify(&t, pol, 2, &why), &pol[1]);
+	buf_reset(&b);
+	assert_int_equal(sas_build(&b, "hub.test", KEY, "nobody", 2000), 0);
+	assert_int_equal(sas_service_token(b.data, 1000, &t, &why), 0);
+	assert_null(sas_policy_verify(&t, pol, 2, &why));
+	assert_string_equal(why, "unknown shared access policy");
+	buf_reset(&b);
+	assert_int_equal(sas_build(&b, "hub.test", "b3RoZXIta2V5LTAxMjM0NTY3ODlhYmNkZWY=", "readonly",
+				   2000),
+			 0);
+	assert_int_equal(sas_service_token(b.data, 1000, &t, &why), 0);
+	assert_null(sas_policy_verify(&t, pol, 2, &why));
+	assert_string_equal(why, "signature does not match the policy key");
+	buf_reset(&b);
+	assert_int_equal(sas_build(&b, "hub.test", KEY, NULL, 2000), 0); /* no skn */
+	assert_int_equal(sas_service_token(b.data, 1000, &t, &why), 0);
+	assert_null(sas_policy_verify(&t, pol, 2, &why));
+	buf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -308,6 +345,7 @@ int main(void)
 	    cmocka_unit_test(test_invalid),
 	    cmocka_unit_test(test_length_limits),
 	    cmocka_unit_test(test_derive_key),
+	    cmocka_unit_test(test_service_policy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
