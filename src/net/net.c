@@ -4,7 +4,10 @@
  *   socket --uv_read--> rbio --SSL_read--> [ws frames] --> on_data
  *   net_conn_write --> [ws frame] --SSL_write--> wbio --uv_write--> socket
  *
- * Invariants: every SSL call is followed by flush_wbio(); reading is
+ * Invariants: every SSL call is preceded by ERR_clear_error() (the loop
+ * thread's OpenSSL error queue is shared with libcurl's webhook calls, and
+ * SSL_get_error would read their leftovers as this connection's failure) and
+ * followed by flush_wbio(); reading is
  * stopped while the app paused the connection or the kernel write queue is
  * above HIGH_WATER (backpressure); on_close runs exactly once, from the
  * uv_close callback; the struct is freed when on_close has run and the last
@@ -262,6 +265,7 @@ static int tls_write(struct net_conn *c, const void *p, size_t n)
 {
 	const uint8_t *q = p;
 	while (n > 0) {
+		ERR_clear_error();
 		int k = SSL_write(c->ssl, q, n > INT32_MAX ? INT32_MAX : (int)n);
 		if (k <= 0) {
 			flush_wbio(c);
@@ -293,6 +297,7 @@ void net_conn_close(struct net_conn *c)
 	if (c->state == C_CLOSING || c->state == C_CLOSED || c->close_after_flush)
 		return;
 	if (c->state == C_OPEN) {
+		ERR_clear_error();
 		SSL_shutdown(c->ssl);
 		flush_wbio(c);
 	}
@@ -321,12 +326,14 @@ static void read_plaintext(struct net_conn *c)
 		if (c->app_paused) {
 			/* Keep decrypting into held so nothing is lost; bounded by
 			 * the TLS record already received. */
+			ERR_clear_error();
 			int k = SSL_read(c->ssl, buf, sizeof buf);
 			if (k <= 0)
 				break;
 			buf_append(&c->held, buf, (size_t)k);
 			continue;
 		}
+		ERR_clear_error();
 		int k = SSL_read(c->ssl, buf, sizeof buf);
 		if (k > 0) {
 			deliver(c, buf, (size_t)k);
@@ -336,6 +343,11 @@ static void read_plaintext(struct net_conn *c)
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 			break;
 		/* close_notify or error */
+		if (e != SSL_ERROR_ZERO_RETURN)
+			log_at(LOG_DEBUG, "tls %s: closing: %s", c->peer,
+			       e == SSL_ERROR_SSL ? ERR_reason_error_string(ERR_get_error())
+						  : "connection error");
+		ERR_clear_error();
 		flush_wbio(c);
 		conn_close(c);
 		return;
@@ -371,6 +383,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	BIO_write(c->rbio, b->base, (int)nread);
 	c->refs++;
 	if (c->state == C_HANDSHAKE) {
+		ERR_clear_error();
 		int r = SSL_do_handshake(c->ssl);
 		flush_wbio(c);
 		if (r == 1) {

@@ -7,7 +7,6 @@
 'use strict';
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const https = require('https');
 const path = require('path');
 const { Client } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
@@ -22,11 +21,9 @@ const SCOPE = '0ne00F1EE7';
 const DPS_KEY = Buffer.alloc(32, 0x44).toString('base64');
 const KEY = (n) => Buffer.alloc(32, n).toString('base64');
 
-// Known issue under investigation: after some DPS device polls over HTTPS
-// the server closes the keep-alive connection, and Node's shared agent can
-// hand that closing socket to the next request (ECONNRESET, "socket hang
-// up"). Until it is found, these tests use one connection per request.
-https.globalAgent = new https.Agent({ keepAlive: false });
+// Node's global agent keeps connections alive: device polls and service
+// calls share them, as in a real application (a stale OpenSSL error left by
+// a failed webhook handshake once made the server drop such a connection).
 
 let server;
 let svc;
