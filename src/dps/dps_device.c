@@ -12,11 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "base/buf.h"
 #include "base/clock.h"
-#include "base/enc.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -24,8 +22,6 @@
 #include "internal.h"
 
 #define CONNECT_TIMEOUT_MS 10000
-#define RID_MAX 128
-#define OPID_MAX 63
 
 struct dsession {
 	struct dps *d;
@@ -59,7 +55,7 @@ static void send_buf(struct dsession *s, struct buf *b)
 struct mqtt_reply {
 	struct dps_reply base;
 	struct dsession *s;
-	char rid[RID_MAX + 1];
+	char rid[DPS_RID_MAX + 1];
 };
 
 static void mqtt_reply_fn(struct dps_reply *r, int status, const char *json, unsigned retry)
@@ -68,7 +64,7 @@ static void mqtt_reply_fn(struct dps_reply *r, int status, const char *json, uns
 	char topic[256];
 	if (retry)
 		snprintf(topic, sizeof topic, "$dps/registrations/res/%d/?$rid=%s&retry-after=%u",
-			 status, m->rid, retry);
+		         status, m->rid, retry);
 	else
 		snprintf(topic, sizeof topic, "$dps/registrations/res/%d/?$rid=%s", status, m->rid);
 	struct buf b = BUF_INIT;
@@ -124,43 +120,19 @@ static void reply_error(struct dps_reply *r, int status, int code, const char *m
 /* Register with body[0..n): {"registrationId":..,"payload":..} (both
  * optional; an empty body is no payload). */
 static void do_register(struct dps *d, const char *regid, const char *token, size_t token_len,
-			const char *body, size_t n, const char *peer, struct dps_reply *r)
+                        const char *body, size_t n, const char *peer, struct dps_reply *r)
 {
-	json_t *payload = NULL;
-	size_t i = 0;
-	while (i < n && (body[i] == ' ' || body[i] == '\r' || body[i] == '\n' || body[i] == '\t'))
-		i++;
-	if (i < n) {
-		json_error_t je;
-		json_t *o = json_loadb(body, n, JSON_REJECT_DUPLICATES, &je);
-		if (!json_is_object(o)) {
-			char msg[300];
-			snprintf(msg, sizeof msg,
-				 "the register body must be a JSON object "
-				 "{\"registrationId\":..,\"payload\":..}: %s",
-				 o ? "not an object" : je.text);
-			json_decref(o);
-			reply_error(r, 400, 400004, msg);
-			return;
-		}
-		json_t *id = json_object_get(o, "registrationId");
-		if (id && (!json_is_string(id) || strcmp(json_string_value(id), regid) != 0)) {
-			json_decref(o);
-			reply_error(r, 400, 400004,
-				    "registrationId in the body differs from the one in the "
-				    "request");
-			return;
-		}
-		payload = json_object_get(o, "payload");
-		if (payload)
-			json_incref(payload);
-		json_decref(o);
+	json_t *payload;
+	char msg[300];
+	if (dps__wire_register_body(regid, body, n, &payload, msg, sizeof msg) != 0) {
+		reply_error(r, 400, 400004, msg);
+		return;
 	}
 	struct dps_auth auth;
 	const char *why = "no SAS token";
 	int rc = token ? dps__authenticate(d, regid, token, token_len, clock_now_ms() / 1000, &auth,
-					   &why)
-		       : FH_EAUTH;
+	                                   &why)
+	               : FH_EAUTH;
 	if (rc != 0) {
 		json_decref(payload);
 		log_at(LOG_INFO, "dps %s: %s: registration %s refused: %s", d->name, peer, regid,
@@ -168,30 +140,15 @@ static void do_register(struct dps *d, const char *regid, const char *token, siz
 		if (rc == FH_EIO)
 			reply_error(r, 503, 503000, "the service cannot read its store; try again");
 		else
-			reply_error(r, 401, 401002, "Unauthorized: the SAS token does not match an "
-						    "enrollment of this registration id");
+			reply_error(r, 401, 401002,
+			            "Unauthorized: the SAS token does not match an "
+			            "enrollment of this registration id");
 		return;
 	}
 	dps__register(d, regid, &auth, payload, r);
 }
 
 /* ---- MQTT --------------------------------------------------------------- */
-
-/* "<scope>/registrations/<regid>/api-version=..." -> regid. */
-static bool username_regid(struct dps *d, const struct mqtt_str *u, char *regid)
-{
-	if (!dps_mqtt_username_matches(d, u->p, u->len))
-		return false;
-	size_t off = strlen(d->id_scope) + strlen("/registrations/");
-	const char *p = u->p + off;
-	const char *end = memchr(p, '/', u->len - off);
-	size_t len = end ? (size_t)(end - p) : u->len - off;
-	if (len == 0 || len > ENROLLMENT_ID_MAX)
-		return false;
-	memcpy(regid, p, len);
-	regid[len] = '\0';
-	return enrollment_regid_valid(regid);
-}
 
 static void connack_and_close(struct dsession *s, uint8_t rc)
 {
@@ -207,26 +164,29 @@ static bool on_connect(struct dsession *s, const struct mqtt_connect *c)
 	struct dps *d = s->d;
 	const char *peer = net_conn_peer(s->conn);
 	char regid[ENROLLMENT_ID_MAX + 1];
-	if (!c->has_username || !username_regid(d, &c->username, regid)) {
-		log_at(LOG_INFO, "dps %s: mqtt %s: refused: user name is not "
-				 "<idScope>/registrations/<registrationId>/api-version=...",
+	if (!c->has_username ||
+	    !dps__wire_username(d->id_scope, c->username.p, c->username.len, regid)) {
+		log_at(LOG_INFO,
+		       "dps %s: mqtt %s: refused: user name is not "
+		       "<idScope>/registrations/<registrationId>/api-version=...",
 		       d->name, peer);
 		connack_and_close(s, MQTT_RC_BAD_CREDENTIALS);
 		return true;
 	}
 	if (c->client_id.len != strlen(regid) || memcmp(c->client_id.p, regid, c->client_id.len)) {
-		log_at(LOG_INFO, "dps %s: mqtt %s: refused %s: client id differs from the "
-				 "registration id",
+		log_at(LOG_INFO,
+		       "dps %s: mqtt %s: refused %s: client id differs from the "
+		       "registration id",
 		       d->name, peer, regid);
 		connack_and_close(s, MQTT_RC_ID_REJECTED);
 		return true;
 	}
 	struct dps_auth auth;
 	const char *why = "no password (SAS token) given";
-	int rc = c->has_password ? dps__authenticate(d, regid, (const char *)c->password,
-						     c->password_len, clock_now_ms() / 1000,
-						     &auth, &why)
-				 : FH_EAUTH;
+	int rc = c->has_password
+	             ? dps__authenticate(d, regid, (const char *)c->password, c->password_len,
+	                                 clock_now_ms() / 1000, &auth, &why)
+	             : FH_EAUTH;
 	if (rc != 0) {
 		log_at(LOG_INFO, "dps %s: mqtt %s: refused %s: %s", d->name, peer, regid,
 		       rc == FH_EIO ? "store unavailable" : why);
@@ -249,61 +209,34 @@ static bool on_connect(struct dsession *s, const struct mqtt_connect *c)
 	return true;
 }
 
-/* Value of name in a "a=1&b=2" query, copied into out; false when absent
- * or unusable. */
-static bool query_value(const char *q, const char *name, char *out, size_t outlen)
-{
-	size_t nl = strlen(name);
-	for (const char *p = q; p && *p;) {
-		if (strncmp(p, name, nl) == 0 && p[nl] == '=') {
-			p += nl + 1;
-			size_t n = strcspn(p, "&");
-			if (n == 0 || n >= outlen)
-				return false;
-			memcpy(out, p, n);
-			out[n] = '\0';
-			return true;
-		}
-		p = strchr(p, '&');
-		if (p)
-			p++;
-	}
-	return false;
-}
-
 static bool on_publish(struct dsession *s, const struct mqtt_publish *pub)
 {
-	static const char reg[] = "$dps/registrations/PUT/iotdps-register/?";
-	static const char get[] = "$dps/registrations/GET/iotdps-get-operationstatus/?";
-	char topic[512], rid[RID_MAX + 1], op[OPID_MAX + 1];
+	char rid[DPS_RID_MAX + 1], op[DPS_OPID_MAX + 1];
 	const char *peer = net_conn_peer(s->conn);
-	if (pub->qos == 2 || pub->topic.len >= sizeof topic) {
-		log_at(LOG_INFO, "dps %s: mqtt %s: %s: %s; closing", s->d->name, peer, s->regid,
-		       pub->qos == 2 ? "QoS 2 is not supported" : "topic too long");
+	if (pub->qos == 2) {
+		log_at(LOG_INFO, "dps %s: mqtt %s: %s: QoS 2 is not supported; closing", s->d->name,
+		       peer, s->regid);
 		return false;
 	}
-	memcpy(topic, pub->topic.p, pub->topic.len);
-	topic[pub->topic.len] = '\0';
 	if (pub->qos == 1) {
 		struct buf b = BUF_INIT;
 		mqtt_encode_ack(&b, MQTT_PUBACK, pub->packet_id);
 		send_buf(s, &b);
 		buf_free(&b);
 	}
-	bool is_reg = strncmp(topic, reg, sizeof reg - 1) == 0;
-	bool is_get = strncmp(topic, get, sizeof get - 1) == 0;
-	const char *q = strchr(topic, '?');
-	if ((!is_reg && !is_get) || !query_value(q + 1, "$rid", rid, sizeof rid)) {
-		log_at(LOG_INFO, "dps %s: mqtt %s: %s: publish to unknown topic '%s'; closing",
-		       s->d->name, peer, s->regid, topic);
+	enum dps_topic kind = dps__wire_topic(pub->topic.p, pub->topic.len, rid, op);
+	if (kind == DPS_TOPIC_UNKNOWN) {
+		log_at(LOG_INFO, "dps %s: mqtt %s: %s: publish to unknown topic '%.*s'; closing",
+		       s->d->name, peer, s->regid,
+		       (int)(pub->topic.len > 200 ? 200 : pub->topic.len), pub->topic.p);
 		return false;
 	}
-	if (is_reg) {
+	if (kind == DPS_TOPIC_REGISTER) {
 		do_register(s->d, s->regid, s->token, s->token_len, (const char *)pub->payload,
-			    pub->payload_len, peer, mqtt_reply_new(s, rid));
-	} else if (!query_value(q + 1, "operationId", op, sizeof op)) {
+		            pub->payload_len, peer, mqtt_reply_new(s, rid));
+	} else if (!op[0]) {
 		reply_error(mqtt_reply_new(s, rid), 400, 400004,
-			    "the operation status request names no operationId");
+		            "the operation status request names no operationId");
 	} else {
 		dps__poll(s->d, s->regid, op, mqtt_reply_new(s, rid));
 	}
@@ -320,7 +253,7 @@ static void on_subscribe(struct dsession *s, const struct mqtt_subscribe *sub, b
 		static const char res[] = "$dps/registrations/res/#";
 		for (unsigned i = 0; i < sub->count; i++) {
 			bool ok = sub->filters[i].len == sizeof res - 1 &&
-				  memcmp(sub->filters[i].p, res, sizeof res - 1) == 0;
+			          memcmp(sub->filters[i].p, res, sizeof res - 1) == 0;
 			codes[i] = ok ? (sub->qos[i] > 1 ? 1 : sub->qos[i]) : 0x80;
 		}
 		mqtt_encode_suback(&b, sub->packet_id, codes, sub->count);
@@ -338,8 +271,7 @@ static bool handle_packet(struct dsession *s, const struct mqtt_packet *pk)
 	}
 	struct buf b = BUF_INIT;
 	switch (pk->type) {
-	case MQTT_PUBLISH:
-		return on_publish(s, &pk->u.publish);
+	case MQTT_PUBLISH: return on_publish(s, &pk->u.publish);
 	case MQTT_SUBSCRIBE:
 	case MQTT_UNSUBSCRIBE:
 		on_subscribe(s, &pk->u.subscribe, pk->type == MQTT_UNSUBSCRIBE);
@@ -349,10 +281,8 @@ static bool handle_packet(struct dsession *s, const struct mqtt_packet *pk)
 		send_buf(s, &b);
 		buf_free(&b);
 		return true;
-	case MQTT_PUBACK:
-		return true;
-	default: /* DISCONNECT, a second CONNECT, server-only packets */
-		return false;
+	case MQTT_PUBACK: return true;
+	default: /* DISCONNECT, a second CONNECT, server-only packets */ return false;
 	}
 }
 
@@ -405,80 +335,42 @@ void dps_mqtt_accept(struct dps *d, struct net_conn *c, const uint8_t *pending, 
 
 /* ---- HTTPS -------------------------------------------------------------- */
 
-/* Splits "/<scope>/registrations/<regid>[/register | /operations/<op>]".
- * Returns the number of segments after <regid> (0, 1 or 2), or -1. */
-static int device_path(struct dps *d, const char *path, char *regid, char *tail1, char *op)
-{
-	char segs[5][3 * ENROLLMENT_ID_MAX + 1];
-	size_t nseg = 0, out;
-	for (const char *p = path; *p == '/';) {
-		p++;
-		if (!*p)
-			break; /* a trailing slash */
-		size_t len = strcspn(p, "/");
-		if (nseg == 5 || len == 0 || len >= sizeof segs[0] ||
-		    pct_decode(p, len, segs[nseg], &out) != 0)
-			return -1;
-		nseg++;
-		p += len;
-	}
-	if (nseg < 3 || strcasecmp(segs[0], d->id_scope) != 0 ||
-	    strcasecmp(segs[1], "registrations") != 0 || strlen(segs[2]) > ENROLLMENT_ID_MAX)
-		return -1;
-	strcpy(regid, segs[2]);
-	if (nseg >= 4)
-		snprintf(tail1, 32, "%.31s", segs[3]);
-	if (nseg == 5) {
-		if (strlen(segs[4]) > OPID_MAX)
-			return -1;
-		strcpy(op, segs[4]);
-	}
-	return (int)nseg - 3;
-}
-
-bool dps__device_path(const struct dps *d, const char *path)
-{
-	size_t sl = strlen(d->id_scope);
-	return path[0] == '/' && strncasecmp(path + 1, d->id_scope, sl) == 0 &&
-	       strncasecmp(path + 1 + sl, "/registrations/", 15) == 0;
-}
-
 void dps__device_http(struct dps *d, struct http_exchange *ex)
 {
 	struct http_request *req = ex->req;
-	char regid[3 * ENROLLMENT_ID_MAX + 1], tail[32] = "", op[OPID_MAX + 1] = "";
-	int n = device_path(d, req->path, regid, tail, op);
+	char regid[ENROLLMENT_ID_MAX + 1], op[DPS_OPID_MAX + 1];
+	enum dps_path route = dps__wire_path(d->id_scope, req->path, regid, op);
 	const char *peer = net_conn_peer(ex->conn);
-	if (n < 0 || !enrollment_regid_valid(regid)) {
+	if (route == DPS_PATH_INVALID) {
 		reply_error(http_reply_new(ex), 400, 400004,
-			    "the registration id in the path is not valid (1-128 of lowercase "
-			    "a-z, 0-9, '-', '.', '_', ':')");
+		            "the registration id in the path is not valid (1-128 of lowercase "
+		            "a-z, 0-9, '-', '.', '_', ':')");
 		return;
 	}
 	const char *auth = http_request_header(req, "Authorization");
-	if (n == 1 && strcasecmp(tail, "register") == 0 && req->verb == HTTP_VERB_PUT) {
+	if (route == DPS_PATH_REGISTER && req->verb == HTTP_VERB_PUT) {
 		do_register(d, regid, auth, auth ? strlen(auth) : 0, req->body.data, req->body.len,
-			    peer, http_reply_new(ex));
+		            peer, http_reply_new(ex));
 		return;
 	}
-	bool is_poll = n == 2 && strcasecmp(tail, "operations") == 0 && req->verb == HTTP_VERB_GET;
-	bool is_status = n == 0 && req->verb == HTTP_VERB_POST;
+	bool is_poll = route == DPS_PATH_OPERATION && req->verb == HTTP_VERB_GET;
+	bool is_status = route == DPS_PATH_STATUS && req->verb == HTTP_VERB_POST;
 	if (!is_poll && !is_status) {
 		reply_error(http_reply_new(ex), 404, 404000, "no such device API resource");
 		return;
 	}
 	struct dps_auth a;
 	const char *why = "no Authorization header";
-	int rc = auth ? dps__authenticate(d, regid, auth, strlen(auth), clock_now_ms() / 1000, &a,
-					  &why)
-		      : FH_EAUTH;
+	int rc =
+	    auth ? dps__authenticate(d, regid, auth, strlen(auth), clock_now_ms() / 1000, &a, &why)
+	         : FH_EAUTH;
 	if (rc != 0) {
 		log_at(LOG_INFO, "dps %s: https %s: %s refused: %s", d->name, peer, regid, why);
 		reply_error(http_reply_new(ex), rc == FH_EIO ? 503 : 401,
-			    rc == FH_EIO ? 503000 : 401002,
-			    rc == FH_EIO ? "the service cannot read its store; try again"
-					 : "Unauthorized: the SAS token does not match an "
-					   "enrollment of this registration id");
+		            rc == FH_EIO ? 503000 : 401002,
+		            rc == FH_EIO ? "the service cannot read its store; try again"
+		                         : "Unauthorized: the SAS token does not match an "
+		                           "enrollment of this registration id");
 		return;
 	}
 	dps__auth_clear(&a);

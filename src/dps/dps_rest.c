@@ -646,7 +646,7 @@ static bool starts_with_segment(const char *path, const char *seg)
 
 bool dps_http_path_matches(const struct dps *d, const char *path)
 {
-	return dps__device_path(d, path) || starts_with_segment(path, "/enrollments") ||
+	return dps__wire_is_device_path(d->id_scope, path) || starts_with_segment(path, "/enrollments") ||
 	       starts_with_segment(path, "/enrollmentGroups") ||
 	       starts_with_segment(path, "/registrations");
 }
@@ -654,7 +654,7 @@ bool dps_http_path_matches(const struct dps *d, const char *path)
 void dps_http_request(struct dps *d, struct http_exchange *ex)
 {
 	struct http_request *req = ex->req;
-	if (dps__device_path(d, req->path)) {
+	if (dps__wire_is_device_path(d->id_scope, req->path)) {
 		dps__device_http(d, ex);
 		return;
 	}

@@ -13,7 +13,7 @@
  * name, skn = one of its policies) and returns the policy's rights.
  * Returns 0 or FH_EAUTH with a reason for the log in *why. */
 int dps__auth_service(const struct dps *d, const char *header, int64_t now_s, unsigned *rights,
-		      const char **why);
+                      const char **why);
 
 /* What a device proved with its registration SAS token: the enrollment
  * whose symmetric key signed it. */
@@ -28,8 +28,8 @@ struct dps_auth {
  * individual enrollment of regid, else against every enrollment group
  * (keys derived per registration id). Returns 0 with *out filled, FH_EAUTH
  * with *why, or FH_EIO when the store could not be read. */
-int dps__authenticate(struct dps *d, const char *regid, const char *token, size_t n,
-		      int64_t now_s, struct dps_auth *out, const char **why);
+int dps__authenticate(struct dps *d, const char *regid, const char *token, size_t n, int64_t now_s,
+                      struct dps_auth *out, const char **why);
 void dps__auth_clear(struct dps_auth *a);
 
 /* An answer to a device request, sent by whoever made the request (MQTT
@@ -44,7 +44,7 @@ struct dps_reply {
  * Answers 202 + operationId once the operation is committed, or 200 with
  * status "disabled". */
 void dps__register(struct dps *d, const char *regid, struct dps_auth *auth, json_t *payload,
-		   struct dps_reply *r);
+                   struct dps_reply *r);
 /* Operation status for regid's op_id: 202 while assigning, 200 when done,
  * 404 when there is no such operation of this registration. */
 void dps__poll(struct dps *d, const char *regid, const char *op_id, struct dps_reply *r);
@@ -52,9 +52,52 @@ void dps__poll(struct dps *d, const char *regid, const char *op_id, struct dps_r
  * are resumed on the next start). */
 void dps__ops_shutdown(struct dps *d);
 
-/* The device API over HTTPS (dps_device.c): path test and handler. */
-bool dps__device_path(const struct dps *d, const char *path);
+/* The device API over HTTPS (dps_device.c). */
 void dps__device_http(struct dps *d, struct http_exchange *ex);
+
+/* ---- device requests as bytes (dps_wire.c): pure, bounded, fuzzed ---- */
+
+#define DPS_RID_MAX 128
+#define DPS_OPID_MAX 63
+
+/* MQTT CONNECT user name "<scope>/registrations/<regid>[/api-version=...]"
+ * (scope case-insensitive): true with the registration id copied to regid
+ * when it is a valid one. */
+bool dps__wire_username(const char *scope, const char *u, size_t len,
+                        char regid[ENROLLMENT_ID_MAX + 1]);
+
+enum dps_topic {
+	DPS_TOPIC_UNKNOWN,  /* not a DPS request topic, or no usable $rid */
+	DPS_TOPIC_REGISTER, /* $dps/registrations/PUT/iotdps-register/?$rid=.. */
+	DPS_TOPIC_POLL, /* $dps/registrations/GET/iotdps-get-operationstatus/?$rid=..&operationId=..
+	                 */
+};
+/* A device PUBLISH topic topic[0..len): its kind, with $rid copied to rid
+ * (1..DPS_RID_MAX of [A-Za-z0-9-_.~:], so it cannot alter the response
+ * topic) and, for a poll, operationId to op ("" when missing or too long). */
+enum dps_topic dps__wire_topic(const char *topic, size_t len, char rid[DPS_RID_MAX + 1],
+                               char op[DPS_OPID_MAX + 1]);
+
+/* A register body[0..n): empty, or a JSON object whose optional
+ * registrationId must equal regid. Returns 0 with *payload (the "payload"
+ * member, a new reference, or NULL), or -1 with a message for the device. */
+int dps__wire_register_body(const char *regid, const char *body, size_t n, json_t **payload,
+                            char *msg, size_t msglen);
+
+/* True when path is "/<scope>/registrations/..." (the device API). */
+bool dps__wire_is_device_path(const char *scope, const char *path);
+
+enum dps_path {
+	DPS_PATH_INVALID,   /* malformed, other scope, or not a valid registration id: 400 */
+	DPS_PATH_STATUS,    /* /<scope>/registrations/<regid> */
+	DPS_PATH_REGISTER,  /* .../<regid>/register */
+	DPS_PATH_OPERATION, /* .../<regid>/operations/<operationId> */
+	DPS_PATH_OTHER,     /* anything else under <regid>: 404 */
+};
+/* Splits an HTTPS device path (segments percent-decoded; the query string
+ * already removed) into regid and, for an operation, op. */
+enum dps_path dps__wire_path(const char *scope, const char *path, char regid[ENROLLMENT_ID_MAX + 1],
+                             char op[DPS_OPID_MAX + 1]);
 
 /* ProvisioningServiceErrorDetails: {errorCode, trackingId, message, info,
  * timestampUtc}. */
