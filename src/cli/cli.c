@@ -213,6 +213,53 @@ static int find_target(const struct cli_args *a, bool dps, struct target *t)
 	return 0;
 }
 
+/* Prints the connection string of policy (another than the one in use)
+ * from the "<kind>-policy <host> <cs>" lines serve writes to cli.conf.
+ * Returns 0 or an exit code after printing the problem. */
+static int print_policy_cs(const struct cli_args *a, const char *kind, const struct target *t,
+                           const char *policy)
+{
+	if (strcasecmp(policy, t->key_name) == 0) {
+		printf("%s\n", t->cs);
+		return 0;
+	}
+	struct buf path = BUF_INIT, names = BUF_INIT;
+	buf_printf(&path, "%s/cli.conf", a->data_dir);
+	FILE *f = fopen(path.data, "r");
+	char line[8192];
+	int rc = CLI_REFUSED;
+	size_t kl = strlen(kind);
+	while (f && rc != 0 && fgets(line, sizeof line, f)) {
+		line[strcspn(line, "\r\n")] = '\0';
+		if (strncmp(line, kind, kl) != 0 || strncmp(line + kl, "-policy ", 8) != 0)
+			continue;
+		char *save = NULL;
+		char *host = strtok_r(line + kl + 8, " ", &save);
+		char *cs = strtok_r(NULL, " ", &save);
+		if (!host || !cs || strcasecmp(host, t->hub) != 0)
+			continue;
+		struct target p = {0};
+		char err[256];
+		if (parse_cs(cs, &p, err, sizeof err) == 0) {
+			if (strcasecmp(p.key_name, policy) == 0) {
+				printf("%s\n", cs);
+				rc = 0;
+			} else {
+				buf_printf(&names, ", %s", p.key_name);
+			}
+		}
+		target_free(&p);
+	}
+	if (rc != 0)
+		fprintf(stderr, "error: %s %s has no policy %s in %s (known: %s%s)\n", t->what,
+		        t->hub, policy, path.data, t->key_name, names.len ? names.data : "");
+	if (f)
+		fclose(f);
+	buf_free(&path);
+	buf_free(&names);
+	return rc;
+}
+
 /* ---- HTTP ---- */
 
 struct response {
@@ -679,9 +726,9 @@ static json_t *enrollment_body(const struct cli_args *a, bool group)
 		json_object_set_new(b, "iotHubs", hubs);
 	}
 	if (a->webhook)
-		json_object_set_new(b, "customAllocationDefinition",
-		                    json_pack("{s:s,s:s}", "webhookUrl", a->webhook, "apiVersion",
-		                              "2021-10-01"));
+		json_object_set_new(
+		    b, "customAllocationDefinition",
+		    json_pack("{s:s,s:s}", "webhookUrl", a->webhook, "apiVersion", "2021-10-01"));
 	if (a->initial_twin) {
 		json_t *tw = parse_object_arg("initial-twin", a->initial_twin);
 		if (!tw) {
@@ -742,8 +789,8 @@ static int query_list(const struct target *t, const char *path, const char *quer
 
 static int registration_list(const struct cli_args *a, const struct target *t)
 {
-	static const char *fields[] = {"registrationId", "status", "assignedHub", "deviceId",
-	                               "substatus", NULL};
+	static const char *fields[] = {"registrationId", "status",    "assignedHub",
+	                               "deviceId",       "substatus", NULL};
 	struct buf path = BUF_INIT;
 	if (a->group) {
 		id_path(&path, "/registrations/", a->group);
@@ -799,7 +846,10 @@ static int run(const struct cli_args *a)
 		return rc;
 	}
 	switch (a->cmd) {
-	case CLI_CMD_HUB_CONNECTION_STRING: printf("%s\n", t.cs); break;
+	case CLI_CMD_HUB_CONNECTION_STRING:
+		rc = a->policy_name ? print_policy_cs(a, "hub", &t, a->policy_name)
+		                    : (printf("%s\n", t.cs), 0);
+		break;
 	case CLI_CMD_DEVICE_CREATE: rc = device_create(a, &t); break;
 	case CLI_CMD_DEVICE_SHOW: rc = device_show(a, &t, "/devices/"); break;
 	case CLI_CMD_DEVICE_LIST: rc = device_list(&t); break;
@@ -817,8 +867,8 @@ static int run(const struct cli_args *a)
 	case CLI_CMD_GROUP_DELETE: rc = id_delete(a, &t, "/enrollmentGroups/"); break;
 	case CLI_CMD_REGISTRATION_DELETE: rc = id_delete(a, &t, "/registrations/"); break;
 	case CLI_CMD_ENROLLMENT_LIST: {
-		static const char *f[] = {"registrationId", "provisioningStatus", "allocationPolicy",
-		                          NULL};
+		static const char *f[] = {"registrationId", "provisioningStatus",
+		                          "allocationPolicy", NULL};
 		rc = query_list(&t, "/enrollments/query", "SELECT * FROM enrollments", f);
 		break;
 	}
@@ -829,7 +879,10 @@ static int run(const struct cli_args *a)
 		break;
 	}
 	case CLI_CMD_REGISTRATION_LIST: rc = registration_list(a, &t); break;
-	case CLI_CMD_DPS_CONNECTION_STRING: printf("%s\n", t.cs); break;
+	case CLI_CMD_DPS_CONNECTION_STRING:
+		rc = a->policy_name ? print_policy_cs(a, "dps", &t, a->policy_name)
+		                    : (printf("%s\n", t.cs), 0);
+		break;
 	case CLI_CMD_WEBHOOK_CALLS: rc = webhook_calls(a, &t); break;
 	case CLI_CMD_HELP: break;
 	}

@@ -58,6 +58,8 @@ struct cli_args {
 	const char *tags, *desired, *etag;
 	/* enrollments */
 	const char *policy, *hubs, *webhook, *initial_twin, *reprovision, *device_id, *group;
+	/* connection-string: a policy other than the owner */
+	const char *policy_name;
 };
 
 /* Parses argv[1..argc) (argv[0] is the program): options may come before,

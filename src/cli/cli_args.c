@@ -25,12 +25,13 @@ enum opt_bit {
 	OPT_ENROLL = 1 << 9, /* --policy --hubs --webhook --initial-twin --reprovision */
 	OPT_DEVICE_ID = 1 << 10,
 	OPT_GROUP = 1 << 11,
+	OPT_POLICY_NAME = 1 << 12,
 };
 
 #define ENROLL_OPTS (OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE | OPT_ENROLL)
-#define ENROLL_USAGE                                                                           \
-	"[--primary-key K] [--secondary-key K] [--policy hashed|static|geoLatency|custom]\n"   \
-	"      [--hubs HUB,...] [--webhook URL] [--initial-twin JSON]\n"                       \
+#define ENROLL_USAGE                                                                               \
+	"[--primary-key K] [--secondary-key K] [--policy hashed|static|geoLatency|custom]\n"       \
+	"      [--hubs HUB,...] [--webhook URL] [--initial-twin JSON]\n"                           \
 	"      [--reprovision migrate|reset|never] [--disabled] [--edge]"
 
 struct command {
@@ -55,8 +56,8 @@ static const struct command commands[] = {
     {"twin", "show", CLI_CMD_TWIN_SHOW, true, 0, "twin show ID"},
     {"twin", "update", CLI_CMD_TWIN_UPDATE, true, OPT_TAGS | OPT_DESIRED | OPT_ETAG,
      "twin update ID [--tags JSON] [--desired JSON] [--etag ETAG]"},
-    {"hub", "connection-string", CLI_CMD_HUB_CONNECTION_STRING, false, 0,
-     "hub connection-string [--hub NAME]"},
+    {"hub", "connection-string", CLI_CMD_HUB_CONNECTION_STRING, false, OPT_POLICY_NAME,
+     "hub connection-string [--hub NAME] [--policy-name NAME]"},
     {"enrollment", "create", CLI_CMD_ENROLLMENT_CREATE, true, ENROLL_OPTS | OPT_DEVICE_ID,
      "enrollment create REGISTRATION_ID [--device-id ID] " ENROLL_USAGE},
     {"enrollment", "show", CLI_CMD_ENROLLMENT_SHOW, true, 0, "enrollment show REGISTRATION_ID"},
@@ -75,8 +76,8 @@ static const struct command commands[] = {
      "registration list [--group GROUP_ID]"},
     {"registration", "delete", CLI_CMD_REGISTRATION_DELETE, true, 0,
      "registration delete REGISTRATION_ID"},
-    {"dps", "connection-string", CLI_CMD_DPS_CONNECTION_STRING, false, 0,
-     "dps connection-string"},
+    {"dps", "connection-string", CLI_CMD_DPS_CONNECTION_STRING, false, OPT_POLICY_NAME,
+     "dps connection-string [--policy-name NAME]"},
     {"webhook", "calls", CLI_CMD_WEBHOOK_CALLS, true, 0, "webhook calls REGISTRATION_ID"},
     {"help", NULL, CLI_CMD_HELP, false, 0, "help"},
 };
@@ -113,6 +114,7 @@ static const struct option options[] = {
     {"reprovision", OPT_ENROLL, true, ARG(reprovision)},
     {"device-id", OPT_DEVICE_ID, true, ARG(device_id)},
     {"group", OPT_GROUP, true, ARG(group)},
+    {"policy-name", OPT_POLICY_NAME, true, ARG(policy_name)},
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
@@ -237,7 +239,7 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 	if (c->takes_id) {
 		if (nwords < nw + 1) {
 			snprintf(err, errlen, "missing %s; usage: fleethub %s", id_name(c),
-				 c->usage);
+			         c->usage);
 			return -1;
 		}
 		out->id = words[nw++];

@@ -282,10 +282,10 @@ bool dps_name_matches(const struct dps *d, const char *host, size_t len)
 	return false;
 }
 
-void dps_connection_string(const struct dps *d, struct buf *out)
+void dps_connection_string(const struct dps *d, const struct sas_policy *p, struct buf *out)
 {
-	buf_printf(out, "HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", d->name,
-		   d->policies[0].name, d->policies[0].primary);
+	buf_printf(out, "HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", d->name, p->name,
+		   p->primary);
 }
 
 bool dps_mqtt_username_matches(const struct dps *d, const char *username, size_t len)

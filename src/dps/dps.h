@@ -114,7 +114,8 @@ void dps_shutdown(struct dps *d);
 void dps_free(struct dps *d);
 
 bool dps_name_matches(const struct dps *d, const char *host, size_t len);
-void dps_connection_string(const struct dps *d, struct buf *out);
+/* "HostName=<dps>;SharedAccessKeyName=<policy>;SharedAccessKey=<primary>" */
+void dps_connection_string(const struct dps *d, const struct sas_policy *p, struct buf *out);
 
 /* True when the MQTT CONNECT user name is a DPS one:
  * "<idScope>/registrations/<registrationId>/api-version=..." with this

@@ -258,6 +258,11 @@ static int write_cli_conf(const char *ca_path, char *err, size_t errlen)
 			     addr, sizeof addr);
 		hub_connection_string(srv.hubs.v[i], &srv.hubs.v[i]->policies[0], &cs);
 		buf_printf(&text, "hub %s %s %s\n", srv.hubs.v[i]->name, addr, cs.data);
+		for (size_t k = 1; k < HUB_NPOLICIES; k++) {
+			buf_reset(&cs);
+			hub_connection_string(srv.hubs.v[i], &srv.hubs.v[i]->policies[k], &cs);
+			buf_printf(&text, "hub-policy %s %s\n", srv.hubs.v[i]->name, cs.data);
+		}
 		buf_free(&cs);
 	}
 	if (srv.dps) {
@@ -266,8 +271,13 @@ static int write_cli_conf(const char *ca_path, char *err, size_t errlen)
 		const struct config_addrs *a = srv.cfg.dps->https_listen.n ? &srv.cfg.dps->https_listen
 									     : &srv.cfg.https_listen;
 		dial_address(a, addr, sizeof addr);
-		dps_connection_string(srv.dps, &cs);
+		dps_connection_string(srv.dps, &srv.dps->policies[0], &cs);
 		buf_printf(&text, "dps %s %s %s\n", srv.dps->name, addr, cs.data);
+		for (size_t k = 1; k < DPS_NPOLICIES; k++) {
+			buf_reset(&cs);
+			dps_connection_string(srv.dps, &srv.dps->policies[k], &cs);
+			buf_printf(&text, "dps-policy %s %s\n", srv.dps->name, cs.data);
+		}
 		buf_free(&cs);
 	}
 	int rc = 0;
@@ -420,7 +430,7 @@ static void print_banner(const char *ca_path)
 	}
 	if (srv.dps) {
 		struct buf cs = BUF_INIT;
-		dps_connection_string(srv.dps, &cs);
+		dps_connection_string(srv.dps, &srv.dps->policies[0], &cs);
 		printf("dps %s\n  id scope: %s\n  owner connection string: %s\n  linked hubs:",
 		       srv.dps->name, srv.dps->id_scope, cs.data);
 		for (size_t i = 0; i < srv.dps->nlinked; i++)

@@ -342,6 +342,100 @@ test('a wrong key is refused over MQTT and HTTPS; a disabled enrollment answers 
   await assert.rejects(svc.getDeviceRegistrationState('guarded'), notFound);
 });
 
+test('CLI registration show|list|delete; read-only policy refused writes; a disabled group answers disabled', async () => {
+  const groupKey = KEY(21);
+  const group = {
+    enrollmentGroupId: 'cli-group',
+    attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: groupKey, secondaryKey: KEY(22) } },
+    allocationPolicy: 'static',
+    iotHubs: [H2],
+  };
+  await svc.createOrUpdateEnrollmentGroup(group);
+  for (const id of ['cli-dev-1', 'cli-dev-2']) {
+    const state = await register(SCOPE, 'mqtt', id, deriveKey(groupKey, id));
+    assert.equal(state.assignedHub, H2);
+  }
+  await svc.createOrUpdateIndividualEnrollment({
+    registrationId: 'cli-solo',
+    attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: KEY(23), secondaryKey: KEY(24) } },
+  });
+  assert.ok((await register(SCOPE, 'https', 'cli-solo', KEY(23))).assignedHub);
+
+  const show = server.cli(['registration', 'show', 'cli-dev-1']);
+  assert.equal(show.code, 0, show.stderr);
+  const shown = JSON.parse(show.stdout);
+  assert.equal(shown.registrationId, 'cli-dev-1');
+  assert.equal(shown.assignedHub, H2);
+  assert.equal(shown.status, 'assigned');
+  assert.ok(!Object.keys(shown).some((k) => k.startsWith('_')), `internal fields leak: ${show.stdout}`);
+  const inGroup = server.cli(['registration', 'list', '--group', 'cli-group']);
+  assert.equal(inGroup.code, 0, inGroup.stderr);
+  assert.match(inGroup.stdout, /cli-dev-1/);
+  assert.match(inGroup.stdout, /cli-dev-2/);
+  assert.doesNotMatch(inGroup.stdout, /cli-solo/, 'only this group');
+  const all = server.cli(['registration', 'list']);
+  assert.equal(all.code, 0, all.stderr);
+  assert.match(all.stdout, /cli-dev-2/);
+  assert.match(all.stdout, /cli-solo/);
+  const del = server.cli(['registration', 'delete', 'cli-dev-1']);
+  assert.equal(del.code, 0, del.stderr);
+  const gone = server.cli(['registration', 'show', 'cli-dev-1']);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /not found|404/i);
+  await assert.rejects(svc.getDeviceRegistrationState('cli-dev-1'), notFound);
+
+  // enrollmentread: reads work, every write is refused and changes nothing.
+  const readCs = server.cli(['dps', 'connection-string', '--policy-name', 'enrollmentread']);
+  assert.equal(readCs.code, 0, readCs.stderr);
+  assert.match(readCs.stdout.trim(), new RegExp(`^HostName=${DPS};SharedAccessKeyName=enrollmentread;SharedAccessKey=\\S+$`));
+  const reader = ProvisioningServiceClient.fromConnectionString(readCs.stdout.trim());
+  const seen = (await reader.getEnrollmentGroup('cli-group')).responseBody;
+  assert.equal(seen.enrollmentGroupId, 'cli-group');
+  assert.equal((await reader.getDeviceRegistrationState('cli-dev-2')).responseBody.assignedHub, H2);
+  const refused = (e) => (e.response?.statusCode ?? e.responseBody?.statusCode) === 401 || e.name === 'UnauthorizedError';
+  await assert.rejects(reader.createOrUpdateEnrollmentGroup({ ...seen, allocationPolicy: 'hashed', iotHubs: [] }), refused);
+  await assert.rejects(reader.deleteEnrollmentGroup('cli-group'), refused);
+  await assert.rejects(reader.deleteDeviceRegistrationState('cli-dev-2'), refused);
+  await assert.rejects(reader.createOrUpdateIndividualEnrollment({
+    registrationId: 'by-reader', attestation: { type: 'symmetricKey', symmetricKey: {} },
+  }), refused);
+  const after = (await svc.getEnrollmentGroup('cli-group')).responseBody;
+  assert.equal(after.etag, seen.etag, 'the group is unchanged');
+  assert.equal(after.allocationPolicy, 'static');
+  assert.equal((await svc.getDeviceRegistrationState('cli-dev-2')).responseBody.status, 'assigned');
+  await assert.rejects(svc.getIndividualEnrollment('by-reader'), notFound);
+  const unknown = server.cli(['dps', 'connection-string', '--policy-name', 'nosuchpolicy']);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /no policy nosuchpolicy.*provisioningserviceowner, enrollmentread, enrollmentwrite/);
+
+  // The hubs' other policies, the same way: registryRead reads, never writes.
+  const hubRead = server.cli(['hub', 'connection-string', '--hub', H2, '--policy-name', 'registryRead']);
+  assert.equal(hubRead.code, 0, hubRead.stderr);
+  assert.match(hubRead.stdout.trim(), new RegExp(`^HostName=${H2};SharedAccessKeyName=registryRead;SharedAccessKey=\\S+$`));
+  const hubReader = Registry.fromConnectionString(hubRead.stdout.trim());
+  assert.equal((await hubReader.get('cli-dev-2')).responseBody.deviceId, 'cli-dev-2');
+  await assert.rejects(hubReader.create({ deviceId: 'by-reader' }), (e) => e.response?.statusCode === 401);
+  await assert.rejects(hubRegistry(H2).get('by-reader'), notFound);
+  const noHubPolicy = server.cli(['hub', 'connection-string', '--hub', H2, '--policy-name', 'nosuch']);
+  assert.equal(noHubPolicy.code, 1);
+  assert.match(noHubPolicy.stderr, /known: iothubowner, service, device, registryRead, registryReadWrite/);
+
+  // enrollmentwrite may write.
+  const writeCs = server.cli(['dps', 'connection-string', '--policy-name', 'enrollmentwrite']).stdout.trim();
+  const writer = ProvisioningServiceClient.fromConnectionString(writeCs);
+  const disabled = (await writer.createOrUpdateEnrollmentGroup({ ...after, provisioningStatus: 'disabled' })).responseBody;
+  assert.equal(disabled.provisioningStatus, 'disabled');
+
+  // A disabled group: new and known devices answer disabled, nothing stored.
+  for (const [id, t] of [['cli-dev-3', 'mqtt'], ['cli-dev-2', 'https']]) {
+    const err = await register(SCOPE, t, id, deriveKey(groupKey, id)).then(() => null, (x) => x);
+    assert.ok(err, `${id}: a disabled group must not register`);
+    assert.equal(err.result.status, 'disabled', `${id}: ${err}`);
+  }
+  await assert.rejects(svc.getDeviceRegistrationState('cli-dev-3'), notFound);
+  await assert.rejects(hubRegistry(H2).get('cli-dev-3'), notFound);
+});
+
 test('service API: etags (412), generated keys, validation, queries with paging, bulk, attestation', async () => {
   const made = (await svc.createOrUpdateIndividualEnrollment({ registrationId: 'svc-1', attestation: { type: 'symmetricKey' } })).responseBody;
   const keys = made.attestation.symmetricKey;
