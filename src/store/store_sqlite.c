@@ -675,54 +675,78 @@ int store_device_delete(struct store_txn *t, const char *hub, const char *id)
 	return step_write(t, st, "twin delete");
 }
 
-struct dev_row {
-	char *id;
-	struct store_device d;
+/* The listing functions share one reader: a bound list statement whose rows
+ * are an id and then a device, a twin or a document. Rows are collected first
+ * so that the statement is reset (and its read ended) before any callback
+ * runs: callbacks may use the store. The first non-zero callback result
+ * stops the calls; the rows left are freed. */
+struct list_call {
+	int (*device)(void *arg, const char *id, const struct store_device *d);
+	int (*twin)(void *arg, const char *id, const struct store_twin *tw);
+	int (*doc)(void *arg, const char *id, const char *json);
+	void *arg;
 };
 
-int store_device_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,
-		      int (*each)(void *arg, const char *id, const struct store_device *d),
-		      void *arg)
+struct list_row {
+	char *id;
+	struct store_device d;
+	struct store_twin tw;
+	char *json;
+};
+
+static int list_rows(struct store_txn *t, sqlite3_stmt *st, const char *what,
+		     const struct list_call *c)
 {
-	/* Rows are collected first so that the statement is reset (and its
-	 * read ended) before any callback runs: callbacks may use the store. */
-	sqlite3_stmt *st = stmt(t, ST_DEV_LIST);
-	struct dev_row *rows = NULL;
+	struct list_row *rows = NULL;
 	size_t n = 0, cap = 0;
 	int rc, ret = 0;
-	bind_text(st, 1, hub);
-	bind_text(st, 2, after);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
 			rows = xrealloc(rows, cap * sizeof *rows);
 		}
-		rows[n].id = col_dup(st, 0);
-		read_device(st, 1, &rows[n].d);
-		n++;
+		struct list_row *r = &rows[n++];
+		memset(r, 0, sizeof *r);
+		r->id = col_dup(st, 0);
+		if (c->device)
+			read_device(st, 1, &r->d);
+		else if (c->twin)
+			read_twin(st, 1, &r->tw);
+		else
+			r->json = col_dup(st, 1);
 	}
 	if (rc != SQLITE_DONE) {
-		log_db(t->db, "device list");
+		log_db(t->db, what);
 		ret = FH_EIO;
 	}
 	stmt_end(st);
-	size_t i = 0;
-	for (; ret == 0 && i < n; i++) {
-		int stop = each(arg, rows[i].id, &rows[i].d);
-		free(rows[i].id);
-		store_device_clear(&rows[i].d);
-		if (stop) {
-			i++;
-			break;
-		}
-	}
-	for (; i < n; i++) {
-		free(rows[i].id);
-		store_device_clear(&rows[i].d);
+	int stop = ret != 0;
+	for (size_t i = 0; i < n; i++) {
+		struct list_row *r = &rows[i];
+		if (!stop)
+			stop = (c->device   ? c->device(c->arg, r->id, &r->d)
+				: c->twin ? c->twin(c->arg, r->id, &r->tw)
+					  : c->doc(c->arg, r->id, r->json)) != 0;
+		free(r->id);
+		free(r->json);
+		if (c->device)
+			store_device_clear(&r->d);
+		if (c->twin)
+			store_twin_clear(&r->tw);
 	}
 	free(rows);
 	return ret;
+}
+
+int store_device_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,
+		      int (*each)(void *arg, const char *id, const struct store_device *d),
+		      void *arg)
+{
+	sqlite3_stmt *st = stmt(t, ST_DEV_LIST);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, after);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
+	return list_rows(t, st, "device list", &(struct list_call){.device = each, .arg = arg});
 }
 
 int store_device_count(struct store_txn *t, const char *hub, int64_t *total, int64_t *enabled)
@@ -779,52 +803,15 @@ int store_twin_put(struct store_txn *t, const char *hub, const char *id,
 	return step_write(t, st, "twin put");
 }
 
-struct twin_row {
-	char *id;
-	struct store_twin tw;
-};
-
 int store_twin_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,
 		    int (*each)(void *arg, const char *id, const struct store_twin *tw),
 		    void *arg)
 {
 	sqlite3_stmt *st = stmt(t, ST_TWIN_LIST);
-	struct twin_row *rows = NULL;
-	size_t n = 0, cap = 0;
-	int rc, ret = 0;
 	bind_text(st, 1, hub);
 	bind_text(st, 2, after);
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			rows = xrealloc(rows, cap * sizeof *rows);
-		}
-		rows[n].id = col_dup(st, 0);
-		read_twin(st, 1, &rows[n].tw);
-		n++;
-	}
-	if (rc != SQLITE_DONE) {
-		log_db(t->db, "twin list");
-		ret = FH_EIO;
-	}
-	stmt_end(st);
-	size_t i = 0;
-	for (; ret == 0 && i < n; i++) {
-		int stop = each(arg, rows[i].id, &rows[i].tw);
-		free(rows[i].id);
-		store_twin_clear(&rows[i].tw);
-		if (stop) {
-			i++;
-			break;
-		}
-	}
-	for (; i < n; i++) {
-		free(rows[i].id);
-		store_twin_clear(&rows[i].tw);
-	}
-	free(rows);
-	return ret;
+	return list_rows(t, st, "twin list", &(struct list_call){.twin = each, .arg = arg});
 }
 
 int store_setting_get(struct store_txn *t, const char *key, char **value_out)
@@ -966,46 +953,16 @@ int store_doc_delete(struct store_txn *t, enum store_doc_kind kind, const char *
 	return rc;
 }
 
-struct doc_row {
-	char *id, *json;
-};
-
 int store_doc_list(struct store_txn *t, enum store_doc_kind kind, const char *scope,
 		   const char *prefix, const char *after, unsigned limit,
 		   int (*each)(void *arg, const char *id, const char *json), void *arg)
 {
-	/* As store_device_list: rows first, callbacks after the read ended. */
 	sqlite3_stmt *st = doc_stmt(t, kind, DOC_LIST);
 	if (!st)
 		return FH_EIO;
-	struct doc_row *rows = NULL;
-	size_t n = 0, cap = 0;
-	int rc, ret = 0;
 	bind_text(st, 1, scope);
 	bind_text(st, 2, after);
 	bind_text(st, 3, prefix);
 	sqlite3_bind_int64(st, 4, (sqlite3_int64)limit);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			rows = xrealloc(rows, cap * sizeof *rows);
-		}
-		rows[n].id = col_dup(st, 0);
-		rows[n].json = col_dup(st, 1);
-		n++;
-	}
-	if (rc != SQLITE_DONE) {
-		log_db(t->db, "document list");
-		ret = FH_EIO;
-	}
-	stmt_end(st);
-	int stop = ret != 0;
-	for (size_t i = 0; i < n; i++) {
-		if (!stop)
-			stop = each(arg, rows[i].id, rows[i].json) != 0;
-		free(rows[i].id);
-		free(rows[i].json);
-	}
-	free(rows);
-	return ret;
+	return list_rows(t, st, "document list", &(struct list_call){.doc = each, .arg = arg});
 }
