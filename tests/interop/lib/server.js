@@ -88,7 +88,8 @@ class Server {
           resolve(this);
         }
       });
-      proc.on('exit', (code, signal) => {
+      // 'close': the process exited and its stdout/stderr are fully read.
+      proc.on('close', (code, signal) => {
         clearTimeout(timer);
         this.exited = { code, signal, stderr: err };
         if (!/^ready$/m.test(out)) reject(new Error(`fleethub exited (${code ?? signal}) before ready:\n${err}`));
@@ -103,9 +104,23 @@ class Server {
   _stop(signal) {
     if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return Promise.resolve();
     return new Promise((resolve) => {
-      this.proc.once('exit', () => resolve());
+      this.proc.once('close', () => resolve());
       this.proc.kill(signal);
     });
+  }
+
+  // The log (stderr) must never show a key, a token or a signature: every
+  // server a test starts is checked when it stops.
+  checkLogForSecrets() {
+    const log = this.exited?.stderr ?? '';
+    const keys = [...Object.values(this.owner), this.dpsCs ?? '']
+      .map((cs) => /SharedAccessKey=([^;]+)/.exec(cs)?.[1]).filter(Boolean);
+    const leak = /SharedAccessKey=|SharedAccessSignature|[?&]sig=|\bsig=/.exec(log) ||
+      keys.map((k) => (log.includes(k) ? [k] : null)).find(Boolean);
+    if (leak) {
+      const at = log.indexOf(leak[0]);
+      throw new Error(`fleethub logged a secret: ...${log.slice(Math.max(0, at - 120), at + 60)}...`);
+    }
   }
 
   // A clean stop must end with exit code 0 (a crash at shutdown fails the test).
@@ -115,8 +130,13 @@ class Server {
     if (wasRunning && this.proc.exitCode !== 0) {
       throw new Error(`fleethub did not stop cleanly (exit ${this.proc.exitCode ?? this.proc.signalCode}):\n${this.exited?.stderr ?? ''}`);
     }
+    if (wasRunning) this.checkLogForSecrets();
   }
-  kill() { return this._stop('SIGKILL'); }
+  async kill() {
+    const wasRunning = this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+    await this._stop('SIGKILL');
+    if (wasRunning) this.checkLogForSecrets();
+  }
 
   // Runs the CLI against this server's data directory.
   cli(args, extra = {}) {
