@@ -15,7 +15,9 @@
  *
  * The op record exists only while the operation is assigning; a finished
  * operation is answered from the registration state, which names its
- * operation (_operationId). On start-up every op record left is resumed.
+ * operation (_operationId). On start-up every op record left is resumed;
+ * one that cannot be (its enrollment deleted, or none named) ends failed
+ * like any other, and one naming no registration is removed.
  *
  * An op in memory is shared by the maps, a store job, the webhook/REST
  * request and the retry timer: refs counts them; shutdown drops the maps'
@@ -756,7 +758,9 @@ static void call_webhook(struct op *o)
 	free(body);
 }
 
-static void start(struct op *o)
+/* The device's previous registration state, when there is one: where the
+ * device is (a failure keeps it too) and its first hub. */
+static void load_prev(struct op *o)
 {
 	struct dps *d = o->d;
 	char *text = NULL;
@@ -771,6 +775,12 @@ static void start(struct op *o)
 		if (i)
 			snprintf(o->initial_hub, sizeof o->initial_hub, "%s", i);
 	}
+}
+
+static void start(struct op *o)
+{
+	struct dps *d = o->d;
+	load_prev(o);
 	/* The device id: kept from an earlier registration, else the
 	 * enrollment's deviceId, else the registration id. */
 	const char *dev = o->prev_hub[0]
@@ -938,6 +948,7 @@ void dps__poll(struct dps *d, const char *regid, const char *op_id, struct dps_r
 
 struct resume_list {
 	char **docs;
+	char **keys; /* collect_docs: each record's store id (its operation id) */
 	size_t n;
 };
 
@@ -945,30 +956,54 @@ static int collect_docs(void *arg, const char *id, const char *json)
 {
 	struct resume_list *l = arg;
 	l->docs = xrealloc(l->docs, (l->n + 1) * sizeof *l->docs);
+	l->keys = xrealloc(l->keys, (l->n + 1) * sizeof *l->keys);
+	l->keys[l->n] = xstrdup(id);
 	l->docs[l->n++] = xstrdup(json);
 	return 0;
 }
 
-static void resume_one(struct dps *d, json_t *doc)
+/* A record that names no registration cannot be answered to anyone: it is
+ * removed rather than skipped at every start. */
+static void drop_record(struct dps *d, const char *key)
+{
+	log_at(LOG_WARN, "dps %s: operation record %s names no registration; removed", d->name,
+	       key);
+	struct doc_job *j = xcalloc(1, sizeof *j);
+	j->kind = STORE_OPERATION;
+	snprintf(j->scope, sizeof j->scope, "%s", d->name);
+	j->id = xstrdup(key);
+	store_submit(d->store, doc_work, doc_done, j);
+}
+
+/* Resumes the record stored under key. One that names its registration
+ * always ends assigned or failed (its device is polling for it). */
+static void resume_one(struct dps *d, const char *key, json_t *doc)
 {
 	const char *id = json_string_value(json_object_get(doc, "operationId"));
 	const char *regid = json_string_value(json_object_get(doc, "registrationId"));
 	json_t *en = json_object_get(doc, "enrollment");
 	const char *kind = json_string_value(json_object_get(en, "kind"));
 	const char *eid = json_string_value(json_object_get(en, "id"));
-	if (!id || !regid || !kind || !eid || map_get(&d->ops, id) ||
-	    map_get(&d->ops_by_reg, regid))
+	if (!id)
+		id = key; /* the record is stored under its operation id */
+	if (!regid || !*regid) {
+		drop_record(d, key);
+		return;
+	}
+	if (map_get(&d->ops, id) || map_get(&d->ops_by_reg, regid))
 		return;
 	struct op *o = op_new(d, regid, id);
-	o->auth.kind = strcmp(kind, "group") == 0 ? ENROLLMENT_GROUP : ENROLLMENT_INDIVIDUAL;
-	snprintf(o->auth.enrollment_id, sizeof o->auth.enrollment_id, "%s", eid);
+	o->auth.kind = kind && strcmp(kind, "group") == 0 ? ENROLLMENT_GROUP
+							    : ENROLLMENT_INDIVIDUAL;
+	snprintf(o->auth.enrollment_id, sizeof o->auth.enrollment_id, "%s", eid ? eid : "");
 	o->auth.key_index = (int)json_integer_value(json_object_get(doc, "keyIndex")) & 1;
 	json_t *p = json_object_get(doc, "payload");
 	o->payload = p ? json_incref(p) : NULL;
 	const char *created = json_string_value(json_object_get(doc, "createdDateTimeUtc"));
 	snprintf(o->created, sizeof o->created, "%s", created ? created : "");
 	char *text = NULL;
-	if (store_doc_get(store_reader(d->store),
+	if (kind && eid &&
+	    store_doc_get(store_reader(d->store),
 			  o->auth.kind == ENROLLMENT_GROUP ? STORE_ENROLLMENT_GROUP
 							   : STORE_ENROLLMENT,
 			  d->name, eid, &text) == 0)
@@ -977,8 +1012,12 @@ static void resume_one(struct dps *d, json_t *doc)
 	log_at(LOG_INFO, "dps %s: resuming registration %s (operation %s)", d->name, regid, id);
 	if (!o->auth.record) {
 		o->auth.record = json_object();
-		fail(o, 500000,
-		     "the enrollment was deleted while the registration was in progress");
+		load_prev(o);
+		fail(o, 500000, "%s",
+		     kind && eid ? "the enrollment was deleted while the registration was in "
+				   "progress"
+				 : "the operation record is unusable: it does not name its "
+				   "enrollment");
 		return;
 	}
 	start(o);
@@ -991,12 +1030,16 @@ void dps_resume(struct dps *d)
 		       collect_docs, &l);
 	for (size_t i = 0; i < l.n; i++) {
 		json_t *doc = json_loads(l.docs[i], 0, NULL);
-		if (doc)
-			resume_one(d, doc);
+		if (json_is_object(doc))
+			resume_one(d, l.keys[i], doc);
+		else
+			drop_record(d, l.keys[i]);
 		json_decref(doc);
 		free(l.docs[i]);
+		free(l.keys[i]);
 	}
 	free(l.docs);
+	free(l.keys);
 }
 
 static void collect_ops(void *arg, const char *key, void *value)
