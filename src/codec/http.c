@@ -258,6 +258,11 @@ int http_parser_feed(struct http_parser_state *ps, const char *data, size_t n,
 	return (int)used;
 }
 
+bool http_parser_in_request(const struct http_parser_state *ps)
+{
+	return ps->req != NULL && !ps->done;
+}
+
 int http_parser_error(const struct http_parser_state *ps, const char **reason)
 {
 	if (reason)

@@ -61,6 +61,8 @@ void http_parser_free(struct http_parser_state *ps);
 int http_parser_feed(struct http_parser_state *ps, const char *data, size_t n,
 		     struct http_request **req_out);
 int http_parser_error(const struct http_parser_state *ps, const char **reason);
+/* True while a request is partly parsed (from its first byte to its end). */
+bool http_parser_in_request(const struct http_parser_state *ps);
 
 void http_request_free(struct http_request *req);
 /* Case-insensitive lookup; NULL when absent. */

@@ -328,7 +328,7 @@ void dps_mqtt_accept(struct dps *d, struct net_conn *c, const uint8_t *pending, 
 	s->refs = 1; /* dropped in on_close */
 	buf_init(&s->in);
 	net_conn_set_handler(c, &dsession_handler, s);
-	net_conn_set_idle_timeout(c, CONNECT_TIMEOUT_MS);
+	net_conn_set_deadline(c, CONNECT_TIMEOUT_MS);
 	if (n)
 		on_data(c, pending, n);
 }

@@ -633,7 +633,7 @@ void hub_mqtt_accept(const struct hub_set *set, struct hub *sni_hub, struct net_
 {
 	struct hub_session *s = session_new(set, sni_hub, c);
 	net_conn_set_handler(c, &session_handler, s);
-	net_conn_set_idle_timeout(c, CONNECT_TIMEOUT_MS);
+	net_conn_set_deadline(c, CONNECT_TIMEOUT_MS);
 	if (n)
 		on_data(c, pending, n);
 }

@@ -2,6 +2,10 @@
  *
  * Per connection:  READING --request--> HANDLING --http_respond--> READING
  *                                           \--upgrade--> (WebSocket owner)
+ * Timers: idle READING (nothing buffered) closes after IDLE_MS of silence; a
+ * request partly received must be complete within request_ms of its first
+ * byte (a deadline, so a client dripping bytes cannot hold the connection);
+ * HANDLING has no timer (the handler answers).
  * While HANDLING the connection is paused; bytes already received stay in
  * `in` and are parsed after the answer (pipelining, in order). */
 #include "net/http_server.h"
@@ -32,6 +36,8 @@ struct http_conn {
 	bool closed;
 	bool upgraded;
 	bool close_after;
+	bool in_request;   /* a request is partly received: its deadline runs */
+	uint64_t request_ms;
 };
 
 static void parse_more(struct http_conn *hc);
@@ -103,6 +109,7 @@ static void parse_more(struct http_conn *hc)
 		ex->conn = hc->conn;
 		net_conn_ref(hc->conn);
 		hc->handling = true;
+		hc->in_request = false;
 		net_conn_pause(hc->conn);
 		net_conn_set_idle_timeout(hc->conn, 0);
 		hc->handler(hc->ctx, ex);
@@ -117,14 +124,25 @@ static void parse_more(struct http_conn *hc)
 		 * request. Otherwise http_respond continues later. */
 	}
 	hc->in_parse = false;
-	if (hc->closed && !hc->handling)
+	if (hc->closed && !hc->handling) {
 		hc_free(hc);
+		return;
+	}
+	if (!hc->handling && !hc->upgraded && !net_conn_closed(hc->conn)) {
+		bool partial = hc->in.len > 0 || http_parser_in_request(hc->ps);
+		if (partial && !hc->in_request)
+			net_conn_set_deadline(hc->conn, hc->request_ms);
+		else if (!partial && hc->in_request)
+			net_conn_set_idle_timeout(hc->conn, IDLE_MS);
+		hc->in_request = partial;
+	}
 }
 
 void http_server_attach(struct net_conn *c, const struct http_limits *limits,
-			http_handler_fn fn, void *ctx)
+			uint64_t request_ms, http_handler_fn fn, void *ctx)
 {
 	struct http_conn *hc = xcalloc(1, sizeof *hc);
+	hc->request_ms = request_ms;
 	hc->conn = c;
 	hc->ps = http_parser_new(limits);
 	hc->handler = fn;

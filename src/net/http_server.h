@@ -27,9 +27,11 @@ struct http_exchange {
 typedef void (*http_handler_fn)(void *ctx, struct http_exchange *ex);
 
 /* Makes c an HTTP connection: every request goes to handler(ctx, ex).
- * limits may be NULL for the codec defaults. */
+ * limits may be NULL for the codec defaults. A request must arrive whole
+ * within request_ms of its first byte; between requests the connection may
+ * stay idle for a minute. */
 void http_server_attach(struct net_conn *c, const struct http_limits *limits,
-			http_handler_fn handler, void *ctx);
+			uint64_t request_ms, http_handler_fn handler, void *ctx);
 
 /* Answers and frees the exchange. headers: name/value pairs, NULL-
  * terminated, or NULL. When the connection closed meanwhile, only frees. */

@@ -64,12 +64,14 @@ struct net_conn {
 	bool in_data;     /* inside on_data delivery */
 	bool close_after_flush;
 	uint64_t idle_ms;
+	bool deadline;    /* the timer is a deadline: reads do not restart it */
 	size_t queued;    /* bytes handed to uv_write not yet completed */
 	char *sni;
 	char local_ip[INET6_ADDRSTRLEN];
 	char peer[INET6_ADDRSTRLEN + 8];
 	/* WebSocket mode */
 	bool ws;
+	bool ws_in_message; /* a fragmented binary message is open (FIN not seen) */
 	uint64_t ws_max;
 	struct buf ws_in;   /* undecoded frame bytes */
 	struct buf ws_msg;  /* payload scratch */
@@ -453,13 +455,14 @@ static void on_timer(uv_timer_t *t)
 	if (c->state == C_HANDSHAKE)
 		log_at(LOG_DEBUG, "tls %s: handshake timed out", c->peer);
 	else
-		log_at(LOG_DEBUG, "net %s: idle timeout", c->peer);
+		log_at(LOG_DEBUG, "net %s: %s", c->peer,
+		       c->deadline ? "deadline passed" : "idle timeout");
 	conn_close(c);
 }
 
 static void restart_timer(struct net_conn *c)
 {
-	if (c->state == C_HANDSHAKE)
+	if (c->state == C_HANDSHAKE || c->deadline)
 		return;
 	if (c->idle_ms)
 		uv_timer_start(&c->timer, on_timer, c->idle_ms, 0);
@@ -470,8 +473,17 @@ static void restart_timer(struct net_conn *c)
 void net_conn_set_idle_timeout(struct net_conn *c, uint64_t ms)
 {
 	c->idle_ms = ms;
+	c->deadline = false;
 	if (c->state == C_OPEN)
 		restart_timer(c);
+}
+
+void net_conn_set_deadline(struct net_conn *c, uint64_t ms)
+{
+	c->idle_ms = 0;
+	c->deadline = true;
+	if (c->state == C_OPEN)
+		uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
 /* ---- WebSocket mode ------------------------------------------------------------------ */
@@ -513,6 +525,14 @@ static void ws_input(struct net_conn *c, const uint8_t *p, size_t n)
 		switch (f.opcode) {
 		case WS_BINARY:
 		case WS_CONT:
+			/* RFC 6455 5.4: a continuation only inside a fragmented
+			 * message, a new message only after the last one ended. */
+			if ((f.opcode == WS_CONT) != c->ws_in_message) {
+				ws_fail(c, 1002, f.opcode == WS_CONT ? "continuation outside a message"
+								     : "new message inside a fragmented one");
+				break;
+			}
+			c->ws_in_message = !f.fin;
 			if (c->ws_msg.len && c->h && c->h->on_data)
 				c->h->on_data(c, (const uint8_t *)c->ws_msg.data, c->ws_msg.len);
 			break;

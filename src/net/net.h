@@ -87,6 +87,11 @@ void net_conn_resume(struct net_conn *c);
 /* Closes the connection when no byte arrives for ms milliseconds (0 turns
  * it off). Any received byte restarts the timer. */
 void net_conn_set_idle_timeout(struct net_conn *c, uint64_t ms);
+/* Closes the connection ms milliseconds from now whatever arrives meanwhile
+ * (a deadline for a CONNECT or a request: a peer dripping bytes cannot hold
+ * it open). Replaces the idle timeout until the next
+ * net_conn_set_idle_timeout. */
+void net_conn_set_deadline(struct net_conn *c, uint64_t ms);
 
 /* Switches to WebSocket framing (after the caller sent the 101 answer):
  * from now on incoming frames are unmasked and their payloads passed to

@@ -78,6 +78,10 @@ static const struct setting settings[] = {
      "Most simultaneous client connections (1..1000000); more are refused.", SRV(max_connections)},
     {SCOPE_SERVER, "max_packet_kb", SET_UINT, 1, 262144, "256",
      "Largest MQTT packet accepted, in KiB (1..262144).", SRV(max_packet_kb)},
+    {SCOPE_SERVER, "request_timeout_s", SET_UINT, 1, 3600, "30",
+     "Seconds an HTTPS client may take to send one whole request once it\n"
+     "started (1..3600); slower clients are disconnected.",
+     SRV(request_timeout_s)},
     {SCOPE_HUB, "owner_key", SET_KEY, 16, 64, NULL,
      "Primary key of the iothubowner policy: base64 of 16..64 bytes.\n"
      "Unset = generated once and kept in the database.",

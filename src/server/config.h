@@ -66,6 +66,7 @@ struct config {
 	char *log_level;                 /* info */
 	unsigned max_connections;        /* 20000 */
 	unsigned max_packet_kb;          /* 256: largest MQTT packet accepted */
+	unsigned request_timeout_s;      /* 30: to send one HTTPS request */
 	struct config_hub *hubs;
 	size_t nhubs;
 	struct config_dps *dps; /* NULL = no DPS */

@@ -107,7 +107,7 @@ static struct front *front_new(struct hub *sni_hub)
 static void on_mqtt_accept(void *ctx, struct net_conn *c)
 {
 	net_conn_set_handler(c, &front_handler, front_new(sni_hub(c)));
-	net_conn_set_idle_timeout(c, 10000);
+	net_conn_set_deadline(c, 10000);
 }
 
 static void on_http_request(void *ctx, struct http_exchange *ex)
@@ -139,7 +139,7 @@ static void on_http_request(void *ctx, struct http_exchange *ex)
 					  "upgrade request\"}");
 			return;
 		}
-		net_conn_set_idle_timeout(c, 10000);
+		net_conn_set_deadline(c, 10000);
 		return;
 	}
 	hub_http_request(h ? h : l->default_hub, ex);
@@ -147,7 +147,7 @@ static void on_http_request(void *ctx, struct http_exchange *ex)
 
 static void on_https_accept(void *ctx, struct net_conn *c)
 {
-	http_server_attach(c, NULL, on_http_request, ctx);
+	http_server_attach(c, NULL, (uint64_t)srv.cfg.request_timeout_s * 1000, on_http_request, ctx);
 }
 
 static bool is_ip_literal(const char *host)
