@@ -42,7 +42,9 @@ bool registry_id_valid(const char *id)
 		if (!strchr(extra, c))
 			return false;
 	}
-	return n > 0;
+	/* "." and ".." are dot-segments: HTTP clients remove them from a URL
+	 * path (RFC 3986 5.2.4), so such a device could not be addressed. */
+	return n > 0 && strcmp(id, ".") != 0 && strcmp(id, "..") != 0;
 }
 
 __attribute__((format(printf, 3, 4))) static json_t *fail(struct registry_error *err, int status,

@@ -20,7 +20,7 @@
 #define REGISTRY_ID_MAX 128
 
 /* A device id: 1..128 chars of ASCII letters, digits and
- * - : . + % _ # * ? ! ( ) , = @ $ ' (as Azure allows). */
+ * - : . + % _ # * ? ! ( ) , = @ $ ' (as Azure allows), except "." and "..". */
 bool registry_id_valid(const char *id);
 
 struct registry_error {

@@ -55,5 +55,5 @@ rm -rf "$FLEETHUB_TEST_TMP"
 mkdir -p "$FLEETHUB_TEST_TMP"
 cd "$here"
 # Arguments, when given, pick test files (e.g. dps.test.js).
-if [ $# -gt 0 ]; then set -- "$@"; else set -- ./*.test.js; fi
+if [ $# -gt 0 ]; then set -- "$@"; else set -- ./*.test.js ../hostile/*.test.js; fi
 exec node --test --test-concurrency=1 --test-reporter=spec ${FLEETHUB_TEST_NAME:+--test-name-pattern="$FLEETHUB_TEST_NAME"} "$@"

@@ -80,6 +80,9 @@ static void test_id_valid(void **state)
 	assert_true(registry_id_valid("dev1"));
 	assert_true(registry_id_valid("a-b:c.d+e%f_g#h*i?j!k(l)m,n=o@p$q'r"));
 	assert_true(registry_id_valid("Z"));
+	assert_true(registry_id_valid("..."));
+	assert_false(registry_id_valid("."));
+	assert_false(registry_id_valid(".."));
 	char id[REGISTRY_ID_MAX + 2];
 	memset(id, 'x', sizeof id);
 	id[REGISTRY_ID_MAX] = '\0';

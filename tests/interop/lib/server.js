@@ -166,7 +166,7 @@ function rest(ownerCs, method, pathAndQuery, body, headers = {}) {
   const cs = parseCs(ownerCs);
   const sas = SharedAccessSignature.create(encodeURIComponent(cs.HostName), cs.SharedAccessKeyName,
     cs.SharedAccessKey, Math.floor(Date.now() / 1000) + 3600).toString();
-  const data = body === undefined ? undefined : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+  const data = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
   return new Promise((resolve, reject) => {
     const req = https.request({
       host: cs.HostName, port: 443, method, path: pathAndQuery,
