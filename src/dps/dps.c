@@ -198,6 +198,22 @@ int dps_link_remote(struct dps *d, const char *connection_string, unsigned weigh
 	return 0;
 }
 
+int dps_set_remote_address(struct dps *d, const char *name, const char *address, char *err,
+			   size_t errlen)
+{
+	struct dps_linked_hub *l = dps__linked_find(d, name);
+	if (!l || l->local) {
+		snprintf(err, errlen,
+			 "dps %s: linked_hub_addresses: %s is not the HostName of a "
+			 "linked_hub_connection_string",
+			 d->name, name);
+		return -1;
+	}
+	free(l->remote_address);
+	l->remote_address = xstrdup(address);
+	return 0;
+}
+
 void dps_add_alias(struct dps *d, const char *alias)
 {
 	for (size_t i = 0; i < d->naliases; i++)

@@ -57,7 +57,8 @@ struct dps_linked_hub {
 	struct hub *local;           /* in-process hub, or NULL */
 	char *remote_key_name;       /* remote: SharedAccessKeyName */
 	char *remote_key;            /* remote: SharedAccessKey (base64) */
-	char *remote_address;        /* remote: "host:port" to dial, NULL = name:443 */
+	char *remote_address;        /* remote: "host:port" to dial (TLS and Host still
+					name the hub), NULL = name:443 */
 };
 
 struct dps {
@@ -105,6 +106,11 @@ void dps_link_local(struct dps *d, struct hub *h, unsigned weight);
  * SharedAccessKey). Returns 0 or -1 with a message. */
 int dps_link_remote(struct dps *d, const char *connection_string, unsigned weight, char *err,
 		    size_t errlen);
+/* Dials the remote linked hub name at address ("host:port", "[v6]:port")
+ * instead of name:443. Returns 0, or -1 with a message when name is not a
+ * remote linked hub. */
+int dps_set_remote_address(struct dps *d, const char *name, const char *address, char *err,
+			   size_t errlen);
 void dps_add_alias(struct dps *d, const char *alias);
 /* Resumes operations left "assigning" by a previous run. */
 void dps_resume(struct dps *d);

@@ -7,9 +7,10 @@
  *            --> reprovisioning decision (core/allocation)
  *            --> remote hubs: REST calls (read old twin, create identity,
  *                set twin, delete old identity)
- *            --> one transaction: local identity + twin changes, the
- *                registration state (status, hub, device, payload) and the
- *                operation record removed
+ *            --> one transaction: local identity + twin changes (a local
+ *                hub the device leaves loses it, also for a remote target),
+ *                the registration state (status, hub, device, payload) and
+ *                the operation record removed
  *   a failure at any point stores the registration state "failed" with
  *   errorCode + errorMessage in one transaction likewise.
  *
@@ -309,10 +310,22 @@ static int assign_local(struct op *o, struct store_txn *t, const char *now)
 	if (rc == 0 && write_twin)
 		rc = store_twin_put(t, hub, o->device_id, &tw);
 	store_twin_clear(&tw);
-	if (rc != 0)
-		return rc;
-	if (o->old && o->old->local && o->old != o->target &&
-	    (o->dec.action == REPROV_MIGRATE || o->dec.action == REPROV_RESET)) {
+	return rc;
+}
+
+static bool leaving_old(const struct op *o)
+{
+	return o->old && o->old != o->target &&
+	       (o->dec.action == REPROV_MIGRATE || o->dec.action == REPROV_RESET);
+}
+
+/* The writes this process makes for an assignment: the identity and twin
+ * on a local target, and the removal of the device from a local hub it
+ * leaves (whether the new hub is local or remote). */
+static int assign_writes(struct op *o, struct store_txn *t, const char *now)
+{
+	int rc = o->target->local ? assign_local(o, t, now) : 0;
+	if (rc == 0 && leaving_old(o) && o->old->local) {
 		rc = store_device_delete(t, o->old->alloc.name, o->device_id);
 		if (rc == FH_ENOTFOUND)
 			rc = 0;
@@ -328,7 +341,7 @@ static int finish_work(void *arg, struct store_txn *t)
 	clock_iso8601(clock_now_ms(), now);
 	int rc = 0;
 	if (j->local_writes)
-		rc = assign_local(o, t, now);
+		rc = assign_writes(o, t, now);
 	if (rc == 0)
 		rc = store_doc_put(t, STORE_REGISTRATION, o->d->name, o->regid, j->state_json);
 	if (rc == 0) {
@@ -430,12 +443,20 @@ static void succeed(struct op *o)
 	json_object_set_new(o->state, "_initialHub",
 			    json_string(o->initial_hub[0] ? o->initial_hub : o->hub));
 	state_tail(o, o->state, now);
-	commit_outcome(o, o->target->local != NULL);
+	commit_outcome(o, o->target->local || (leaving_old(o) && o->old->local));
 }
 
 /* ---- remote hubs: the service REST API -------------------------------- */
 
 static void remote_next(struct op *o);
+
+static const char *const step_name[] = {
+	[STEP_READ_TWIN] = "the read of the device's twin",
+	[STEP_PUT_DEVICE] = "the creation of the device identity",
+	[STEP_PUT_TWIN] = "the update of the device twin",
+	[STEP_DELETE_OLD] = "the deletion of the device identity it leaves",
+	[STEP_COMMIT] = "",
+};
 
 static void remote_done(void *arg, const struct http_client_result *r)
 {
@@ -457,11 +478,20 @@ static void remote_done(void *arg, const struct http_client_result *r)
 		o->step++;
 		remote_next(o);
 	} else if (r->status == 0) {
-		fail(o, 500000, "hub %s could not be reached: %s", h->alloc.name, r->error);
+		fail(o, 500000, "linked hub %s%s%s%s could not be reached: %s", h->alloc.name,
+		     h->remote_address ? " (dialled at " : "",
+		     h->remote_address ? h->remote_address : "", h->remote_address ? ")" : "",
+		     r->error);
+	} else if (r->status == 401 || r->status == 403) {
+		fail(o, 500000,
+		     "linked hub %s refused the DPS's credentials (%d) for %s: check "
+		     "SharedAccessKeyName and SharedAccessKey of its "
+		     "linked_hub_connection_string (an owner policy with registry write "
+		     "rights): %.200s",
+		     h->alloc.name, r->status, step_name[o->step], r->body);
 	} else {
-		fail(o, 500000, "hub %s answered %d to the device %s: %.200s", h->alloc.name,
-		     r->status, o->step == STEP_READ_TWIN ? "twin read" : "identity update",
-		     r->body);
+		fail(o, 500000, "linked hub %s answered %d to %s: %.200s", h->alloc.name,
+		     r->status, step_name[o->step], r->body);
 	}
 	op_unref(o);
 }
@@ -470,17 +500,17 @@ static void remote_call(struct op *o, struct dps_linked_hub *h, const char *meth
 			const char *what, json_t *body)
 {
 	struct buf url = BUF_INIT, auth = BUF_INIT, hdr = BUF_INIT;
-	buf_printf(&url, "https://%s/%s/%s?api-version=" HUB_API_VERSION,
-		   h->remote_address ? h->remote_address : h->alloc.name, what, o->device_id);
+	buf_printf(&url, "https://%s/%s/%s?api-version=" HUB_API_VERSION, h->alloc.name, what,
+		   o->device_id);
 	sas_build(&auth, h->alloc.name, h->remote_key, h->remote_key_name,
 		  clock_now_ms() / 1000 + 3600);
 	buf_printf(&hdr, "Authorization: %s", auth.data);
 	const char *headers[] = {hdr.data, "If-Match: *", "Accept: application/json", NULL};
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	o->refs++;
-	if (http_client_request(o->d->http, method, url.data, headers, text,
-				text ? strlen(text) : 0, REMOTE_TIMEOUT_MS, 1024 * 1024, remote_done,
-				o) != 0) {
+	if (http_client_request_via(o->d->http, h->remote_address, method, url.data, headers, text,
+				    text ? strlen(text) : 0, REMOTE_TIMEOUT_MS, 1024 * 1024,
+				    remote_done, o) != 0) {
 		op_unref(o);
 		fail(o, 500000, "hub %s: cannot build a request to %s", h->alloc.name, url.data);
 	}
@@ -490,10 +520,21 @@ static void remote_call(struct op *o, struct dps_linked_hub *h, const char *meth
 	buf_free(&hdr);
 }
 
-static bool leaving_old(const struct op *o)
+/* The twin of the device on the local hub it leaves, in the service's
+ * JSON form (tags, properties.desired/reported), for a remote target; NULL
+ * when there is none. */
+static json_t *local_twin_json(struct op *o)
 {
-	return o->old && o->old != o->target &&
-	       (o->dec.action == REPROV_MIGRATE || o->dec.action == REPROV_RESET);
+	struct store_twin tw = {0};
+	if (store_twin_get(store_reader(o->d->store), o->old->alloc.name, o->device_id, &tw) != 0)
+		return NULL;
+	json_t *tags = json_loads(tw.tags ? tw.tags : "{}", 0, NULL);
+	json_t *desired = json_loads(tw.desired ? tw.desired : "{}", 0, NULL);
+	json_t *reported = json_loads(tw.reported ? tw.reported : "{}", 0, NULL);
+	store_twin_clear(&tw);
+	return json_pack("{s:o,s:{s:o,s:o}}", "tags", tags ? tags : json_object(), "properties",
+			 "desired", desired ? desired : json_object(), "reported",
+			 reported ? reported : json_object());
 }
 
 /* Runs the next remote step that applies, then the final commit. */
@@ -506,6 +547,10 @@ static void remote_next(struct op *o)
 				remote_call(o, o->old, "GET", "twins", NULL);
 				return;
 			}
+			/* Local -> remote: the local twin is what moves. */
+			if (o->dec.action == REPROV_MIGRATE && o->old && o->old->local &&
+			    !o->target->local)
+				o->source_twin = local_twin_json(o);
 			break;
 		case STEP_PUT_DEVICE:
 			if (!o->target->local) {

@@ -48,6 +48,7 @@ struct request {
 	struct http_client *c;
 	CURL *easy;
 	struct curl_slist *headers;
+	struct curl_slist *connect_to; /* CURLOPT_CONNECT_TO, or NULL */
 	struct buf resp; /* response body, at most max_response bytes */
 	size_t max_response;
 	bool too_large;
@@ -134,6 +135,7 @@ static void request_free(struct request *r)
 	if (r->easy)
 		curl_easy_cleanup(r->easy);
 	curl_slist_free_all(r->headers);
+	curl_slist_free_all(r->connect_to);
 	buf_free(&r->resp);
 	free(r);
 }
@@ -496,7 +498,23 @@ int http_client_request(struct http_client *c, const char *method, const char *u
                         uint64_t timeout_ms, size_t max_response, http_client_done_fn done,
                         void *arg)
 {
+	return http_client_request_via(c, NULL, method, url, headers, body, body_len, timeout_ms,
+	                               max_response, done, arg);
+}
+
+int http_client_request_via(struct http_client *c, const char *dial, const char *method,
+                            const char *url, const char *const *headers, const char *body,
+                            size_t body_len, uint64_t timeout_ms, size_t max_response,
+                            http_client_done_fn done, void *arg)
+{
 	if (c->closing || !method || !method[0] || !url || url_allowed(url) != 0)
+		return FH_EINVAL;
+	/* Only https may be sent elsewhere than its URL says (the name is still
+	 * verified); dial is "host:port" or "[v6]:port". */
+	const char *colon = dial ? strrchr(dial, ':') : NULL;
+	if (dial && (strncasecmp(url, "https://", 8) != 0 || !colon || colon == dial ||
+	             colon[1] == '\0' || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+	             (dial[0] != '[' && memchr(dial, ':', (size_t)(colon - dial)))))
 		return FH_EINVAL;
 	CURL *e = curl_easy_init();
 	if (!e) { /* only fails when memory is exhausted: abort as xmalloc does */
@@ -533,6 +551,13 @@ int http_client_request(struct http_client *c, const char *method, const char *u
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L); /* a webhook answers itself */
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+	if (dial) { /* "::host:port": any URL host and port goes to dial */
+		struct buf ct = BUF_INIT;
+		buf_printf(&ct, "::%s", dial);
+		r->connect_to = curl_slist_append(NULL, ct.data);
+		buf_free(&ct);
+		curl_easy_setopt(e, CURLOPT_CONNECT_TO, r->connect_to);
+	}
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "fleethub");
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, deadline);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, deadline);

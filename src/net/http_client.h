@@ -53,6 +53,16 @@ int http_client_request(struct http_client *c, const char *method, const char *u
 			uint64_t timeout_ms, size_t max_response, http_client_done_fn done,
 			void *arg);
 
+/* As http_client_request, but the connection goes to dial ("host:port" or
+ * "[v6]:port"; NULL = the URL's host and port) while TLS (SNI and the
+ * certificate's name) and the Host header still use the URL's host, as
+ * curl's --connect-to does. Only https URLs may be redirected this way
+ * (FH_EINVAL otherwise, or for a dial that is not host:port). */
+int http_client_request_via(struct http_client *c, const char *dial, const char *method,
+			    const char *url, const char *const *headers, const char *body,
+			    size_t body_len, uint64_t timeout_ms, size_t max_response,
+			    http_client_done_fn done, void *arg);
+
 /* The URL without its query string, for logs (keys often ride there:
  * "?code=..."). out is NUL-terminated, truncated to outlen. */
 void http_client_url_for_log(const char *url, char *out, size_t outlen);

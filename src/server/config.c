@@ -37,6 +37,8 @@ enum setting_type {
 	SET_LOG_LEVEL, /* char *, one of log_level_parse's names */
 	SET_KEY,       /* char *, base64 of min..max bytes */
 	SET_TEXT,      /* char *, non-empty; form checked after loading */
+	SET_LIST,      /* as SET_TEXT, a comma-separated list; a repeated key adds
+	                  its items (lines are limited to 198 characters) */
 };
 
 struct setting {
@@ -100,16 +102,21 @@ static const struct setting settings[] = {
      "Primary key of the provisioningserviceowner policy: base64 of 16..64\n"
      "bytes. Unset = generated once and kept in the database.",
      DPS(owner_key)},
-    {SCOPE_DPS, "linked_hubs", SET_TEXT, 0, 0, NULL,
+    {SCOPE_DPS, "linked_hubs", SET_LIST, 0, 0, NULL,
      "Hubs served by this process that devices can be assigned to, comma-\n"
      "separated host names of [hub] sections. Unset = every configured hub.",
      DPS(linked_hubs)},
-    {SCOPE_DPS, "linked_hub_connection_string", SET_TEXT, 0, 0, NULL,
+    {SCOPE_DPS, "linked_hub_connection_string", SET_LIST, 0, 0, NULL,
      "Hubs served elsewhere, reached through their service REST API: owner\n"
      "connection strings (HostName=...;SharedAccessKeyName=...;SharedAccessKey=...),\n"
-     "comma-separated. Unset = none.",
+     "comma-separated; repeat the key for one per line. Unset = none.",
      DPS(linked_hub_connection_string)},
-    {SCOPE_DPS, "allocation_weights", SET_TEXT, 0, 0, NULL,
+    {SCOPE_DPS, "linked_hub_addresses", SET_LIST, 0, 0, NULL,
+     "Where to dial hubs of linked_hub_connection_string whose names do not\n"
+     "resolve to them: hub=host:port, comma-separated ([v6]:port for IPv6).\n"
+     "TLS and the Host header still name the hub. Unlisted hubs: name:443.",
+     DPS(linked_hub_addresses)},
+    {SCOPE_DPS, "allocation_weights", SET_LIST, 0, 0, NULL,
      "Allocation weight of linked hubs for the hashed policy: hub=weight,\n"
      "comma-separated (1..1000). Unlisted hubs weigh 1.",
      DPS(allocation_weights)},
@@ -294,6 +301,7 @@ static int apply(const struct setting *s, void *base, const char *value, char *e
 	switch (s->type) {
 	case SET_PATH:
 	case SET_TEXT:
+	case SET_LIST:
 		if (value[0] == '\0') {
 			snprintf(err, errlen, "empty value");
 			return -1;
@@ -527,6 +535,18 @@ static int on_value(void *user, const char *section, const char *name, const cha
 		unsigned *set = scope == SCOPE_SERVER ? &st->server_set
 		                : scope == SCOPE_HUB  ? &st->hub_set[st->cur_hub]
 		                                      : &st->dps_set;
+		void *base = scope == SCOPE_SERVER ? (void *)st->cfg
+		             : scope == SCOPE_HUB  ? (void *)&st->cfg->hubs[st->cur_hub]
+		                                   : (void *)st->cfg->dps;
+		if ((*set & (1u << i)) && s->type == SET_LIST && value[0]) {
+			char **sp = (char **)(void *)((char *)base + s->offset);
+			struct buf joined = BUF_INIT;
+			buf_printf(&joined, "%s, %s", *sp, value);
+			free(*sp);
+			*sp = xstrdup(joined.data);
+			buf_free(&joined);
+			return 1;
+		}
 		if (*set & (1u << i)) {
 			fail_at(st, "%s %s: set more than once", sect, name);
 			return 0;
@@ -534,9 +554,6 @@ static int on_value(void *user, const char *section, const char *name, const cha
 		*set |= 1u << i;
 		if (scope == SCOPE_SERVER)
 			st->line_of[i] = st->lineno;
-		void *base = scope == SCOPE_SERVER ? (void *)st->cfg
-		             : scope == SCOPE_HUB  ? (void *)&st->cfg->hubs[st->cur_hub]
-		                                   : (void *)st->cfg->dps;
 		char msg[300];
 		if (apply(s, base, value, msg, sizeof msg) != 0) {
 			fail_at(st, "%s %s: %s", sect, name, msg);
@@ -616,6 +633,34 @@ static int check_connection_string(void *arg, const char *item, size_t n)
 	return 1;
 }
 
+/* "hub=host:port" or "hub=[v6]:port". */
+static int check_address(void *arg, const char *item, size_t n)
+{
+	struct dps_check *c = arg;
+	const char *eq = memchr(item, '=', n);
+	const char *colon = NULL;
+	for (const char *p = item + n; eq && p > eq + 1; p--)
+		if (p[-1] == ':') {
+			colon = p - 1;
+			break;
+		}
+	size_t hl = colon ? (size_t)(colon - eq - 1) : 0, pl = colon ? n - (size_t)(colon + 1 - item) : 0;
+	bool host_ok = hl > 0 && (eq[1] == '[' ? colon[-1] == ']' && hl > 2
+	                                       : memchr(eq + 1, ':', hl) == NULL);
+	char num[8] = "";
+	if (pl > 0 && pl < sizeof num) {
+		memcpy(num, colon + 1, pl);
+		num[pl] = '\0';
+	}
+	unsigned long port = num[0] && strspn(num, "0123456789") == strlen(num) ? strtoul(num, NULL, 10) : 0;
+	if (!eq || eq == item || !host_ok || port < 1 || port > 65535) {
+		snprintf(c->msg, c->msglen,
+		         "linked_hub_addresses: \"%.*s\" is not hub=host:port", (int)n, item);
+		return 1;
+	}
+	return 0;
+}
+
 static int check_weight(void *arg, const char *item, size_t n)
 {
 	struct dps_check *c = arg;
@@ -657,6 +702,8 @@ static int check_dps(const struct config *cfg, char *msg, size_t msglen)
 	    each_item(d->linked_hub_connection_string, check_connection_string, &c) != 0)
 		goto bad_list;
 	if (d->allocation_weights && each_item(d->allocation_weights, check_weight, &c) != 0)
+		goto bad_list;
+	if (d->linked_hub_addresses && each_item(d->linked_hub_addresses, check_address, &c) != 0)
 		goto bad_list;
 	return 0;
 bad_list:
@@ -809,6 +856,7 @@ void config_free(struct config *cfg)
 		free(d->owner_key);
 		free(d->linked_hubs);
 		free(d->linked_hub_connection_string);
+		free(d->linked_hub_addresses);
 		free(d->allocation_weights);
 		free(d->webhook_ca);
 		addrs_free(&d->mqtt_listen);

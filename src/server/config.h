@@ -47,6 +47,7 @@ struct config_dps {
 	char *owner_key;             /* provisioningserviceowner primary key; NULL = generated */
 	char *linked_hubs;           /* hubs served here; NULL = every configured hub */
 	char *linked_hub_connection_string; /* remote hubs' owner connection strings */
+	char *linked_hub_addresses;  /* "hub=host:port, ...": where to dial remote hubs */
 	char *allocation_weights;    /* "hub=weight, ..."; unlisted hubs weigh 1 */
 	char *webhook_ca;            /* extra CAs for webhook TLS; NULL = system CAs only */
 	unsigned webhook_timeout_ms; /* 5000 */

@@ -343,6 +343,23 @@ static void link_remote(void *arg, const char *cs)
 		r->rc = dps_link_remote(srv.dps, cs, 1, r->err, r->errlen);
 }
 
+static void set_address(void *arg, const char *item)
+{
+	struct remote_link *r = arg;
+	const char *eq = strchr(item, '=');
+	if (r->rc != 0 || !eq)
+		return;
+	char *name = xstrndup(item, (size_t)(eq - item));
+	size_t n = strlen(name);
+	while (n && (name[n - 1] == ' ' || name[n - 1] == '\t'))
+		name[--n] = '\0';
+	const char *addr = eq + 1;
+	while (*addr == ' ' || *addr == '\t')
+		addr++;
+	r->rc = dps_set_remote_address(srv.dps, name, addr, r->err, r->errlen);
+	free(name);
+}
+
 static void add_dps_aliases(const struct config_addrs *addrs)
 {
 	for (size_t i = 0; i < addrs->n; i++)
@@ -379,6 +396,8 @@ static int setup_dps(char *err, size_t errlen)
 	struct remote_link r = {err, errlen, 0};
 	if (c->linked_hub_connection_string)
 		each_item(c->linked_hub_connection_string, link_remote, &r);
+	if (r.rc == 0 && c->linked_hub_addresses)
+		each_item(c->linked_hub_addresses, set_address, &r);
 	if (r.rc != 0)
 		return -1;
 	for (size_t i = 0; c->allocation_weights && i < srv.dps->nlinked; i++) {

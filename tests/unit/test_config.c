@@ -235,6 +235,31 @@ static void test_dps(void **state)
 	expect_error("[dps d.test]\nid_scope = 0ne-1\n", "id_scope");
 	expect_error("[dps d.test]\nallocation_weights = localhost=0\n", "allocation_weights");
 	expect_error("[dps d.test]\nlinked_hub_connection_string = HostName=x\n", "HostName=...");
+	/* List settings may be repeated (a line holds at most 198 characters,
+	 * two connection strings do not fit on one); addresses for remote hubs. */
+	assert_int_equal(load(&cfg,
+	                      "[dps d.test]\n"
+	                      "linked_hub_connection_string = HostName=a.test;SharedAccessKeyName=o;"
+	                      "SharedAccessKey=AAAA\n"
+	                      "linked_hub_connection_string = HostName=b.test;SharedAccessKeyName=o;"
+	                      "SharedAccessKey=BBBB\n"
+	                      "linked_hub_addresses = a.test=127.0.0.5:443, b.test=[::1]:8443\n"
+	                      "linked_hub_addresses = c.test=hub-c.internal:443\n",
+	                      err, sizeof err),
+	                 0);
+	assert_string_equal(cfg.dps->linked_hub_connection_string,
+	                    "HostName=a.test;SharedAccessKeyName=o;SharedAccessKey=AAAA, "
+	                    "HostName=b.test;SharedAccessKeyName=o;SharedAccessKey=BBBB");
+	assert_string_equal(cfg.dps->linked_hub_addresses,
+	                    "a.test=127.0.0.5:443, b.test=[::1]:8443, c.test=hub-c.internal:443");
+	config_free(&cfg);
+	expect_error("[dps d.test]\nid_scope = a\nid_scope = b\n", "set more than once");
+	expect_error("[dps d.test]\nlinked_hub_addresses = a.test\n", "is not hub=host:port");
+	expect_error("[dps d.test]\nlinked_hub_addresses = a.test=h\n", "is not hub=host:port");
+	expect_error("[dps d.test]\nlinked_hub_addresses = a.test=h:0\n", "is not hub=host:port");
+	expect_error("[dps d.test]\nlinked_hub_addresses = a.test=::1:443\n", "is not hub=host:port");
+	expect_error("[dps d.test]\nlinked_hub_addresses = =h:443\n", "is not hub=host:port");
+	expect_error("[dps d.test]\nlinked_hub_addresses = a.test=h:443,\n", "empty entry");
 	expect_error("[dps d.test]\nwebhook_timeout_ms = 5\n", "out of range 100..600000");
 	expect_error("[dps d.test]\n[dps e.test]\n", "only one [dps]");
 	expect_error("[dps d.test]\nowner_key = abc\n", "[dps d.test] owner_key: not valid base64");

@@ -610,7 +610,8 @@ static void *tls_serve(void *arg)
 	return NULL;
 }
 
-/* A self-signed P-256 certificate for IP 127.0.0.1, written as PEM to
+/* A self-signed P-256 certificate for IP 127.0.0.1 and the name
+ * hub.fleethub.invalid (which resolves nowhere), written as PEM to
  * ca_path; the key and certificate also go into the server's context. */
 static SSL_CTX *make_tls_ctx(const char *ca_path)
 {
@@ -631,7 +632,7 @@ static SSL_CTX *make_tls_ctx(const char *ca_path)
 	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
 	const char *exts[][2] = {{"basicConstraints", "critical,CA:TRUE"},
 	                         {"keyUsage", "critical,digitalSignature,keyCertSign"},
-	                         {"subjectAltName", "IP:127.0.0.1"},
+	                         {"subjectAltName", "IP:127.0.0.1,DNS:hub.fleethub.invalid"},
 	                         {"subjectKeyIdentifier", "hash"}};
 	for (size_t i = 0; i < 4; i++) {
 		X509_EXTENSION *e = X509V3_EXT_conf(NULL, &v3, exts[i][0], exts[i][1]);
@@ -714,6 +715,59 @@ static void test_tls_untrusted_then_extra_ca(void **state)
 
 	tls_stop(&t);
 	assert_true(t.handshakes_ok >= 1);
+	unlink(ca);
+}
+
+/* http_client_request_via: the connection goes to the given address while
+ * TLS verifies the URL's name (as a remote linked hub is reached). */
+static void test_request_via(void **state)
+{
+	struct fixture *f = *state;
+	char ca[64], u[128], dial[64], err[256];
+	snprintf(ca, sizeof ca, "/tmp/fh_test_via_ca_%d.pem", (int)getpid());
+	struct tls_srv t;
+	tls_start(&t, ca);
+	struct http_client *c2;
+	assert_int_equal(http_client_new(&c2, &f->loop, ca, err, sizeof err), 0);
+	struct got g;
+
+	/* A name that resolves nowhere, dialled at the server: verified, answered. */
+	snprintf(dial, sizeof dial, "127.0.0.1:%d", t.port);
+	memset(&g, 0, sizeof g);
+	assert_int_equal(http_client_request_via(c2, dial, "GET", "https://hub.fleethub.invalid/x",
+	                                         NULL, NULL, 0, 5000, 1024, on_done, &g),
+	                 0);
+	run_until(&f->loop, &g.calls, 1);
+	assert_string_equal(g.error, "");
+	assert_int_equal(g.status, 200);
+	assert_string_equal(g.body, "secure");
+
+	/* The URL's name is what is verified: "localhost" is not in the certificate. */
+	memset(&g, 0, sizeof g);
+	snprintf(u, sizeof u, "https://localhost:%d/x", t.port);
+	assert_int_equal(http_client_request_via(c2, dial, "GET", u, NULL, NULL, 0, 5000, 1024,
+	                                         on_done, &g),
+	                 0);
+	run_until(&f->loop, &g.calls, 1);
+	assert_int_equal(g.status, 0);
+	assert_non_null(strstr(g.error, "host name"));
+
+	/* Refused before any connection: plain http, or a dial that is not host:port. */
+	const char *bad[][2] = {{"http://127.0.0.1/x", "127.0.0.1:1"},
+	                        {"https://hub.fleethub.invalid/x", "127.0.0.1"},
+	                        {"https://hub.fleethub.invalid/x", "127.0.0.1:"},
+	                        {"https://hub.fleethub.invalid/x", "127.0.0.1:x"},
+	                        {"https://hub.fleethub.invalid/x", "::1:443"},
+	                        {"https://hub.fleethub.invalid/x", ":443"}};
+	memset(&g, 0, sizeof g);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_int_equal(http_client_request_via(c2, bad[i][1], "GET", bad[i][0], NULL, NULL,
+		                                         0, 500, 100, on_done, &g),
+		                 FH_EINVAL);
+	assert_int_equal(g.calls, 0);
+	http_client_close(c2);
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+	tls_stop(&t);
 	unlink(ca);
 }
 
@@ -855,6 +909,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_url_policy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_https_to_plain_port, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tls_untrusted_then_extra_ca, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_request_via, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_new_with_bad_ca_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_with_requests_in_flight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_requests_from_callbacks, setup, teardown),
