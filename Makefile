@@ -70,7 +70,8 @@ replay: $(REPLAY_BIN)
 		echo "== replay $$n"; $(BUILD)/tests/replay_$$n tests/fuzz/corpus/$$n; done
 
 interop: $(BUILD)/fleethub
-	FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub BUILD_DIR=$(CURDIR)/$(BUILD) tests/interop/run.sh
+	FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub BUILD_DIR=$(CURDIR)/$(BUILD) \
+		FLEETHUB_SANITIZED=$(SANITIZE) tests/interop/run.sh
 
 test: deps
 	@$(MAKE) --no-print-directory all unit replay

@@ -106,6 +106,17 @@ function deviceConnect(deviceId, key, extra = {}) {
 
 const CONNACK_OK = [0x20, 0x02, 0x00, 0x00];
 
+// Memory bounds are measured in the normal build only: under AddressSanitizer
+// the quarantine of freed blocks and the redzones make RSS say nothing about
+// what the server keeps (the sanitizer build checks memory errors instead).
+const SANITIZED = !!process.env.FLEETHUB_SANITIZED;
+
+function assertRssBound(grownKiB, limitKiB, what) {
+  process.stdout.write(`# ${what}: RSS grew ${grownKiB} KiB (bound ${limitKiB} KiB${SANITIZED ? ', not applied in the sanitizer build' : ''})\n`);
+  if (SANITIZED) return;
+  if (!(grownKiB < limitKiB)) throw new Error(`${what}: RSS grew by ${grownKiB} KiB (bound ${limitKiB} KiB)`);
+}
+
 // The server's resident memory in KiB (Linux).
 function rssKiB(server) {
   const status = fs.readFileSync(`/proc/${server.proc.pid}/status`, 'utf8');
@@ -114,5 +125,5 @@ function rssKiB(server) {
 
 module.exports = {
   interop, Server, withTimeout, deviceCs, rawConnect, expectClose,
-  varint, str, packet, connect, publish, subscribe, deviceConnect, CONNACK_OK, rssKiB,
+  varint, str, packet, connect, publish, subscribe, deviceConnect, CONNACK_OK, rssKiB, assertRssBound,
 };
