@@ -115,7 +115,7 @@ class Server {
     const log = this.exited?.stderr ?? '';
     const keys = [...Object.values(this.owner), this.dpsCs ?? '']
       .map((cs) => /SharedAccessKey=([^;]+)/.exec(cs)?.[1]).filter(Boolean);
-    const leak = /SharedAccessKey=|SharedAccessSignature|[?&]sig=|\bsig=/.exec(log) ||
+    const leak = /SharedAccessKey=|SharedAccessSignature\s+sr=|\bsig=/.exec(log) ||
       keys.map((k) => (log.includes(k) ? [k] : null)).find(Boolean);
     if (leak) {
       const at = log.indexOf(leak[0]);
