@@ -26,6 +26,9 @@ LIB_SRC := $(filter-out src/server/main.c,$(wildcard src/*/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# Shared test code (servers and helpers), linked into every unit test.
+SUPPORT_SRC := $(wildcard tests/unit/support/*.c)
+SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
@@ -48,9 +51,10 @@ $(BUILD)/libfleethub.a: $(LIB_OBJ)
 $(BUILD)/fleethub: $(BUILD)/obj/src/server/main.o $(BUILD)/libfleethub.a
 	$(CC) $(ALL_CFLAGS) $^ $(LIBS) -o $@
 
-$(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libfleethub.a
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(SUPPORT_OBJ) $(wildcard tests/unit/support/*.h) \
+		$(BUILD)/libfleethub.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libfleethub.a $(LIBS) $(TEST_LIBS) -o $@
+	$(CC) $(ALL_CFLAGS) $< $(SUPPORT_OBJ) $(BUILD)/libfleethub.a $(LIBS) $(TEST_LIBS) -o $@
 
 # Each fuzz target is also linked with a small main that replays its corpus,
 # so `make test` runs every committed input through the sanitizer-free (or
@@ -96,9 +100,9 @@ fuzz-smoke: fuzz
 		build/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) build/fuzz/work_$$n tests/fuzz/corpus/$$n; done
 
 format:
-	clang-format -i $(wildcard src/*/*.[ch] tests/unit/*.c tests/fuzz/*.c)
+	clang-format -i $(wildcard src/*/*.[ch] tests/unit/*.c tests/unit/support/*.[ch] tests/fuzz/*.c)
 
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d)

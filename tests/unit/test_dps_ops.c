@@ -1,9 +1,10 @@
 /* Unit tests for the DPS registration operations (src/dps/dps_ops.c) on a
  * real SQLite store in a temporary directory, two real in-process hubs
- * linked with dps_link_local, and a small HTTP/1.1 webhook server on the
- * same libuv loop (127.0.0.1, ephemeral port). Devices are authenticated
- * with real SAS tokens (dps__authenticate) and driven through the internal
- * entry points dps__register and dps__poll with a recording dps_reply.
+ * linked with dps_link_local, and the test HTTP/1.1 server
+ * (support/test_web.h) on the same libuv loop as the webhook. Devices are
+ * authenticated with real SAS tokens (dps__authenticate) and driven through
+ * the internal entry points dps__register and dps__poll with a recording
+ * dps_reply.
  *
  * Covered:
  *   - static and hashed assignment: 202 + operationId with the operation
@@ -37,11 +38,8 @@
 
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -55,6 +53,7 @@
 #include "dps/internal.h"
 #include "hub/hub.h"
 #include "store/store.h"
+#include "support/test_web.h"
 
 #define DPS_NAME "dps.test"
 #define SCOPE "0ne0000FEED"
@@ -103,178 +102,6 @@ static const char *str_at(const json_t *o, ...)
 	return json_string_value(o);
 }
 
-/* ---- the webhook server on the test loop ----------------------------------- */
-
-struct web_answer {
-	int status;
-	const char *body;
-};
-
-struct web_conn {
-	uv_tcp_t tcp;
-	struct web *w;
-	struct buf in;
-	int index; /* which request of the server this is, from 0; -1 until complete */
-	bool answered;
-	struct web_conn *next;
-};
-
-struct web {
-	uv_tcp_t listener;
-	int port;
-	int requests;             /* complete requests seen */
-	struct web_answer ans[4]; /* request i gets ans[min(i, nans - 1)] */
-	int nans;
-	bool hold;        /* keep requests unanswered until web_release */
-	char target[256]; /* request target of the last request */
-	struct buf body;  /* body of the last request */
-	struct web_conn *conns;
-};
-
-static void web_conn_closed(uv_handle_t *h)
-{
-	struct web_conn *k = h->data;
-	for (struct web_conn **p = &k->w->conns; *p; p = &(*p)->next)
-		if (*p == k) {
-			*p = k->next;
-			break;
-		}
-	buf_free(&k->in);
-	free(k);
-}
-
-static void web_conn_close(struct web_conn *k)
-{
-	if (!uv_is_closing((uv_handle_t *)&k->tcp))
-		uv_close((uv_handle_t *)&k->tcp, web_conn_closed);
-}
-
-struct web_write {
-	uv_write_t req;
-	char *data;
-};
-
-static void web_written(uv_write_t *req, int status)
-{
-	struct web_write *ww = (struct web_write *)req;
-	web_conn_close(req->data);
-	free(ww->data);
-	free(ww);
-}
-
-static void web_answer(struct web_conn *k)
-{
-	struct web *w = k->w;
-	const struct web_answer *a = &w->ans[k->index < w->nans ? k->index : w->nans - 1];
-	struct buf b = BUF_INIT;
-	buf_printf(&b,
-	           "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-	           "Connection: close\r\n\r\n%s",
-	           a->status, strlen(a->body), a->body);
-	struct web_write *ww = calloc(1, sizeof *ww);
-	ww->data = b.data;
-	ww->req.data = k;
-	uv_buf_t ub = uv_buf_init(b.data, (unsigned)b.len);
-	k->answered = true;
-	assert_int_equal(uv_write(&ww->req, (uv_stream_t *)&k->tcp, &ub, 1, web_written), 0);
-}
-
-static void web_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
-{
-	static char chunk[65536];
-	*b = uv_buf_init(chunk, sizeof chunk);
-}
-
-static void web_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
-{
-	struct web_conn *k = st->data;
-	struct web *w = k->w;
-	if (n < 0) {
-		web_conn_close(k);
-		return;
-	}
-	if (k->index >= 0)
-		return;
-	buf_append(&k->in, b->base, (size_t)n);
-	const char *eoh = k->in.data ? strstr(k->in.data, "\r\n\r\n") : NULL;
-	if (!eoh)
-		return;
-	size_t clen = 0;
-	const char *cl = strcasestr(k->in.data, "\r\nContent-Length:");
-	if (cl && cl < eoh)
-		clen = strtoul(cl + 17, NULL, 10);
-	if (k->in.len - (size_t)(eoh + 4 - k->in.data) < clen)
-		return;
-	sscanf(k->in.data, "%*s %255s", w->target);
-	buf_reset(&w->body);
-	buf_append(&w->body, eoh + 4, clen);
-	k->index = w->requests++;
-	if (!w->hold)
-		web_answer(k);
-}
-
-static void web_accept(uv_stream_t *l, int status)
-{
-	struct web *w = l->data;
-	struct web_conn *k = calloc(1, sizeof *k);
-	k->w = w;
-	k->index = -1;
-	buf_init(&k->in);
-	uv_tcp_init(l->loop, &k->tcp);
-	k->tcp.data = k;
-	k->next = w->conns;
-	w->conns = k;
-	assert_int_equal(uv_accept(l, (uv_stream_t *)&k->tcp), 0);
-	uv_read_start((uv_stream_t *)&k->tcp, web_alloc, web_read);
-}
-
-static void web_start(struct web *w, uv_loop_t *loop)
-{
-	memset(w, 0, sizeof *w);
-	buf_init(&w->body);
-	w->ans[0] = (struct web_answer){200, "{\"iotHubHostName\":\"" HUB1 "\"}"};
-	w->nans = 1;
-	struct sockaddr_in a;
-	uv_ip4_addr("127.0.0.1", 0, &a);
-	uv_tcp_init(loop, &w->listener);
-	w->listener.data = w;
-	assert_int_equal(uv_tcp_bind(&w->listener, (struct sockaddr *)&a, 0), 0);
-	assert_int_equal(uv_listen((uv_stream_t *)&w->listener, 64, web_accept), 0);
-	struct sockaddr_in got;
-	int len = sizeof got;
-	uv_tcp_getsockname(&w->listener, (struct sockaddr *)&got, &len);
-	w->port = ntohs(got.sin_port);
-}
-
-/* Answers every request held so far and stops holding. */
-static void web_release(struct web *w)
-{
-	w->hold = false;
-	for (struct web_conn *k = w->conns; k; k = k->next)
-		if (k->index >= 0 && !k->answered && !uv_is_closing((uv_handle_t *)&k->tcp))
-			web_answer(k);
-}
-
-static void web_stop(struct web *w)
-{
-	for (struct web_conn *k = w->conns; k; k = k->next)
-		web_conn_close(k);
-	uv_close((uv_handle_t *)&w->listener, NULL);
-}
-
-/* A loopback port nothing listens on (bound, then closed). */
-static int closed_port(void)
-{
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	assert_true(s >= 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-	socklen_t len = sizeof a;
-	assert_int_equal(getsockname(s, (struct sockaddr *)&a, &len), 0);
-	close(s);
-	return ntohs(a.sin_port);
-}
-
 /* ---- fixture: store, hubs, DPS, webhook server ------------------------------- */
 
 struct fixture {
@@ -286,7 +113,7 @@ struct fixture {
 	struct dps *d;      /* the running DPS */
 	struct dps *all[4]; /* every DPS started (freed once the store has closed) */
 	int nall;
-	struct web web;
+	struct web web;   /* the webhook */
 	uv_timer_t guard; /* fails a wait that lasts 10 s */
 };
 
@@ -493,6 +320,13 @@ static void dps_restart(struct fixture *f)
 	dps_start(f, true);
 }
 
+/* The webhook's answer to call i (from 0) and to every later call. */
+static void hook_answer(struct fixture *f, int i, int status, const char *body)
+{
+	f->web.ans[i] = (struct web_answer){.status = status, .body = body};
+	f->web.nans = i + 1;
+}
+
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof *f);
@@ -509,6 +343,8 @@ static int setup(void **state)
 		return -1;
 	}
 	web_start(&f->web, &f->loop);
+	f->web.content_type = "application/json";
+	hook_answer(f, 0, 200, "{\"iotHubHostName\":\"" HUB1 "\"}");
 	uv_timer_init(&f->loop, &f->guard);
 	dps_start(f, true);
 	*state = f;
@@ -530,7 +366,6 @@ static int teardown(void **state)
 		dps_free(f->all[i]);
 		free(f->all[i]);
 	}
-	buf_free(&f->web.body);
 	const char *suffix[] = {"", "-wal", "-shm"};
 	for (int i = 0; i < 3; i++) {
 		char p[200];
@@ -705,6 +540,18 @@ static void put_static(struct fixture *f, const char *regid, const char *hub, bo
 	json_decref(put_enrollment(f, ENROLLMENT_INDIVIDUAL, regid, body));
 }
 
+/* Writes the static enrollment of regid naming hub (put_static) and
+ * registers the device with KEY1 to the end. Returns the registration
+ * state (borrowed from a->body). */
+static json_t *register_static(struct fixture *f, const char *regid, const char *hub, bool update,
+                               bool migrate, struct answer *a)
+{
+	put_static(f, regid, hub, update, migrate);
+	char op[64];
+	register_to_end(f, regid, KEY1, NULL, a, op);
+	return json_object_get(a->body, "registrationState");
+}
+
 /* ---- 1. assignment ------------------------------------------------------------------ */
 
 static void test_static_assignment(void **state)
@@ -859,10 +706,10 @@ static void test_webhook_assignment(void **state)
 	struct fixture *f = *state;
 	put_custom(f, "hooked", f->web.port);
 	f->web.hold = true;
-	f->web.ans[0] = (struct web_answer){
-	    200, "{\"iotHubHostName\":\"HUB-2.TEST\",\"initialTwin\":{\"tags\":{\"from\":"
-	         "\"webhook\"},\"properties\":{\"desired\":{\"mode\":\"fast\"}}},"
-	         "\"payload\":{\"hello\":\"device\"}}"};
+	hook_answer(f, 0, 200,
+	            "{\"iotHubHostName\":\"HUB-2.TEST\",\"initialTwin\":{\"tags\":{\"from\":"
+	            "\"webhook\"},\"properties\":{\"desired\":{\"mode\":\"fast\"}}},"
+	            "\"payload\":{\"hello\":\"device\"}}");
 	struct answer a = {0};
 	register_device(f, "hooked", KEY1, "{\"model\":\"m2\",\"n\":[1,2]}", &a);
 	assert_int_equal(a.status, 202);
@@ -938,9 +785,8 @@ static void test_webhook_retry_then_assigned(void **state)
 {
 	struct fixture *f = *state;
 	put_custom(f, "retried", f->web.port);
-	f->web.ans[0] = (struct web_answer){503, "{}"};
-	f->web.ans[1] = (struct web_answer){200, "{\"iotHubHostName\":\"" HUB1 "\"}"};
-	f->web.nans = 2;
+	hook_answer(f, 0, 503, "{}");
+	hook_answer(f, 1, 200, "{\"iotHubHostName\":\"" HUB1 "\"}");
 	struct answer a = {0};
 	char op[64];
 	register_to_end(f, "retried", KEY1, NULL, &a, op);
@@ -991,8 +837,7 @@ static void test_webhook_failures(void **state)
 		char regid[32], op[64];
 		snprintf(regid, sizeof regid, "fail-%zu", i);
 		put_custom(f, regid, f->web.port);
-		f->web.ans[0] = (struct web_answer){cases[i].status, cases[i].body};
-		f->web.nans = 1;
+		hook_answer(f, 0, cases[i].status, cases[i].body);
 		int before = f->web.requests;
 		struct answer a = {0};
 		register_to_end(f, regid, KEY1, NULL, &a, op);
@@ -1007,7 +852,7 @@ static void test_webhook_failures(void **state)
 static void test_webhook_unreachable(void **state)
 {
 	struct fixture *f = *state;
-	put_custom(f, "nobody-home", closed_port());
+	put_custom(f, "nobody-home", web_closed_port());
 	struct answer a = {0};
 	char op[64];
 	register_to_end(f, "nobody-home", KEY1, NULL, &a, op);
@@ -1151,11 +996,8 @@ static void test_resume_unusable_records(void **state)
 	struct fixture *f = *state;
 	/* orphan-1 was assigned before; its re-registration was in flight when
 	 * the server stopped, and its enrollment was deleted meanwhile. */
-	put_static(f, "orphan-1", HUB1, true, true);
 	struct answer a = {0};
-	char op[64];
-	register_to_end(f, "orphan-1", KEY1, NULL, &a, op);
-	json_t *first = json_incref(json_object_get(a.body, "registrationState"));
+	json_t *first = json_incref(register_static(f, "orphan-1", HUB1, true, true, &a));
 	assert_int_equal(doc_write(f, STORE_ENROLLMENT, "orphan-1", NULL), 0);
 	assert_int_equal(doc_write(f, STORE_OPERATION, "5.0000000000000001.a",
 	                           "{\"operationId\":\"5.0000000000000001.a\","
@@ -1211,9 +1053,8 @@ static void test_resume_unusable_records(void **state)
 
 	/* The failure kept where orphan-1 is: a new enrollment on HUB2
 	 * migrates it from HUB1 rather than leaving a second identity. */
-	put_static(f, "orphan-1", HUB2, true, true);
-	register_to_end(f, "orphan-1", KEY1, NULL, &a, op);
-	assert_str(str_at(a.body, "registrationState", "substatus", NULL), "deviceDataMigrated");
+	rs = register_static(f, "orphan-1", HUB2, true, true, &a);
+	assert_str(str_at(rs, "substatus", NULL), "deviceDataMigrated");
 	json_t *old = device_read(f, HUB1, "orphan-1");
 	assert_null(old);
 	answer_clear(&a);
@@ -1243,7 +1084,7 @@ static void test_resume_after_shutdown(void **state)
 	assert_null(st);
 
 	web_release(&f->web); /* the next call is answered at once */
-	f->web.ans[0] = (struct web_answer){200, "{\"iotHubHostName\":\"" HUB2 "\"}"};
+	hook_answer(f, 0, 200, "{\"iotHubHostName\":\"" HUB2 "\"}");
 	dps_start(f, true);
 	poll_until_done(f, "restarted", op, &a);
 	assert_str(str_at(a.body, "registrationState", "status", NULL), "assigned");
@@ -1268,39 +1109,47 @@ static void test_resume_after_shutdown(void **state)
  * first registration state (caller owns). */
 static json_t *first_assignment(struct fixture *f, const char *regid, bool update, bool migrate)
 {
-	put_static(f, regid, HUB1, update, migrate);
 	struct answer a = {0};
-	char op[64];
-	register_to_end(f, regid, KEY1, NULL, &a, op);
-	assert_str(str_at(a.body, "registrationState", "assignedHub", NULL), HUB1);
-	json_t *rs = json_incref(json_object_get(a.body, "registrationState"));
+	json_t *rs = json_incref(register_static(f, regid, HUB1, update, migrate, &a));
+	assert_str(str_at(rs, "assignedHub", NULL), HUB1);
 	answer_clear(&a);
 	twin_edit(f, HUB1, regid, "{\"site\":\"moved-by-service\"}", "{\"temp\":21}");
 	return rs;
+}
+
+/* A registration after the first one: assigned to hub with substatus, under
+ * the same device id, created when the first registration was. */
+static void assert_assigned_again(const json_t *rs, const json_t *first, const char *hub,
+                                  const char *regid, const char *substatus)
+{
+	assert_str(str_at(rs, "status", NULL), "assigned");
+	assert_str(str_at(rs, "assignedHub", NULL), hub);
+	assert_str(str_at(rs, "deviceId", NULL), regid);
+	assert_str(str_at(rs, "substatus", NULL), substatus);
+	assert_str(str_at(rs, "createdDateTimeUtc", NULL),
+	           str_at(first, "createdDateTimeUtc", NULL));
+}
+
+/* The twin on hub holds the device data first_assignment changed. */
+static void assert_device_data_kept(struct fixture *f, const char *hub, const char *regid)
+{
+	json_t *tw = twin_read(f, hub, regid);
+	assert_str(str_at(tw, "tags", "site", NULL), "moved-by-service");
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(tw, "reported"), "temp")), 21);
+	json_decref(tw);
 }
 
 static void test_reprovision_migrate(void **state)
 {
 	struct fixture *f = *state;
 	json_t *first = first_assignment(f, "mover", true, true);
-	put_static(f, "mover", HUB2, true, true);
 	struct answer a = {0};
-	char op[64];
-	register_to_end(f, "mover", KEY1, NULL, &a, op);
-	json_t *rs = json_object_get(a.body, "registrationState");
-	assert_str(str_at(rs, "status", NULL), "assigned");
-	assert_str(str_at(rs, "assignedHub", NULL), HUB2);
-	assert_str(str_at(rs, "deviceId", NULL), "mover");
-	assert_str(str_at(rs, "substatus", NULL), "deviceDataMigrated");
-	assert_str(str_at(rs, "createdDateTimeUtc", NULL),
-	           str_at(first, "createdDateTimeUtc", NULL));
+	json_t *rs = register_static(f, "mover", HUB2, true, true, &a);
+	assert_assigned_again(rs, first, HUB2, "mover", "deviceDataMigrated");
 	assert_string_not_equal(str_at(rs, "etag", NULL), str_at(first, "etag", NULL));
 	/* The twin moved with the device; the old identity is gone. */
-	json_t *tw = twin_read(f, HUB2, "mover");
-	assert_str(str_at(tw, "tags", "site", NULL), "moved-by-service");
-	assert_int_equal(
-	    json_integer_value(json_object_get(json_object_get(tw, "reported"), "temp")), 21);
-	json_decref(tw);
+	assert_device_data_kept(f, HUB2, "mover");
 	json_t *old = device_read(f, HUB1, "mover");
 	assert_null(old);
 	json_t *dev = device_read(f, HUB2, "mover");
@@ -1308,12 +1157,10 @@ static void test_reprovision_migrate(void **state)
 	json_decref(dev);
 
 	/* Back to the first hub: reprovisioned to the initial assignment. */
-	put_static(f, "mover", HUB1, true, true);
-	register_to_end(f, "mover", KEY1, NULL, &a, op);
-	rs = json_object_get(a.body, "registrationState");
+	rs = register_static(f, "mover", HUB1, true, true, &a);
 	assert_str(str_at(rs, "assignedHub", NULL), HUB1);
 	assert_str(str_at(rs, "substatus", NULL), "reprovisionedToInitialAssignment");
-	tw = twin_read(f, HUB1, "mover");
+	json_t *tw = twin_read(f, HUB1, "mover");
 	assert_str(str_at(tw, "tags", "site", NULL), "moved-by-service");
 	json_decref(tw);
 	old = device_read(f, HUB2, "mover");
@@ -1326,11 +1173,8 @@ static void test_reprovision_reset(void **state)
 {
 	struct fixture *f = *state;
 	json_decref(first_assignment(f, "resetter", true, false));
-	put_static(f, "resetter", HUB2, true, false);
 	struct answer a = {0};
-	char op[64];
-	register_to_end(f, "resetter", KEY1, NULL, &a, op);
-	json_t *rs = json_object_get(a.body, "registrationState");
+	json_t *rs = register_static(f, "resetter", HUB2, true, false, &a);
 	assert_str(str_at(rs, "assignedHub", NULL), HUB2);
 	assert_str(str_at(rs, "substatus", NULL), "deviceDataReset");
 	/* The initial twin, not the device data of HUB1. */
@@ -1347,23 +1191,11 @@ static void test_reprovision_never(void **state)
 {
 	struct fixture *f = *state;
 	json_t *first = first_assignment(f, "stayer", false, true);
-	put_static(f, "stayer", HUB2, false, true);
 	struct answer a = {0};
-	char op[64];
-	register_to_end(f, "stayer", KEY1, NULL, &a, op);
-	json_t *rs = json_object_get(a.body, "registrationState");
-	assert_str(str_at(rs, "status", NULL), "assigned");
-	assert_str(str_at(rs, "assignedHub", NULL), HUB1);
-	assert_str(str_at(rs, "deviceId", NULL), "stayer");
-	assert_str(str_at(rs, "substatus", NULL), "initialAssignment");
-	assert_str(str_at(rs, "createdDateTimeUtc", NULL),
-	           str_at(first, "createdDateTimeUtc", NULL));
+	json_t *rs = register_static(f, "stayer", HUB2, false, true, &a);
+	assert_assigned_again(rs, first, HUB1, "stayer", "initialAssignment");
 	/* The device and its data stay where they were. */
-	json_t *tw = twin_read(f, HUB1, "stayer");
-	assert_str(str_at(tw, "tags", "site", NULL), "moved-by-service");
-	assert_int_equal(
-	    json_integer_value(json_object_get(json_object_get(tw, "reported"), "temp")), 21);
-	json_decref(tw);
+	assert_device_data_kept(f, HUB1, "stayer");
 	json_t *other = device_read(f, HUB2, "stayer");
 	assert_null(other);
 	json_decref(first);
@@ -1374,11 +1206,6 @@ int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	log_min_level = LOG_ERROR; /* the operations log every step at info */
-	/* The loopback webhook must be reached directly. */
-	const char *proxies[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "ALL_PROXY",
-	                         "all_proxy"};
-	for (size_t i = 0; i < sizeof proxies / sizeof proxies[0]; i++)
-		unsetenv(proxies[i]);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_static_assignment, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_hashed_secondary_key, setup, teardown),

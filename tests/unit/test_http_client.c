@@ -1,7 +1,7 @@
 /* Unit tests for the outgoing HTTP client against servers inside this
- * process: a plain HTTP/1.1 server on the same libuv loop (127.0.0.1,
- * ephemeral port) that records each request and answers by path, and a
- * blocking OpenSSL server on a thread with a certificate made at test time.
+ * process: the test HTTP/1.1 server (support/test_web.h) on the same libuv
+ * loop, plain, and over TLS with a certificate made at test time; each
+ * records the last request and gives the answers a test sets.
  * Covered: answers with bodies and statuses, the request as sent (method,
  * target verbatim, headers, body), deadlines, refused connections, the
  * response bound (with and without Content-Length), the URL policy, TLS
@@ -21,225 +21,13 @@
 
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-#include <pthread.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
 
-#include "base/buf.h"
 #include "base/err.h"
 #include "net/http_client.h"
-
-/* ---- the plain HTTP server on the test loop -------------------------------- */
-
-struct srv_conn {
-	uv_tcp_t tcp;
-	struct srv *s;
-	struct buf in;
-	bool done; /* request complete (answered or held) */
-	struct srv_conn *next;
-};
-
-struct srv {
-	uv_tcp_t listener;
-	int port;
-	int requests;           /* complete requests seen */
-	struct srv_conn *conns; /* open connections */
-	char method[16];
-	char target[512];
-	struct buf head; /* header lines of the last request */
-	struct buf body; /* body of the last request */
-};
-
-static void srv_conn_closed(uv_handle_t *h)
-{
-	struct srv_conn *k = h->data;
-	struct srv *s = k->s;
-	for (struct srv_conn **p = &s->conns; *p; p = &(*p)->next)
-		if (*p == k) {
-			*p = k->next;
-			break;
-		}
-	buf_free(&k->in);
-	free(k);
-}
-
-static void srv_conn_close(struct srv_conn *k)
-{
-	if (!uv_is_closing((uv_handle_t *)&k->tcp))
-		uv_close((uv_handle_t *)&k->tcp, srv_conn_closed);
-}
-
-struct srv_write {
-	uv_write_t w;
-	char *data;
-	bool close_after;
-};
-
-static void srv_written(uv_write_t *w, int status)
-{
-	struct srv_write *sw = (struct srv_write *)w;
-	struct srv_conn *k = w->data;
-	if (sw->close_after)
-		srv_conn_close(k);
-	free(sw->data);
-	free(sw);
-}
-
-static void srv_send(struct srv_conn *k, const char *data, size_t n, bool close_after)
-{
-	struct srv_write *sw = calloc(1, sizeof *sw);
-	sw->data = malloc(n);
-	memcpy(sw->data, data, n);
-	sw->close_after = close_after;
-	sw->w.data = k;
-	uv_buf_t b = uv_buf_init(sw->data, (unsigned)n);
-	assert_int_equal(uv_write(&sw->w, (uv_stream_t *)&k->tcp, &b, 1, srv_written), 0);
-}
-
-static void srv_answer(struct srv_conn *k, int status, const char *extra, const char *body)
-{
-	char head[512];
-	int n = snprintf(head, sizeof head,
-	                 "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
-	                 status, strlen(body), extra);
-	struct buf b = BUF_INIT;
-	buf_append(&b, head, (size_t)n);
-	buf_appends(&b, body);
-	srv_send(k, b.data, b.len, true);
-	buf_free(&b);
-}
-
-/* Answers by path: /hang never answers; /500; /redirect (302); /big (a
- * 10,000-byte body with Content-Length); /bigclose (the same without one,
- * ended by closing); anything else 200 "hello". */
-static void srv_handle(struct srv_conn *k, const char *end_of_head, size_t body_len)
-{
-	struct srv *s = k->s;
-	const char *line_end = strstr(k->in.data, "\r\n");
-	s->method[0] = s->target[0] = '\0';
-	sscanf(k->in.data, "%15s %511s", s->method, s->target);
-	buf_reset(&s->head);
-	buf_append(&s->head, line_end + 2, (size_t)(end_of_head - (line_end + 2)));
-	buf_reset(&s->body);
-	buf_append(&s->body, end_of_head + 4, body_len);
-	s->requests++;
-	k->done = true;
-	const char *path = s->target;
-	if (strncmp(path, "/hang", 5) == 0)
-		return;
-	if (strncmp(path, "/500", 4) == 0) {
-		srv_answer(k, 500, "", "boom");
-	} else if (strncmp(path, "/redirect", 9) == 0) {
-		srv_answer(k, 302, "Location: /ok\r\n", "");
-	} else if (strncmp(path, "/bigclose", 9) == 0) {
-		char *big = malloc(10000);
-		memset(big, 'x', 10000);
-		const char *h = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
-		srv_send(k, h, strlen(h), false);
-		srv_send(k, big, 10000, true);
-		free(big);
-	} else if (strncmp(path, "/big", 4) == 0) {
-		char *big = calloc(1, 10001);
-		memset(big, 'x', 10000);
-		srv_answer(k, 200, "", big);
-		free(big);
-	} else {
-		srv_answer(k, 200, "", "hello");
-	}
-}
-
-static void srv_alloc(uv_handle_t *h, size_t size, uv_buf_t *b)
-{
-	static char chunk[65536];
-	*b = uv_buf_init(chunk, sizeof chunk);
-}
-
-static void srv_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
-{
-	struct srv_conn *k = st->data;
-	if (n < 0) {
-		srv_conn_close(k);
-		return;
-	}
-	if (k->done)
-		return;
-	buf_append(&k->in, b->base, (size_t)n);
-	if (k->in.len > 0 && (unsigned char)k->in.data[0] == 0x16) {
-		/* A TLS ClientHello on the plain port. */
-		srv_answer(k, 400, "", "not TLS here");
-		k->done = true;
-		return;
-	}
-	const char *eoh = k->in.data ? strstr(k->in.data, "\r\n\r\n") : NULL;
-	if (!eoh)
-		return;
-	size_t clen = 0;
-	const char *cl = strcasestr(k->in.data, "\r\nContent-Length:");
-	if (cl && cl < eoh)
-		clen = strtoul(cl + 17, NULL, 10);
-	size_t have = k->in.len - (size_t)(eoh + 4 - k->in.data);
-	if (have >= clen)
-		srv_handle(k, eoh, clen);
-}
-
-static void srv_accept(uv_stream_t *l, int status)
-{
-	struct srv *s = l->data;
-	struct srv_conn *k = calloc(1, sizeof *k);
-	k->s = s;
-	buf_init(&k->in);
-	uv_tcp_init(l->loop, &k->tcp);
-	k->tcp.data = k;
-	k->next = s->conns;
-	s->conns = k;
-	assert_int_equal(uv_accept(l, (uv_stream_t *)&k->tcp), 0);
-	uv_read_start((uv_stream_t *)&k->tcp, srv_alloc, srv_read);
-}
-
-static void srv_start(struct srv *s, uv_loop_t *loop)
-{
-	memset(s, 0, sizeof *s);
-	buf_init(&s->head);
-	buf_init(&s->body);
-	struct sockaddr_in a;
-	uv_ip4_addr("127.0.0.1", 0, &a);
-	uv_tcp_init(loop, &s->listener);
-	s->listener.data = s;
-	assert_int_equal(uv_tcp_bind(&s->listener, (struct sockaddr *)&a, 0), 0);
-	assert_int_equal(uv_listen((uv_stream_t *)&s->listener, 64, srv_accept), 0);
-	struct sockaddr_in got;
-	int len = sizeof got;
-	uv_tcp_getsockname(&s->listener, (struct sockaddr *)&got, &len);
-	s->port = ntohs(got.sin_port);
-}
-
-static void srv_stop(struct srv *s)
-{
-	for (struct srv_conn *k = s->conns; k; k = k->next)
-		srv_conn_close(k);
-	uv_close((uv_handle_t *)&s->listener, NULL);
-}
-
-static bool head_has(struct srv *s, const char *line)
-{
-	/* The header block starts after the request line's CRLF. */
-	char want[256];
-	snprintf(want, sizeof want, "\r\n%s\r\n", line);
-	struct buf b = BUF_INIT;
-	buf_printf(&b, "\r\n%s\r\n", s->head.data);
-	bool found = strcasestr(b.data, want) != NULL;
-	buf_free(&b);
-	return found;
-}
+#include "support/test_web.h"
 
 /* ---- results and the loop ---------------------------------------------------- */
 
@@ -303,7 +91,9 @@ static void run_until(uv_loop_t *loop, const int *count, int want)
 
 struct fixture {
 	uv_loop_t loop;
-	struct srv srv;
+	struct web srv; /* plain; answers 200 "hello" unless a test says otherwise */
+	struct web tls; /* started by tls_start */
+	char ca[64];    /* the TLS server's certificate (PEM), "" when not started */
 	struct http_client *c;
 	char base[64]; /* http://127.0.0.1:port */
 };
@@ -312,7 +102,8 @@ static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof *f);
 	uv_loop_init(&f->loop);
-	srv_start(&f->srv, &f->loop);
+	web_start(&f->srv, &f->loop);
+	f->srv.ans[0] = (struct web_answer){.status = 200, .body = "hello"};
 	snprintf(f->base, sizeof f->base, "http://127.0.0.1:%d", f->srv.port);
 	char err[256];
 	assert_int_equal(http_client_new(&f->c, &f->loop, NULL, err, sizeof err), 0);
@@ -324,11 +115,13 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 	http_client_close(f->c);
-	srv_stop(&f->srv);
+	web_stop(&f->srv);
+	if (f->ca[0])
+		web_stop(&f->tls);
 	uv_run(&f->loop, UV_RUN_DEFAULT);
 	assert_int_equal(uv_loop_close(&f->loop), 0);
-	buf_free(&f->srv.head);
-	buf_free(&f->srv.body);
+	if (f->ca[0])
+		unlink(f->ca);
 	free(f);
 	return 0;
 }
@@ -336,6 +129,15 @@ static int teardown(void **state)
 static void url(struct fixture *f, char *out, size_t n, const char *path)
 {
 	snprintf(out, n, "%s%s", f->base, path);
+}
+
+/* Starts the TLS server, answering 200 "secure"; its self-signed
+ * certificate goes to /tmp/fh_test_<name>_<pid>.pem (removed at teardown). */
+static void tls_start(struct fixture *f, const char *name)
+{
+	snprintf(f->ca, sizeof f->ca, "/tmp/fh_test_%s_%d.pem", name, (int)getpid());
+	web_start_tls(&f->tls, &f->loop, f->ca);
+	f->tls.ans[0] = (struct web_answer){.status = 200, .body = "secure"};
 }
 
 /* ---- tests --------------------------------------------------------------------------- */
@@ -374,10 +176,10 @@ static void test_post_body_and_headers(void **state)
 	assert_string_equal(f->srv.method, "POST");
 	assert_string_equal(f->srv.target, "/echo");
 	assert_string_equal(f->srv.body.data, "{\"a\":1}");
-	assert_true(head_has(&f->srv, "Content-Type: application/json"));
-	assert_true(head_has(&f->srv, "Content-Length: 7"));
-	assert_true(head_has(&f->srv, "X-Test: 1"));
-	assert_true(head_has(&f->srv, "Authorization: SharedAccessSignature sr=x"));
+	assert_true(web_head_has(&f->srv, "Content-Type: application/json"));
+	assert_true(web_head_has(&f->srv, "Content-Length: 7"));
+	assert_true(web_head_has(&f->srv, "X-Test: 1"));
+	assert_true(web_head_has(&f->srv, "Authorization: SharedAccessSignature sr=x"));
 	assert_null(strcasestr(f->srv.head.data, "Expect:"));
 
 	/* A Content-Type of the caller's is kept and not doubled. */
@@ -386,7 +188,7 @@ static void test_post_body_and_headers(void **state)
 	run_until(&f->loop, &g.calls, 1);
 	assert_int_equal(g.status, 200);
 	assert_string_equal(f->srv.method, "PUT");
-	assert_true(head_has(&f->srv, "Content-Type: text/plain"));
+	assert_true(web_head_has(&f->srv, "Content-Type: text/plain"));
 	assert_null(strcasestr(f->srv.head.data, "application/json"));
 
 	/* No body: PATCH still says Content-Length: 0, and no form type. */
@@ -394,7 +196,7 @@ static void test_post_body_and_headers(void **state)
 	run_until(&f->loop, &g.calls, 1);
 	assert_int_equal(g.status, 200);
 	assert_string_equal(f->srv.method, "PATCH");
-	assert_true(head_has(&f->srv, "Content-Length: 0"));
+	assert_true(web_head_has(&f->srv, "Content-Length: 0"));
 	assert_null(strcasestr(f->srv.head.data, "Content-Type"));
 
 	/* A body on a GET keeps the method (libcurl would make it a POST). */
@@ -428,6 +230,9 @@ static void test_status_500_and_redirect(void **state)
 	struct fixture *f = *state;
 	char u[128];
 	struct got g;
+	f->srv.ans[0] = (struct web_answer){.status = 500, .body = "boom"};
+	f->srv.ans[1] = (struct web_answer){.status = 302, .headers = "Location: /ok\r\n"};
+	f->srv.nans = 2;
 	url(f, u, sizeof u, "/500");
 	assert_int_equal(request(f->c, "POST", u, NULL, "{}", 5000, 1024, &g), 0);
 	run_until(&f->loop, &g.calls, 1);
@@ -447,6 +252,7 @@ static void test_timeout(void **state)
 	struct fixture *f = *state;
 	char u[128];
 	struct got g;
+	f->srv.ans[0] = (struct web_answer){0}; /* never answered */
 	url(f, u, sizeof u, "/hang");
 	assert_int_equal(request(f->c, "POST", u, NULL, "{}", 200, 1024, &g), 0);
 	run_until(&f->loop, &g.calls, 1);
@@ -461,15 +267,8 @@ static void test_timeout(void **state)
 static void test_connection_refused(void **state)
 {
 	struct fixture *f = *state;
-	/* A port that was just free: bind, read it, close. */
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-	socklen_t len = sizeof a;
-	getsockname(fd, (struct sockaddr *)&a, &len);
-	close(fd);
 	char u[128];
-	snprintf(u, sizeof u, "http://127.0.0.1:%d/x", ntohs(a.sin_port));
+	snprintf(u, sizeof u, "http://127.0.0.1:%d/x", web_closed_port());
 	struct got g;
 	assert_int_equal(request(f->c, "GET", u, NULL, NULL, 5000, 1024, &g), 0);
 	run_until(&f->loop, &g.calls, 1);
@@ -483,6 +282,11 @@ static void test_response_too_large(void **state)
 	struct fixture *f = *state;
 	char u[128];
 	struct got g;
+	static char big[10001];
+	memset(big, 'x', 10000);
+	f->srv.ans[0] = (struct web_answer){.status = 200, .body = big};
+	f->srv.ans[1] = (struct web_answer){.status = 200, .body = big, .until_close = true};
+	f->srv.nans = 2;
 	url(f, u, sizeof u, "/big"); /* Content-Length: 10000 */
 	assert_int_equal(request(f->c, "GET", u, NULL, NULL, 5000, 100, &g), 0);
 	run_until(&f->loop, &g.calls, 1);
@@ -566,123 +370,12 @@ static void test_https_to_plain_port(void **state)
 	assert_null(strstr(g.error, "certificate")); /* no certificate was ever seen */
 }
 
-/* ---- TLS: a blocking OpenSSL server on a thread -------------------------------- */
-
-struct tls_srv {
-	int fd;
-	int port;
-	SSL_CTX *ctx;
-	pthread_t thread;
-	int handshakes_ok;
-};
-
-static void *tls_serve(void *arg)
-{
-	struct tls_srv *t = arg;
-	for (;;) {
-		int k = accept(t->fd, NULL, NULL);
-		if (k < 0)
-			break; /* shut down */
-		SSL *ssl = SSL_new(t->ctx);
-		SSL_set_fd(ssl, k);
-		if (SSL_accept(ssl) == 1) {
-			t->handshakes_ok++;
-			char req[4096];
-			size_t n = 0;
-			while (n < sizeof req - 1) {
-				int got = SSL_read(ssl, req + n, (int)(sizeof req - 1 - n));
-				if (got <= 0)
-					break;
-				n += (size_t)got;
-				req[n] = '\0';
-				if (strstr(req, "\r\n\r\n"))
-					break;
-			}
-			const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n"
-			                   "Connection: close\r\n\r\nsecure";
-			SSL_write(ssl, resp, (int)strlen(resp));
-			SSL_shutdown(ssl);
-		}
-		SSL_free(ssl);
-		ERR_clear_error();
-		close(k);
-	}
-	return NULL;
-}
-
-/* A self-signed P-256 certificate for IP 127.0.0.1 and the name
- * hub.fleethub.invalid (which resolves nowhere), written as PEM to
- * ca_path; the key and certificate also go into the server's context. */
-static SSL_CTX *make_tls_ctx(const char *ca_path)
-{
-	EVP_PKEY *key = EVP_EC_gen("P-256");
-	assert_non_null(key);
-	X509 *x = X509_new();
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-	X509_NAME *name = X509_get_subject_name(x);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"fleethub test",
-	                           -1, -1, 0);
-	X509_set_issuer_name(x, name);
-	X509_set_pubkey(x, key);
-	X509V3_CTX v3;
-	X509V3_set_ctx_nodb(&v3);
-	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-	const char *exts[][2] = {{"basicConstraints", "critical,CA:TRUE"},
-	                         {"keyUsage", "critical,digitalSignature,keyCertSign"},
-	                         {"subjectAltName", "IP:127.0.0.1,DNS:hub.fleethub.invalid"},
-	                         {"subjectKeyIdentifier", "hash"}};
-	for (size_t i = 0; i < 4; i++) {
-		X509_EXTENSION *e = X509V3_EXT_conf(NULL, &v3, exts[i][0], exts[i][1]);
-		assert_non_null(e);
-		X509_add_ext(x, e, -1);
-		X509_EXTENSION_free(e);
-	}
-	assert_true(X509_sign(x, key, EVP_sha256()) > 0);
-	FILE *fp = fopen(ca_path, "w");
-	assert_non_null(fp);
-	PEM_write_X509(fp, x);
-	fclose(fp);
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
-	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
-	X509_free(x);
-	EVP_PKEY_free(key);
-	return ctx;
-}
-
-static void tls_start(struct tls_srv *t, const char *ca_path)
-{
-	memset(t, 0, sizeof *t);
-	t->ctx = make_tls_ctx(ca_path);
-	t->fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	assert_int_equal(bind(t->fd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(listen(t->fd, 16), 0);
-	socklen_t len = sizeof a;
-	getsockname(t->fd, (struct sockaddr *)&a, &len);
-	t->port = ntohs(a.sin_port);
-	assert_int_equal(pthread_create(&t->thread, NULL, tls_serve, t), 0);
-}
-
-static void tls_stop(struct tls_srv *t)
-{
-	shutdown(t->fd, SHUT_RDWR); /* wakes accept() */
-	pthread_join(t->thread, NULL);
-	close(t->fd);
-	SSL_CTX_free(t->ctx);
-}
-
 static void test_tls_untrusted_then_extra_ca(void **state)
 {
 	struct fixture *f = *state;
-	char ca[64], u[128], err[256];
-	snprintf(ca, sizeof ca, "/tmp/fh_test_ca_%d.pem", (int)getpid());
-	struct tls_srv t;
-	tls_start(&t, ca);
-	snprintf(u, sizeof u, "https://127.0.0.1:%d/hook?code=1", t.port);
+	char u[128], err[256];
+	tls_start(f, "ca");
+	snprintf(u, sizeof u, "https://127.0.0.1:%d/hook?code=1", f->tls.port);
 
 	/* Self-signed and not trusted: a TLS failure, no answer. */
 	struct got g;
@@ -693,7 +386,7 @@ static void test_tls_untrusted_then_extra_ca(void **state)
 
 	/* Trusted through the extra CA file (next to the system bundle). */
 	struct http_client *c2;
-	assert_int_equal(http_client_new(&c2, &f->loop, ca, err, sizeof err), 0);
+	assert_int_equal(http_client_new(&c2, &f->loop, f->ca, err, sizeof err), 0);
 	assert_int_equal(request(c2, "POST", u, NULL, "{}", 5000, 1024, &g), 0);
 	run_until(&f->loop, &g.calls, 1);
 	assert_string_equal(g.error, "");
@@ -703,8 +396,8 @@ static void test_tls_untrusted_then_extra_ca(void **state)
 	uv_run(&f->loop, UV_RUN_NOWAIT);
 
 	/* The name must match too: "localhost" is not in the certificate. */
-	assert_int_equal(http_client_new(&c2, &f->loop, ca, err, sizeof err), 0);
-	snprintf(u, sizeof u, "https://localhost:%d/hook", t.port);
+	assert_int_equal(http_client_new(&c2, &f->loop, f->ca, err, sizeof err), 0);
+	snprintf(u, sizeof u, "https://localhost:%d/hook", f->tls.port);
 	assert_int_equal(request(c2, "GET", u, NULL, NULL, 5000, 1024, &g), 0);
 	run_until(&f->loop, &g.calls, 1);
 	assert_int_equal(g.status, 0);
@@ -713,9 +406,7 @@ static void test_tls_untrusted_then_extra_ca(void **state)
 	http_client_close(c2);
 	uv_run(&f->loop, UV_RUN_NOWAIT);
 
-	tls_stop(&t);
-	assert_true(t.handshakes_ok >= 1);
-	unlink(ca);
+	assert_true(f->tls.handshakes >= 1);
 }
 
 /* http_client_request_via: the connection goes to the given address while
@@ -723,16 +414,14 @@ static void test_tls_untrusted_then_extra_ca(void **state)
 static void test_request_via(void **state)
 {
 	struct fixture *f = *state;
-	char ca[64], u[128], dial[64], err[256];
-	snprintf(ca, sizeof ca, "/tmp/fh_test_via_ca_%d.pem", (int)getpid());
-	struct tls_srv t;
-	tls_start(&t, ca);
+	char u[128], dial[64], err[256];
+	tls_start(f, "via_ca");
 	struct http_client *c2;
-	assert_int_equal(http_client_new(&c2, &f->loop, ca, err, sizeof err), 0);
+	assert_int_equal(http_client_new(&c2, &f->loop, f->ca, err, sizeof err), 0);
 	struct got g;
 
 	/* A name that resolves nowhere, dialled at the server: verified, answered. */
-	snprintf(dial, sizeof dial, "127.0.0.1:%d", t.port);
+	snprintf(dial, sizeof dial, "127.0.0.1:%d", f->tls.port);
 	memset(&g, 0, sizeof g);
 	assert_int_equal(http_client_request_via(c2, dial, "GET", "https://hub.fleethub.invalid/x",
 	                                         NULL, NULL, 0, 5000, 1024, on_done, &g),
@@ -744,10 +433,9 @@ static void test_request_via(void **state)
 
 	/* The URL's name is what is verified: "localhost" is not in the certificate. */
 	memset(&g, 0, sizeof g);
-	snprintf(u, sizeof u, "https://localhost:%d/x", t.port);
-	assert_int_equal(http_client_request_via(c2, dial, "GET", u, NULL, NULL, 0, 5000, 1024,
-	                                         on_done, &g),
-	                 0);
+	snprintf(u, sizeof u, "https://localhost:%d/x", f->tls.port);
+	assert_int_equal(
+	    http_client_request_via(c2, dial, "GET", u, NULL, NULL, 0, 5000, 1024, on_done, &g), 0);
 	run_until(&f->loop, &g.calls, 1);
 	assert_int_equal(g.status, 0);
 	assert_non_null(strstr(g.error, "host name"));
@@ -761,14 +449,12 @@ static void test_request_via(void **state)
 	                        {"https://hub.fleethub.invalid/x", ":443"}};
 	memset(&g, 0, sizeof g);
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-		assert_int_equal(http_client_request_via(c2, bad[i][1], "GET", bad[i][0], NULL, NULL,
-		                                         0, 500, 100, on_done, &g),
+		assert_int_equal(http_client_request_via(c2, bad[i][1], "GET", bad[i][0], NULL,
+		                                         NULL, 0, 500, 100, on_done, &g),
 		                 FH_EINVAL);
 	assert_int_equal(g.calls, 0);
 	http_client_close(c2);
 	uv_run(&f->loop, UV_RUN_NOWAIT);
-	tls_stop(&t);
-	unlink(ca);
 }
 
 static void test_new_with_bad_ca_file(void **state)
@@ -796,6 +482,7 @@ static void test_close_with_requests_in_flight(void **state)
 	struct http_client *c2;
 	char err[256], u[128];
 	assert_int_equal(http_client_new(&c2, &f->loop, NULL, err, sizeof err), 0);
+	f->srv.ans[0] = (struct web_answer){0}; /* never answered */
 	url(f, u, sizeof u, "/hang");
 	struct got g1, g2;
 	assert_int_equal(request(c2, "POST", u, NULL, "{}", 60000, 1024, &g1), 0);
@@ -893,11 +580,6 @@ static void test_url_for_log(void **state)
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
-	/* The loopback servers must be reached directly. */
-	const char *proxies[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "ALL_PROXY",
-	                         "all_proxy"};
-	for (size_t i = 0; i < sizeof proxies / sizeof proxies[0]; i++)
-		unsetenv(proxies[i]);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_get_200_with_body, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_post_body_and_headers, setup, teardown),
