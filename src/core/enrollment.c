@@ -54,7 +54,8 @@ static bool id_valid(const char *id, bool upper_ok)
 		if (!ok)
 			return false;
 	}
-	return true;
+	/* Dot-segments: clients remove them from URL paths (as device ids). */
+	return strcmp(id, ".") != 0 && strcmp(id, "..") != 0;
 }
 
 bool enrollment_regid_valid(const char *id)

@@ -32,7 +32,8 @@ enum enrollment_kind { ENROLLMENT_INDIVIDUAL, ENROLLMENT_GROUP };
 #define ENROLLMENT_ID_MAX 128
 
 /* Registration ids: 1..128 of lowercase ASCII letters, digits, - . _ :
- * Enrollment group ids: 1..128 of ASCII letters, digits, - . _ : */
+ * Enrollment group ids: 1..128 of ASCII letters, digits, - . _ :
+ * Neither may be "." or "..". */
 bool enrollment_regid_valid(const char *id);
 bool enrollment_groupid_valid(const char *id);
 

@@ -445,6 +445,10 @@ static void test_ids(void **state)
 	assert_true(enrollment_regid_valid("dev-1.a_b:c"));
 	assert_false(enrollment_regid_valid("Dev-1"));
 	assert_false(enrollment_regid_valid(""));
+	assert_false(enrollment_regid_valid(".."));
+	assert_false(enrollment_regid_valid("."));
+	assert_true(enrollment_regid_valid("..."));
+	assert_false(enrollment_groupid_valid(".."));
 	assert_false(enrollment_regid_valid(NULL));
 	assert_false(enrollment_regid_valid("a b"));
 	assert_false(enrollment_regid_valid("a/b"));
