@@ -1,7 +1,9 @@
 # fleethub build. `make` builds build/fleethub; `make test` installs what is
 # missing (scripts/deps.sh), builds, and runs every test; `make run` starts the
 # server with its embedded defaults. SANITIZE=address,undefined builds into
-# build/san with the sanitizers on.
+# build/san with the sanitizers on. `make loadgen` builds the load generator
+# (build/loadgen) and `make bench-quick` runs the benchmark smoke test
+# (bench/README.md); neither is part of `make test`.
 
 CC ?= gcc
 PKGS := libuv openssl libcurl sqlite3 jansson inih
@@ -33,7 +35,13 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 
-.PHONY: all deps run test unit replay interop fuzz fuzz-smoke clean format
+# The load generator (bench/): its own sources plus the pure layers (base/,
+# codec/) of the library; never net/, server/ or anything with state.
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
+BENCH_LIB_OBJ := $(filter $(BUILD)/obj/src/base/% $(BUILD)/obj/src/codec/%,$(LIB_OBJ))
+
+.PHONY: all deps run test unit replay interop fuzz fuzz-smoke clean format loadgen bench-quick
 
 all: $(BUILD)/fleethub
 
@@ -62,6 +70,16 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(SUPPORT_OBJ) $(wildcard tests/unit/
 $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(BUILD)/libfleethub.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< tests/fuzz/replay_main.c $(BUILD)/libfleethub.a $(LIBS) -o $@
+
+$(BUILD)/loadgen: $(BENCH_OBJ) $(BENCH_LIB_OBJ)
+	$(CC) $(ALL_CFLAGS) $^ $(LIBS) -o $@
+
+loadgen: $(BUILD)/loadgen
+
+# Benchmarks are never part of `make test`. bench-quick: every scenario
+# briefly, as a smoke test of the generator and the harness (bench/run.sh).
+bench-quick: $(BUILD)/fleethub $(BUILD)/loadgen
+	BUILD_DIR=$(CURDIR)/$(BUILD) bench/run.sh quick
 
 run: deps $(BUILD)/fleethub
 	./$(BUILD)/fleethub serve
@@ -100,9 +118,9 @@ fuzz-smoke: fuzz
 		build/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) build/fuzz/work_$$n tests/fuzz/corpus/$$n; done
 
 format:
-	clang-format -i $(wildcard src/*/*.[ch] tests/unit/*.c tests/unit/support/*.[ch] tests/fuzz/*.c)
+	clang-format -i $(wildcard src/*/*.[ch] tests/unit/*.c tests/unit/support/*.[ch] tests/fuzz/*.c bench/*.[ch])
 
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)

@@ -1,0 +1,1030 @@
+/* loadgen: the load generator of fleethub's benchmarks (bench/README.md).
+ *
+ * One process, one libuv loop, N MQTT/TLS device sessions (client.c), each
+ * authenticated like a real device (user name "<hub>/<id>/?api-version=...",
+ * password a SAS token signed with the device's key) or, with --no-auth,
+ * like a plain MQTT client (the Mosquitto reference runs). Scenarios:
+ *
+ *   twin-reported  PUBLISH $iothub/twin/PATCH/properties/reported/?$rid=N
+ *                  (a ~--size B JSON patch), timed to $iothub/twin/res/204/?$rid=N
+ *   twin-get       PUBLISH $iothub/twin/GET/?$rid=N, timed to .../res/200/?$rid=N
+ *   mqtt-publish   QoS 1 PUBLISH of --size B to --topic, timed to its PUBACK
+ *   connections    ramp to N idle sessions at --rate per second and hold
+ *                  them for --duration (the caller measures the server)
+ *
+ * A run goes through these phases, each started by the previous one:
+ *
+ *   RAMP ------every session READY (twin: SUBACK too) or failed------> MEASURE
+ *   MEASURE ---duration elapsed: no new requests--------------------> DRAIN
+ *   DRAIN -----nothing in flight, or --timeout elapsed--------------> CLOSING
+ *   CLOSING ---every session closed (DISCONNECT, or forced after 5 s)-> DONE
+ *
+ * Invariants: every session keeps at most --inflight requests outstanding
+ * and produces nothing while its write queue is above the client's
+ * high-water mark (on_drain resumes it), so neither side can be made to
+ * buffer without bound; throughput counts only answers that arrive during
+ * MEASURE, the histogram holds every answered request's latency
+ * (microseconds, from just before the request was encrypted to the parsing
+ * of its answer); every request is answered, timed out (an error) or lost
+ * with its session (an error) before the result is printed; counts are
+ * bounded by --devices, time by --duration, --timeout and the connect
+ * deadline; only 127.0.0.0/8 targets are accepted.
+ *
+ * Output: one line on stdout, "loadgen scenario=... ops_per_s=... p50_us=...
+ * errors=..." (key=value pairs), progress and the first errors of each kind
+ * on stderr. Exit status: 0, 1 when errors exceed --max-errors, 2 for a
+ * usage error, 3 when set-up failed. */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <malloc.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <uv.h>
+
+#include "base/buf.h"
+#include "base/enc.h"
+#include "base/mem.h"
+#include "client.h"
+#include "codec/mqtt.h"
+#include "codec/sas.h"
+#include "devices.h"
+#include "hist.h"
+
+#define API_VERSION "2021-04-12"
+#define MAX_DEVICES 100000
+#define MAX_INFLIGHT 1024
+#define MAX_SIZE 65536
+#define MAX_DURATION_S 3600
+#define RAMP_TICK_MS 10
+#define SWEEP_MS 100
+#define FORCE_CLOSE_MS 5000
+#define MAX_REPORTED 5 /* error details printed per kind */
+#define PAD_CHUNK 1000
+#define BATCH_BYTES 16384 /* one TLS record */
+
+enum scenario { SC_TWIN_REPORTED, SC_TWIN_GET, SC_PUBLISH, SC_CONNECTIONS };
+static const char *const scenario_names[] = {"twin-reported", "twin-get", "mqtt-publish",
+                                             "connections"};
+
+enum phase { PH_RAMP, PH_MEASURE, PH_DRAIN, PH_CLOSING, PH_DONE };
+
+struct options {
+	enum scenario scenario;
+	bool have_scenario;
+	const char *target;   /* ip:port of MQTT over TLS */
+	const char *hub;      /* hub host name */
+	const char *tls_name; /* SNI and certificate name; default hub, else the IP */
+	const char *ca_file;
+	bool insecure;
+	const char *key; /* group key; device keys are derived from it */
+	bool no_auth;
+	const char *prefix;
+	const char *topic; /* mqtt-publish; "{id}" is replaced by the device id */
+	unsigned devices;
+	double duration_s;
+	unsigned inflight;
+	unsigned qos; /* twin requests; mqtt-publish is always QoS 1 */
+	unsigned size;
+	double rate; /* connections per second during the ramp */
+	unsigned connect_concurrency;
+	double timeout_s;
+	uint16_t keepalive;
+	unsigned long max_errors;
+	bool create_devices;
+	const char *rest; /* ip:port of the hub's HTTPS listener */
+	const char *owner_key;
+};
+
+struct slot {
+	uint64_t rid; /* twin requests: the $rid; publish: unused (the packet id is slot + 1) */
+	uint64_t t0_ns;
+	bool used;
+};
+
+enum session_state { SS_CONNECTING, SS_SUBSCRIBING, SS_READY, SS_GONE };
+
+struct session {
+	struct mqttc *c; /* NULL once closed */
+	unsigned index;
+	enum session_state state;
+	bool need_fill;
+	uint64_t t_open_ns;
+	uint64_t next_rid;
+	unsigned inflight;
+	struct slot *slots; /* opt.inflight entries */
+	char *topic;        /* mqtt-publish */
+};
+
+static struct options opt = {
+    .prefix = "bench-",
+    .devices = 100,
+    .duration_s = 5,
+    .inflight = 4,
+    .size = 100,
+    .rate = 1000,
+    .connect_concurrency = 200,
+    .timeout_s = 10,
+    .keepalive = 300,
+};
+
+/* The run: the only mutable global state of the program. */
+static struct {
+	uv_loop_t *loop;
+	SSL_CTX *tls;
+	struct sockaddr_in addr;
+	char tls_name[256];
+	struct session *sessions;
+	enum phase phase;
+	uv_timer_t ramp_timer, phase_timer, sweep_timer;
+	unsigned opened, pending, ready, open_sessions;
+	uint64_t t_ramp_ns, t_ramp_end_ns, t_measure_ns, t_measure_end_ns;
+	uint64_t inflight; /* requests outstanding over all sessions */
+	uint64_t ops, drain_ops, sent;
+	uint64_t stalls; /* times a session stopped short of its window: write queue full */
+	uint64_t connect_errors, status_errors, timeouts, disconnects, lost;
+	struct hist latency, connect_time;
+	char *payload; /* opt.size bytes of JSON (make_payload) */
+	size_t seq_offset;
+	struct buf out; /* scratch for one session's batch of requests */
+} run;
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static void report(uint64_t *counter, const char *what, const char *detail)
+{
+	if (*counter < MAX_REPORTED)
+		fprintf(stderr, "loadgen: %s: %s\n", what, detail);
+	else if (*counter == MAX_REPORTED)
+		fprintf(stderr, "loadgen: %s: (further ones not shown)\n", what);
+	(*counter)++;
+}
+
+static bool twin_scenario(void)
+{
+	return opt.scenario == SC_TWIN_REPORTED || opt.scenario == SC_TWIN_GET;
+}
+
+static double seconds(uint64_t ns)
+{
+	return (double)ns / 1e9;
+}
+
+/* ---- requests ------------------------------------------------------------------ */
+
+/* {"seq":"0000000000","p0":"xx...","p1":"xx..."...} of exactly opt.size
+ * bytes: padding in strings of at most PAD_CHUNK characters (the hub
+ * refuses string values over 4 KiB), a few blanks before the brace when
+ * the last bytes cannot hold another key. */
+static void make_payload(void)
+{
+	struct buf b = BUF_INIT;
+	buf_appends(&b, "{\"seq\":\"");
+	run.seq_offset = b.len;
+	buf_appends(&b, "0000000000\"");
+	for (unsigned k = 0;; k++) {
+		size_t room = opt.size - b.len - 1; /* the closing brace */
+		char key[32];
+		size_t kl = (size_t)snprintf(key, sizeof key, ",\"p%u\":\"", k);
+		if (room < kl + 2)
+			break;
+		size_t x = room - kl - 1;
+		if (x > PAD_CHUNK)
+			x = PAD_CHUNK;
+		buf_append(&b, key, kl);
+		buf_reserve(&b, x);
+		memset(b.data + b.len, 'x', x);
+		b.len += x;
+		buf_appendc(&b, '"');
+	}
+	while (b.len < opt.size - 1)
+		buf_appendc(&b, ' ');
+	buf_appendc(&b, '}');
+	run.payload = buf_steal(&b);
+}
+
+/* The payload with seq written into it (10 digits; the JSON stays valid). */
+static const char *payload_with_seq(uint64_t seq)
+{
+	char digits[16];
+	snprintf(digits, sizeof digits, "%010" PRIu64, seq % UINT64_C(10000000000));
+	memcpy(run.payload + run.seq_offset, digits, 10);
+	return run.payload;
+}
+
+static int free_slot(const struct session *s)
+{
+	for (unsigned i = 0; i < opt.inflight; i++)
+		if (!s->slots[i].used)
+			return (int)i;
+	return -1;
+}
+
+/* Appends one request of the scenario to run.out, using slot i. */
+static void encode_request(struct session *s, unsigned i)
+{
+	struct slot *sl = &s->slots[i];
+	char topic[96];
+	int tl;
+	sl->rid = ++s->next_rid;
+	sl->used = true;
+	sl->t0_ns = uv_hrtime();
+	uint16_t pid = (uint16_t)(i + 1);
+	switch (opt.scenario) {
+	case SC_TWIN_REPORTED:
+		tl = snprintf(topic, sizeof topic,
+		              "$iothub/twin/PATCH/properties/reported/?$rid=%" PRIu64, sl->rid);
+		mqtt_encode_publish(&run.out, topic, (size_t)tl, (uint8_t)opt.qos,
+		                    opt.qos ? pid : 0, payload_with_seq(sl->rid), opt.size);
+		break;
+	case SC_TWIN_GET:
+		tl = snprintf(topic, sizeof topic, "$iothub/twin/GET/?$rid=%" PRIu64, sl->rid);
+		mqtt_encode_publish(&run.out, topic, (size_t)tl, (uint8_t)opt.qos,
+		                    opt.qos ? pid : 0, NULL, 0);
+		break;
+	case SC_PUBLISH:
+		mqtt_encode_publish(&run.out, s->topic, strlen(s->topic), 1, pid,
+		                    payload_with_seq(sl->rid), opt.size);
+		break;
+	case SC_CONNECTIONS: break;
+	}
+}
+
+/* Tops the session's window up: requests are encrypted and written in
+ * batches of up to BATCH_BYTES, until the window is full or the write
+ * queue is (on_drain calls this again). */
+static void fill(struct session *s)
+{
+	s->need_fill = false;
+	if (run.phase != PH_MEASURE || s->state != SS_READY || opt.scenario == SC_CONNECTIONS)
+		return;
+	while (s->inflight < opt.inflight && mqttc_writable(s->c)) {
+		buf_reset(&run.out);
+		while (s->inflight < opt.inflight && run.out.len < BATCH_BYTES) {
+			int i = free_slot(s);
+			if (i < 0)
+				break;
+			encode_request(s, (unsigned)i);
+			s->inflight++;
+			run.inflight++;
+			run.sent++;
+		}
+		mqttc_send(s->c, run.out.data, run.out.len);
+	}
+	if (s->inflight < opt.inflight && mqttc_ready(s->c))
+		run.stalls++;
+}
+
+static void begin_closing(void);
+
+static void on_begin_closing(uv_timer_t *t)
+{
+	begin_closing();
+}
+
+/* Request i of s got its answer (ok: the expected one). */
+static void complete(struct session *s, unsigned i, bool ok, const char *detail)
+{
+	struct slot *sl = &s->slots[i];
+	uint64_t now = uv_hrtime();
+	hist_add(&run.latency, (now - sl->t0_ns) / 1000);
+	sl->used = false;
+	s->inflight--;
+	run.inflight--;
+	if (!ok)
+		report(&run.status_errors, "unexpected answer", detail);
+	if (run.phase == PH_MEASURE)
+		run.ops++;
+	else
+		run.drain_ops++;
+	s->need_fill = true;
+	if (run.phase == PH_DRAIN && run.inflight == 0)
+		uv_timer_start(&run.phase_timer, on_begin_closing, 0, 0);
+}
+
+/* Parses "$iothub/twin/res/<status>/?$rid=<rid>[&...]". */
+static bool parse_twin_answer(const struct mqtt_str *t, int *status, uint64_t *rid)
+{
+	static const char prefix[] = "$iothub/twin/res/";
+	const size_t pl = sizeof prefix - 1;
+	if (t->len <= pl || memcmp(t->p, prefix, pl) != 0)
+		return false;
+	size_t i = pl;
+	int st = 0;
+	while (i < t->len && t->p[i] >= '0' && t->p[i] <= '9' && st < 1000)
+		st = st * 10 + (t->p[i++] - '0');
+	static const char rid_key[] = "/?$rid=";
+	const size_t rl = sizeof rid_key - 1;
+	if (i == pl || t->len - i <= rl || memcmp(t->p + i, rid_key, rl) != 0)
+		return false;
+	i += rl;
+	uint64_t r = 0;
+	size_t start = i;
+	while (i < t->len && t->p[i] >= '0' && t->p[i] <= '9' && i - start < 19)
+		r = r * 10 + (uint64_t)(t->p[i++] - '0');
+	if (i == start || (i < t->len && t->p[i] != '&'))
+		return false;
+	*status = st;
+	*rid = r;
+	return true;
+}
+
+static void on_twin_answer(struct session *s, const struct mqtt_publish *pub)
+{
+	int status;
+	uint64_t rid;
+	if (!parse_twin_answer(&pub->topic, &status, &rid)) {
+		char d[160];
+		snprintf(d, sizeof d, "%s%u: unexpected topic %.*s", opt.prefix, s->index,
+		         (int)(pub->topic.len > 100 ? 100 : pub->topic.len), pub->topic.p);
+		report(&run.status_errors, "unexpected message", d);
+		return;
+	}
+	for (unsigned i = 0; i < opt.inflight; i++) {
+		if (s->slots[i].used && s->slots[i].rid == rid) {
+			int want = opt.scenario == SC_TWIN_REPORTED ? 204 : 200;
+			char d[256];
+			if (status != want)
+				snprintf(d, sizeof d, "%s%u: status %d: %.*s", opt.prefix, s->index,
+				         status,
+				         (int)(pub->payload_len > 160 ? 160 : pub->payload_len),
+				         (const char *)pub->payload);
+			complete(s, i, status == want, d);
+			return;
+		}
+	}
+	/* An answer to a request already counted as timed out: ignored. */
+}
+
+/* ---- sessions ---------------------------------------------------------------------- */
+
+static void start_measure(void);
+
+static void ramp_check(void)
+{
+	if (run.phase != PH_RAMP || run.opened < opt.devices || run.pending > 0)
+		return;
+	run.t_ramp_end_ns = uv_hrtime();
+	uv_timer_stop(&run.ramp_timer);
+	double took = seconds(run.t_ramp_end_ns - run.t_ramp_ns);
+	fprintf(stderr, "loadgen: ramp done: %u of %u sessions ready in %.2f s\n", run.ready,
+	        opt.devices, took);
+	if (run.ready == 0) {
+		begin_closing();
+		return;
+	}
+	start_measure();
+}
+
+static void session_ready(struct session *s)
+{
+	s->state = SS_READY;
+	run.pending--;
+	run.ready++;
+	hist_add(&run.connect_time, (uv_hrtime() - s->t_open_ns) / 1000);
+	ramp_check();
+}
+
+static void on_ready(struct mqttc *c)
+{
+	struct session *s = mqttc_app(c);
+	if (!twin_scenario()) {
+		session_ready(s);
+		return;
+	}
+	struct buf b = BUF_INIT;
+	mqtt_encode_subscribe(&b, 1, "$iothub/twin/res/#", 0);
+	s->state = SS_SUBSCRIBING;
+	mqttc_send(c, b.data, b.len);
+	buf_free(&b);
+}
+
+static void on_packet(struct mqttc *c, const struct mqtt_packet *pk, const uint8_t *raw, size_t len)
+{
+	struct session *s = mqttc_app(c);
+	switch (pk->type) {
+	case MQTT_SUBACK:
+		if (s->state != SS_SUBSCRIBING)
+			break;
+		if (raw[len - 1] & 0x80) {
+			char d[96];
+			snprintf(d, sizeof d, "%s%u: SUBSCRIBE $iothub/twin/res/# refused",
+			         opt.prefix, s->index);
+			report(&run.connect_errors, "session failed", d);
+			s->state = SS_GONE; /* counted here, not again in on_close */
+			run.pending--;
+			mqttc_close(c, false);
+			ramp_check();
+			break;
+		}
+		session_ready(s);
+		break;
+	case MQTT_PUBACK:
+		if (opt.scenario == SC_PUBLISH && pk->u.packet_id >= 1 &&
+		    pk->u.packet_id <= opt.inflight && s->slots[pk->u.packet_id - 1].used)
+			complete(s, pk->u.packet_id - 1, true, NULL);
+		break; /* twin requests at QoS 1: the answer topic is what counts */
+	case MQTT_PUBLISH:
+		if (twin_scenario())
+			on_twin_answer(s, &pk->u.publish);
+		break;
+	default: break;
+	}
+}
+
+static void on_batch_end(struct mqttc *c)
+{
+	struct session *s = mqttc_app(c);
+	if (s->need_fill)
+		fill(s);
+}
+
+static void on_drain(struct mqttc *c)
+{
+	fill(mqttc_app(c));
+}
+
+static void on_close(struct mqttc *c, enum mqttc_error e, const char *detail)
+{
+	struct session *s = mqttc_app(c);
+	char d[256];
+	s->c = NULL;
+	run.open_sessions--;
+	if (s->state == SS_CONNECTING || s->state == SS_SUBSCRIBING) {
+		snprintf(d, sizeof d, "%s%u: %s", opt.prefix, s->index, detail);
+		report(&run.connect_errors, "session failed", d);
+		run.pending--;
+		s->state = SS_GONE;
+		ramp_check();
+	} else if (s->state == SS_READY) {
+		if (run.phase < PH_CLOSING) {
+			snprintf(d, sizeof d, "%s%u: %s (%s)", opt.prefix, s->index, detail,
+			         mqttc_strerror(e));
+			report(&run.disconnects, "session lost", d);
+			run.lost += s->inflight;
+			run.inflight -= s->inflight;
+			s->inflight = 0;
+			if (run.phase == PH_DRAIN && run.inflight == 0)
+				uv_timer_start(&run.phase_timer, on_begin_closing, 0, 0);
+		}
+		s->state = SS_GONE;
+	}
+	if (run.phase == PH_CLOSING && run.open_sessions == 0) {
+		run.phase = PH_DONE;
+		uv_close((uv_handle_t *)&run.ramp_timer, NULL);
+		uv_close((uv_handle_t *)&run.phase_timer, NULL);
+		uv_close((uv_handle_t *)&run.sweep_timer, NULL);
+	}
+}
+
+static const struct mqttc_handler handler = {on_ready, on_packet, on_batch_end, on_drain, on_close};
+
+static void open_session(unsigned i)
+{
+	struct session *s = &run.sessions[i];
+	char id[128], user[512];
+	struct buf sr = BUF_INIT, tok = BUF_INIT;
+	s->index = i;
+	s->state = SS_CONNECTING;
+	s->t_open_ns = uv_hrtime();
+	devices_id(id, sizeof id, opt.prefix, i);
+	struct mqttc_connect cc = {
+	    .client_id = id,
+	    .keepalive = opt.keepalive,
+	    .clean = true,
+	    .timeout_ms = (uint64_t)(opt.timeout_s * 1000),
+	};
+	if (!opt.no_auth) {
+		char key[45];
+		snprintf(user, sizeof user, "%s/%s/?api-version=" API_VERSION, opt.hub, id);
+		buf_printf(&sr, "%s/devices/%s", opt.hub, id);
+		struct buf enc = BUF_INIT;
+		pct_encode(&enc, sr.data, sr.len);
+		int64_t expiry = (int64_t)time(NULL) + 3600 + (int64_t)opt.duration_s;
+		if (sas_derive_key(opt.key, id, key) != 0 ||
+		    sas_build(&tok, enc.data, key, NULL, expiry) != 0) {
+			fprintf(stderr, "loadgen: --key is not valid base64\n");
+			exit(2);
+		}
+		buf_free(&enc);
+		cc.username = user;
+		cc.password = tok.data;
+	}
+	if (opt.scenario == SC_PUBLISH) {
+		struct buf t = BUF_INIT;
+		const char *p = opt.topic, *hit;
+		while ((hit = strstr(p, "{id}"))) {
+			buf_append(&t, p, (size_t)(hit - p));
+			buf_appends(&t, id);
+			p = hit + 4;
+		}
+		buf_appends(&t, p);
+		s->topic = buf_steal(&t);
+	}
+	run.opened++;
+	run.pending++;
+	run.open_sessions++;
+	s->c = mqttc_open(run.loop, run.tls, (const struct sockaddr *)&run.addr, run.tls_name, &cc,
+	                  &handler, s);
+	buf_free(&sr);
+	buf_free(&tok);
+}
+
+/* ---- phases ------------------------------------------------------------------------- */
+
+/* RAMP: opens sessions at opt.rate per second, at most
+ * connect_concurrency of them still connecting. */
+static void on_ramp_tick(uv_timer_t *t)
+{
+	double elapsed = seconds(uv_hrtime() - run.t_ramp_ns);
+	double allowed = opt.rate * elapsed + 1;
+	while (run.opened < opt.devices && run.opened < allowed &&
+	       run.pending < opt.connect_concurrency)
+		open_session(run.opened);
+	if (run.opened == opt.devices)
+		uv_timer_stop(&run.ramp_timer);
+}
+
+/* MEASURE and DRAIN: requests unanswered for opt.timeout_s are errors. */
+static void on_sweep(uv_timer_t *t)
+{
+	uint64_t now = uv_hrtime(), limit = (uint64_t)(opt.timeout_s * 1e9);
+	for (unsigned k = 0; k < run.opened; k++) {
+		struct session *s = &run.sessions[k];
+		if (s->state != SS_READY || s->inflight == 0)
+			continue;
+		for (unsigned i = 0; i < opt.inflight; i++) {
+			struct slot *sl = &s->slots[i];
+			if (!sl->used || now - sl->t0_ns < limit)
+				continue;
+			char d[96];
+			snprintf(d, sizeof d, "%s%u: request %" PRIu64 " unanswered after %.1f s",
+			         opt.prefix, k, sl->rid, opt.timeout_s);
+			report(&run.timeouts, "timeout", d);
+			sl->used = false;
+			s->inflight--;
+			run.inflight--;
+			s->need_fill = true;
+		}
+		if (s->need_fill)
+			fill(s);
+	}
+	if (run.phase == PH_DRAIN && run.inflight == 0)
+		begin_closing();
+}
+
+static void on_measure_end(uv_timer_t *t)
+{
+	run.t_measure_end_ns = uv_hrtime();
+	run.phase = PH_DRAIN;
+	if (run.inflight == 0) {
+		begin_closing();
+		return;
+	}
+	/* The sweep times out whatever is left after opt.timeout_s. */
+	uv_timer_start(&run.phase_timer, on_begin_closing,
+	               (uint64_t)(opt.timeout_s * 1000) + SWEEP_MS * 2, 0);
+}
+
+static void start_measure(void)
+{
+	run.phase = PH_MEASURE;
+	run.t_measure_ns = uv_hrtime();
+	uv_timer_start(&run.phase_timer, on_measure_end, (uint64_t)(opt.duration_s * 1000), 0);
+	if (opt.scenario == SC_CONNECTIONS)
+		return;
+	uv_timer_start(&run.sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
+	for (unsigned k = 0; k < run.opened; k++)
+		fill(&run.sessions[k]);
+}
+
+static void on_force_close(uv_timer_t *t)
+{
+	for (unsigned k = 0; k < run.opened; k++)
+		if (run.sessions[k].c)
+			mqttc_close(run.sessions[k].c, false);
+}
+
+static void begin_closing(void)
+{
+	if (run.phase >= PH_CLOSING)
+		return;
+	if (run.phase == PH_RAMP || run.phase == PH_MEASURE)
+		run.t_measure_end_ns = uv_hrtime();
+	/* Whatever is still outstanding was never answered. */
+	for (unsigned k = 0; k < run.opened; k++) {
+		struct session *s = &run.sessions[k];
+		if (s->inflight) {
+			char d[96];
+			snprintf(d, sizeof d, "%s%u: %u requests unanswered at the end", opt.prefix,
+			         k, s->inflight);
+			report(&run.timeouts, "timeout", d);
+			run.timeouts += s->inflight - 1;
+			run.inflight -= s->inflight;
+			s->inflight = 0;
+		}
+	}
+	run.phase = PH_CLOSING;
+	uv_timer_stop(&run.ramp_timer);
+	uv_timer_stop(&run.sweep_timer);
+	uv_timer_start(&run.phase_timer, on_force_close, FORCE_CLOSE_MS, 0);
+	for (unsigned k = 0; k < run.opened; k++)
+		if (run.sessions[k].c)
+			mqttc_close(run.sessions[k].c, true);
+	if (run.open_sessions == 0) {
+		run.phase = PH_DONE;
+		uv_close((uv_handle_t *)&run.ramp_timer, NULL);
+		uv_close((uv_handle_t *)&run.phase_timer, NULL);
+		uv_close((uv_handle_t *)&run.sweep_timer, NULL);
+	}
+}
+
+/* ---- result ------------------------------------------------------------------------ */
+
+static uint64_t print_result(void)
+{
+	uint64_t errors =
+	    run.connect_errors + run.status_errors + run.timeouts + run.disconnects + run.lost;
+	double window = seconds(run.t_measure_end_ns - run.t_measure_ns);
+	if (run.t_measure_ns == 0)
+		window = 0;
+	double ramp = run.t_ramp_end_ns ? seconds(run.t_ramp_end_ns - run.t_ramp_ns) : 0;
+	double connect_rate = ramp > 0 ? run.ready / ramp : 0;
+	const struct hist *h = opt.scenario == SC_CONNECTIONS ? &run.connect_time : &run.latency;
+	uint64_t ops = opt.scenario == SC_CONNECTIONS ? run.ready : run.ops;
+	double ops_per_s = opt.scenario == SC_CONNECTIONS
+	                       ? connect_rate
+	                       : (window > 0 ? (double)run.ops / window : 0);
+	printf("loadgen scenario=%s target=%s devices=%u ready=%u inflight=%u qos=%u size=%u "
+	       "duration_s=%.2f ops=%" PRIu64 " ops_per_s=%.1f p50_us=%" PRIu64 " p99_us=%" PRIu64
+	       " max_us=%" PRIu64 " errors=%" PRIu64 " connect_errors=%" PRIu64
+	       " status_errors=%" PRIu64 " timeouts=%" PRIu64 " disconnects=%" PRIu64
+	       " lost=%" PRIu64 " sent=%" PRIu64 " late_ops=%" PRIu64 " stalls=%" PRIu64
+	       " connect_per_s=%.1f connect_p99_us=%" PRIu64 "\n",
+	       scenario_names[opt.scenario], opt.target, opt.devices, run.ready,
+	       opt.scenario == SC_CONNECTIONS ? 0 : opt.inflight,
+	       opt.scenario == SC_PUBLISH ? 1 : opt.qos, opt.size, window, ops, ops_per_s,
+	       hist_percentile(h, 0.50), hist_percentile(h, 0.99), h->max, errors,
+	       run.connect_errors, run.status_errors, run.timeouts, run.disconnects, run.lost,
+	       run.sent, run.drain_ops, run.stalls, connect_rate,
+	       hist_percentile(&run.connect_time, 0.99));
+	fflush(stdout);
+	return errors;
+}
+
+/* ---- options ------------------------------------------------------------------------ */
+
+static void usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "usage: loadgen [SCENARIO] [options]\n"
+	    "Scenarios: twin-reported, twin-get, mqtt-publish, connections.\n"
+	    "Target (loopback 127.0.0.0/8 only):\n"
+	    "  --target IP:PORT      MQTT over TLS address (required for a scenario)\n"
+	    "  --hub NAME            hub host name: user name, SAS resource, default TLS name\n"
+	    "  --tls-name NAME       SNI and certificate name (default --hub, else the IP)\n"
+	    "  --ca FILE             CA that signed the server certificate\n"
+	    "  --insecure            do not verify the server certificate\n"
+	    "  --key B64             group key; device keys are HMAC(key, device id)\n"
+	    "  --no-auth             plain MQTT: no user name, no password (reference broker)\n"
+	    "Load (every count and time is bounded):\n"
+	    "  --devices N           sessions, 1..%d (default 100)\n"
+	    "  --prefix P            device ids P0..P(N-1) (default bench-)\n"
+	    "  --duration S          measured seconds, or hold time for connections (default 5)\n"
+	    "  --inflight K          requests in flight per session, 1..%d (default 4)\n"
+	    "  --qos 0|1             QoS of twin requests (default 0; mqtt-publish uses 1)\n"
+	    "  --size B              payload bytes, 32..%d (default 100)\n"
+	    "  --topic T             mqtt-publish topic, {id} = device id (default\n"
+	    "                        devices/{id}/messages/events/, with --no-auth bench/{id})\n"
+	    "  --rate R              new sessions per second during the ramp (default 1000)\n"
+	    "  --connect-concurrency C  sessions connecting at once (default 200)\n"
+	    "  --timeout S           connect deadline and request timeout (default 10)\n"
+	    "  --keepalive S         MQTT keep-alive (default 300)\n"
+	    "  --max-errors N        exit 1 when more errors than this (default 0)\n"
+	    "Set-up:\n"
+	    "  --create-devices      create or update the devices first (REST, then exit if\n"
+	    "                        no scenario is given); needs --rest, --owner-key, --key\n"
+	    "  --rest IP:PORT        the hub's HTTPS address\n"
+	    "  --owner-key B64       the hub's iothubowner key\n",
+	    MAX_DEVICES, MAX_INFLIGHT, MAX_SIZE);
+}
+
+static bool parse_uint(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *end || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_double(const char *s, double lo, double hi, double *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+	if (!*s || *end || !(v >= lo && v <= hi))
+		return false;
+	*out = v;
+	return true;
+}
+
+/* "a.b.c.d:port" within 127.0.0.0/8. */
+static bool parse_loopback(const char *s, struct sockaddr_in *out, char *ip, size_t iplen)
+{
+	const char *colon = strrchr(s, ':');
+	unsigned long port;
+	if (!colon || (size_t)(colon - s) >= iplen || !parse_uint(colon + 1, 1, 65535, &port))
+		return false;
+	memcpy(ip, s, (size_t)(colon - s));
+	ip[colon - s] = '\0';
+	if (uv_ip4_addr(ip, (int)port, out) != 0)
+		return false;
+	return (ntohl(out->sin_addr.s_addr) >> 24) == 127;
+}
+
+enum {
+	O_TARGET = 256,
+	O_HUB,
+	O_TLS_NAME,
+	O_CA,
+	O_INSECURE,
+	O_KEY,
+	O_NO_AUTH,
+	O_DEVICES,
+	O_PREFIX,
+	O_DURATION,
+	O_INFLIGHT,
+	O_QOS,
+	O_SIZE,
+	O_TOPIC,
+	O_RATE,
+	O_CONCURRENCY,
+	O_TIMEOUT,
+	O_KEEPALIVE,
+	O_MAX_ERRORS,
+	O_CREATE,
+	O_REST,
+	O_OWNER_KEY,
+	O_HELP,
+};
+
+static const struct option long_options[] = {
+    {"target", required_argument, NULL, O_TARGET},
+    {"hub", required_argument, NULL, O_HUB},
+    {"tls-name", required_argument, NULL, O_TLS_NAME},
+    {"ca", required_argument, NULL, O_CA},
+    {"insecure", no_argument, NULL, O_INSECURE},
+    {"key", required_argument, NULL, O_KEY},
+    {"no-auth", no_argument, NULL, O_NO_AUTH},
+    {"devices", required_argument, NULL, O_DEVICES},
+    {"prefix", required_argument, NULL, O_PREFIX},
+    {"duration", required_argument, NULL, O_DURATION},
+    {"inflight", required_argument, NULL, O_INFLIGHT},
+    {"qos", required_argument, NULL, O_QOS},
+    {"size", required_argument, NULL, O_SIZE},
+    {"topic", required_argument, NULL, O_TOPIC},
+    {"rate", required_argument, NULL, O_RATE},
+    {"connect-concurrency", required_argument, NULL, O_CONCURRENCY},
+    {"timeout", required_argument, NULL, O_TIMEOUT},
+    {"keepalive", required_argument, NULL, O_KEEPALIVE},
+    {"max-errors", required_argument, NULL, O_MAX_ERRORS},
+    {"create-devices", no_argument, NULL, O_CREATE},
+    {"rest", required_argument, NULL, O_REST},
+    {"owner-key", required_argument, NULL, O_OWNER_KEY},
+    {"help", no_argument, NULL, O_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static int bad(const char *what, const char *value)
+{
+	fprintf(stderr, "loadgen: bad %s: %s (see --help)\n", what, value);
+	return 2;
+}
+
+/* Fills opt; returns 0 or an exit status. */
+static int parse_options(int argc, char **argv)
+{
+	int c;
+	unsigned long u;
+	while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+		switch (c) {
+		case O_TARGET: opt.target = optarg; break;
+		case O_HUB: opt.hub = optarg; break;
+		case O_TLS_NAME: opt.tls_name = optarg; break;
+		case O_CA: opt.ca_file = optarg; break;
+		case O_INSECURE: opt.insecure = true; break;
+		case O_KEY: opt.key = optarg; break;
+		case O_NO_AUTH: opt.no_auth = true; break;
+		case O_DEVICES:
+			if (!parse_uint(optarg, 1, MAX_DEVICES, &u))
+				return bad("--devices", optarg);
+			opt.devices = (unsigned)u;
+			break;
+		case O_PREFIX:
+			if (!*optarg || strlen(optarg) > 64 || strpbrk(optarg, "/+#?&% "))
+				return bad("--prefix", optarg);
+			opt.prefix = optarg;
+			break;
+		case O_DURATION:
+			if (!parse_double(optarg, 0.1, MAX_DURATION_S, &opt.duration_s))
+				return bad("--duration", optarg);
+			break;
+		case O_INFLIGHT:
+			if (!parse_uint(optarg, 1, MAX_INFLIGHT, &u))
+				return bad("--inflight", optarg);
+			opt.inflight = (unsigned)u;
+			break;
+		case O_QOS:
+			if (!parse_uint(optarg, 0, 1, &u))
+				return bad("--qos", optarg);
+			opt.qos = (unsigned)u;
+			break;
+		case O_SIZE:
+			if (!parse_uint(optarg, 32, MAX_SIZE, &u))
+				return bad("--size", optarg);
+			opt.size = (unsigned)u;
+			break;
+		case O_TOPIC:
+			if (!*optarg || strlen(optarg) > 256 || strpbrk(optarg, "+#"))
+				return bad("--topic", optarg);
+			opt.topic = optarg;
+			break;
+		case O_RATE:
+			if (!parse_double(optarg, 1, 1e6, &opt.rate))
+				return bad("--rate", optarg);
+			break;
+		case O_CONCURRENCY:
+			if (!parse_uint(optarg, 1, MAX_DEVICES, &u))
+				return bad("--connect-concurrency", optarg);
+			opt.connect_concurrency = (unsigned)u;
+			break;
+		case O_TIMEOUT:
+			if (!parse_double(optarg, 0.1, 600, &opt.timeout_s))
+				return bad("--timeout", optarg);
+			break;
+		case O_KEEPALIVE:
+			if (!parse_uint(optarg, 0, 65535, &u))
+				return bad("--keepalive", optarg);
+			opt.keepalive = (uint16_t)u;
+			break;
+		case O_MAX_ERRORS:
+			if (!parse_uint(optarg, 0, ULONG_MAX, &u))
+				return bad("--max-errors", optarg);
+			opt.max_errors = u;
+			break;
+		case O_CREATE: opt.create_devices = true; break;
+		case O_REST: opt.rest = optarg; break;
+		case O_OWNER_KEY: opt.owner_key = optarg; break;
+		case O_HELP: usage(stdout); exit(0);
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		for (unsigned i = 0; i < 4; i++) {
+			if (strcmp(argv[optind], scenario_names[i]) == 0) {
+				opt.scenario = (enum scenario)i;
+				opt.have_scenario = true;
+			}
+		}
+		if (!opt.have_scenario || optind + 1 < argc)
+			return bad("scenario", argv[optind]);
+	}
+	if (!opt.have_scenario && !opt.create_devices) {
+		usage(stderr);
+		return 2;
+	}
+	if (opt.have_scenario && !opt.target)
+		return bad("target", "--target IP:PORT is required");
+	if (opt.have_scenario && !opt.ca_file && !opt.insecure)
+		return bad("TLS settings", "--ca FILE (or --insecure) is required");
+	if (opt.have_scenario && !opt.no_auth && (!opt.hub || !opt.key))
+		return bad("authentication", "--hub and --key are required (or --no-auth)");
+	if (opt.no_auth && twin_scenario())
+		return bad("authentication", "twin scenarios need a hub (--hub, --key)");
+	if (opt.create_devices && (!opt.rest || !opt.owner_key || !opt.hub || !opt.key))
+		return bad("--create-devices", "needs --rest, --owner-key, --hub and --key");
+	if (opt.create_devices && !opt.ca_file && !opt.insecure)
+		return bad("TLS settings", "--ca FILE (or --insecure) is required");
+	if (!opt.topic)
+		opt.topic = opt.no_auth ? "bench/{id}" : "devices/{id}/messages/events/";
+	if (opt.qos && opt.inflight > 65535)
+		return bad("--inflight", "at most 65535 with QoS 1");
+	if (opt.scenario == SC_PUBLISH && opt.inflight > 65535)
+		return bad("--inflight", "at most 65535 with QoS 1");
+	return 0;
+}
+
+/* Raises the soft limit on open files as far as needed (and allowed). */
+static int raise_fd_limit(unsigned need)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0;
+	if (rl.rlim_cur >= need)
+		return 0;
+	if (rl.rlim_max < need) {
+		fprintf(stderr,
+		        "loadgen: %u sessions need %u file descriptors; the hard limit is %llu\n",
+		        opt.devices, need, (unsigned long long)rl.rlim_max);
+		return -1;
+	}
+	rl.rlim_cur = need;
+	return setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+int main(int argc, char **argv)
+{
+	int rc = parse_options(argc, argv);
+	if (rc != 0)
+		return rc;
+	signal(SIGPIPE, SIG_IGN);
+	/* OpenSSL allocates and frees a lot per handshake and per record
+	 * (SSL_MODE_RELEASE_BUFFERS); without this glibc keeps giving the top
+	 * of the heap back with brk and faulting it in again, which cost the
+	 * generator a quarter of its CPU time in a connection ramp. */
+	mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+	mallopt(M_TOP_PAD, 16 * 1024 * 1024);
+	char ip[64];
+	if (opt.have_scenario && !parse_loopback(opt.target, &run.addr, ip, sizeof ip))
+		return bad("--target (an IPv4 address in 127.0.0.0/8 and a port)", opt.target);
+	if (opt.create_devices) {
+		struct sockaddr_in rest_addr;
+		char rest_ip[64];
+		if (!parse_loopback(opt.rest, &rest_addr, rest_ip, sizeof rest_ip))
+			return bad("--rest (an IPv4 address in 127.0.0.0/8 and a port)", opt.rest);
+		curl_global_init(CURL_GLOBAL_DEFAULT);
+		struct devices_plan plan = {
+		    .hub = opt.hub,
+		    .address = opt.rest,
+		    .ca_file = opt.ca_file,
+		    .insecure = opt.insecure,
+		    .owner_key = opt.owner_key,
+		    .group_key = opt.key,
+		    .prefix = opt.prefix,
+		    .count = opt.devices,
+		};
+		uint64_t t0 = uv_hrtime();
+		rc = devices_create(&plan);
+		curl_global_cleanup();
+		if (rc != 0)
+			return 3;
+		fprintf(stderr, "loadgen: %u devices created or updated in %.2f s\n", opt.devices,
+		        seconds(uv_hrtime() - t0));
+		if (!opt.have_scenario)
+			return 0;
+	}
+	if (raise_fd_limit(opt.devices + 64) != 0)
+		return 3;
+	snprintf(run.tls_name, sizeof run.tls_name, "%s",
+	         opt.tls_name ? opt.tls_name
+	         : opt.hub    ? opt.hub
+	                      : ip);
+	char err[256];
+	run.tls = mqttc_tls_ctx(opt.ca_file, opt.insecure, err, sizeof err);
+	if (!run.tls) {
+		fprintf(stderr, "loadgen: %s\n", err);
+		return 3;
+	}
+	make_payload();
+	hist_init(&run.latency);
+	hist_init(&run.connect_time);
+	buf_init(&run.out);
+	run.sessions = xcalloc(opt.devices, sizeof *run.sessions);
+	for (unsigned k = 0; k < opt.devices; k++)
+		run.sessions[k].slots = xcalloc(opt.inflight, sizeof(struct slot));
+
+	run.loop = uv_default_loop();
+	uv_timer_init(run.loop, &run.ramp_timer);
+	uv_timer_init(run.loop, &run.phase_timer);
+	uv_timer_init(run.loop, &run.sweep_timer);
+	run.phase = PH_RAMP;
+	run.t_ramp_ns = uv_hrtime();
+	uv_timer_start(&run.ramp_timer, on_ramp_tick, 0, RAMP_TICK_MS);
+	uv_run(run.loop, UV_RUN_DEFAULT);
+
+	uint64_t errors = print_result();
+	uv_loop_close(run.loop);
+	for (unsigned k = 0; k < opt.devices; k++) {
+		free(run.sessions[k].slots);
+		free(run.sessions[k].topic);
+	}
+	free(run.sessions);
+	free(run.payload);
+	buf_free(&run.out);
+	SSL_CTX_free(run.tls);
+	if (errors > opt.max_errors) {
+		fprintf(stderr, "loadgen: %" PRIu64 " errors (more than --max-errors %lu)\n",
+		        errors, opt.max_errors);
+		return 1;
+	}
+	return 0;
+}
