@@ -451,7 +451,7 @@ static void on_drain(struct mqttc *c)
 	fill(mqttc_app(c));
 }
 
-static void on_close(struct mqttc *c, enum mqttc_error e, const char *detail)
+static void on_close(struct mqttc *c, enum tlsconn_error e, const char *detail)
 {
 	struct session *s = mqttc_app(c);
 	char d[256];
@@ -466,7 +466,7 @@ static void on_close(struct mqttc *c, enum mqttc_error e, const char *detail)
 	} else if (s->state == SS_READY) {
 		if (run.phase < PH_CLOSING) {
 			snprintf(d, sizeof d, "%s%u: %s (%s)", opt.prefix, s->index, detail,
-			         mqttc_strerror(e));
+			         tlsconn_strerror(e));
 			report(&run.disconnects, "session lost", d);
 			run.lost += s->inflight;
 			run.inflight -= s->inflight;
@@ -989,7 +989,7 @@ int main(int argc, char **argv)
 	         : opt.hub    ? opt.hub
 	                      : ip);
 	char err[256];
-	run.tls = mqttc_tls_ctx(opt.ca_file, opt.insecure, err, sizeof err);
+	run.tls = tlsconn_client_ctx(opt.ca_file, opt.insecure, err, sizeof err);
 	if (!run.tls) {
 		fprintf(stderr, "loadgen: %s\n", err);
 		return 3;
