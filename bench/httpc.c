@@ -105,6 +105,13 @@ static void on_open(struct tlsconn *t)
 	c->h->on_ready(c);
 }
 
+static void on_batch_end(struct tlsconn *t)
+{
+	struct httpc *c = tlsconn_app(t);
+	if (c->state == ST_READY && c->h->on_batch_end)
+		c->h->on_batch_end(c);
+}
+
 static void on_drain(struct tlsconn *t)
 {
 	struct httpc *c = tlsconn_app(t);
@@ -119,8 +126,8 @@ static void on_close(struct tlsconn *t, enum tlsconn_error e, const char *detail
 	free(c);
 }
 
-static const struct tlsconn_handler tls_handler = {on_open, on_data, NULL, on_drain, NULL,
-                                                   on_close};
+static const struct tlsconn_handler tls_handler = {on_open,  on_data, on_batch_end,
+                                                   on_drain, NULL,    on_close};
 
 struct httpc *httpc_open(uv_loop_t *loop, SSL_CTX *ctx, const struct sockaddr *addr,
                          const char *tls_name, uint64_t timeout_ms,

@@ -28,6 +28,9 @@ struct httpc_handler {
 	void (*on_ready)(struct httpc *c);
 	/* The next response arrived; body holds its first bytes (borrowed). */
 	void (*on_response)(struct httpc *c, int status, const char *body, size_t len);
+	/* Every response of one socket read has been delivered: the place to
+	 * send the next requests with one write. May be NULL. */
+	void (*on_batch_end)(struct httpc *c);
 	/* The write queue fell back to TLSCONN_LOW_WATER. May be NULL. */
 	void (*on_drain)(struct httpc *c);
 	/* The connection is gone; the struct is freed when this returns. */

@@ -57,6 +57,7 @@
 #include "codec/sas.h"
 #include "devices.h"
 #include "hist.h"
+#include "rest.h"
 
 #define API_VERSION "2021-04-12"
 #define MAX_DEVICES 100000
@@ -69,10 +70,20 @@
 #define MAX_REPORTED 5 /* error details printed per kind */
 #define PAD_CHUNK 1000
 #define BATCH_BYTES 16384 /* one TLS record */
+#define DESIRED_WINDOW 64 /* twin-desired-latency: PATCHes in flight per connection */
 
-enum scenario { SC_TWIN_REPORTED, SC_TWIN_GET, SC_PUBLISH, SC_CONNECTIONS };
-static const char *const scenario_names[] = {"twin-reported", "twin-get", "mqtt-publish",
-                                             "connections"};
+enum scenario {
+	SC_TWIN_REPORTED,
+	SC_TWIN_GET,
+	SC_PUBLISH,
+	SC_CONNECTIONS,
+	SC_TWIN_DESIRED,
+	SC_REST_PATCH,
+	SC_COUNT
+};
+static const char *const scenario_names[] = {
+    "twin-reported",        "twin-get",       "mqtt-publish", "connections",
+    "twin-desired-latency", "twin-rest-patch"};
 
 enum phase { PH_RAMP, PH_MEASURE, PH_DRAIN, PH_CLOSING, PH_DONE };
 
@@ -101,6 +112,8 @@ struct options {
 	bool create_devices;
 	const char *rest; /* ip:port of the hub's HTTPS listener */
 	const char *owner_key;
+	unsigned connections; /* REST connections */
+	double patch_rate;    /* twin-desired-latency: PATCHes per second */
 };
 
 struct slot {
@@ -133,6 +146,8 @@ static struct options opt = {
     .connect_concurrency = 200,
     .timeout_s = 10,
     .keepalive = 300,
+    .connections = 8,
+    .patch_rate = 2000,
 };
 
 /* The run: the only mutable global state of the program. */
@@ -154,6 +169,16 @@ static struct {
 	char *payload; /* opt.size bytes of JSON (make_payload) */
 	size_t seq_offset;
 	struct buf out; /* scratch for one session's batch of requests */
+	/* REST scenarios */
+	unsigned rest_connected;
+	bool rest_closed;
+	uv_timer_t rate_timer; /* twin-desired-latency: the open-loop sender */
+	uint64_t patch_seq;    /* PATCHes sent */
+	uint64_t behind;       /* sender ticks with no connection free */
+	uint64_t *desired_t0;  /* send time by seq, 0 once notified or given up */
+	uint64_t desired_cap;  /* entries of desired_t0 */
+	uint64_t desired_low;  /* every seq below this is notified or given up */
+	uint64_t rest_errors;  /* REST answers other than 200 */
 } run;
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -169,7 +194,25 @@ static void report(uint64_t *counter, const char *what, const char *detail)
 
 static bool twin_scenario(void)
 {
-	return opt.scenario == SC_TWIN_REPORTED || opt.scenario == SC_TWIN_GET;
+	return opt.scenario == SC_TWIN_REPORTED || opt.scenario == SC_TWIN_GET ||
+	       opt.scenario == SC_TWIN_DESIRED;
+}
+
+static bool rest_scenario(void)
+{
+	return opt.scenario == SC_TWIN_DESIRED || opt.scenario == SC_REST_PATCH;
+}
+
+/* MQTT sessions a run opens (twin-rest-patch only talks to the back end). */
+static unsigned sessions_wanted(void)
+{
+	return opt.scenario == SC_REST_PATCH ? 0 : opt.devices;
+}
+
+/* Requests (and, for twin-desired-latency, notifications) still owed. */
+static uint64_t outstanding(void)
+{
+	return run.inflight + (rest_scenario() ? rest_outstanding() : 0);
 }
 
 static double seconds(uint64_t ns)
@@ -253,7 +296,7 @@ static void encode_request(struct session *s, unsigned i)
 		mqtt_encode_publish(&run.out, s->topic, strlen(s->topic), 1, pid,
 		                    payload_with_seq(sl->rid), opt.size);
 		break;
-	case SC_CONNECTIONS: break;
+	default: break; /* no session requests */
 	}
 }
 
@@ -263,7 +306,8 @@ static void encode_request(struct session *s, unsigned i)
 static void fill(struct session *s)
 {
 	s->need_fill = false;
-	if (run.phase != PH_MEASURE || s->state != SS_READY || opt.scenario == SC_CONNECTIONS)
+	if (run.phase != PH_MEASURE || s->state != SS_READY || opt.scenario == SC_CONNECTIONS ||
+	    opt.scenario == SC_TWIN_DESIRED)
 		return;
 	while (s->inflight < opt.inflight && mqttc_writable(s->c)) {
 		buf_reset(&run.out);
@@ -305,7 +349,7 @@ static void complete(struct session *s, unsigned i, bool ok, const char *detail)
 	else
 		run.drain_ops++;
 	s->need_fill = true;
-	if (run.phase == PH_DRAIN && run.inflight == 0)
+	if (run.phase == PH_DRAIN && outstanding() == 0)
 		uv_timer_start(&run.phase_timer, on_begin_closing, 0, 0);
 }
 
@@ -363,20 +407,156 @@ static void on_twin_answer(struct session *s, const struct mqtt_publish *pub)
 	/* An answer to a request already counted as timed out: ignored. */
 }
 
+/* ---- the back end and desired notifications -------------------------------- */
+
+static void ramp_check(void);
+
+/* CLOSING ends when every session and REST connection is closed. */
+static void maybe_done(void)
+{
+	if (run.phase != PH_CLOSING || run.open_sessions > 0 ||
+	    (rest_scenario() && !run.rest_closed))
+		return;
+	run.phase = PH_DONE;
+	uv_close((uv_handle_t *)&run.ramp_timer, NULL);
+	uv_close((uv_handle_t *)&run.phase_timer, NULL);
+	uv_close((uv_handle_t *)&run.sweep_timer, NULL);
+	uv_close((uv_handle_t *)&run.rate_timer, NULL);
+}
+
+static void on_rest_closed(void)
+{
+	run.rest_closed = true;
+	maybe_done();
+}
+
+static void rest_connected(const char *detail)
+{
+	if (detail)
+		report(&run.connect_errors, "REST connection failed", detail);
+	ramp_check();
+}
+
+static void rest_answered(uint64_t t0_ns, uint64_t seq, int status, const char *body,
+                          size_t len)
+{
+	if (status != 200) {
+		char d[256];
+		snprintf(d, sizeof d, "PATCH %" PRIu64 ": status %d: %.*s", seq, status,
+		         (int)(len > 160 ? 160 : len), body);
+		report(&run.rest_errors, "unexpected REST answer", d);
+	}
+	if (opt.scenario == SC_REST_PATCH && status == 200) {
+		hist_add(&run.latency, (uv_hrtime() - t0_ns) / 1000);
+		if (run.phase == PH_MEASURE)
+			run.ops++;
+		else
+			run.drain_ops++;
+	}
+	if (run.phase == PH_DRAIN && outstanding() == 0)
+		uv_timer_start(&run.phase_timer, on_begin_closing, 0, 0);
+}
+
+static void rest_lost(unsigned n, const char *detail)
+{
+	report(&run.disconnects, "REST connection lost", detail);
+	run.lost += n;
+	if (run.phase == PH_DRAIN && outstanding() == 0)
+		uv_timer_start(&run.phase_timer, on_begin_closing, 0, 0);
+}
+
+static const struct rest_hooks rest_hooks = {rest_connected, rest_answered, rest_lost};
+
+/* twin-desired-latency: PATCHes at opt.patch_rate per second from the
+ * start of MEASURE, each to device seq % devices; a tick that finds every
+ * connection's window full counts as "behind" (the back end could not
+ * keep the rate). */
+static void on_rate_tick(uv_timer_t *t)
+{
+	double due = opt.patch_rate * seconds(uv_hrtime() - run.t_measure_ns);
+	while (run.patch_seq < due && run.patch_seq < run.desired_cap) {
+		uint64_t seq = run.patch_seq;
+		run.desired_t0[seq] = uv_hrtime();
+		if (!rest_send(seq)) {
+			run.desired_t0[seq] = 0;
+			run.behind++;
+			return;
+		}
+		run.patch_seq++;
+		run.inflight++; /* a notification is owed */
+		run.sent++;
+	}
+}
+
+/* A desired-properties notification: {"seq":N,...,"$version":V}. */
+static void on_desired(struct session *s, const struct mqtt_publish *pub)
+{
+	static const char key[] = "\"seq\":";
+	const char *p = memmem(pub->payload, pub->payload_len, key, sizeof key - 1);
+	char d[160];
+	uint64_t seq = 0;
+	if (p) {
+		const char *end = (const char *)pub->payload + pub->payload_len;
+		p += sizeof key - 1;
+		while (p < end && *p >= '0' && *p <= '9')
+			seq = seq * 10 + (uint64_t)(*p++ - '0');
+	}
+	if (!p || seq >= run.patch_seq || seq % opt.devices != s->index) {
+		snprintf(d, sizeof d, "%s%u: unexpected notification %.*s", opt.prefix, s->index,
+		         (int)(pub->payload_len > 100 ? 100 : pub->payload_len),
+		         (const char *)pub->payload);
+		report(&run.status_errors, "unexpected message", d);
+		return;
+	}
+	if (run.desired_t0[seq] == 0)
+		return; /* already given up on */
+	hist_add(&run.latency, (uv_hrtime() - run.desired_t0[seq]) / 1000);
+	run.desired_t0[seq] = 0;
+	run.inflight--;
+	if (run.phase == PH_MEASURE)
+		run.ops++;
+	else
+		run.drain_ops++;
+	if (run.phase == PH_DRAIN && outstanding() == 0)
+		uv_timer_start(&run.phase_timer, on_begin_closing, 0, 0);
+}
+
+/* Notifications owed for longer than limit ns (0: all of them) are given
+ * up on as timeouts. */
+static void desired_sweep(uint64_t now, uint64_t limit)
+{
+	while (run.desired_low < run.patch_seq && run.desired_t0[run.desired_low] == 0)
+		run.desired_low++;
+	for (uint64_t q = run.desired_low; q < run.patch_seq; q++) {
+		if (run.desired_t0[q] == 0 || now - run.desired_t0[q] < limit)
+			continue;
+		char d[96];
+		snprintf(d, sizeof d, "no notification of PATCH %" PRIu64 " for %s%u", q,
+		         opt.prefix, (unsigned)(q % opt.devices));
+		report(&run.timeouts, "timeout", d);
+		run.desired_t0[q] = 0;
+		run.inflight--;
+	}
+}
+
 /* ---- sessions ---------------------------------------------------------------------- */
 
 static void start_measure(void);
 
 static void ramp_check(void)
 {
-	if (run.phase != PH_RAMP || run.opened < opt.devices || run.pending > 0)
+	if (run.phase != PH_RAMP || run.opened < sessions_wanted() || run.pending > 0 ||
+	    (rest_scenario() && rest_connecting() > 0))
 		return;
 	run.t_ramp_end_ns = uv_hrtime();
 	uv_timer_stop(&run.ramp_timer);
 	double took = seconds(run.t_ramp_end_ns - run.t_ramp_ns);
 	fprintf(stderr, "loadgen: ramp done: %u of %u sessions ready in %.2f s\n", run.ready,
-	        opt.devices, took);
-	if (run.ready == 0) {
+	        sessions_wanted(), took);
+	if (rest_scenario())
+		fprintf(stderr, "loadgen: %u of %u REST connections ready\n", rest_ready(),
+		        opt.connections);
+	if ((sessions_wanted() > 0 && run.ready == 0) || (rest_scenario() && rest_ready() == 0)) {
 		begin_closing();
 		return;
 	}
@@ -400,7 +580,11 @@ static void on_ready(struct mqttc *c)
 		return;
 	}
 	struct buf b = BUF_INIT;
-	mqtt_encode_subscribe(&b, 1, "$iothub/twin/res/#", 0);
+	mqtt_encode_subscribe(&b, 1,
+	                      opt.scenario == SC_TWIN_DESIRED
+	                          ? "$iothub/twin/PATCH/properties/desired/#"
+	                          : "$iothub/twin/res/#",
+	                      0);
 	s->state = SS_SUBSCRIBING;
 	mqttc_send(c, b.data, b.len);
 	buf_free(&b);
@@ -415,8 +599,7 @@ static void on_packet(struct mqttc *c, const struct mqtt_packet *pk, const uint8
 			break;
 		if (raw[len - 1] & 0x80) {
 			char d[96];
-			snprintf(d, sizeof d, "%s%u: SUBSCRIBE $iothub/twin/res/# refused",
-			         opt.prefix, s->index);
+			snprintf(d, sizeof d, "%s%u: SUBSCRIBE refused", opt.prefix, s->index);
 			report(&run.connect_errors, "session failed", d);
 			s->state = SS_GONE; /* counted here, not again in on_close */
 			run.pending--;
@@ -432,7 +615,9 @@ static void on_packet(struct mqttc *c, const struct mqtt_packet *pk, const uint8
 			complete(s, pk->u.packet_id - 1, true, NULL);
 		break; /* twin requests at QoS 1: the answer topic is what counts */
 	case MQTT_PUBLISH:
-		if (twin_scenario())
+		if (opt.scenario == SC_TWIN_DESIRED)
+			on_desired(s, &pk->u.publish);
+		else if (twin_scenario())
 			on_twin_answer(s, &pk->u.publish);
 		break;
 	default: break;
@@ -471,17 +656,12 @@ static void on_close(struct mqttc *c, enum tlsconn_error e, const char *detail)
 			run.lost += s->inflight;
 			run.inflight -= s->inflight;
 			s->inflight = 0;
-			if (run.phase == PH_DRAIN && run.inflight == 0)
+			if (run.phase == PH_DRAIN && outstanding() == 0)
 				uv_timer_start(&run.phase_timer, on_begin_closing, 0, 0);
 		}
 		s->state = SS_GONE;
 	}
-	if (run.phase == PH_CLOSING && run.open_sessions == 0) {
-		run.phase = PH_DONE;
-		uv_close((uv_handle_t *)&run.ramp_timer, NULL);
-		uv_close((uv_handle_t *)&run.phase_timer, NULL);
-		uv_close((uv_handle_t *)&run.sweep_timer, NULL);
-	}
+	maybe_done();
 }
 
 static const struct mqttc_handler handler = {on_ready, on_packet, on_batch_end, on_drain, on_close};
@@ -545,11 +725,13 @@ static void on_ramp_tick(uv_timer_t *t)
 {
 	double elapsed = seconds(uv_hrtime() - run.t_ramp_ns);
 	double allowed = opt.rate * elapsed + 1;
-	while (run.opened < opt.devices && run.opened < allowed &&
+	while (run.opened < sessions_wanted() && run.opened < allowed &&
 	       run.pending < opt.connect_concurrency)
 		open_session(run.opened);
-	if (run.opened == opt.devices)
+	if (run.opened == sessions_wanted()) {
 		uv_timer_stop(&run.ramp_timer);
+		ramp_check();
+	}
 }
 
 /* MEASURE and DRAIN: requests unanswered for opt.timeout_s are errors. */
@@ -576,7 +758,11 @@ static void on_sweep(uv_timer_t *t)
 		if (s->need_fill)
 			fill(s);
 	}
-	if (run.phase == PH_DRAIN && run.inflight == 0)
+	if (rest_scenario())
+		rest_sweep(now);
+	if (opt.scenario == SC_TWIN_DESIRED)
+		desired_sweep(now, limit);
+	if (run.phase == PH_DRAIN && outstanding() == 0)
 		begin_closing();
 }
 
@@ -584,7 +770,10 @@ static void on_measure_end(uv_timer_t *t)
 {
 	run.t_measure_end_ns = uv_hrtime();
 	run.phase = PH_DRAIN;
-	if (run.inflight == 0) {
+	uv_timer_stop(&run.rate_timer);
+	if (rest_scenario())
+		rest_filling(false);
+	if (outstanding() == 0) {
 		begin_closing();
 		return;
 	}
@@ -603,6 +792,10 @@ static void start_measure(void)
 	uv_timer_start(&run.sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
 	for (unsigned k = 0; k < run.opened; k++)
 		fill(&run.sessions[k]);
+	if (opt.scenario == SC_REST_PATCH)
+		rest_filling(true);
+	if (opt.scenario == SC_TWIN_DESIRED)
+		uv_timer_start(&run.rate_timer, on_rate_tick, 0, 1);
 }
 
 static void on_force_close(uv_timer_t *t)
@@ -610,6 +803,8 @@ static void on_force_close(uv_timer_t *t)
 	for (unsigned k = 0; k < run.opened; k++)
 		if (run.sessions[k].c)
 			mqttc_close(run.sessions[k].c, false);
+	if (rest_scenario())
+		rest_close(false, on_rest_closed);
 }
 
 static void begin_closing(void)
@@ -631,27 +826,27 @@ static void begin_closing(void)
 			s->inflight = 0;
 		}
 	}
+	if (opt.scenario == SC_TWIN_DESIRED)
+		desired_sweep(uv_hrtime(), 0);
 	run.phase = PH_CLOSING;
 	uv_timer_stop(&run.ramp_timer);
 	uv_timer_stop(&run.sweep_timer);
+	uv_timer_stop(&run.rate_timer);
 	uv_timer_start(&run.phase_timer, on_force_close, FORCE_CLOSE_MS, 0);
 	for (unsigned k = 0; k < run.opened; k++)
 		if (run.sessions[k].c)
 			mqttc_close(run.sessions[k].c, true);
-	if (run.open_sessions == 0) {
-		run.phase = PH_DONE;
-		uv_close((uv_handle_t *)&run.ramp_timer, NULL);
-		uv_close((uv_handle_t *)&run.phase_timer, NULL);
-		uv_close((uv_handle_t *)&run.sweep_timer, NULL);
-	}
+	if (rest_scenario())
+		rest_close(true, on_rest_closed);
+	maybe_done();
 }
 
 /* ---- result ------------------------------------------------------------------------ */
 
 static uint64_t print_result(void)
 {
-	uint64_t errors =
-	    run.connect_errors + run.status_errors + run.timeouts + run.disconnects + run.lost;
+	uint64_t errors = run.connect_errors + run.status_errors + run.timeouts + run.disconnects +
+	                  run.lost + run.rest_errors;
 	double window = seconds(run.t_measure_end_ns - run.t_measure_ns);
 	if (run.t_measure_ns == 0)
 		window = 0;
@@ -667,14 +862,15 @@ static uint64_t print_result(void)
 	       " max_us=%" PRIu64 " errors=%" PRIu64 " connect_errors=%" PRIu64
 	       " status_errors=%" PRIu64 " timeouts=%" PRIu64 " disconnects=%" PRIu64
 	       " lost=%" PRIu64 " sent=%" PRIu64 " late_ops=%" PRIu64 " stalls=%" PRIu64
-	       " connect_per_s=%.1f connect_p99_us=%" PRIu64 "\n",
-	       scenario_names[opt.scenario], opt.target, opt.devices, run.ready,
+	       " connect_per_s=%.1f connect_p99_us=%" PRIu64 " rest_errors=%" PRIu64
+	       " behind=%" PRIu64 "\n",
+	       scenario_names[opt.scenario], opt.target ? opt.target : opt.rest, opt.devices, run.ready,
 	       opt.scenario == SC_CONNECTIONS ? 0 : opt.inflight,
 	       opt.scenario == SC_PUBLISH ? 1 : opt.qos, opt.size, window, ops, ops_per_s,
 	       hist_percentile(h, 0.50), hist_percentile(h, 0.99), h->max, errors,
 	       run.connect_errors, run.status_errors, run.timeouts, run.disconnects, run.lost,
 	       run.sent, run.drain_ops, run.stalls, connect_rate,
-	       hist_percentile(&run.connect_time, 0.99));
+	       hist_percentile(&run.connect_time, 0.99), run.rest_errors, run.behind);
 	fflush(stdout);
 	return errors;
 }
@@ -686,7 +882,8 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: loadgen [SCENARIO] [options]\n"
-	    "Scenarios: twin-reported, twin-get, mqtt-publish, connections.\n"
+	    "Scenarios: twin-reported, twin-get, mqtt-publish, connections,\n"
+	    "  twin-desired-latency, twin-rest-patch.\n"
 	    "Target (loopback 127.0.0.0/8 only):\n"
 	    "  --target IP:PORT      MQTT over TLS address (required for a scenario)\n"
 	    "  --hub NAME            hub host name: user name, SAS resource, default TLS name\n"
@@ -709,6 +906,10 @@ static void usage(FILE *f)
 	    "  --timeout S           connect deadline and request timeout (default 10)\n"
 	    "  --keepalive S         MQTT keep-alive (default 300)\n"
 	    "  --max-errors N        exit 1 when more errors than this (default 0)\n"
+	    "Back end (twin-desired-latency, twin-rest-patch; needs --rest, --owner-key):\n"
+	    "  --connections K       HTTPS keep-alive connections (default 8); with\n"
+	    "                        twin-rest-patch each keeps --inflight PATCHes pipelined\n"
+	    "  --patch-rate R        twin-desired-latency: PATCHes per second (default 2000)\n"
 	    "Set-up:\n"
 	    "  --create-devices      create or update the devices first (REST, then exit if\n"
 	    "                        no scenario is given); needs --rest, --owner-key, --key\n"
@@ -774,6 +975,8 @@ enum {
 	O_CREATE,
 	O_REST,
 	O_OWNER_KEY,
+	O_CONNECTIONS,
+	O_PATCH_RATE,
 	O_HELP,
 };
 
@@ -800,6 +1003,8 @@ static const struct option long_options[] = {
     {"create-devices", no_argument, NULL, O_CREATE},
     {"rest", required_argument, NULL, O_REST},
     {"owner-key", required_argument, NULL, O_OWNER_KEY},
+    {"connections", required_argument, NULL, O_CONNECTIONS},
+    {"patch-rate", required_argument, NULL, O_PATCH_RATE},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -884,12 +1089,21 @@ static int parse_options(int argc, char **argv)
 		case O_CREATE: opt.create_devices = true; break;
 		case O_REST: opt.rest = optarg; break;
 		case O_OWNER_KEY: opt.owner_key = optarg; break;
+		case O_CONNECTIONS:
+			if (!parse_uint(optarg, 1, 1000, &u))
+				return bad("--connections", optarg);
+			opt.connections = (unsigned)u;
+			break;
+		case O_PATCH_RATE:
+			if (!parse_double(optarg, 1, 1e6, &opt.patch_rate))
+				return bad("--patch-rate", optarg);
+			break;
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return 2;
 		}
 	}
 	if (optind < argc) {
-		for (unsigned i = 0; i < 4; i++) {
+		for (unsigned i = 0; i < SC_COUNT; i++) {
 			if (strcmp(argv[optind], scenario_names[i]) == 0) {
 				opt.scenario = (enum scenario)i;
 				opt.have_scenario = true;
@@ -902,8 +1116,10 @@ static int parse_options(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (opt.have_scenario && !opt.target)
+	if (opt.have_scenario && !opt.target && opt.scenario != SC_REST_PATCH)
 		return bad("target", "--target IP:PORT is required");
+	if (opt.have_scenario && rest_scenario() && (!opt.rest || !opt.owner_key))
+		return bad("back end", "--rest and --owner-key are required");
 	if (opt.have_scenario && !opt.ca_file && !opt.insecure)
 		return bad("TLS settings", "--ca FILE (or --insecure) is required");
 	if (opt.have_scenario && !opt.no_auth && (!opt.hub || !opt.key))
@@ -953,14 +1169,14 @@ int main(int argc, char **argv)
 	 * generator a quarter of its CPU time in a connection ramp. */
 	mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
 	mallopt(M_TOP_PAD, 16 * 1024 * 1024);
-	char ip[64];
-	if (opt.have_scenario && !parse_loopback(opt.target, &run.addr, ip, sizeof ip))
+	char ip[64] = "", rest_ip[64];
+	struct sockaddr_in rest_addr;
+	if (opt.have_scenario && opt.target &&
+	    !parse_loopback(opt.target, &run.addr, ip, sizeof ip))
 		return bad("--target (an IPv4 address in 127.0.0.0/8 and a port)", opt.target);
+	if (opt.rest && !parse_loopback(opt.rest, &rest_addr, rest_ip, sizeof rest_ip))
+		return bad("--rest (an IPv4 address in 127.0.0.0/8 and a port)", opt.rest);
 	if (opt.create_devices) {
-		struct sockaddr_in rest_addr;
-		char rest_ip[64];
-		if (!parse_loopback(opt.rest, &rest_addr, rest_ip, sizeof rest_ip))
-			return bad("--rest (an IPv4 address in 127.0.0.0/8 and a port)", opt.rest);
 		curl_global_init(CURL_GLOBAL_DEFAULT);
 		struct devices_plan plan = {
 		    .hub = opt.hub,
@@ -982,7 +1198,7 @@ int main(int argc, char **argv)
 		if (!opt.have_scenario)
 			return 0;
 	}
-	if (raise_fd_limit(opt.devices + 64) != 0)
+	if (raise_fd_limit(sessions_wanted() + opt.connections + 64) != 0)
 		return 3;
 	snprintf(run.tls_name, sizeof run.tls_name, "%s",
 	         opt.tls_name ? opt.tls_name
@@ -1006,8 +1222,32 @@ int main(int argc, char **argv)
 	uv_timer_init(run.loop, &run.ramp_timer);
 	uv_timer_init(run.loop, &run.phase_timer);
 	uv_timer_init(run.loop, &run.sweep_timer);
+	uv_timer_init(run.loop, &run.rate_timer);
 	run.phase = PH_RAMP;
 	run.t_ramp_ns = uv_hrtime();
+	if (opt.scenario == SC_TWIN_DESIRED) {
+		run.desired_cap =
+		    (uint64_t)(opt.patch_rate * (opt.duration_s + 1)) + opt.connections * 64;
+		run.desired_t0 = xcalloc(run.desired_cap, sizeof *run.desired_t0);
+	}
+	if (rest_scenario()) {
+		struct rest_config rc_cfg = {
+		    .loop = run.loop,
+		    .tls = run.tls,
+		    .addr = rest_addr,
+		    .hub = opt.hub,
+		    .owner_key = opt.owner_key,
+		    .prefix = opt.prefix,
+		    .devices = opt.devices,
+		    .connections = opt.connections,
+		    .window = opt.scenario == SC_REST_PATCH ? opt.inflight : DESIRED_WINDOW,
+		    .size = opt.size,
+		    .timeout_s = opt.timeout_s,
+		    .closed_loop = opt.scenario == SC_REST_PATCH,
+		};
+		if (rest_start(&rc_cfg, &rest_hooks) != 0)
+			return 2;
+	}
 	uv_timer_start(&run.ramp_timer, on_ramp_tick, 0, RAMP_TICK_MS);
 	uv_run(run.loop, UV_RUN_DEFAULT);
 
@@ -1019,6 +1259,8 @@ int main(int argc, char **argv)
 	}
 	free(run.sessions);
 	free(run.payload);
+	free(run.desired_t0);
+	rest_free();
 	buf_free(&run.out);
 	SSL_CTX_free(run.tls);
 	if (errors > opt.max_errors) {
