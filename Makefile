@@ -41,7 +41,7 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_LIB_OBJ := $(filter $(BUILD)/obj/src/base/% $(BUILD)/obj/src/codec/%,$(LIB_OBJ))
 
-.PHONY: all deps run test unit replay interop fuzz fuzz-smoke clean format loadgen bench-quick
+.PHONY: all deps run test unit replay interop fuzz fuzz-smoke clean format loadgen bench bench-quick
 
 all: $(BUILD)/fleethub
 
@@ -78,8 +78,11 @@ loadgen: $(BUILD)/loadgen
 
 # Benchmarks are never part of `make test`. bench-quick: every scenario
 # briefly, as a smoke test of the generator and the harness (bench/run.sh).
-bench-quick: $(BUILD)/fleethub $(BUILD)/loadgen
+bench-quick: deps $(BUILD)/fleethub $(BUILD)/loadgen
 	BUILD_DIR=$(CURDIR)/$(BUILD) bench/run.sh quick
+
+bench: deps $(BUILD)/fleethub $(BUILD)/loadgen
+	BUILD_DIR=$(CURDIR)/$(BUILD) bench/run.sh full
 
 run: deps $(BUILD)/fleethub
 	./$(BUILD)/fleethub serve

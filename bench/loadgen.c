@@ -53,11 +53,14 @@
 #include "base/enc.h"
 #include "base/mem.h"
 #include "client.h"
+#include "dps.h"
 #include "codec/mqtt.h"
 #include "codec/sas.h"
 #include "devices.h"
 #include "hist.h"
+#include "report.h"
 #include "rest.h"
+#include "webhook.h"
 
 #define API_VERSION "2021-04-12"
 #define MAX_DEVICES 100000
@@ -67,7 +70,6 @@
 #define RAMP_TICK_MS 10
 #define SWEEP_MS 100
 #define FORCE_CLOSE_MS 5000
-#define MAX_REPORTED 5 /* error details printed per kind */
 #define PAD_CHUNK 1000
 #define BATCH_BYTES 16384 /* one TLS record */
 #define DESIRED_WINDOW 64 /* twin-desired-latency: PATCHes in flight per connection */
@@ -79,11 +81,15 @@ enum scenario {
 	SC_CONNECTIONS,
 	SC_TWIN_DESIRED,
 	SC_REST_PATCH,
+	SC_DPS_REGISTER,   /* dps.c */
+	SC_TLS_HANDSHAKES, /* dps.c */
+	SC_WEBHOOK,        /* webhook.c */
 	SC_COUNT
 };
 static const char *const scenario_names[] = {
-    "twin-reported",        "twin-get",       "mqtt-publish", "connections",
-    "twin-desired-latency", "twin-rest-patch"};
+    "twin-reported",        "twin-get",        "mqtt-publish", "connections",
+    "twin-desired-latency", "twin-rest-patch", "dps-register", "tls-handshakes",
+    "webhook"};
 
 enum phase { PH_RAMP, PH_MEASURE, PH_DRAIN, PH_CLOSING, PH_DONE };
 
@@ -107,13 +113,18 @@ struct options {
 	double rate; /* connections per second during the ramp */
 	unsigned connect_concurrency;
 	double timeout_s;
-	uint16_t keepalive;
+	unsigned keepalive;
 	unsigned long max_errors;
 	bool create_devices;
 	const char *rest; /* ip:port of the hub's HTTPS listener */
 	const char *owner_key;
 	unsigned connections; /* REST connections */
 	double patch_rate;    /* twin-desired-latency: PATCHes per second */
+	const char *scope;    /* dps-register: id scope */
+	unsigned concurrency; /* dps-register, tls-handshakes: devices in flight */
+	const char *listen;   /* webhook: ip:port */
+	const char *tls_cert, *tls_key;
+	unsigned delay_ms; /* webhook: answer delay */
 };
 
 struct slot {
@@ -148,6 +159,7 @@ static struct options opt = {
     .keepalive = 300,
     .connections = 8,
     .patch_rate = 2000,
+    .concurrency = 100,
 };
 
 /* The run: the only mutable global state of the program. */
@@ -182,15 +194,6 @@ static struct {
 } run;
 
 /* ---- helpers ---------------------------------------------------------------- */
-
-static void report(uint64_t *counter, const char *what, const char *detail)
-{
-	if (*counter < MAX_REPORTED)
-		fprintf(stderr, "loadgen: %s: %s\n", what, detail);
-	else if (*counter == MAX_REPORTED)
-		fprintf(stderr, "loadgen: %s: (further ones not shown)\n", what);
-	(*counter)++;
-}
 
 static bool twin_scenario(void)
 {
@@ -677,7 +680,7 @@ static void open_session(unsigned i)
 	devices_id(id, sizeof id, opt.prefix, i);
 	struct mqttc_connect cc = {
 	    .client_id = id,
-	    .keepalive = opt.keepalive,
+	    .keepalive = (uint16_t)opt.keepalive,
 	    .clean = true,
 	    .timeout_ms = (uint64_t)(opt.timeout_s * 1000),
 	};
@@ -883,7 +886,7 @@ static void usage(FILE *f)
 	    f,
 	    "usage: loadgen [SCENARIO] [options]\n"
 	    "Scenarios: twin-reported, twin-get, mqtt-publish, connections,\n"
-	    "  twin-desired-latency, twin-rest-patch.\n"
+	    "  twin-desired-latency, twin-rest-patch, dps-register, tls-handshakes, webhook.\n"
 	    "Target (loopback 127.0.0.0/8 only):\n"
 	    "  --target IP:PORT      MQTT over TLS address (required for a scenario)\n"
 	    "  --hub NAME            hub host name: user name, SAS resource, default TLS name\n"
@@ -910,6 +913,14 @@ static void usage(FILE *f)
 	    "  --connections K       HTTPS keep-alive connections (default 8); with\n"
 	    "                        twin-rest-patch each keeps --inflight PATCHes pipelined\n"
 	    "  --patch-rate R        twin-desired-latency: PATCHes per second (default 2000)\n"
+	    "Provisioning (dps-register, tls-handshakes: --target is the DPS's MQTT address):\n"
+	    "  --scope S             id scope; --key is the enrollment group's key\n"
+	    "  --concurrency C       devices in flight, each on a new connection (default 100)\n"
+	    "Webhook (a custom allocation webhook; runs until SIGINT or SIGTERM):\n"
+	    "  --listen IP:PORT      where to listen (loopback)\n"
+	    "  --tls-cert FILE, --tls-key FILE   its certificate chain and key (PEM)\n"
+	    "  --delay-ms D          answer each request after D ms (default 0); its answer\n"
+	    "                        assigns the device to --hub\n"
 	    "Set-up:\n"
 	    "  --create-devices      create or update the devices first (REST, then exit if\n"
 	    "                        no scenario is given); needs --rest, --owner-key, --key\n"
@@ -977,6 +988,12 @@ enum {
 	O_OWNER_KEY,
 	O_CONNECTIONS,
 	O_PATCH_RATE,
+	O_SCOPE,
+	O_DPS_CONCURRENCY,
+	O_LISTEN,
+	O_TLS_CERT,
+	O_TLS_KEY,
+	O_DELAY,
 	O_HELP,
 };
 
@@ -1005,6 +1022,12 @@ static const struct option long_options[] = {
     {"owner-key", required_argument, NULL, O_OWNER_KEY},
     {"connections", required_argument, NULL, O_CONNECTIONS},
     {"patch-rate", required_argument, NULL, O_PATCH_RATE},
+    {"scope", required_argument, NULL, O_SCOPE},
+    {"concurrency", required_argument, NULL, O_DPS_CONCURRENCY},
+    {"listen", required_argument, NULL, O_LISTEN},
+    {"tls-cert", required_argument, NULL, O_TLS_CERT},
+    {"tls-key", required_argument, NULL, O_TLS_KEY},
+    {"delay-ms", required_argument, NULL, O_DELAY},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -1015,10 +1038,55 @@ static int bad(const char *what, const char *value)
 	return 2;
 }
 
+/* Numeric options: each is checked against its bounds. */
+struct num_option {
+	int id;
+	const char *name;
+	unsigned *u; /* one of u and d */
+	double *d;
+	double lo, hi;
+};
+
+static const struct num_option num_options[] = {
+    {O_DEVICES, "--devices", &opt.devices, NULL, 1, MAX_DEVICES},
+    {O_DURATION, "--duration", NULL, &opt.duration_s, 0.001, MAX_DURATION_S},
+    {O_INFLIGHT, "--inflight", &opt.inflight, NULL, 1, MAX_INFLIGHT},
+    {O_QOS, "--qos", &opt.qos, NULL, 0, 1},
+    {O_SIZE, "--size", &opt.size, NULL, 32, MAX_SIZE},
+    {O_RATE, "--rate", NULL, &opt.rate, 1, 1e6},
+    {O_CONCURRENCY, "--connect-concurrency", &opt.connect_concurrency, NULL, 1, MAX_DEVICES},
+    {O_TIMEOUT, "--timeout", NULL, &opt.timeout_s, 0.1, 600},
+    {O_KEEPALIVE, "--keepalive", &opt.keepalive, NULL, 0, 65535},
+    {O_CONNECTIONS, "--connections", &opt.connections, NULL, 1, 1000},
+    {O_PATCH_RATE, "--patch-rate", NULL, &opt.patch_rate, 1, 1e6},
+    {O_DPS_CONCURRENCY, "--concurrency", &opt.concurrency, NULL, 1, MAX_DEVICES},
+    {O_DELAY, "--delay-ms", &opt.delay_ms, NULL, 0, 600000},
+};
+
+/* Sets numeric option id from optarg. Returns false when id is not one;
+ * *rc becomes 2 (after a message) when the value is out of bounds. */
+static bool set_number(int id, int *rc)
+{
+	*rc = 2;
+	for (size_t i = 0; i < sizeof num_options / sizeof num_options[0]; i++) {
+		const struct num_option *o = &num_options[i];
+		if (o->id != id)
+			continue;
+		unsigned long u;
+		bool ok = o->u ? parse_uint(optarg, (unsigned long)o->lo, (unsigned long)o->hi, &u)
+		               : parse_double(optarg, o->lo, o->hi, o->d);
+		if (ok && o->u)
+			*o->u = (unsigned)u;
+		*rc = ok ? 0 : bad(o->name, optarg);
+		return true;
+	}
+	return false;
+}
+
 /* Fills opt; returns 0 or an exit status. */
 static int parse_options(int argc, char **argv)
 {
-	int c;
+	int c, rc;
 	unsigned long u;
 	while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
 		switch (c) {
@@ -1029,57 +1097,15 @@ static int parse_options(int argc, char **argv)
 		case O_INSECURE: opt.insecure = true; break;
 		case O_KEY: opt.key = optarg; break;
 		case O_NO_AUTH: opt.no_auth = true; break;
-		case O_DEVICES:
-			if (!parse_uint(optarg, 1, MAX_DEVICES, &u))
-				return bad("--devices", optarg);
-			opt.devices = (unsigned)u;
-			break;
 		case O_PREFIX:
 			if (!*optarg || strlen(optarg) > 64 || strpbrk(optarg, "/+#?&% "))
 				return bad("--prefix", optarg);
 			opt.prefix = optarg;
 			break;
-		case O_DURATION:
-			if (!parse_double(optarg, 0.1, MAX_DURATION_S, &opt.duration_s))
-				return bad("--duration", optarg);
-			break;
-		case O_INFLIGHT:
-			if (!parse_uint(optarg, 1, MAX_INFLIGHT, &u))
-				return bad("--inflight", optarg);
-			opt.inflight = (unsigned)u;
-			break;
-		case O_QOS:
-			if (!parse_uint(optarg, 0, 1, &u))
-				return bad("--qos", optarg);
-			opt.qos = (unsigned)u;
-			break;
-		case O_SIZE:
-			if (!parse_uint(optarg, 32, MAX_SIZE, &u))
-				return bad("--size", optarg);
-			opt.size = (unsigned)u;
-			break;
 		case O_TOPIC:
 			if (!*optarg || strlen(optarg) > 256 || strpbrk(optarg, "+#"))
 				return bad("--topic", optarg);
 			opt.topic = optarg;
-			break;
-		case O_RATE:
-			if (!parse_double(optarg, 1, 1e6, &opt.rate))
-				return bad("--rate", optarg);
-			break;
-		case O_CONCURRENCY:
-			if (!parse_uint(optarg, 1, MAX_DEVICES, &u))
-				return bad("--connect-concurrency", optarg);
-			opt.connect_concurrency = (unsigned)u;
-			break;
-		case O_TIMEOUT:
-			if (!parse_double(optarg, 0.1, 600, &opt.timeout_s))
-				return bad("--timeout", optarg);
-			break;
-		case O_KEEPALIVE:
-			if (!parse_uint(optarg, 0, 65535, &u))
-				return bad("--keepalive", optarg);
-			opt.keepalive = (uint16_t)u;
 			break;
 		case O_MAX_ERRORS:
 			if (!parse_uint(optarg, 0, ULONG_MAX, &u))
@@ -1089,17 +1115,17 @@ static int parse_options(int argc, char **argv)
 		case O_CREATE: opt.create_devices = true; break;
 		case O_REST: opt.rest = optarg; break;
 		case O_OWNER_KEY: opt.owner_key = optarg; break;
-		case O_CONNECTIONS:
-			if (!parse_uint(optarg, 1, 1000, &u))
-				return bad("--connections", optarg);
-			opt.connections = (unsigned)u;
-			break;
-		case O_PATCH_RATE:
-			if (!parse_double(optarg, 1, 1e6, &opt.patch_rate))
-				return bad("--patch-rate", optarg);
-			break;
+		case O_SCOPE: opt.scope = optarg; break;
+		case O_LISTEN: opt.listen = optarg; break;
+		case O_TLS_CERT: opt.tls_cert = optarg; break;
+		case O_TLS_KEY: opt.tls_key = optarg; break;
 		case O_HELP: usage(stdout); exit(0);
-		default: usage(stderr); return 2;
+		default:
+			if (!set_number(c, &rc))
+				usage(stderr);
+			if (rc != 0)
+				return rc;
+			break;
 		}
 	}
 	if (optind < argc) {
@@ -1116,13 +1142,20 @@ static int parse_options(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (opt.scenario == SC_WEBHOOK)
+		return opt.listen && opt.tls_cert && opt.tls_key && opt.hub
+		           ? 0
+		           : bad("webhook", "--listen, --tls-cert, --tls-key and --hub are required");
+	if (opt.scenario == SC_DPS_REGISTER && (!opt.scope || !opt.key))
+		return bad("dps-register", "--scope and --key are required");
 	if (opt.have_scenario && !opt.target && opt.scenario != SC_REST_PATCH)
 		return bad("target", "--target IP:PORT is required");
 	if (opt.have_scenario && rest_scenario() && (!opt.rest || !opt.owner_key))
 		return bad("back end", "--rest and --owner-key are required");
 	if (opt.have_scenario && !opt.ca_file && !opt.insecure)
 		return bad("TLS settings", "--ca FILE (or --insecure) is required");
-	if (opt.have_scenario && !opt.no_auth && (!opt.hub || !opt.key))
+	if (opt.have_scenario && !opt.no_auth && (!opt.hub || !opt.key) &&
+	    opt.scenario != SC_TLS_HANDSHAKES && opt.scenario != SC_DPS_REGISTER)
 		return bad("authentication", "--hub and --key are required (or --no-auth)");
 	if (opt.no_auth && twin_scenario())
 		return bad("authentication", "twin scenarios need a hub (--hub, --key)");
@@ -1137,6 +1170,22 @@ static int parse_options(int argc, char **argv)
 	if (opt.scenario == SC_PUBLISH && opt.inflight > 65535)
 		return bad("--inflight", "at most 65535 with QoS 1");
 	return 0;
+}
+
+static int run_webhook(void)
+{
+	struct webhook_plan plan = {.hub = opt.hub, .delay_ms = opt.delay_ms};
+	char ip[64], err[256];
+	if (!parse_loopback(opt.listen, &plan.addr, ip, sizeof ip))
+		return bad("--listen (an IPv4 address in 127.0.0.0/8 and a port)", opt.listen);
+	plan.tls = tlsconn_server_ctx(opt.tls_cert, opt.tls_key, err, sizeof err);
+	if (!plan.tls) {
+		fprintf(stderr, "loadgen: %s\n", err);
+		return 3;
+	}
+	int rc = webhook_run(&plan);
+	SSL_CTX_free(plan.tls);
+	return rc;
 }
 
 /* Raises the soft limit on open files as far as needed (and allowed). */
@@ -1198,17 +1247,37 @@ int main(int argc, char **argv)
 		if (!opt.have_scenario)
 			return 0;
 	}
-	if (raise_fd_limit(sessions_wanted() + opt.connections + 64) != 0)
+	char err[256];
+	if (opt.scenario == SC_WEBHOOK)
+		return run_webhook();
+	if (raise_fd_limit(sessions_wanted() + opt.connections + opt.concurrency + 64) != 0)
 		return 3;
 	snprintf(run.tls_name, sizeof run.tls_name, "%s",
 	         opt.tls_name ? opt.tls_name
 	         : opt.hub    ? opt.hub
 	                      : ip);
-	char err[256];
 	run.tls = tlsconn_client_ctx(opt.ca_file, opt.insecure, err, sizeof err);
 	if (!run.tls) {
 		fprintf(stderr, "loadgen: %s\n", err);
 		return 3;
+	}
+	if (opt.scenario == SC_DPS_REGISTER || opt.scenario == SC_TLS_HANDSHAKES) {
+		struct dps_plan plan = {
+		    .handshakes_only = opt.scenario == SC_TLS_HANDSHAKES,
+		    .addr = run.addr,
+		    .tls_name = run.tls_name,
+		    .tls = run.tls,
+		    .scope = opt.scope,
+		    .group_key = opt.key,
+		    .prefix = opt.prefix,
+		    .concurrency = opt.concurrency,
+		    .duration_s = opt.duration_s,
+		    .timeout_s = opt.timeout_s,
+		    .max_errors = opt.max_errors,
+		};
+		rc = dps_run(&plan);
+		SSL_CTX_free(run.tls);
+		return rc;
 	}
 	make_payload();
 	hist_init(&run.latency);

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# bench/run.sh quick: the benchmark harness (`make bench-quick`).
+# bench/run.sh full|quick: the benchmark harness (`make bench`, `make bench-quick`).
 #
-# Starts a fresh fleethub (embedded SQLite on the normal disk, a generated CA
-# and server certificate, one hub on 127.0.0.10) and Mosquitto (the Debian
-# package, installed when missing, TLS with the same certificate on
-# 127.0.0.11), runs build/loadgen against both, and prints one line per
-# scenario:
+# Starts a fresh fleethub (embedded SQLite with synchronous=FULL on the
+# normal disk, a generated CA and server certificate, one hub and a DPS on
+# 127.0.0.10) and Mosquitto (the Debian package, installed when missing, TLS
+# with the same certificate on 127.0.0.11), two custom allocation webhooks
+# (build/loadgen webhook, on 127.0.0.12), runs build/loadgen against them and
+# prints one line per scenario:
 #   BENCH <name> value=<v> unit=<u> reference=<r> ratio=<v/r> target=<t> ok|miss
 # A target is "<minimum value>[,<minimum ratio>x]", or for lower-is-better
-# measures "<=<maximum>[,<=<maximum ratio>x]". Only 127.0.0.10 and
-# 127.0.0.11 are used (the interop tests use 127.0.0.1-5). Every process this
-# script starts is stopped by pid when it exits. The numbers of a quick run
-# are smoke values: short runs on a machine shared with other work.
+# measures "<=<maximum>[,<=<maximum ratio>x]". The full run also writes the
+# lines as a table, with the machine and the versions measured, to
+# bench/results/latest.md (the quick run to build/bench-work/latest.md).
+# Only 127.0.0.10-12 are used (the interop tests use 127.0.0.1-5). Every
+# process this script starts is stopped by pid when it exits. The numbers of
+# a quick run are smoke values: short runs.
 #
 # Exit status: 0 when every run finished with no more errors than allowed
 # (misses do not count), 1 otherwise, 2 when set-up failed.
@@ -22,9 +25,19 @@ case "$mode" in
 quick)
 	DEVICES=100 DURATION=5 INFLIGHT=4 SIZE=100
 	CONN_DEVICES=2000 CONN_RATE=3000 CONN_HOLD=3
+	REST_CONNS=8 REST_INFLIGHT=8 PATCH_RATE=2000
+	DPS_CONCURRENCY=300 SLOW_CONCURRENCY=100 HS_CONCURRENCY=50 DPS_DURATION=5
+	RESTART_TWINS=5000
+	;;
+full)
+	DEVICES=1000 DURATION=20 INFLIGHT=4 SIZE=100
+	CONN_DEVICES=15000 CONN_RATE=3000 CONN_HOLD=5
+	REST_CONNS=16 REST_INFLIGHT=16 PATCH_RATE=2000
+	DPS_CONCURRENCY=2000 SLOW_CONCURRENCY=500 HS_CONCURRENCY=100 DPS_DURATION=20
+	RESTART_TWINS=100000
 	;;
 *)
-	echo "usage: $0 quick" >&2
+	echo "usage: $0 full|quick" >&2
 	exit 2
 	;;
 esac
@@ -38,8 +51,15 @@ work="$BUILD_DIR/bench-work"
 HUB=bench.fleethub.test
 HUB_IP=127.0.0.10
 MOSQ_IP=127.0.0.11
+HOOK_IP=127.0.0.12
 MQTT_PORT=8883
 HTTPS_PORT=443
+SCOPE=0ne00BE0C11
+if [ "$mode" = full ]; then
+	results="$root/bench/results/latest.md"
+else
+	results="$work/latest.md"
+fi
 
 for bin in "$FLEETHUB" "$LOADGEN"; do
 	[ -x "$bin" ] || { echo "bench: $bin is missing (make all loadgen)" >&2; exit 2; }
@@ -64,13 +84,13 @@ log() { echo "bench: $*" >&2; }
 rm -rf "$work"
 mkdir -p "$work"
 
-# ---- certificates: a CA, and one server certificate for both servers ----
+# ---- certificates: a CA, and one server certificate for every server ----
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 	-subj "/CN=fleethub bench CA" -keyout "$work/ca.key" -out "$work/ca.pem" \
 	-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
 	2>/dev/null
-printf 'subjectAltName=DNS:%s,DNS:localhost,IP:%s,IP:%s\nextendedKeyUsage=serverAuth\n' \
-	"$HUB" "$HUB_IP" "$MOSQ_IP" >"$work/ext.cnf"
+printf 'subjectAltName=DNS:%s,DNS:localhost,IP:%s,IP:%s,IP:%s\nextendedKeyUsage=serverAuth\n' \
+	"$HUB" "$HUB_IP" "$MOSQ_IP" "$HOOK_IP" >"$work/ext.cnf"
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$HUB" \
 	-keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
 openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
@@ -84,7 +104,7 @@ port_free() {
 # Waits until ip:port accepts connections, while pid is alive.
 wait_listening() {
 	local ip="$1" port="$2" pid="$3" i
-	for i in $(seq 1 100); do
+	for i in $(seq 1 300); do
 		if ss -ltnH "src $ip:$port" 2>/dev/null | grep -q .; then
 			return 0
 		fi
@@ -100,7 +120,10 @@ rss_kib() {
 
 # ---- fleethub -------------------------------------------------------------
 OWNER_KEY="$(openssl rand -base64 32)"
-GROUP_KEY="$(openssl rand -base64 32)"
+DPS_KEY="$(openssl rand -base64 32)"
+GROUP_KEY="$(openssl rand -base64 32)"  # devices, and the hashed enrollment group
+CUSTOM_KEY="$(openssl rand -base64 32)" # the custom allocation group (fast webhook)
+SLOW_KEY="$(openssl rand -base64 32)"   # the custom allocation group (slow webhook)
 for p in $MQTT_PORT $HTTPS_PORT; do
 	port_free $HUB_IP $p || { log "$HUB_IP:$p is already in use"; exit 2; }
 done
@@ -111,18 +134,30 @@ mqtt_listen = $HUB_IP:$MQTT_PORT
 https_listen = $HUB_IP:$HTTPS_PORT
 tls_cert = $work/server.pem
 tls_key = $work/server.key
+max_connections = 30000
 
 [hub $HUB]
 owner_key = $OWNER_KEY
+
+[dps $HUB]
+id_scope = $SCOPE
+owner_key = $DPS_KEY
+webhook_ca = $work/ca.pem
 EOF
-"$FLEETHUB" serve --config "$work/fleethub.ini" >"$work/fleethub.out" 2>"$work/fleethub.log" &
-fh_pid=$!
-pids+=("$fh_pid")
-wait_listening $HUB_IP $MQTT_PORT "$fh_pid" || {
-	log "fleethub did not start; its log:"
-	cat "$work/fleethub.log" >&2
-	exit 2
+fh_pid=""
+# start_fleethub: starts the server, sets fh_pid, waits until it listens.
+start_fleethub() {
+	"$FLEETHUB" serve --config "$work/fleethub.ini" >>"$work/fleethub.out" 2>>"$work/fleethub.log" &
+	fh_pid=$!
+	pids+=("$fh_pid")
+	wait_listening $HUB_IP $MQTT_PORT "$fh_pid" || {
+		log "fleethub did not start; its log:"
+		cat "$work/fleethub.log" >&2
+		exit 2
+	}
 }
+ulimit -n "$(ulimit -Hn)" # the connections scenario holds thousands of sessions
+start_fleethub
 log "fleethub $("$FLEETHUB" --version 2>/dev/null || echo) pid $fh_pid on $HUB_IP"
 
 # ---- Mosquitto --------------------------------------------------------------
@@ -159,18 +194,63 @@ wait_listening $MOSQ_IP $MQTT_PORT "$mq_pid" || {
 	cat "$work/mosquitto.log" >&2
 	exit 2
 }
-log "$("$MOSQUITTO" -h 2>/dev/null | head -1) pid $mq_pid on $MOSQ_IP"
+MOSQ_VERSION="$("$MOSQUITTO" -h 2>/dev/null | head -1 || true)"
+log "$MOSQ_VERSION pid $mq_pid on $MOSQ_IP"
+
+# ---- webhooks ---------------------------------------------------------------
+# webhook PORT DELAY_MS: a custom allocation webhook on HOOK_IP:PORT; its
+# pid is appended to hooks.
+hooks=()
+webhook() {
+	port_free $HOOK_IP "$1" || { log "$HOOK_IP:$1 is already in use"; exit 2; }
+	"$LOADGEN" webhook --listen "$HOOK_IP:$1" --tls-cert "$work/server.pem" \
+		--tls-key "$work/server.key" --hub $HUB --delay-ms "$2" \
+		>"$work/webhook-$1.out" 2>"$work/webhook-$1.err" &
+	local pid=$!
+	pids+=("$pid")
+	hooks+=("$pid")
+	wait_listening $HOOK_IP "$1" "$pid" || { log "webhook on port $1 did not start"; exit 2; }
+}
+webhook 8443 0
+webhook 8444 200
+
+# ---- set-up: devices and enrollment groups -----------------------------------
+CREATE=$CONN_DEVICES
+[ "$RESTART_TWINS" -gt "$CREATE" ] && CREATE=$RESTART_TWINS
+log "creating $CREATE devices"
+if ! "$LOADGEN" --create-devices --devices "$CREATE" --rest $HUB_IP:$HTTPS_PORT \
+	--owner-key "$OWNER_KEY" --hub $HUB --key "$GROUP_KEY" --ca "$work/ca.pem" \
+	2>"$work/create.err"; then
+	sed 's/^/  /' "$work/create.err" >&2
+	exit 2
+fi
+cat "$work/create.err" >&2
+
+cli() {
+	"$FLEETHUB" "$@" --data-dir "$work/fleethub-data" --server $HUB_IP:$HTTPS_PORT \
+		--ca "$work/ca.pem" >>"$work/cli.out" 2>&1 ||
+		{ log "fleethub $* failed:"; sed 's/^/  /' "$work/cli.out" >&2; exit 2; }
+}
+cli enrollment-group create bench-hashed --primary-key "$GROUP_KEY" --policy hashed
+cli enrollment-group create bench-custom --primary-key "$CUSTOM_KEY" --policy custom \
+	--webhook "https://$HOOK_IP:8443/allocate"
+cli enrollment-group create bench-slow --primary-key "$SLOW_KEY" --policy custom \
+	--webhook "https://$HOOK_IP:8444/allocate"
 
 # ---- runs -------------------------------------------------------------------
 failed=0
 HUB_ARGS=(--target $HUB_IP:$MQTT_PORT --hub $HUB --ca "$work/ca.pem" --key "$GROUP_KEY")
+REST_ARGS=(--rest $HUB_IP:$HTTPS_PORT --owner-key "$OWNER_KEY")
 MOSQ_ARGS=(--target $MOSQ_IP:$MQTT_PORT --tls-name $MOSQ_IP --ca "$work/ca.pem" --no-auth)
 LOAD_ARGS=(--devices $DEVICES --duration $DURATION --inflight $INFLIGHT --size $SIZE)
+DPS_ARGS=(--target $HUB_IP:$MQTT_PORT --tls-name $HUB --ca "$work/ca.pem" --scope $SCOPE
+	--duration $DPS_DURATION --timeout 30)
 
 # lg NAME ARGS...: runs loadgen, keeps its line in $work/NAME.out.
 lg() {
 	local name="$1"
 	shift
+	log "running $name"
 	if ! "$LOADGEN" "$@" >"$work/$name.out" 2>"$work/$name.err"; then
 		failed=1
 		log "$name: loadgen failed:"
@@ -181,7 +261,7 @@ lg() {
 
 # field NAME KEY: a key=value field of a run's line ("" when absent).
 field() {
-	sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$work/$1.out" | head -1
+	sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$work/$1.out" 2>/dev/null | head -1
 }
 
 # connections NAME PID ARGS...: ramps up, samples the server's RSS while the
@@ -190,12 +270,14 @@ connections() {
 	local name="$1" pid="$2"
 	shift 2
 	local before after i
+	log "running $name"
 	before=$(rss_kib "$pid")
 	"$LOADGEN" connections "$@" --devices $CONN_DEVICES --rate $CONN_RATE \
-		--duration $CONN_HOLD >"$work/$name.out" 2>"$work/$name.err" &
+		--connect-concurrency 500 --duration $CONN_HOLD --timeout 30 \
+		>"$work/$name.out" 2>"$work/$name.err" &
 	bg=$!
 	after=""
-	for i in $(seq 1 300); do
+	for i in $(seq 1 1200); do
 		if grep -q "ramp done" "$work/$name.err"; then
 			sleep 1
 			after=$(rss_kib "$pid")
@@ -222,20 +304,56 @@ connections() {
 	log "$name: server RSS ${before} KiB before, ${after:-?} KiB holding the sessions"
 }
 
-log "creating $CONN_DEVICES devices"
-if ! "$LOADGEN" --create-devices --devices $CONN_DEVICES --rest $HUB_IP:$HTTPS_PORT \
-	--owner-key "$OWNER_KEY" --hub $HUB --key "$GROUP_KEY" --ca "$work/ca.pem" \
-	2>"$work/create.err"; then
-	sed 's/^/  /' "$work/create.err" >&2
-	exit 2
-fi
-cat "$work/create.err" >&2
-
 lg twin-reported twin-reported "${HUB_ARGS[@]}" "${LOAD_ARGS[@]}"
-lg twin-get twin-get "${HUB_ARGS[@]}" "${LOAD_ARGS[@]}"
 lg mosquitto-publish mqtt-publish "${MOSQ_ARGS[@]}" "${LOAD_ARGS[@]}"
+lg twin-get twin-get "${HUB_ARGS[@]}" "${LOAD_ARGS[@]}"
+lg twin-desired-latency twin-desired-latency "${HUB_ARGS[@]}" "${REST_ARGS[@]}" \
+	--devices $DEVICES --duration $DURATION --connections 4 --patch-rate $PATCH_RATE
+lg twin-rest-patch twin-rest-patch "${HUB_ARGS[@]}" "${REST_ARGS[@]}" \
+	--devices $DEVICES --duration $DURATION --connections $REST_CONNS \
+	--inflight $REST_INFLIGHT --size $SIZE
+lg tls-handshakes tls-handshakes "${DPS_ARGS[@]}" --concurrency $HS_CONCURRENCY
+lg dps-register dps-register "${DPS_ARGS[@]}" --key "$GROUP_KEY" \
+	--concurrency $DPS_CONCURRENCY --prefix bench-reg-
+lg dps-custom dps-register "${DPS_ARGS[@]}" --key "$CUSTOM_KEY" \
+	--concurrency $DPS_CONCURRENCY --prefix bench-custom-
+lg dps-register-slowref dps-register "${DPS_ARGS[@]}" --key "$GROUP_KEY" \
+	--concurrency $SLOW_CONCURRENCY --prefix bench-ref-
+lg dps-custom-slow dps-register "${DPS_ARGS[@]}" --key "$SLOW_KEY" \
+	--concurrency $SLOW_CONCURRENCY --prefix bench-slow-
+# ---- restart: start-up with RESTART_TWINS twins until a twin GET is answered ----
+log "restart with $RESTART_TWINS twins"
+kill -TERM "$fh_pid"
+wait "$fh_pid" 2>/dev/null || true
+t0=$(date +%s%N)
+start_fleethub
+for i in $(seq 1 1000); do
+	if "$LOADGEN" twin-get "${HUB_ARGS[@]}" --devices 1 --duration 0.001 --timeout 10 \
+		>"$work/restart.probe" 2>>"$work/restart.err"; then
+		break
+	fi
+	sleep 0.01
+done
+t1=$(date +%s%N)
+awk -v a="$t0" -v b="$t1" 'BEGIN { printf "loadgen scenario=restart value_s=%.3f\n", (b - a) / 1e9 }' \
+	>"$work/restart.out"
+cat "$work/restart.out" >&2
+
+# ---- connections: on the freshly restarted server, so its RSS growth is
+# the sessions' and not the reuse of memory earlier runs freed ----
 connections connections "$fh_pid" "${HUB_ARGS[@]}"
 connections mosquitto-connections "$mq_pid" "${MOSQ_ARGS[@]}"
+
+# ---- webhooks' own counts ----
+for p in "${hooks[@]}"; do
+	kill -TERM "$p" 2>/dev/null || true
+	wait "$p" 2>/dev/null || true
+done
+cat "$work"/webhook-*.out >&2 || true
+for f in "$work"/webhook-*.out; do
+	errs=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' "$f")
+	[ "${errs:-1}" = 0 ] || { failed=1; log "$f: the webhook saw bad requests"; }
+done
 
 # ---- the lines ----------------------------------------------------------------
 # bench_line NAME VALUE UNIT REFERENCE TARGET: TARGET is "min[,ratio x]" or
@@ -257,11 +375,75 @@ bench_line() {
 	}'
 }
 
-bench_line twin-reported "$(field twin-reported ops_per_s)" ops/s \
-	"$(field mosquitto-publish ops_per_s)" "25000,0.8x"
-bench_line twin-get "$(field twin-get ops_per_s)" ops/s - 50000
-bench_line connections-rss "$(cat "$work/connections.rss")" KiB/conn \
-	"$(cat "$work/mosquitto-connections.rss")" "<=24,<=1.5x"
-bench_line connections-rate "$(field connections ops_per_s)" conn/s - 2000
+# p99 in ms of a run's latency histogram.
+p99_ms() {
+	local us
+	us=$(field "$1" p99_us)
+	[ -n "$us" ] && awk -v u="$us" 'BEGIN { printf "%.2f\n", u / 1000 }'
+}
+
+{
+	bench_line twin-reported "$(field twin-reported ops_per_s)" ops/s \
+		"$(field mosquitto-publish ops_per_s)" "25000,0.8x"
+	bench_line twin-desired-latency "$(p99_ms twin-desired-latency)" ms-p99 - "<=10"
+	bench_line twin-rest-patch "$(field twin-rest-patch ops_per_s)" ops/s - 10000
+	bench_line twin-get "$(field twin-get ops_per_s)" ops/s - 50000
+	bench_line dps-register "$(field dps-register ops_per_s)" reg/s \
+		"$(field tls-handshakes ops_per_s)" "1000,0.5x"
+	bench_line dps-custom "$(field dps-custom ops_per_s)" reg/s \
+		"$(field dps-register ops_per_s)" "-,0.8x"
+	bench_line dps-custom-slow "$(field dps-custom-slow ops_per_s)" reg/s \
+		"$(field dps-register-slowref ops_per_s)" "-,0.5x"
+	bench_line connections-rss "$(cat "$work/connections.rss")" KiB/conn \
+		"$(cat "$work/mosquitto-connections.rss")" "<=24,<=1.5x"
+	bench_line connections-rate "$(field connections ops_per_s)" conn/s - 2000
+	bench_line restart "$(field restart value_s)" s - "<=2"
+} | tee "$work/bench.lines"
+
+# ---- results table --------------------------------------------------------------
+mkdir -p "$(dirname "$results")"
+data_dev=$(df --output=source,fstype "$work" | tail -1)
+{
+	echo "# Benchmark results ($mode run)"
+	echo
+	echo "Written by \`bench/run.sh $mode\` on $(date -u '+%Y-%m-%d %H:%M UTC'); how to read"
+	echo "and reproduce them: bench/README.md."
+	echo
+	echo "| scenario | value | unit | reference | ratio | target | result |"
+	echo "|---|---|---|---|---|---|---|"
+	awk '{ for (i = 3; i <= 7; i++) { split($i, kv, "="); f[i] = kv[2] }
+	       printf "| %s | %s | %s | %s | %s | %s | %s |\n", $2, f[3], f[4], f[5], f[6], f[7], $8 }' \
+		"$work/bench.lines"
+	echo
+	echo "## Machine"
+	echo
+	echo "- CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores online"
+	echo "- Memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+	echo "- Kernel: $(uname -sr)"
+	echo "- Disk of the data directory: $data_dev"
+	echo "- Load generator and servers share the cores (one loadgen process, one loop)."
+	echo
+	echo "## Versions"
+	echo
+	echo "- fleethub: $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
+	echo "- $MOSQ_VERSION"
+	echo "- OpenSSL: $(openssl version)"
+	echo "- SQLite: $(pkg-config --modversion sqlite3), libuv: $(pkg-config --modversion libuv)"
+	echo "- Compiler: $(cc --version | head -1)"
+	echo
+	echo "## Parameters"
+	echo
+	echo "devices=$DEVICES duration_s=$DURATION inflight=$INFLIGHT size=$SIZE" \
+		"connections=$CONN_DEVICES rest=${REST_CONNS}x$REST_INFLIGHT patch_rate=$PATCH_RATE" \
+		"dps_concurrency=$DPS_CONCURRENCY slow_concurrency=$SLOW_CONCURRENCY" \
+		"dps_duration_s=$DPS_DURATION restart_twins=$RESTART_TWINS"
+	echo
+	echo "## Raw loadgen lines"
+	echo
+	echo '```'
+	cat "$work"/*.out | grep -h '^loadgen\|^webhook' || true
+	echo '```'
+} >"$results"
+log "results written to $results"
 
 exit $failed
