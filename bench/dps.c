@@ -189,14 +189,15 @@ static void on_answer(struct dev *v, const struct mqtt_publish *pub)
 	char st[32] = "";
 	json_string_field(pub->payload, pub->payload_len, "status", st, sizeof st);
 	if (v->state != D_REGISTERING && v->state != D_POLLING) {
-		fail(v, &d.status_errors, "unexpected answer", "status %d while not asking", status);
+		fail(v, &d.status_errors, "unexpected answer", "status %d while not asking",
+		     status);
 		return;
 	}
 	if (status == 202) {
 		if (!json_string_field(pub->payload, pub->payload_len, "operationId", v->op,
 		                       sizeof v->op)) {
-			fail(v, &d.status_errors, "unexpected answer", "202 without operationId: %.*s",
-			     bl, body);
+			fail(v, &d.status_errors, "unexpected answer",
+			     "202 without operationId: %.*s", bl, body);
 			return;
 		}
 		/* REGISTERING / POLLING --202--> WAITING */
@@ -236,8 +237,8 @@ static void on_packet(struct mqttc *c, const struct mqtt_packet *pk, const uint8
 		}
 		char payload[160];
 		snprintf(payload, sizeof payload,
-		         "{\"registrationId\":\"%s\",\"payload\":{\"bench\":%" PRIu64 "}}", v->regid,
-		         v->n);
+		         "{\"registrationId\":\"%s\",\"payload\":{\"bench\":%" PRIu64 "}}",
+		         v->regid, v->n);
 		v->state = D_REGISTERING;
 		publish(v, "$dps/registrations/PUT/iotdps-register/?$rid=1", payload);
 	} else if (pk->type == MQTT_PUBLISH) {
@@ -311,14 +312,16 @@ static void next_device(struct dev *v)
 	snprintf(v->regid, sizeof v->regid, "%s%s-%" PRIu64, p->prefix, d.tag, v->n);
 	d.open++;
 	if (p->handshakes_only) {
-		v->t = tlsconn_connect(d.loop, p->tls, (const struct sockaddr *)&p->addr, p->tls_name,
-		                       (uint64_t)(p->timeout_s * 1000), &tls_handler, v);
+		v->t =
+		    tlsconn_connect(d.loop, p->tls, (const struct sockaddr *)&p->addr, p->tls_name,
+		                    (uint64_t)(p->timeout_s * 1000), &tls_handler, v);
 		return;
 	}
 	char key[45], user[256];
 	struct buf sr = BUF_INIT, tok = BUF_INIT;
-	snprintf(user, sizeof user, "%s/registrations/%s/api-version=" API_VERSION
-	         "&ClientVersion=fleethub-loadgen", p->scope, v->regid);
+	snprintf(user, sizeof user,
+	         "%s/registrations/%s/api-version=" API_VERSION "&ClientVersion=fleethub-loadgen",
+	         p->scope, v->regid);
 	buf_printf(&sr, "%s%%2fregistrations%%2f%s", p->scope, v->regid);
 	if (sas_derive_key(p->group_key, v->regid, key) != 0 ||
 	    sas_build(&tok, sr.data, key, "registration", (int64_t)time(NULL) + 3600) != 0) {
@@ -346,8 +349,9 @@ static void on_sweep(uv_timer_t *t)
 		struct dev *v = &d.devs[k];
 		if ((v->c || v->t) && v->state != D_DONE && v->state != D_FAILED &&
 		    now - v->t0_ns > limit)
-			fail(v, &d.timeouts, "timeout", "not done after %.1f s (state %d, %u polls)",
-			     d.p->timeout_s, v->state, v->polls);
+			fail(v, &d.timeouts, "timeout",
+			     "not done after %.1f s (state %d, %u polls)", d.p->timeout_s, v->state,
+			     v->polls);
 	}
 }
 
@@ -405,8 +409,8 @@ int dps_run(const struct dps_plan *p)
 	free(d.devs);
 	free(d.fifo);
 	if (errors > p->max_errors) {
-		fprintf(stderr, "loadgen: %" PRIu64 " errors (more than --max-errors %lu)\n", errors,
-		        p->max_errors);
+		fprintf(stderr, "loadgen: %" PRIu64 " errors (more than --max-errors %lu)\n",
+		        errors, p->max_errors);
 		return 1;
 	}
 	return 0;

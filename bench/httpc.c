@@ -130,8 +130,8 @@ static const struct tlsconn_handler tls_handler = {on_open,  on_data, on_batch_e
                                                    on_drain, NULL,    on_close};
 
 struct httpc *httpc_open(uv_loop_t *loop, SSL_CTX *ctx, const struct sockaddr *addr,
-                         const char *tls_name, uint64_t timeout_ms,
-                         const struct httpc_handler *h, void *app)
+                         const char *tls_name, uint64_t timeout_ms, const struct httpc_handler *h,
+                         void *app)
 {
 	struct httpc *c = xcalloc(1, sizeof *c);
 	c->h = h;

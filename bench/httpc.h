@@ -39,8 +39,8 @@ struct httpc_handler {
 
 /* As tlsconn_connect; timeout_ms bounds TCP + TLS. */
 struct httpc *httpc_open(uv_loop_t *loop, SSL_CTX *ctx, const struct sockaddr *addr,
-                         const char *tls_name, uint64_t timeout_ms,
-                         const struct httpc_handler *h, void *app);
+                         const char *tls_name, uint64_t timeout_ms, const struct httpc_handler *h,
+                         void *app);
 void *httpc_app(const struct httpc *c);
 bool httpc_ready(const struct httpc *c);
 /* Sends whole requests. Returns 0, or -1 when not READY (dropped). */

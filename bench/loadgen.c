@@ -53,10 +53,10 @@
 #include "base/enc.h"
 #include "base/mem.h"
 #include "client.h"
-#include "dps.h"
 #include "codec/mqtt.h"
 #include "codec/sas.h"
 #include "devices.h"
+#include "dps.h"
 #include "hist.h"
 #include "report.h"
 #include "rest.h"
@@ -87,9 +87,8 @@ enum scenario {
 	SC_COUNT
 };
 static const char *const scenario_names[] = {
-    "twin-reported",        "twin-get",        "mqtt-publish", "connections",
-    "twin-desired-latency", "twin-rest-patch", "dps-register", "tls-handshakes",
-    "webhook"};
+    "twin-reported",   "twin-get",     "mqtt-publish",   "connections", "twin-desired-latency",
+    "twin-rest-patch", "dps-register", "tls-handshakes", "webhook"};
 
 enum phase { PH_RAMP, PH_MEASURE, PH_DRAIN, PH_CLOSING, PH_DONE };
 
@@ -440,8 +439,7 @@ static void rest_connected(const char *detail)
 	ramp_check();
 }
 
-static void rest_answered(uint64_t t0_ns, uint64_t seq, int status, const char *body,
-                          size_t len)
+static void rest_answered(uint64_t t0_ns, uint64_t seq, int status, const char *body, size_t len)
 {
 	if (status != 200) {
 		char d[256];
@@ -867,8 +865,8 @@ static uint64_t print_result(void)
 	       " lost=%" PRIu64 " sent=%" PRIu64 " late_ops=%" PRIu64 " stalls=%" PRIu64
 	       " connect_per_s=%.1f connect_p99_us=%" PRIu64 " rest_errors=%" PRIu64
 	       " behind=%" PRIu64 "\n",
-	       scenario_names[opt.scenario], opt.target ? opt.target : opt.rest, opt.devices, run.ready,
-	       opt.scenario == SC_CONNECTIONS ? 0 : opt.inflight,
+	       scenario_names[opt.scenario], opt.scenario == SC_REST_PATCH ? opt.rest : opt.target,
+	       opt.devices, run.ready, opt.scenario == SC_CONNECTIONS ? 0 : opt.inflight,
 	       opt.scenario == SC_PUBLISH ? 1 : opt.qos, opt.size, window, ops, ops_per_s,
 	       hist_percentile(h, 0.50), hist_percentile(h, 0.99), h->max, errors,
 	       run.connect_errors, run.status_errors, run.timeouts, run.disconnects, run.lost,
@@ -1145,7 +1143,8 @@ static int parse_options(int argc, char **argv)
 	if (opt.scenario == SC_WEBHOOK)
 		return opt.listen && opt.tls_cert && opt.tls_key && opt.hub
 		           ? 0
-		           : bad("webhook", "--listen, --tls-cert, --tls-key and --hub are required");
+		           : bad("webhook",
+		                 "--listen, --tls-cert, --tls-key and --hub are required");
 	if (opt.scenario == SC_DPS_REGISTER && (!opt.scope || !opt.key))
 		return bad("dps-register", "--scope and --key are required");
 	if (opt.have_scenario && !opt.target && opt.scenario != SC_REST_PATCH)

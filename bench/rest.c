@@ -236,8 +236,8 @@ int rest_start(const struct rest_config *cfg, const struct rest_hooks *hooks)
 		k->ring = xcalloc(cfg->window, sizeof *k->ring);
 		r.connecting++;
 		r.open++;
-		k->c = httpc_open(cfg->loop, cfg->tls, (const struct sockaddr *)&cfg->addr, cfg->hub,
-		                  (uint64_t)(cfg->timeout_s * 1000), &handler, k);
+		k->c = httpc_open(cfg->loop, cfg->tls, (const struct sockaddr *)&cfg->addr,
+		                  cfg->hub, (uint64_t)(cfg->timeout_s * 1000), &handler, k);
 	}
 	return 0;
 }

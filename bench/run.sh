@@ -441,7 +441,9 @@ data_dev=$(df --output=source,fstype "$work" | tail -1)
 	echo "## Raw loadgen lines"
 	echo
 	echo '```'
-	cat "$work"/*.out | grep -h '^loadgen\|^webhook' || true
+	for f in "$work"/*.out; do
+		grep -h '^loadgen\|^webhook' "$f" | sed "s/^/$(basename "$f" .out): /" || true
+	done
 	echo '```'
 } >"$results"
 log "results written to $results"

@@ -42,8 +42,8 @@ struct tlsconn {
 	const struct tlsconn_handler *h;
 	void *app;
 	int handles_open;
-	bool blocked;     /* the queue went above HIGH_WATER; on_drain is owed */
-	bool deadline;    /* the timer is a deadline, not a tick */
+	bool blocked;  /* the queue went above HIGH_WATER; on_drain is owed */
+	bool deadline; /* the timer is a deadline, not a tick */
 	uint64_t deadline_ms;
 	size_t queued; /* bytes handed to uv_write, not yet written */
 };
@@ -102,8 +102,7 @@ SSL_CTX *tlsconn_client_ctx(const char *ca_file, bool insecure, char *err, size_
 	return ctx;
 }
 
-SSL_CTX *tlsconn_server_ctx(const char *cert_file, const char *key_file, char *err,
-                            size_t errlen)
+SSL_CTX *tlsconn_server_ctx(const char *cert_file, const char *key_file, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = new_ctx(TLS_server_method(), err, errlen);
 	if (!ctx)

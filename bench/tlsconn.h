@@ -81,8 +81,7 @@ struct tlsconn_handler {
  * with a message in err. */
 SSL_CTX *tlsconn_client_ctx(const char *ca_file, bool insecure, char *err, size_t errlen);
 /* A server TLS context from a PEM certificate chain and key. */
-SSL_CTX *tlsconn_server_ctx(const char *cert_file, const char *key_file, char *err,
-                            size_t errlen);
+SSL_CTX *tlsconn_server_ctx(const char *cert_file, const char *key_file, char *err, size_t errlen);
 
 /* Starts connecting to addr. tls_name is sent as SNI and verified against
  * the certificate; an IP literal is verified as an IP address and sends no

@@ -76,7 +76,8 @@ static void on_due(uv_timer_t *t)
 	if (w->t) {
 		struct buf out = BUF_INIT;
 		static const char *const headers[] = {"Content-Type", "application/json", NULL};
-		http_response_build(&out, a->status, headers, a->body, strlen(a->body), a->keep_alive);
+		http_response_build(&out, a->status, headers, a->body, strlen(a->body),
+		                    a->keep_alive);
 		tlsconn_send(w->t, out.data, out.len);
 		buf_free(&out);
 		hist_add(&wh.latency, (uv_hrtime() - a->t0_ns) / 1000);
@@ -104,10 +105,10 @@ static char *answer_body(const struct http_request *req, int *status)
 		*status = 400;
 		return xstrdup("{\"message\":\"expected an allocation request\"}");
 	}
-	json_t *out = json_pack("{s:s,s:{s:{s:b},s:{s:{s:s}}},s:{s:s}}", "iotHubHostName",
-	                        wh.p->hub, "initialTwin", "tags", "bench", 1, "properties",
-	                        "desired", "allocatedBy", "webhook", "payload", "registrationId",
-	                        regid);
+	json_t *out =
+	    json_pack("{s:s,s:{s:{s:b},s:{s:{s:s}}},s:{s:s}}", "iotHubHostName", wh.p->hub,
+	              "initialTwin", "tags", "bench", 1, "properties", "desired", "allocatedBy",
+	              "webhook", "payload", "registrationId", regid);
 	char *text = json_dumps(out, JSON_COMPACT);
 	json_decref(out);
 	json_decref(in);
