@@ -126,4 +126,4 @@ format:
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(SUPPORT_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(BUILD)/obj/src/server/main.d $(SUPPORT_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)
