@@ -399,12 +399,12 @@ int dps_run(const struct dps_plan *p)
 	       " ops_per_s=%.1f p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64
 	       " errors=%" PRIu64 " connect_errors=%" PRIu64 " status_errors=%" PRIu64
 	       " timeouts=%" PRIu64 " disconnects=%" PRIu64 " started=%" PRIu64 " polls=%" PRIu64
-	       " late_ops=%" PRIu64 "\n",
+	       " late_ops=%" PRIu64 " cpu_s=%.2f\n",
 	       p->handshakes_only ? "tls-handshakes" : "dps-register", p->tls_name, p->concurrency,
 	       window, d.ops, window > 0 ? (double)d.ops / window : 0,
 	       hist_percentile(&d.latency, 0.5), hist_percentile(&d.latency, 0.99), d.latency.max,
 	       errors, d.connect_errors, d.status_errors, d.timeouts, d.disconnects, d.next_n,
-	       d.polls, d.late_ops);
+	       d.polls, d.late_ops, self_cpu_s());
 	fflush(stdout);
 	free(d.devs);
 	free(d.fifo);

@@ -864,14 +864,14 @@ static uint64_t print_result(void)
 	       " status_errors=%" PRIu64 " timeouts=%" PRIu64 " disconnects=%" PRIu64
 	       " lost=%" PRIu64 " sent=%" PRIu64 " late_ops=%" PRIu64 " stalls=%" PRIu64
 	       " connect_per_s=%.1f connect_p99_us=%" PRIu64 " rest_errors=%" PRIu64
-	       " behind=%" PRIu64 "\n",
+	       " behind=%" PRIu64 " cpu_s=%.2f\n",
 	       scenario_names[opt.scenario], opt.scenario == SC_REST_PATCH ? opt.rest : opt.target,
 	       opt.devices, run.ready, opt.scenario == SC_CONNECTIONS ? 0 : opt.inflight,
 	       opt.scenario == SC_PUBLISH ? 1 : opt.qos, opt.size, window, ops, ops_per_s,
 	       hist_percentile(h, 0.50), hist_percentile(h, 0.99), h->max, errors,
 	       run.connect_errors, run.status_errors, run.timeouts, run.disconnects, run.lost,
 	       run.sent, run.drain_ops, run.stalls, connect_rate,
-	       hist_percentile(&run.connect_time, 0.99), run.rest_errors, run.behind);
+	       hist_percentile(&run.connect_time, 0.99), run.rest_errors, run.behind, self_cpu_s());
 	fflush(stdout);
 	return errors;
 }

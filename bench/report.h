@@ -11,4 +11,8 @@
  * while fewer than REPORT_SHOWN of that kind were printed. */
 void report(uint64_t *counter, const char *what, const char *detail);
 
+/* CPU seconds (user + system) this process has used so far; printed as
+ * cpu_s= so a run's cost per operation can be read beside the server's. */
+double self_cpu_s(void);
+
 #endif

@@ -118,6 +118,12 @@ rss_kib() {
 	awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
 }
 
+# CPU seconds (user + system) process PID has used so far.
+TICKS=$(getconf CLK_TCK)
+cpu_s() {
+	awk -v t="$TICKS" '{ printf "%.2f\n", ($14 + $15) / t }' "/proc/$1/stat"
+}
+
 # ---- fleethub -------------------------------------------------------------
 OWNER_KEY="$(openssl rand -base64 32)"
 DPS_KEY="$(openssl rand -base64 32)"
@@ -246,16 +252,21 @@ LOAD_ARGS=(--devices $DEVICES --duration $DURATION --inflight $INFLIGHT --size $
 DPS_ARGS=(--target $HUB_IP:$MQTT_PORT --tls-name $HUB --ca "$work/ca.pem" --scope $SCOPE
 	--duration $DPS_DURATION --timeout 30)
 
-# lg NAME ARGS...: runs loadgen, keeps its line in $work/NAME.out.
+# lg NAME PID ARGS...: runs loadgen against the server PID, keeps its line
+# in $work/NAME.out and the server's CPU seconds during the run in
+# $work/NAME.srvcpu.
 lg() {
-	local name="$1"
-	shift
+	local name="$1" pid="$2" before
+	shift 2
 	log "running $name"
+	before=$(cpu_s "$pid")
 	if ! "$LOADGEN" "$@" >"$work/$name.out" 2>"$work/$name.err"; then
 		failed=1
 		log "$name: loadgen failed:"
 		sed 's/^/  /' "$work/$name.err" >&2
 	fi
+	awk -v a="$before" -v b="$(cpu_s "$pid")" 'BEGIN { printf "%.2f\n", b - a }' \
+		>"$work/$name.srvcpu"
 	cat "$work/$name.out" >&2
 }
 
@@ -269,9 +280,10 @@ field() {
 connections() {
 	local name="$1" pid="$2"
 	shift 2
-	local before after i
+	local before after i cpu0
 	log "running $name"
 	before=$(rss_kib "$pid")
+	cpu0=$(cpu_s "$pid")
 	"$LOADGEN" connections "$@" --devices $CONN_DEVICES --rate $CONN_RATE \
 		--connect-concurrency 500 --duration $CONN_HOLD --timeout 30 \
 		>"$work/$name.out" 2>"$work/$name.err" &
@@ -289,6 +301,8 @@ connections() {
 	local st=0
 	wait "$bg" || st=$?
 	bg=""
+	awk -v a="$cpu0" -v b="$(cpu_s "$pid")" 'BEGIN { printf "%.2f\n", b - a }' \
+		>"$work/$name.srvcpu"
 	if [ $st -ne 0 ]; then
 		failed=1
 		log "$name: loadgen failed:"
@@ -304,22 +318,22 @@ connections() {
 	log "$name: server RSS ${before} KiB before, ${after:-?} KiB holding the sessions"
 }
 
-lg twin-reported twin-reported "${HUB_ARGS[@]}" "${LOAD_ARGS[@]}"
-lg mosquitto-publish mqtt-publish "${MOSQ_ARGS[@]}" "${LOAD_ARGS[@]}"
-lg twin-get twin-get "${HUB_ARGS[@]}" "${LOAD_ARGS[@]}"
-lg twin-desired-latency twin-desired-latency "${HUB_ARGS[@]}" "${REST_ARGS[@]}" \
+lg twin-reported "$fh_pid" twin-reported "${HUB_ARGS[@]}" "${LOAD_ARGS[@]}"
+lg mosquitto-publish "$mq_pid" mqtt-publish "${MOSQ_ARGS[@]}" "${LOAD_ARGS[@]}"
+lg twin-get "$fh_pid" twin-get "${HUB_ARGS[@]}" "${LOAD_ARGS[@]}"
+lg twin-desired-latency "$fh_pid" twin-desired-latency "${HUB_ARGS[@]}" "${REST_ARGS[@]}" \
 	--devices $DEVICES --duration $DURATION --connections 4 --patch-rate $PATCH_RATE
-lg twin-rest-patch twin-rest-patch "${HUB_ARGS[@]}" "${REST_ARGS[@]}" \
+lg twin-rest-patch "$fh_pid" twin-rest-patch "${HUB_ARGS[@]}" "${REST_ARGS[@]}" \
 	--devices $DEVICES --duration $DURATION --connections $REST_CONNS \
 	--inflight $REST_INFLIGHT --size $SIZE
-lg tls-handshakes tls-handshakes "${DPS_ARGS[@]}" --concurrency $HS_CONCURRENCY
-lg dps-register dps-register "${DPS_ARGS[@]}" --key "$GROUP_KEY" \
+lg tls-handshakes "$fh_pid" tls-handshakes "${DPS_ARGS[@]}" --concurrency $HS_CONCURRENCY
+lg dps-register "$fh_pid" dps-register "${DPS_ARGS[@]}" --key "$GROUP_KEY" \
 	--concurrency $DPS_CONCURRENCY --prefix bench-reg-
-lg dps-custom dps-register "${DPS_ARGS[@]}" --key "$CUSTOM_KEY" \
+lg dps-custom "$fh_pid" dps-register "${DPS_ARGS[@]}" --key "$CUSTOM_KEY" \
 	--concurrency $DPS_CONCURRENCY --prefix bench-custom-
-lg dps-register-slowref dps-register "${DPS_ARGS[@]}" --key "$GROUP_KEY" \
+lg dps-register-slowref "$fh_pid" dps-register "${DPS_ARGS[@]}" --key "$GROUP_KEY" \
 	--concurrency $SLOW_CONCURRENCY --prefix bench-ref-
-lg dps-custom-slow dps-register "${DPS_ARGS[@]}" --key "$SLOW_KEY" \
+lg dps-custom-slow "$fh_pid" dps-register "${DPS_ARGS[@]}" --key "$SLOW_KEY" \
 	--concurrency $SLOW_CONCURRENCY --prefix bench-slow-
 # ---- restart: start-up with RESTART_TWINS twins until a twin GET is answered ----
 log "restart with $RESTART_TWINS twins"
@@ -414,6 +428,22 @@ data_dev=$(df --output=source,fstype "$work" | tail -1)
 	awk '{ for (i = 3; i <= 7; i++) { split($i, kv, "="); f[i] = kv[2] }
 	       printf "| %s | %s | %s | %s | %s | %s | %s |\n", $2, f[3], f[4], f[5], f[6], f[7], $8 }' \
 		"$work/bench.lines"
+	echo
+	echo "## Cost per operation"
+	echo
+	echo "CPU time of the server and of the load generator during each run, divided"
+	echo "by the operations completed in it (measured window and drain; for"
+	echo "connections, the sessions brought up). Both share the same two cores."
+	echo
+	echo "| run | operations | server CPU s | server us/op | loadgen CPU s | loadgen us/op |"
+	echo "|---|---|---|---|---|---|"
+	for f in "$work"/*.srvcpu; do
+		n=$(basename "$f" .srvcpu)
+		ops=$(awk -v a="$(field "$n" ops)" -v b="$(field "$n" late_ops)" 'BEGIN { print a + b }')
+		awk -v n="$n" -v ops="$ops" -v s="$(cat "$f")" -v l="$(field "$n" cpu_s)" 'BEGIN {
+			if (ops > 0) printf "| %s | %d | %.2f | %.0f | %.2f | %.0f |\n", n, ops, s, s * 1e6 / ops, l, l * 1e6 / ops
+		}'
+	done
 	echo
 	echo "## Machine"
 	echo
