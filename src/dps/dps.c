@@ -247,6 +247,7 @@ void dps_free(struct dps *d)
 	d->naliases = 0;
 	map_free(&d->ops);
 	map_free(&d->ops_by_reg);
+	dps__groups_changed(d);
 }
 
 struct dps_linked_hub *dps__linked_find(struct dps *d, const char *name)
@@ -354,28 +355,38 @@ static bool key_signed(const json_t *record, enum enrollment_kind kind, const ch
 	return false;
 }
 
-struct group_search {
-	const char *regid;
-	const struct sas_token *t;
-	struct dps_auth *out;
-	bool found;
-};
-
-static int try_group(void *arg, const char *id, const char *json)
+void dps__groups_changed(struct dps *d)
 {
-	struct group_search *g = arg;
+	json_decref(d->groups);
+	d->groups = NULL;
+}
+
+static int add_group(void *arg, const char *id, const char *json)
+{
 	json_t *rec = json_loads(json, 0, NULL);
-	int which;
-	if (rec && key_signed(rec, ENROLLMENT_GROUP, g->regid, g->t, &which)) {
-		g->out->record = rec;
-		g->out->kind = ENROLLMENT_GROUP;
-		snprintf(g->out->enrollment_id, sizeof g->out->enrollment_id, "%s", id);
-		g->out->key_index = which;
-		g->found = true;
-		return 1;
-	}
-	json_decref(rec);
+	if (rec)
+		json_object_set_new(arg, id, rec);
 	return 0;
+}
+
+/* The enrollment groups, from the cache or loaded; NULL when the store
+ * cannot be read. Reading and parsing every group for every device cost
+ * a registration more than its store writes. */
+static json_t *groups(struct dps *d, struct store_txn *r)
+{
+	uint64_t now = clock_now_ms();
+	if (d->groups && now - d->groups_loaded_ms < GROUPS_TTL_MS)
+		return d->groups;
+	json_t *all = json_object();
+	if (store_doc_list(r, STORE_ENROLLMENT_GROUP, d->name, "", "", 100000, add_group, all) !=
+	    0) {
+		json_decref(all);
+		return NULL;
+	}
+	dps__groups_changed(d);
+	d->groups = all;
+	d->groups_loaded_ms = now;
+	return all;
 }
 
 int dps__authenticate(struct dps *d, const char *regid, const char *token, size_t n,
@@ -417,14 +428,23 @@ int dps__authenticate(struct dps *d, const char *regid, const char *token, size_
 	}
 	if (rc != FH_ENOTFOUND)
 		return FH_EIO;
-	struct group_search g = {regid, &t, out, false};
-	rc = store_doc_list(r, STORE_ENROLLMENT_GROUP, d->name, "", "", 100000, try_group, &g);
-	if (rc != 0 && !g.found)
+	json_t *all = groups(d, r);
+	if (!all)
 		return FH_EIO;
-	if (!g.found) {
-		*why = "no enrollment matches: no individual enrollment for this registration id "
-		       "and no group key derives the signing key";
-		return FH_EAUTH;
+	const char *id;
+	json_t *rec;
+	json_object_foreach(all, id, rec) {
+		int which;
+		if (key_signed(rec, ENROLLMENT_GROUP, regid, &t, &which)) {
+			/* A copy: the operation keeps it while the cache moves on. */
+			out->record = json_deep_copy(rec);
+			out->kind = ENROLLMENT_GROUP;
+			snprintf(out->enrollment_id, sizeof out->enrollment_id, "%s", id);
+			out->key_index = which;
+			return 0;
+		}
 	}
-	return 0;
+	*why = "no enrollment matches: no individual enrollment for this registration id "
+	       "and no group key derives the signing key";
+	return FH_EAUTH;
 }

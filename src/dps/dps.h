@@ -27,6 +27,7 @@
 #ifndef FH_DPS_DPS_H
 #define FH_DPS_DPS_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -82,6 +83,11 @@ struct dps {
 	struct map ops;           /* operationId -> in-memory operation (while assigning) */
 	struct map ops_by_reg;    /* registrationId -> the same operation */
 	uint64_t op_seq;
+	/* Enrollment groups as stored, parsed ({id: record}), for device
+	 * attestation: reloaded when a write through this DPS changed them
+	 * (dps__groups_changed) or after GROUPS_TTL_MS. NULL = not loaded. */
+	json_t *groups;
+	uint64_t groups_loaded_ms;
 	bool stopping;
 };
 

@@ -231,6 +231,8 @@ static void put_done(void *arg, int rc)
 {
 	struct write_job *j = arg;
 	if (rc == 0) {
+		if (j->kind == ENROLLMENT_GROUP)
+			dps__groups_changed(j->d);
 		log_at(LOG_INFO, "dps %s: %s %s stored", j->d->name, kind_name(j->kind), j->id);
 		respond_json(j->ex, 200, NULL, j->record);
 	} else {
@@ -273,6 +275,8 @@ static void delete_done(void *arg, int rc)
 {
 	struct write_job *j = arg;
 	if (rc == 0) {
+		if (j->kind == ENROLLMENT_GROUP)
+			dps__groups_changed(j->d);
 		log_at(LOG_INFO, "dps %s: %s %s deleted", j->d->name, kind_name(j->kind), j->id);
 		http_respond(j->ex, 204, NULL, NULL, 0);
 	} else {

@@ -24,6 +24,12 @@ struct dps_auth {
 	int key_index; /* 0 primary, 1 secondary */
 };
 
+/* Enrollment groups are cached for attestation (struct dps.groups) at
+ * most this long, so a change made by another writer of the store is seen
+ * within it; changes made through this DPS drop the cache at once. */
+#define GROUPS_TTL_MS 1000
+/* Drops the cached enrollment groups; called when a write changed them. */
+void dps__groups_changed(struct dps *d);
 /* Checks token[0..n) (sr = "<idScope>/registrations/<regid>") against the
  * individual enrollment of regid, else against every enrollment group
  * (keys derived per registration id). Returns 0 with *out filled, FH_EAUTH

@@ -63,6 +63,18 @@ static void test_hmac_known(void **state)
 	crypto_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac);
 	hex_encode(mac, 32, hex);
 	assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+	/* RFC 4231 test case 6: a key longer than the block is hashed first. */
+	uint8_t key[131];
+	memset(key, 0xaa, sizeof key);
+	const char *msg = "Test Using Larger Than Block-Size Key - Hash Key First";
+	crypto_hmac_sha256(key, sizeof key, msg, strlen(msg), mac);
+	hex_encode(mac, 32, hex);
+	assert_string_equal(hex, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+	/* Test case 1: exactly-20-byte key, "Hi There". */
+	memset(key, 0x0b, 20);
+	crypto_hmac_sha256(key, 20, "Hi There", 8, mac);
+	hex_encode(mac, 32, hex);
+	assert_string_equal(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
 }
 
 static void test_utf8(void **state)
