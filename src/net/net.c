@@ -2,7 +2,19 @@
  *
  * Data path of a connection:
  *   socket --uv_read--> rbio --SSL_read--> [ws frames] --> on_data
- *   net_conn_write --> [ws frame] --SSL_write--> wbio --uv_write--> socket
+ *   net_conn_write --> [ws frame] --> out --(check phase) SSL_write--> wbio
+ *       --uv_try_write/uv_write--> socket
+ *
+ * Output is coalesced: net_conn_write only appends plaintext to the
+ * connection's out buffer and puts the connection on the dirty list; a
+ * uv_check handle (which runs once per loop iteration, after every I/O
+ * callback of that iteration, including the store's completion async)
+ * encrypts each dirty connection's out buffer with one SSL_write and hands
+ * the records to the kernel with one write. So the answers to all packets of
+ * one socket read, or to all jobs of one store batch, cost one TLS call and
+ * one syscall per connection instead of one each. Order is kept because every
+ * plaintext byte goes through out; anything that must follow it (SSL_shutdown
+ * in net_conn_close, a hard close) flushes out first.
  *
  * Invariants: every SSL call is preceded by ERR_clear_error() (the loop
  * thread's OpenSSL error queue is shared with libcurl's webhook calls, and
@@ -66,6 +78,9 @@ struct net_conn {
 	uint64_t idle_ms;
 	bool deadline;    /* the timer is a deadline: reads do not restart it */
 	size_t queued;    /* bytes handed to uv_write not yet completed */
+	struct buf out;   /* plaintext waiting for the check phase (coalesced) */
+	bool dirty;       /* on the dirty list (holds a reference) */
+	struct net_conn *dirty_next;
 	char *sni;
 	char local_ip[INET6_ADDRSTRLEN];
 	char peer[INET6_ADDRSTRLEN + 8];
@@ -84,6 +99,10 @@ static struct listener *listeners;
 static struct net_conn *conns;
 static uint64_t max_conns = 20000;
 static struct net_stats stats;
+/* Connections with plaintext in out, flushed by the check handle. */
+static struct net_conn *dirty;
+static uv_check_t flusher;
+static bool flusher_open;
 
 static void conn_close(struct net_conn *c);
 static void update_reading(struct net_conn *c);
@@ -166,6 +185,7 @@ static void maybe_free(struct net_conn *c)
 	buf_free(&c->ws_in);
 	buf_free(&c->ws_msg);
 	buf_free(&c->held);
+	buf_free(&c->out);
 	free(c);
 }
 
@@ -188,10 +208,18 @@ static void on_handle_closed(uv_handle_t *h)
 	maybe_free(c);
 }
 
-/* Closes the handles now (pending writes are dropped by libuv). */
+static void flush_out(struct net_conn *c);
+
+/* Closes the handles now (pending writes are dropped by libuv). Plaintext
+ * still coalescing in out is first handed to the kernel, as it would have
+ * been without coalescing. */
 static void conn_close(struct net_conn *c)
 {
 	if (c->state == C_CLOSED || c->handles_open == 0 || uv_is_closing((uv_handle_t *)&c->tcp))
+		return;
+	if (c->state == C_OPEN && c->out.len)
+		flush_out(c);
+	if (c->state == C_CLOSED || uv_is_closing((uv_handle_t *)&c->tcp))
 		return;
 	c->state = C_CLOSING;
 	c->refs++; /* keep c alive until on_close */
@@ -241,7 +269,9 @@ static void on_written(uv_write_t *req, int status)
 	net_conn_unref(c);
 }
 
-/* Moves what OpenSSL produced into the socket. */
+/* Moves what OpenSSL produced into the socket: straight from the BIO with
+ * uv_try_write when nothing is queued before it, and what the kernel did not
+ * take through a copied uv_write. */
 static void flush_wbio(struct net_conn *c)
 {
 	size_t pending;
@@ -249,6 +279,35 @@ static void flush_wbio(struct net_conn *c)
 		if (c->state == C_CLOSING || c->state == C_CLOSED) {
 			(void)BIO_reset(c->wbio);
 			return;
+		}
+		if (c->queued == 0) {
+			char *p;
+			long len = BIO_get_mem_data(c->wbio, &p);
+			if (len > 0) {
+				uv_buf_t tb = uv_buf_init(p, (unsigned)len);
+				int k = uv_try_write((uv_stream_t *)&c->tcp, &tb, 1);
+				if (k == len) {
+					(void)BIO_reset(c->wbio);
+					continue;
+				}
+				if (k > 0) {
+					char skip[4096];
+					for (int left = k; left > 0;) {
+						int r = BIO_read(c->wbio, skip,
+								 left < (int)sizeof skip ? left : (int)sizeof skip);
+						if (r <= 0)
+							break;
+						left -= r;
+					}
+					continue;
+				}
+				if (k != UV_EAGAIN && k != UV_ENOSYS) {
+					(void)BIO_reset(c->wbio);
+					conn_close(c);
+					return;
+				}
+			}
+			pending = BIO_ctrl_pending(c->wbio);
 		}
 		struct write_req *w = xmalloc(sizeof *w + pending);
 		int n = BIO_read(c->wbio, w->data, (int)pending);
@@ -290,22 +349,76 @@ static int tls_write(struct net_conn *c, const void *p, size_t n)
 	return 0;
 }
 
+/* Encrypts and sends what out holds (one SSL_write, one write). */
+static void flush_out(struct net_conn *c)
+{
+	if (!c->out.len)
+		return;
+	struct buf o = c->out;
+	buf_init(&c->out); /* tls_write may close c, which flushes again */
+	tls_write(c, o.data, o.len);
+	buf_free(&o); /* an idle connection holds no output memory */
+}
+
+static void on_check(uv_check_t *h)
+{
+	while (dirty) {
+		struct net_conn *c = dirty;
+		dirty = c->dirty_next;
+		c->dirty_next = NULL;
+		c->dirty = false;
+		if (c->state == C_OPEN)
+			flush_out(c);
+		else
+			buf_reset(&c->out);
+		net_conn_unref(c);
+	}
+	uv_check_stop(h);
+}
+
+static void mark_dirty(struct net_conn *c)
+{
+	if (c->dirty)
+		return;
+	if (!flusher_open) {
+		uv_check_init(c->tcp.loop, &flusher);
+		uv_unref((uv_handle_t *)&flusher); /* never keeps the loop alive */
+		flusher_open = true;
+	}
+	if (!dirty)
+		uv_check_start(&flusher, on_check);
+	c->dirty = true;
+	c->refs++;
+	c->dirty_next = dirty;
+	dirty = c;
+}
+
+/* Queues plaintext (or a WebSocket frame) in out, to be sent at the end of
+ * this loop iteration together with whatever else the connection answers. */
+static void queue_out(struct net_conn *c, bool frame, enum ws_opcode op, const void *p, size_t n)
+{
+	if (frame)
+		ws_encode_frame(&c->out, op, p, n);
+	else
+		buf_append(&c->out, p, n);
+	mark_dirty(c);
+}
+
 int net_conn_write(struct net_conn *c, const void *p, size_t n)
 {
 	if (c->state != C_OPEN || c->close_after_flush)
 		return FH_EIO;
-	if (!c->ws)
-		return tls_write(c, p, n);
-	struct buf f = BUF_INIT;
-	ws_encode_frame(&f, WS_BINARY, p, n);
-	int rc = tls_write(c, f.data, f.len);
-	buf_free(&f);
-	return rc;
+	queue_out(c, c->ws, WS_BINARY, p, n);
+	return 0;
 }
 
 void net_conn_close(struct net_conn *c)
 {
 	if (c->state == C_CLOSING || c->state == C_CLOSED || c->close_after_flush)
+		return;
+	if (c->state == C_OPEN)
+		flush_out(c);
+	if (c->state == C_CLOSING || c->state == C_CLOSED)
 		return;
 	if (c->state == C_OPEN) {
 		ERR_clear_error();
@@ -499,19 +612,13 @@ void net_conn_set_deadline(struct net_conn *c, uint64_t ms)
 
 static void ws_send_control(struct net_conn *c, enum ws_opcode op, const void *p, size_t n)
 {
-	struct buf f = BUF_INIT;
-	ws_encode_frame(&f, op, p, n);
-	tls_write(c, f.data, f.len);
-	buf_free(&f);
+	queue_out(c, true, op, p, n);
 }
 
 static void ws_fail(struct net_conn *c, uint16_t code, const char *why)
 {
-	struct buf f = BUF_INIT;
-	ws_encode_close(&f, code, why);
-	tls_write(c, f.data, f.len);
-	buf_free(&f);
-	net_conn_close(c);
+	ws_encode_close(&c->out, code, why);
+	net_conn_close(c); /* flushes out, the close frame last */
 }
 
 static void ws_input(struct net_conn *c, const uint8_t *p, size_t n)
@@ -735,6 +842,11 @@ void net_close_all(void)
 {
 	for (struct net_conn *c = conns; c; c = c->next)
 		conn_close(c);
+	if (flusher_open) {
+		on_check(&flusher); /* drops the dirty list's references */
+		uv_close((uv_handle_t *)&flusher, NULL);
+		flusher_open = false;
+	}
 }
 
 void net_set_max_connections(unsigned n)
