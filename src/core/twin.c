@@ -406,17 +406,55 @@ void twin_init_new(struct store_twin *tw, const char *now_iso)
 
 /* ---- views ------------------------------------------------------------------ */
 
+/* Appends section text (a stored JSON object) with "$version": v added as
+ * its last member. The stored text is spliced, not re-parsed: every section
+ * is written by this module (or the store) as one compact JSON object, and
+ * no key of it can be "$version" (keys with '$' are refused). Text that is
+ * not an object reads as {} (as load_obj does). */
+static void append_with_version(struct buf *b, const char *text, int64_t v)
+{
+	size_t n = text ? strlen(text) : 0;
+	while (n && (text[n - 1] == ' ' || text[n - 1] == '\n' || text[n - 1] == '\t' ||
+		     text[n - 1] == '\r'))
+		n--;
+	size_t i = 0;
+	while (i < n && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r'))
+		i++;
+	if (n - i >= 2 && text[i] == '{' && text[n - 1] == '}') {
+		size_t j = i + 1; /* is the object empty? */
+		while (j < n - 1 && (text[j] == ' ' || text[j] == '\n' || text[j] == '\t' ||
+				     text[j] == '\r'))
+			j++;
+		buf_append(b, text + i, n - 1 - i);
+		if (j < n - 1)
+			buf_appendc(b, ',');
+	} else {
+		buf_appendc(b, '{');
+	}
+	char num[24], *q = num + sizeof num;
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	do
+		*--q = (char)('0' + u % 10);
+	while (u /= 10);
+	if (v < 0)
+		*--q = '-';
+	buf_appends(b, "\"$version\":");
+	buf_append(b, q, (size_t)(num + sizeof num - q));
+	buf_appendc(b, '}');
+}
+
 char *twin_render_properties(const struct store_twin *tw)
 {
-	json_t *d = load_obj(tw->desired), *r = load_obj(tw->reported);
-	json_object_set_new(d, "$version", json_integer(tw->desired_version));
-	json_object_set_new(r, "$version", json_integer(tw->reported_version));
-	json_t *o = json_object();
-	json_object_set_new(o, "desired", d);
-	json_object_set_new(o, "reported", r);
-	char *s = dump(o);
-	json_decref(o);
-	return s;
+	struct buf b = BUF_INIT;
+	size_t dn = tw->desired ? strlen(tw->desired) : 0;
+	size_t rn = tw->reported ? strlen(tw->reported) : 0;
+	buf_reserve(&b, dn + rn + 80);
+	buf_appends(&b, "{\"desired\":");
+	append_with_version(&b, tw->desired, tw->desired_version);
+	buf_appends(&b, ",\"reported\":");
+	append_with_version(&b, tw->reported, tw->reported_version);
+	buf_appendc(&b, '}');
+	return buf_steal(&b);
 }
 
 void twin_render_into(json_t *obj, const struct store_twin *tw)
