@@ -356,6 +356,103 @@ int twin_apply_reported(struct store_twin *tw, const json_t *patch, const char *
 	return 0;
 }
 
+/* ---- reported patches merged by the store ---------------------------------- */
+
+static void put_key(struct buf *b, const char *k)
+{
+	buf_appendc(b, '"');
+	for (const unsigned char *p = (const unsigned char *)k; *p; p++) {
+		if (*p == '"' || *p == '\\') {
+			buf_appendc(b, '\\');
+			buf_appendc(b, (char)*p);
+		} else if (*p < 0x20) {
+			buf_printf(b, "\\u%04x", *p);
+		} else {
+			buf_appendc(b, (char)*p);
+		}
+	}
+	buf_appends(b, "\":");
+}
+
+static void put_stamp(struct buf *b, const char *now)
+{
+	buf_appends(b, "\"$lastUpdated\":\"");
+	buf_appends(b, now);
+	buf_appendc(b, '"');
+}
+
+/* {"$lastUpdated":now, <key>: <stamp of its value>...}; deleted keys are
+ * left out (meta_clear removed them). */
+static void meta_set(struct buf *b, const json_t *patch, const char *now)
+{
+	const char *k;
+	json_t *v;
+	buf_appendc(b, '{');
+	put_stamp(b, now);
+	json_object_foreach((json_t *)patch, k, v)
+	{
+		if (json_is_null(v))
+			continue;
+		buf_appendc(b, ',');
+		put_key(b, k);
+		if (json_is_object(v)) {
+			meta_set(b, v, now);
+		} else {
+			buf_appendc(b, '{');
+			put_stamp(b, now);
+			buf_appendc(b, '}');
+		}
+	}
+	buf_appendc(b, '}');
+}
+
+/* null for every key the patch sets to a non-object or deletes (its old
+ * metadata, perhaps a whole subtree, goes); objects recurse. Returns whether
+ * anything was written after the opening brace. */
+static bool meta_clear(struct buf *b, const json_t *patch)
+{
+	const char *k;
+	json_t *v;
+	bool any = false;
+	buf_appendc(b, '{');
+	json_object_foreach((json_t *)patch, k, v)
+	{
+		size_t mark = b->len;
+		if (any)
+			buf_appendc(b, ',');
+		put_key(b, k);
+		if (!json_is_object(v)) {
+			buf_appends(b, "null");
+		} else if (!meta_clear(b, v)) {
+			b->len = mark; /* nothing to clear below this key */
+			b->data[mark] = '\0';
+			continue;
+		}
+		any = true;
+	}
+	buf_appendc(b, '}');
+	return any;
+}
+
+void twin_reported_meta_patches(const json_t *patch, const char *now_iso, struct buf *clear,
+				struct buf *set)
+{
+	buf_appends(clear, "{\"reported\":");
+	meta_clear(clear, patch);
+	buf_appendc(clear, '}');
+	buf_appends(set, "{\"reported\":");
+	meta_set(set, patch, now_iso);
+	buf_appendc(set, '}');
+}
+
+int twin_check_reported_size(size_t len, const struct twin_limits *lim, struct twin_error *err)
+{
+	if (len > lim->reported_max)
+		return fail(err, "%s would be %zu bytes, more than the limit of %zu",
+			    section_path(TWIN_REPORTED), len, lim->reported_max);
+	return 0;
+}
+
 int twin_apply_service(struct store_twin *tw, const json_t *tags, const json_t *desired,
 		       bool replace, const char *now_iso, const struct twin_limits *lim,
 		       struct twin_error *err, json_t **desired_notice)

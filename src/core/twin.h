@@ -59,6 +59,20 @@ int twin_check_patch(const json_t *patch, enum twin_section sec, bool replace,
 int twin_apply_reported(struct store_twin *tw, const json_t *patch, const char *now_iso,
 			const struct twin_limits *lim, struct twin_error *err);
 
+/* The same change as twin_apply_reported, for a store that merges in place
+ * (store_twin_patch_reported): the patch is merged into the reported text as
+ * it is (RFC 7396), and the metadata gets two merge patches, appended here
+ * as JSON text: clear (null for every key the patch deletes or sets to a
+ * non-object, so a replaced subtree loses its old metadata) and then set
+ * (the $lastUpdated stamps of every touched level and leaf). The patch must
+ * have passed twin_check_patch. */
+struct buf;
+void twin_reported_meta_patches(const json_t *patch, const char *now_iso, struct buf *clear,
+				struct buf *set);
+/* FH_EINVAL with *err filled when a reported section of len bytes is over
+ * the limit (the check twin_apply_reported makes after its merge). */
+int twin_check_reported_size(size_t len, const struct twin_limits *lim, struct twin_error *err);
+
 /* Applies a service-side update. tags and/or desired may be NULL (not
  * touched). With replace (REST PUT) they replace the whole sections;
  * otherwise they are merge patches. On success, when desired was given,

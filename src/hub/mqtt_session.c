@@ -317,24 +317,22 @@ struct reported_job {
 	struct hub *hub;
 	char device_id[REGISTRY_ID_MAX + 1];
 	char rid[RID_MAX + 1];
-	char now[32];
-	json_t *patch;
+	char *patch; /* the device's JSON text, checked */
+	struct buf meta_clear, meta_set; /* twin_reported_meta_patches */
 	int64_t version;
 	struct twin_error err;
 };
 
+/* The store merges in place (json_patch): no load, merge and dump of the
+ * twin in C; an oversized result fails the job, which rolls it back. */
 static int reported_work(void *arg, struct store_txn *t)
 {
 	struct reported_job *j = arg;
-	struct store_twin tw = {0};
-	int rc = store_twin_get(t, j->hub->name, j->device_id, &tw);
-	if (rc != 0)
-		return rc;
-	rc = twin_apply_reported(&tw, j->patch, j->now, &j->hub->limits, &j->err);
+	size_t len = 0;
+	int rc = store_twin_patch_reported(t, j->hub->name, j->device_id, j->patch,
+					   j->meta_clear.data, j->meta_set.data, &j->version, &len);
 	if (rc == 0)
-		rc = store_twin_put(t, j->hub->name, j->device_id, &tw);
-	j->version = tw.reported_version;
-	store_twin_clear(&tw);
+		rc = twin_check_reported_size(len, &j->hub->limits, &j->err);
 	return rc;
 }
 
@@ -354,7 +352,9 @@ static void reported_done(void *arg, int rc)
 			twin_error(s, 503, j->rid, 503001,
 				   "the change could not be stored; try again");
 	}
-	json_decref(j->patch);
+	free(j->patch);
+	buf_free(&j->meta_clear);
+	buf_free(&j->meta_set);
 	session_unref(s);
 	free(j);
 }
@@ -404,8 +404,13 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 	j->hub = s->hub;
 	snprintf(j->device_id, sizeof j->device_id, "%s", s->device_id);
 	snprintf(j->rid, sizeof j->rid, "%s", rid);
-	clock_iso8601(clock_now_ms(), j->now);
-	j->patch = patch;
+	char now[32];
+	clock_iso8601(clock_now_ms(), now);
+	j->patch = xmalloc(n + 1);
+	memcpy(j->patch, p, n);
+	j->patch[n] = '\0';
+	twin_reported_meta_patches(patch, now, &j->meta_clear, &j->meta_set);
+	json_decref(patch);
 	s->refs++;
 	s->inflight++;
 	store_submit(s->hub->store, reported_work, reported_done, j);

@@ -91,6 +91,16 @@ int store_twin_get(struct store_txn *t, const char *hub, const char *id, struct 
 /* Inserts or replaces the twin of a device. */
 int store_twin_put(struct store_txn *t, const char *hub, const char *id,
 		   const struct store_twin *tw);
+/* Merges patch (RFC 7396 JSON text) into properties.reported, merges
+ * meta_clear and then meta_set (JSON texts, merge patches of the whole
+ * metadata object) into the metadata, and bumps version and
+ * reported_version, in one statement. Returns the new reported_version and
+ * the byte size of the new reported text (the caller checks the limit and
+ * fails its job, which rolls the change back). FH_ENOTFOUND when the twin
+ * does not exist. */
+int store_twin_patch_reported(struct store_txn *t, const char *hub, const char *id,
+			      const char *patch, const char *meta_clear, const char *meta_set,
+			      int64_t *reported_version, size_t *reported_len);
 /* Calls each(arg, id, twin) for the twins of hub with id > after, in id
  * order, up to limit. */
 int store_twin_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,

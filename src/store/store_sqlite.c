@@ -90,6 +90,8 @@ enum stmt_id {
 	ST_TWIN_GET,
 	ST_TWIN_PUT,
 	ST_TWIN_LIST,
+	ST_TWIN_PATCH_REPORTED,
+	ST_TWIN_REPORTED_STATE,
 	ST_SET_GET,
 	ST_SET_PUT,
 	ST_COUNT
@@ -126,6 +128,15 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_TWIN_LIST] = "SELECT id, tags, desired, reported, meta, version, desired_version,"
 			 " reported_version FROM twins WHERE hub = ?1 AND id > ?2"
 			 " ORDER BY id LIMIT ?3",
+	/* json_patch is RFC 7396. (RETURNING would cost an ephemeral table per
+	 * statement, more than the SELECT that follows.) */
+	[ST_TWIN_PATCH_REPORTED] = "UPDATE twins SET reported = json_patch(reported, ?3),"
+				   " meta = json_patch(json_patch(meta, ?4), ?5),"
+				   " version = version + 1,"
+				   " reported_version = reported_version + 1"
+				   " WHERE hub = ?1 AND id = ?2",
+	[ST_TWIN_REPORTED_STATE] = "SELECT reported_version, length(CAST(reported AS BLOB))"
+				   " FROM twins WHERE hub = ?1 AND id = ?2",
 	[ST_SET_GET] = "SELECT value FROM settings WHERE key = ?1",
 	[ST_SET_PUT] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
 		       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -801,6 +812,35 @@ int store_twin_put(struct store_txn *t, const char *hub, const char *id,
 	sqlite3_bind_int64(st, 8, tw->desired_version);
 	sqlite3_bind_int64(st, 9, tw->reported_version);
 	return step_write(t, st, "twin put");
+}
+
+int store_twin_patch_reported(struct store_txn *t, const char *hub, const char *id,
+			      const char *patch, const char *meta_clear, const char *meta_set,
+			      int64_t *reported_version, size_t *reported_len)
+{
+	sqlite3_stmt *st = stmt(t, ST_TWIN_PATCH_REPORTED);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	bind_text(st, 3, patch);
+	bind_text(st, 4, meta_clear);
+	bind_text(st, 5, meta_set);
+	int rc = step_write(t, st, "twin reported patch");
+	if (rc != 0)
+		return rc;
+	if (sqlite3_changes(t->db) == 0)
+		return FH_ENOTFOUND;
+	st = stmt(t, ST_TWIN_REPORTED_STATE);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		*reported_version = sqlite3_column_int64(st, 0);
+		*reported_len = (size_t)sqlite3_column_int64(st, 1);
+	} else {
+		log_db(t->db, "twin reported state");
+		rc = FH_EIO;
+	}
+	stmt_end(st);
+	return rc;
 }
 
 int store_twin_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,

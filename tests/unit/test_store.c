@@ -17,6 +17,8 @@
 
 #include "base/err.h"
 #include "base/log.h"
+#include "base/buf.h"
+#include "core/twin.h"
 #include "store/store.h"
 
 struct fixture {
@@ -624,6 +626,101 @@ static void test_twin_init_clear(void **state)
 	assert_int_equal(tw.version, 0);
 }
 
+/* store_twin_patch_reported (json_patch in SQL, metadata by two merge
+ * patches) leaves the same reported section and metadata as
+ * twin_apply_reported, over patches that add, replace leaves by objects and
+ * objects by leaves, delete, and go past the size limit. */
+struct rjob {
+	const char *patch;
+	json_t *parsed;
+	struct buf clear, set;
+	int64_t version;
+	size_t len;
+	int rc;
+	int *counter;
+};
+
+static int rjob_work(void *arg, struct store_txn *txn)
+{
+	struct rjob *j = arg;
+	return store_twin_patch_reported(txn, "h", j->patch[0] == '!' ? "nobody" : "d",
+					 j->patch[0] == '!' ? j->patch + 1 : j->patch,
+					 j->clear.data, j->set.data, &j->version, &j->len);
+}
+
+static void rjob_done(void *arg, int rc)
+{
+	struct rjob *j = arg;
+	j->rc = rc;
+	(*j->counter)++;
+}
+
+static void test_twin_patch_reported(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	struct tjob dj;
+	job_init(&dj, &counter, "h", "d", "enabled");
+	dj.with_twin = 1;
+	store_submit(f->s, job_work, job_done, &dj);
+	run_until(&f->loop, &counter, 1);
+	struct store_twin mem = {0};
+	assert_int_equal(store_twin_get(store_reader(f->s), "h", "d", &mem), 0);
+	const char *patches[] = {
+		"{\"a\":1,\"b\":{\"c\":\"x\",\"d\":[1,2]}}",
+		"{\"b\":{\"c\":null,\"e\":{\"f\":true}}}",
+		"{\"b\":5,\"a\":{\"g\":1}}",          /* object -> leaf, leaf -> object */
+		"{\"a\":null,\"q\\\"k\":2.5,\"b\":{}}", /* delete; quote in a key */
+		"{\"z\":{\"y\":{\"x\":null}}}",
+	};
+	const char *now = "2026-01-01T00:00:00.000Z";
+	for (size_t i = 0; i < sizeof patches / sizeof patches[0]; i++) {
+		struct rjob j = {.patch = patches[i], .counter = &counter};
+		j.parsed = json_loads(patches[i], 0, NULL);
+		assert_non_null(j.parsed);
+		twin_reported_meta_patches(j.parsed, now, &j.clear, &j.set);
+		struct twin_error err;
+		assert_int_equal(twin_apply_reported(&mem, j.parsed, now, &twin_limits_default, &err),
+				 0);
+		store_submit(f->s, rjob_work, rjob_done, &j);
+		run_until(&f->loop, &counter, (int)i + 2);
+		assert_int_equal(j.rc, 0);
+		assert_int_equal(j.version, mem.reported_version);
+		struct store_twin db = {0};
+		assert_int_equal(store_twin_get(store_reader(f->s), "h", "d", &db), 0);
+		assert_int_equal(db.reported_version, mem.reported_version);
+		assert_int_equal(db.version, mem.version);
+		assert_int_equal(j.len, strlen(db.reported));
+		json_t *a = json_loads(db.reported, 0, NULL), *b = json_loads(mem.reported, 0, NULL);
+		json_t *ma = json_loads(db.meta, 0, NULL), *mb = json_loads(mem.meta, 0, NULL);
+		assert_true(json_equal(a, b));
+		assert_true(json_equal(json_object_get(ma, "reported"), json_object_get(mb, "reported")));
+		json_decref(a);
+		json_decref(b);
+		json_decref(ma);
+		json_decref(mb);
+		store_twin_clear(&db);
+		json_decref(j.parsed);
+		buf_free(&j.clear);
+		buf_free(&j.set);
+	}
+	/* An unknown device's twin. */
+	struct rjob j = {.patch = "!{\"a\":1}", .counter = &counter};
+	buf_appends(&j.clear, "{}");
+	buf_appends(&j.set, "{}");
+	store_submit(f->s, rjob_work, rjob_done, &j);
+	run_until(&f->loop, &counter, 7);
+	assert_int_equal(j.rc, FH_ENOTFOUND);
+	buf_free(&j.clear);
+	buf_free(&j.set);
+	struct twin_error err;
+	assert_int_equal(twin_check_reported_size(32 * 1024, &twin_limits_default, &err), 0);
+	assert_int_equal(twin_check_reported_size(32 * 1024 + 1, &twin_limits_default, &err),
+			 FH_EINVAL);
+	assert_non_null(strstr(err.message, "properties.reported"));
+	store_twin_clear(&mem);
+}
+
 int main(void)
 {
 	log_min_level = LOG_WARN;
@@ -638,6 +735,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_runs_chained_jobs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_twin_patch_reported, setup, teardown),
 		cmocka_unit_test(test_twin_init_clear),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
