@@ -3,7 +3,8 @@
 # server with its embedded defaults. SANITIZE=address,undefined builds into
 # build/san with the sanitizers on. `make loadgen` builds the load generator
 # (build/loadgen) and `make bench-quick` runs the benchmark smoke test
-# (bench/README.md); neither is part of `make test`.
+# (bench/README.md); `make soak` runs the 30-minute soak (SOAK_SECONDS to
+# shorten it; tests/soak/run.sh); none of them is part of `make test`.
 
 CC ?= gcc
 PKGS := libuv openssl libcurl sqlite3 jansson inih
@@ -41,7 +42,8 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_LIB_OBJ := $(filter $(BUILD)/obj/src/base/% $(BUILD)/obj/src/codec/%,$(LIB_OBJ))
 
-.PHONY: all deps run test unit replay interop fuzz fuzz-smoke clean format loadgen bench bench-quick
+.PHONY: all deps run test unit replay interop fuzz fuzz-smoke clean format loadgen bench \
+	bench-quick soak
 
 all: $(BUILD)/fleethub
 
@@ -83,6 +85,13 @@ bench-quick: deps $(BUILD)/fleethub $(BUILD)/loadgen
 
 bench: deps $(BUILD)/fleethub $(BUILD)/loadgen
 	BUILD_DIR=$(CURDIR)/$(BUILD) bench/run.sh full
+
+# The soak: connection churn, REST and registrations against the real
+# binary on 127.0.0.20 for SOAK_SECONDS (default 1800); RSS and descriptors
+# must stay flat. Results in $(BUILD)/soak/.
+soak: deps $(BUILD)/fleethub
+	FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub BUILD_DIR=$(CURDIR)/$(BUILD) \
+		FLEETHUB_SANITIZED=$(SANITIZE) tests/soak/run.sh
 
 run: deps $(BUILD)/fleethub
 	./$(BUILD)/fleethub serve
