@@ -17,6 +17,7 @@ const char *fh_strerror(int rc)
 	case FH_EFORBIDDEN: return "forbidden";
 	case FH_ETIMEDOUT: return "timed out";
 	case FH_EDISABLED: return "disabled";
+	case FH_ENOSPC: return "storage full";
 	}
 	return "unknown error";
 }

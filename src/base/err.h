@@ -18,6 +18,7 @@ enum {
 	FH_EFORBIDDEN = -11,/* authenticated but not allowed */
 	FH_ETIMEDOUT = -12, /* deadline passed */
 	FH_EDISABLED = -13, /* the identity is disabled */
+	FH_ENOSPC = -14,    /* storage full: nothing was written */
 };
 
 const char *fh_strerror(int rc);

@@ -13,6 +13,10 @@
  *                the operation record removed
  *   a failure at any point stores the registration state "failed" with
  *   errorCode + errorMessage in one transaction likewise.
+ *   When the store refuses that transaction (disk full, I/O error), the
+ *   outcome is kept in memory and committed again every few seconds; the
+ *   device keeps seeing "assigning" until it is durable, and never sees
+ *   "assigned" before.
  *
  * The op record exists only while the operation is assigning; a finished
  * operation is answered from the registration state, which names its
@@ -74,6 +78,8 @@ struct op {
 	json_t *ret_payload;  /* the webhook's payload for the device */
 	json_t *source_twin;  /* MIGRATE from a remote hub: its twin JSON */
 	enum remote_step step;
+	bool commit_local;    /* the outcome's transaction has local writes */
+	unsigned commit_tries; /* refused by the store so far */
 
 	/* the outcome, written by the final job */
 	json_t *state;
@@ -358,11 +364,20 @@ static void fail(struct op *o, int code, const char *fmt, ...)
 static void commit_outcome(struct op *o, bool local_writes)
 {
 	struct final_job *j = xcalloc(1, sizeof *j);
+	o->commit_local = local_writes;
 	j->op = o;
 	j->local_writes = local_writes;
 	j->state_json = json_dumps(o->state, JSON_COMPACT);
 	o->refs++;
 	store_submit(o->d->store, finish_work, finish_done, j);
+}
+
+static void on_commit_retry(uv_timer_t *t)
+{
+	struct op *o = t->data;
+	if (!o->d->stopping)
+		commit_outcome(o, o->commit_local);
+	op_unref(o); /* the retry timer's share */
 }
 
 static void finish_done(void *arg, int rc)
@@ -376,7 +391,19 @@ static void finish_done(void *arg, int rc)
 		return;
 	}
 	const char *status = json_string_value(json_object_get(o->state, "status"));
-	if (rc != 0 && strcmp(status, "assigned") == 0) {
+	if (rc == FH_ENOSPC || rc == FH_EIO) {
+		/* The store refused the outcome (it logs the fault once): keep it
+		 * and try again, 1 s, 2 s, ... up to 10 s apart; polls meanwhile
+		 * are answered "assigning" from memory. */
+		uint64_t delay = 1000 * (uint64_t)(o->commit_tries < 10 ? o->commit_tries + 1 : 10);
+		if (o->commit_tries++ == 0)
+			log_at(LOG_WARN,
+			       "dps %s: registration %s: its outcome (%s) could not be stored (%s); "
+			       "retrying until it can",
+			       o->d->name, o->regid, status, fh_strerror(rc));
+		o->refs++; /* dropped when the timer fires */
+		uv_timer_start(&o->timer, on_commit_retry, delay, 0);
+	} else if (rc != 0 && strcmp(status, "assigned") == 0) {
 		if (!o->err_msg[0])
 			snprintf(o->err_msg, sizeof o->err_msg,
 				 "the assignment could not be stored: %s", fh_strerror(rc));
@@ -901,8 +928,7 @@ static void registered(struct op *o, int rc)
 	}
 	if (rc != 0) {
 		if (r)
-			reply_error(r, 503, 503000,
-				    "the registration could not be stored; try again");
+			reply_error(r, 503, 503000, store_write_error(rc));
 		op_forget(o);
 		return;
 	}

@@ -223,8 +223,7 @@ static void respond_job_error(struct write_job *j, int rc)
 	if (j->err.status)
 		respond_error(j->ex, j->err.status, j->err.code, "%s", j->err.message);
 	else
-		respond_error(j->ex, 503, 503000, "the change could not be stored (%s); try again",
-			      fh_strerror(rc));
+		respond_error(j->ex, 503, 503000, "%s", store_write_error(rc));
 }
 
 static void put_done(void *arg, int rc)
@@ -536,7 +535,7 @@ static int bulk_work(void *arg, struct store_txn *t)
 			rc = put_record(j, t, id, e, ifm ? (etag ? etag : "") : NULL,
 					strcasecmp(mode, "create") == 0, NULL);
 		}
-		if (rc == FH_EIO)
+		if (rc == FH_EIO || rc == FH_ENOSPC)
 			return rc;
 		if (rc != 0)
 			json_array_append_new(j->bulk_errors,

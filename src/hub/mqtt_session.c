@@ -349,8 +349,7 @@ static void reported_done(void *arg, int rc)
 		else if (rc == FH_ENOTFOUND)
 			twin_error(s, 404, j->rid, 404001, "the device no longer exists");
 		else
-			twin_error(s, 503, j->rid, 503001,
-				   "the change could not be stored; try again");
+			twin_error(s, 503, j->rid, 503001, store_write_error(rc));
 	}
 	free(j->patch);
 	buf_free(&j->meta_clear);

@@ -68,14 +68,17 @@ static void respond_json(struct http_exchange *ex, int status, json_t *o)
 	free(body);
 }
 
-static void respond_store_error(struct http_exchange *ex, int rc, const char *id)
+/* 404 for a missing device; otherwise 503 saying why: a write the store
+ * refused (full or failing storage) or a read that failed. */
+static void respond_store_error(struct http_exchange *ex, int rc, const char *id, bool write)
 {
 	if (rc == FH_ENOTFOUND)
 		respond_error(ex, 404, "DeviceNotFound", 404001, "device '%s' not found", id);
+	else if (write)
+		respond_error(ex, 503, "ServiceUnavailable", 503001, "%s", store_write_error(rc));
 	else
 		respond_error(ex, 503, "ServiceUnavailable", 503001,
-			      "the operation could not be stored (%s); try again",
-			      fh_strerror(rc));
+			      "the store could not be read (%s); try again", fh_strerror(rc));
 }
 
 /* ---- rendering ----------------------------------------------------------- */
@@ -291,7 +294,7 @@ static void device_put_done(void *arg, int rc)
 		respond_error(j->ex, 409, "DeviceAlreadyExists", 409001,
 			      "device '%s' already exists", j->id);
 	} else if (j->status == 404) {
-		respond_store_error(j->ex, FH_ENOTFOUND, j->id);
+		respond_store_error(j->ex, FH_ENOTFOUND, j->id, true);
 	} else if (j->status == 412) {
 		respond_error(j->ex, 412, "PreconditionFailed", 412002,
 			      "the etag in If-Match does not match device '%s'", j->id);
@@ -300,7 +303,7 @@ static void device_put_done(void *arg, int rc)
 		respond_error(j->ex, status, j->rerr.code[0] ? j->rerr.code : "ArgumentInvalid",
 			      status * 1000 + 4, "%s", j->rerr.message);
 	} else {
-		respond_store_error(j->ex, rc, j->id);
+		respond_store_error(j->ex, rc, j->id, true);
 	}
 	job_free(j);
 }
@@ -342,7 +345,7 @@ static void device_delete_done(void *arg, int rc)
 		respond_error(j->ex, 412, "PreconditionFailed", 412002,
 			      "the etag in If-Match does not match device '%s'", j->id);
 	} else {
-		respond_store_error(j->ex, rc, j->id);
+		respond_store_error(j->ex, rc, j->id, true);
 	}
 	job_free(j);
 }
@@ -359,7 +362,7 @@ static void device_get(struct route_args *a)
 	struct store_device d = {0};
 	int rc = store_device_get(store_reader(a->hub->store), a->hub->name, a->id, &d);
 	if (rc != 0) {
-		respond_store_error(a->ex, rc, a->id);
+		respond_store_error(a->ex, rc, a->id, false);
 		return;
 	}
 	json_t *identity = json_loads(d.json, 0, NULL);
@@ -400,7 +403,7 @@ static void device_list(struct route_args *a)
 	int rc = store_device_list(store_reader(a->hub->store), a->hub->name, "", limit, list_each,
 				   &c);
 	if (rc != 0)
-		respond_store_error(a->ex, rc, "");
+		respond_store_error(a->ex, rc, "", false);
 	else
 		respond_json(a->ex, 200, c.arr);
 	json_decref(c.arr);
@@ -412,7 +415,7 @@ static void device_stats(struct route_args *a)
 	int64_t total = 0, enabled = 0;
 	int rc = store_device_count(store_reader(a->hub->store), a->hub->name, &total, &enabled);
 	if (rc != 0) {
-		respond_store_error(a->ex, rc, "");
+		respond_store_error(a->ex, rc, "", false);
 		return;
 	}
 	json_t *o = json_pack("{s:I,s:I,s:I}", "totalDeviceCount", (json_int_t)total,
@@ -432,7 +435,7 @@ static void twin_get(struct route_args *a)
 	if (rc == 0)
 		rc = store_twin_get(r, a->hub->name, a->id, &tw);
 	if (rc != 0) {
-		respond_store_error(a->ex, rc, a->id);
+		respond_store_error(a->ex, rc, a->id, false);
 	} else {
 		json_t *identity = json_loads(d.json, 0, NULL);
 		json_t *o = render_twin(a->hub, a->id, identity, d.etag, &tw);
@@ -497,7 +500,7 @@ static void twin_update_done(void *arg, int rc)
 	} else if (rc == FH_EINVAL) {
 		respond_error(j->ex, 400, j->terr.name, j->terr.code, "%s", j->terr.message);
 	} else {
-		respond_store_error(j->ex, rc, j->id);
+		respond_store_error(j->ex, rc, j->id, true);
 	}
 	job_free(j);
 }

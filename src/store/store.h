@@ -11,9 +11,10 @@
  *   commits (synchronous=FULL: durable on return), and only then posts the
  *   completions to the loop thread, where done(arg, rc) runs in submission
  *   order. rc is what work returned; a job whose work returned < 0 had its
- *   savepoint rolled back and did not change anything. If the COMMIT itself
- *   fails (disk full, I/O error), every job of that batch gets FH_EIO and
- *   nothing of the batch is stored.
+ *   savepoint rolled back and did not change anything. If the transaction
+ *   fails (disk full, write or fsync error), every job of that batch gets
+ *   FH_ENOSPC (full) or FH_EIO and nothing of the batch is stored; later
+ *   jobs are tried again, so writes resume when the storage does.
  * - work runs on the writer thread: it may only touch its own arg and the
  *   txn; it must not call into the loop. done runs on the loop thread.
  *
@@ -69,9 +70,16 @@ void store_close(struct store *s);
 struct store_txn *store_reader(struct store *s);
 void store_submit(struct store *s, store_work_fn work, store_done_fn done, void *arg);
 
+/* What a client is told when the store refused a write with rc (FH_ENOSPC:
+ * the file system is full; anything else: an I/O error): a sentence that
+ * starts with the cause, e.g. "storage full: the change was not stored;
+ * try again when space is freed". Static storage. */
+const char *store_write_error(int rc);
+
 /* Domain operations. Each works on the reader (reads only) and on a writer
- * txn. They return 0, FH_ENOTFOUND, FH_EEXIST, or FH_EIO. Strings passed in
- * are borrowed; records filled in are owned by the caller. */
+ * txn. They return 0, FH_ENOTFOUND, FH_EEXIST, FH_ENOSPC (writes: the file
+ * system is full) or FH_EIO. Strings passed in are borrowed; records filled
+ * in are owned by the caller. */
 int store_device_get(struct store_txn *t, const char *hub, const char *id,
 		     struct store_device *out);
 /* Inserts or replaces the identity; d->etag is stored as given. */

@@ -14,9 +14,34 @@
  * submission order: batches are taken in FIFO order, jobs within a batch
  * keep their order, and the completed list is FIFO.
  *
+ * Storage faults. A full file system makes SQLite fail with SQLITE_FULL, a
+ * failed write() or fsync() with SQLITE_IOERR_*; either way the batch's
+ * transaction is rolled back and every job of it gets FH_ENOSPC or FH_EIO:
+ * nothing is acknowledged that is not durable. Reads go on through the
+ * reader connection, which sees the last committed state. Writes are not
+ * stopped: every new batch tries again, so service resumes by itself once
+ * space is freed or the device recovers. One line is logged when writes
+ * start failing (and when the kind of failure changes), one when they work
+ * again, never one per refused job.
+ *
+ *   healthy --batch fails (FULL/IOERR)--> failing --batch commits--> healthy
+ *                                            |  log once            log once
+ *                                            +-- IOERR: reopen pending
+ *
+ * After an I/O error the writer connection is not trusted ("fsyncgate": once
+ * fsync has failed, the kernel may have dropped the dirty pages it could not
+ * write and the next fsync succeeds anyway). Before its next write the
+ * writer closes its connection, opens a new one (no cached page survives)
+ * and runs a TRUNCATE checkpoint: the committed WAL frames are copied into
+ * the database and synced, and the WAL is emptied, so the frames of the
+ * transaction that failed (complete on disk but never acknowledged) cannot
+ * come back on a later recovery. Until that succeeds every batch is refused
+ * without being tried.
+ *
  * Invariants:
  * - A job's done runs exactly once, on the loop thread, after the COMMIT of
- *   its batch returned (or failed: then rc is FH_EIO for every job of it).
+ *   its batch returned (or failed: then rc is FH_ENOSPC or FH_EIO for every
+ *   job of it).
  * - struct store is freed only in the async handle's close callback.
  * - Schema: migrations[] is append-only; PRAGMA user_version counts the
  *   migrations that ran; each migration is its own transaction. */
@@ -147,6 +172,9 @@ enum doc_op { DOC_GET, DOC_PUT, DOC_DEL, DOC_LIST, DOC_OPS };
 
 struct store_txn {
 	sqlite3 *db;
+	int quiet_faults; /* the writer: storage faults are logged per episode */
+	int fault;        /* the last storage fault of this batch (writer), or 0 */
+	char detail[240]; /* what that fault said, for the episode's log line */
 	sqlite3_stmt *st[ST_COUNT];
 	sqlite3_stmt *doc[DOC_KINDS][DOC_OPS]; /* prepared on first use */
 };
@@ -180,6 +208,12 @@ struct store {
 
 	uv_mutex_t done_mu; /* guards completed */
 	struct job_list completed;
+
+	/* writer thread only (the loop after the join) */
+	char *path;
+	int failing;            /* FH_ENOSPC or FH_EIO while writes fail, else 0 */
+	int reopen;             /* an I/O error: recover before the next write */
+	unsigned long refused;  /* jobs refused since writes started failing */
 };
 
 /* ---- job lists ---- */
@@ -229,9 +263,49 @@ static void list_take(struct job_list *src, struct job_list *dst, unsigned max)
 
 /* ---- connections and statements ---- */
 
-static void log_db(sqlite3 *db, const char *what)
+/* FH_ENOSPC for a full file system, else FH_EIO. */
+static int fault_code(sqlite3 *db)
 {
-	log_at(LOG_ERROR, "store: %s: %s", what, sqlite3_errmsg(db));
+	return (sqlite3_extended_errcode(db) & 0xff) == SQLITE_FULL ? FH_ENOSPC : FH_EIO;
+}
+
+/* The system call behind an SQLITE_IOERR_* code, as words. */
+static const char *io_step(int ext)
+{
+	switch (ext) {
+	case SQLITE_IOERR_FSYNC:
+	case SQLITE_IOERR_DIR_FSYNC: return ", fsync failed";
+	case SQLITE_IOERR_WRITE: return ", write failed";
+	case SQLITE_IOERR_TRUNCATE: return ", truncate failed";
+	case SQLITE_IOERR_READ:
+	case SQLITE_IOERR_SHORT_READ: return ", read failed";
+	case SQLITE_IOERR_SHMSIZE:
+	case SQLITE_IOERR_SHMMAP: return ", shared memory file";
+	}
+	return "";
+}
+
+static int is_storage_fault(int primary)
+{
+	return primary == SQLITE_FULL || primary == SQLITE_IOERR;
+}
+
+/* Notes a failed statement: a storage fault is remembered for the batch
+ * (and logged once per episode by the writer); anything else is logged.
+ * Returns the store error for it. */
+static int note_error(struct store_txn *t, const char *what)
+{
+	int ext = sqlite3_extended_errcode(t->db), primary = ext & 0xff;
+	if (is_storage_fault(primary)) {
+		int sys = sqlite3_system_errno(t->db);
+		t->fault = fault_code(t->db);
+		snprintf(t->detail, sizeof t->detail, "%s: %s%s%s%s%s", what, sqlite3_errmsg(t->db),
+			 io_step(ext), sys ? " (" : "", sys ? strerror(sys) : "", sys ? ")" : "");
+		if (t->quiet_faults)
+			return t->fault;
+	}
+	log_at(LOG_ERROR, "store: %s: %s", what, sqlite3_errmsg(t->db));
+	return primary == SQLITE_FULL ? FH_ENOSPC : FH_EIO;
 }
 
 static void txn_close(struct store_txn *t)
@@ -360,55 +434,109 @@ static int run_ctl(struct store_txn *t, enum stmt_id id)
 {
 	sqlite3_stmt *st = t->st[id];
 	int rc = sqlite3_step(st);
-	if (rc != SQLITE_DONE)
-		log_db(t->db, stmt_sql[id]);
+	int ret = rc == SQLITE_DONE ? 0 : note_error(t, stmt_sql[id]);
 	sqlite3_reset(st);
-	return rc == SQLITE_DONE ? 0 : FH_EIO;
+	return ret;
 }
 
-static void batch_fail(struct job_list *batch, struct job *from)
+static void batch_fail(struct job_list *batch, int rc)
 {
-	for (struct job *j = from ? from : batch->head; j; j = j->next)
-		j->rc = FH_EIO;
+	for (struct job *j = batch->head; j; j = j->next)
+		j->rc = rc;
+}
+
+static unsigned long batch_count(const struct job_list *batch)
+{
+	unsigned long n = 0;
+	for (const struct job *j = batch->head; j; j = j->next)
+		n++;
+	return n;
+}
+
+/* Reopens the writer connection and empties the WAL into the database (see
+ * the top of the file). Returns 0, or FH_ENOSPC / FH_EIO while the storage
+ * still fails. A checkpoint that only finds a reader in its way (BUSY) is
+ * not a fault: the new connection is used and the WAL emptied later. */
+static int writer_recover(struct store *s)
+{
+	struct store_txn *t = &s->writer;
+	char err[200];
+	txn_close(t);
+	t->quiet_faults = 1;
+	if (conn_open(t, s->path, 0, err, sizeof err) != 0 ||
+	    txn_prepare(t, err, sizeof err) != 0) {
+		snprintf(t->detail, sizeof t->detail, "reopening the database: %s", err);
+		return t->db ? fault_code(t->db) : FH_EIO;
+	}
+	int rc = sqlite3_wal_checkpoint_v2(t->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	if (is_storage_fault(rc & 0xff))
+		return note_error(t, "checkpoint after an I/O error");
+	s->reopen = 0;
+	log_at(LOG_INFO, "store: writer reopened and WAL checkpointed after an I/O error%s",
+	       rc == SQLITE_OK ? "" : " (checkpoint deferred: readers active)");
+	return 0;
+}
+
+/* Keeps the fault episode (see the top of the file) after a batch: fault
+ * is how the storage failed (0 = it worked), refused how many jobs that
+ * cost. */
+static void writer_health(struct store *s, int fault, unsigned long refused)
+{
+	if (fault) {
+		s->refused += refused;
+		if (fault == FH_EIO)
+			s->reopen = 1;
+		if (s->failing != fault)
+			log_at(LOG_ERROR, "store: %s: writes are refused until %s; reads go on (%s)",
+			       fault == FH_ENOSPC ? "storage full" : "storage I/O error",
+			       fault == FH_ENOSPC ? "space is freed" : "the storage works again",
+			       s->writer.detail);
+		s->failing = fault;
+	} else if (s->failing) {
+		log_at(LOG_WARN, "store: writes work again (%lu refused while the storage failed)",
+		       s->refused);
+		s->failing = 0;
+		s->refused = 0;
+	}
 }
 
 /* Runs one batch in one transaction and posts it to the completed list. */
 static void run_batch(struct store *s, struct job_list *batch)
 {
 	struct store_txn *t = &s->writer;
-	int failed = 0;
-
-	if (run_ctl(t, ST_BEGIN) != 0) {
-		batch_fail(batch, NULL);
-		goto post;
-	}
-	for (struct job *j = batch->head; j; j = j->next) {
-		if (run_ctl(t, ST_SAVEPOINT) != 0) {
-			failed = 1;
+	int rc = s->reopen ? writer_recover(s) : 0;
+	if (rc != 0)
+		goto refuse;
+	t->fault = 0;
+	rc = run_ctl(t, ST_BEGIN);
+	for (struct job *j = batch->head; rc == 0 && j; j = j->next) {
+		rc = run_ctl(t, ST_SAVEPOINT);
+		if (rc != 0)
 			break;
-		}
 		j->rc = j->work(j->arg, t);
 		if (sqlite3_get_autocommit(t->db)) {
 			/* SQLite rolled the whole transaction back (I/O error,
 			 * disk full): nothing of this batch is stored. */
-			log_at(LOG_ERROR, "store: transaction aborted inside a job");
-			batch_fail(batch, NULL);
-			goto post;
-		}
-		if (j->rc < 0 && run_ctl(t, ST_ROLLBACK_TO) != 0) {
-			failed = 1;
+			rc = t->fault ? t->fault : FH_EIO;
 			break;
 		}
-		if (run_ctl(t, ST_RELEASE) != 0) {
-			failed = 1;
-			break;
-		}
+		if (j->rc < 0)
+			rc = run_ctl(t, ST_ROLLBACK_TO);
+		if (rc == 0)
+			rc = run_ctl(t, ST_RELEASE);
 	}
-	if (failed || run_ctl(t, ST_COMMIT) != 0) {
-		if (!sqlite3_get_autocommit(t->db))
-			run_ctl(t, ST_ROLLBACK);
-		batch_fail(batch, NULL);
+	if (rc == 0)
+		rc = run_ctl(t, ST_COMMIT);
+	if (rc == 0) {
+		/* A fault inside one job that the others outlived still counts. */
+		writer_health(s, t->fault, 0);
+		goto post;
 	}
+	if (!sqlite3_get_autocommit(t->db))
+		run_ctl(t, ST_ROLLBACK);
+refuse:
+	batch_fail(batch, rc);
+	writer_health(s, rc, batch_count(batch));
 post:
 	uv_mutex_lock(&s->done_mu);
 	list_append(&s->completed, batch);
@@ -464,6 +592,7 @@ static void on_closed(uv_handle_t *h)
 	uv_mutex_destroy(&s->mu);
 	uv_mutex_destroy(&s->done_mu);
 	uv_cond_destroy(&s->cond);
+	free(s->path);
 	free(s);
 }
 
@@ -490,6 +619,8 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 
 	struct store *s = xcalloc(1, sizeof *s);
 	s->loop = loop;
+	s->path = xstrdup(path);
+	s->writer.quiet_faults = 1;
 	int rc = conn_open(&s->writer, path, 0, err, errlen);
 	if (rc == 0)
 		rc = migrate(s->writer.db, err, errlen);
@@ -502,6 +633,7 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 	if (rc != 0) {
 		txn_close(&s->reader);
 		txn_close(&s->writer);
+		free(s->path);
 		free(s);
 		return rc;
 	}
@@ -512,6 +644,7 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 		snprintf(err, errlen, "cannot create locks");
 		txn_close(&s->reader);
 		txn_close(&s->writer);
+		free(s->path);
 		free(s);
 		return FH_EIO;
 	}
@@ -522,6 +655,7 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 		uv_mutex_destroy(&s->mu);
 		uv_mutex_destroy(&s->done_mu);
 		uv_cond_destroy(&s->cond);
+		free(s->path);
 		free(s);
 		return FH_EIO;
 	}
@@ -608,10 +742,9 @@ static int bind_text(sqlite3_stmt *st, int i, const char *v)
 static int step_write(struct store_txn *t, sqlite3_stmt *st, const char *what)
 {
 	int rc = sqlite3_step(st);
-	if (rc != SQLITE_DONE)
-		log_db(t->db, what);
+	int ret = rc == SQLITE_DONE ? 0 : note_error(t, what);
 	stmt_end(st);
-	return rc == SQLITE_DONE ? 0 : FH_EIO;
+	return ret;
 }
 
 static char *col_dup(sqlite3_stmt *st, int i)
@@ -652,7 +785,7 @@ int store_device_get(struct store_txn *t, const char *hub, const char *id,
 	} else if (rc == SQLITE_DONE) {
 		ret = FH_ENOTFOUND;
 	} else {
-		log_db(t->db, "device get");
+		note_error(t, "device get");
 		ret = FH_EIO;
 	}
 	stmt_end(st);
@@ -727,7 +860,7 @@ static int list_rows(struct store_txn *t, sqlite3_stmt *st, const char *what,
 			r->json = col_dup(st, 1);
 	}
 	if (rc != SQLITE_DONE) {
-		log_db(t->db, what);
+		note_error(t, what);
 		ret = FH_EIO;
 	}
 	stmt_end(st);
@@ -770,7 +903,7 @@ int store_device_count(struct store_txn *t, const char *hub, int64_t *total, int
 		*total = sqlite3_column_int64(st, 0);
 		*enabled = sqlite3_column_int64(st, 1);
 	} else {
-		log_db(t->db, "device count");
+		note_error(t, "device count");
 		ret = FH_EIO;
 	}
 	stmt_end(st);
@@ -791,7 +924,7 @@ int store_twin_get(struct store_txn *t, const char *hub, const char *id, struct 
 	} else if (rc == SQLITE_DONE) {
 		ret = FH_ENOTFOUND;
 	} else {
-		log_db(t->db, "twin get");
+		note_error(t, "twin get");
 		ret = FH_EIO;
 	}
 	stmt_end(st);
@@ -867,7 +1000,7 @@ int store_setting_get(struct store_txn *t, const char *key, char **value_out)
 	} else if (rc == SQLITE_DONE) {
 		ret = FH_ENOTFOUND;
 	} else {
-		log_db(t->db, "setting get");
+		note_error(t, "setting get");
 		ret = FH_EIO;
 	}
 	stmt_end(st);
@@ -883,6 +1016,13 @@ int store_setting_put(struct store_txn *t, const char *key, const char *value)
 }
 
 /* ---- records ---- */
+
+const char *store_write_error(int rc)
+{
+	return rc == FH_ENOSPC ? "storage full: the change was not stored; try again when space "
+				 "is freed"
+			       : "storage I/O error: the change was not stored; try again";
+}
 
 void store_device_clear(struct store_device *d)
 {
@@ -939,7 +1079,7 @@ static sqlite3_stmt *doc_stmt(struct store_txn *t, enum store_doc_kind kind, enu
 	snprintf(text, sizeof text, sql[op], doc_table[kind]);
 	if (sqlite3_prepare_v3(t->db, text, -1, SQLITE_PREPARE_PERSISTENT, &t->doc[kind][op],
 			       NULL) != SQLITE_OK) {
-		log_db(t->db, "prepare");
+		note_error(t, "prepare");
 		return NULL;
 	}
 	return t->doc[kind][op];
@@ -960,7 +1100,7 @@ int store_doc_get(struct store_txn *t, enum store_doc_kind kind, const char *sco
 	} else if (rc == SQLITE_DONE) {
 		ret = FH_ENOTFOUND;
 	} else {
-		log_db(t->db, "document get");
+		note_error(t, "document get");
 		ret = FH_EIO;
 	}
 	stmt_end(st);

@@ -1,7 +1,9 @@
 /* Unit tests for src/store/store_sqlite.c: a real uv loop and a database in a
  * temporary directory. Covers the job model (savepoint rollback, completion
  * order, group commit, close with queued jobs), the domain operations,
- * persistence across reopen, the file mode and the schema-version guard. */
+ * persistence across reopen, the file mode, the schema-version guard, and
+ * storage faults (a full disk, failed writes and fsyncs) injected through a
+ * VFS that wraps SQLite's own. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -721,6 +723,228 @@ static void test_twin_patch_reported(void **state)
 	store_twin_clear(&mem);
 }
 
+/* ---- storage faults: a VFS in front of SQLite's default one ----------
+ * Every file the store opens goes through it; fault_write / fault_sync,
+ * when non-zero, are what xWrite / xSync return instead of doing anything
+ * (SQLITE_FULL is what the unix VFS answers for ENOSPC). */
+static sqlite3_vfs *real_vfs;
+static int fault_write, fault_sync;
+static int main_db_opens;
+
+struct ffile {
+	sqlite3_file base;
+	sqlite3_file *real; /* follows this struct in the same allocation */
+};
+
+#define REAL(f) (((struct ffile *)(f))->real)
+
+static int f_close(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xClose(REAL(f));
+}
+static int f_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o)
+{
+	return REAL(f)->pMethods->xRead(REAL(f), b, n, o);
+}
+static int f_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
+{
+	return fault_write ? fault_write : REAL(f)->pMethods->xWrite(REAL(f), b, n, o);
+}
+static int f_truncate(sqlite3_file *f, sqlite3_int64 n)
+{
+	return REAL(f)->pMethods->xTruncate(REAL(f), n);
+}
+static int f_sync(sqlite3_file *f, int flags)
+{
+	return fault_sync ? fault_sync : REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+static int f_size(sqlite3_file *f, sqlite3_int64 *n)
+{
+	return REAL(f)->pMethods->xFileSize(REAL(f), n);
+}
+static int f_lock(sqlite3_file *f, int l)
+{
+	return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+static int f_unlock(sqlite3_file *f, int l)
+{
+	return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+static int f_reserved(sqlite3_file *f, int *out)
+{
+	return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int f_control(sqlite3_file *f, int op, void *arg)
+{
+	return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int f_sector(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int f_device(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int f_shm_map(sqlite3_file *f, int i, int sz, int ext, void volatile **p)
+{
+	return REAL(f)->pMethods->xShmMap(REAL(f), i, sz, ext, p);
+}
+static int f_shm_lock(sqlite3_file *f, int off, int n, int flags)
+{
+	return REAL(f)->pMethods->xShmLock(REAL(f), off, n, flags);
+}
+static void f_shm_barrier(sqlite3_file *f)
+{
+	REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int f_shm_unmap(sqlite3_file *f, int del)
+{
+	return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
+}
+static int f_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **p)
+{
+	return REAL(f)->pMethods->xFetch(REAL(f), o, n, p);
+}
+static int f_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p)
+{
+	return REAL(f)->pMethods->xUnfetch(REAL(f), o, p);
+}
+
+static const sqlite3_io_methods fault_io = {
+	3, f_close, f_read, f_write, f_truncate, f_sync, f_size, f_lock, f_unlock, f_reserved,
+	f_control, f_sector, f_device, f_shm_map, f_shm_lock, f_shm_barrier, f_shm_unmap, f_fetch,
+	f_unfetch,
+};
+
+static int f_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+	struct ffile *ff = (struct ffile *)f;
+	ff->real = (sqlite3_file *)(ff + 1);
+	int rc = real_vfs->xOpen(real_vfs, name, ff->real, flags, out);
+	ff->base.pMethods = rc == SQLITE_OK ? &fault_io : NULL;
+	if (rc == SQLITE_OK && (flags & SQLITE_OPEN_MAIN_DB))
+		main_db_opens++;
+	return rc;
+}
+
+static sqlite3_vfs fault_vfs;
+
+/* Puts the fault VFS in front of the default one (once per process). */
+static void fault_vfs_install(void)
+{
+	if (real_vfs)
+		return;
+	real_vfs = sqlite3_vfs_find(NULL);
+	fault_vfs = *real_vfs;
+	fault_vfs.zName = "fault";
+	fault_vfs.szOsFile = (int)sizeof(struct ffile) + real_vfs->szOsFile;
+	fault_vfs.xOpen = f_open;
+	fault_vfs.pNext = NULL;
+	assert_int_equal(sqlite3_vfs_register(&fault_vfs, 1), SQLITE_OK);
+}
+
+static int setup_faults(void **state)
+{
+	fault_vfs_install();
+	fault_write = fault_sync = 0;
+	return setup(state);
+}
+
+static int teardown_faults(void **state)
+{
+	fault_write = fault_sync = 0;
+	return teardown(state);
+}
+
+/* Submits one device put of id and returns its rc once done. */
+static int put_one(struct fixture *f, const char *id)
+{
+	int counter = 0;
+	struct tjob j;
+	job_init(&j, &counter, "hubF", id, "enabled");
+	j.with_twin = 1;
+	store_submit(f->s, job_work, job_done, &j);
+	run_until(&f->loop, &counter, 1);
+	return j.work_rc;
+}
+
+static int has_device(struct fixture *f, const char *id)
+{
+	struct store_device d;
+	int rc = store_device_get(store_reader(f->s), "hubF", id, &d);
+	store_device_clear(&d);
+	return rc == 0;
+}
+
+/* A full disk: the batch is refused with FH_ENOSPC and stores nothing;
+ * reads go on; the next write after space returns works, without
+ * reopening anything. */
+static void test_disk_full(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(put_one(f, "before"), 0);
+	fault_write = SQLITE_FULL;
+	assert_int_equal(put_one(f, "full1"), FH_ENOSPC);
+	assert_int_equal(put_one(f, "full2"), FH_ENOSPC);
+	assert_true(has_device(f, "before"));
+	assert_false(has_device(f, "full1"));
+	int opens = main_db_opens;
+	fault_write = 0;
+	assert_int_equal(put_one(f, "after"), 0);
+	assert_int_equal(main_db_opens, opens);
+	assert_true(has_device(f, "after"));
+	assert_false(has_device(f, "full2"));
+}
+
+/* A failed fsync: the batch is refused with FH_EIO (nothing acknowledged);
+ * while it keeps failing every batch is refused; once it works, the writer
+ * reopens its connection and checkpoints before writing, and everything
+ * acknowledged survives a reopen of the store with an intact database. */
+static void test_fsync_error(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(put_one(f, "before"), 0);
+	fault_sync = SQLITE_IOERR_FSYNC;
+	assert_int_equal(put_one(f, "lost1"), FH_EIO);
+	assert_false(has_device(f, "lost1"));
+	int opens = main_db_opens;
+	assert_int_equal(put_one(f, "lost2"), FH_EIO); /* the recovery fails too */
+	assert_true(has_device(f, "before"));
+	fault_sync = 0;
+	assert_int_equal(put_one(f, "after"), 0);
+	assert_true(main_db_opens > opens); /* the writer was reopened */
+	fault_write = SQLITE_IOERR_WRITE;
+	assert_int_equal(put_one(f, "lost3"), FH_EIO);
+	fault_write = 0;
+	assert_int_equal(put_one(f, "after2"), 0);
+
+	reopen(f);
+	assert_true(has_device(f, "before"));
+	assert_true(has_device(f, "after"));
+	assert_true(has_device(f, "after2"));
+	assert_false(has_device(f, "lost1"));
+	assert_false(has_device(f, "lost2"));
+	assert_false(has_device(f, "lost3"));
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+/* The messages clients get name the cause first. */
+static void test_write_error_text(void **state)
+{
+	assert_string_equal(store_write_error(FH_ENOSPC),
+			    "storage full: the change was not stored; try again when space is freed");
+	assert_string_equal(store_write_error(FH_EIO),
+			    "storage I/O error: the change was not stored; try again");
+}
+
 int main(void)
 {
 	log_min_level = LOG_WARN;
@@ -737,6 +961,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_close_runs_chained_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_twin_patch_reported, setup, teardown),
 		cmocka_unit_test(test_twin_init_clear),
+		cmocka_unit_test_setup_teardown(test_disk_full, setup_faults, teardown_faults),
+		cmocka_unit_test_setup_teardown(test_fsync_error, setup_faults, teardown_faults),
+		cmocka_unit_test(test_write_error_text),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
