@@ -73,6 +73,20 @@ $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(BUILD)/l
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< tests/fuzz/replay_main.c $(BUILD)/libfleethub.a $(LIBS) -o $@
 
+# The fault-injection library the disk-fault test preloads into the server
+# (tests/faults/faultfs.c). Never instrumented: it sits in front of the
+# sanitizer runtime's own interceptors.
+# dbcheck runs PRAGMA integrity_check on a database the test left.
+FAULTFS := $(BUILD)/tests/faultfs.so
+DBCHECK := $(BUILD)/tests/dbcheck
+$(FAULTFS): tests/faults/faultfs.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) -fPIC -shared $< -ldl -o $@
+
+$(DBCHECK): tests/faults/dbcheck.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@
+
 $(BUILD)/loadgen: $(BENCH_OBJ) $(BENCH_LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $^ $(LIBS) -o $@
 
@@ -103,8 +117,9 @@ replay: $(REPLAY_BIN)
 	@set -e; for n in $(FUZZ_NAMES); do \
 		echo "== replay $$n"; $(BUILD)/tests/replay_$$n tests/fuzz/corpus/$$n; done
 
-interop: $(BUILD)/fleethub
+interop: $(BUILD)/fleethub $(FAULTFS) $(DBCHECK)
 	FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub BUILD_DIR=$(CURDIR)/$(BUILD) \
+		FLEETHUB_FAULTFS=$(CURDIR)/$(FAULTFS) FLEETHUB_DBCHECK=$(CURDIR)/$(DBCHECK) \
 		FLEETHUB_SANITIZED=$(SANITIZE) tests/interop/run.sh
 
 test: deps

@@ -19,6 +19,7 @@ function tempDir(name) {
 }
 
 // opts: { name, hubs: [{ name, mqtt, https, ownerKey }], mqtt, https, devCa,
+//         env: { NAME: value } added to the server's environment,
 //         serverExtra: ['key = value', ...] for [server],
 //         dps: { name, lines: ['key = value', ...] } for a [dps] section }
 class Server {
@@ -46,6 +47,7 @@ class Server {
     }
     fs.writeFileSync(this.configPath, lines.join('\n') + '\n');
     this.devCa = !!opts.devCa;
+    this.env = opts.env;
     this.proc = null;
     this.owner = {};
   }
@@ -57,7 +59,8 @@ class Server {
   // Starts the server and resolves once it printed `ready`.
   start() {
     return new Promise((resolve, reject) => {
-      const proc = spawn(BIN, ['serve', '--config', this.configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const proc = spawn(BIN, ['serve', '--config', this.configPath],
+        { stdio: ['ignore', 'pipe', 'pipe'], env: this.env ? { ...process.env, ...this.env } : process.env });
       this.proc = proc;
       let out = '';
       let err = '';
