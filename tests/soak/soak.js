@@ -52,7 +52,9 @@ const pick = (n) => Math.floor(Math.random() * n);
 const counts = { cycles: 0, reported: 0, desired: 0, twinGets: 0, rest: 0, registrations: 0, abrupt: 0 };
 const errors = [];
 function failed(what, e) {
-  errors.push(`${new Date().toISOString()} ${what}: ${e && e.message ? e.message : e}`);
+  const line = `${new Date().toISOString()} ${what}: ${e && e.message ? e.message : e}`;
+  errors.push(line);
+  if (errors.length <= 50) process.stdout.write(`soak: error ${line}\n`);
 }
 
 let server;
@@ -150,8 +152,10 @@ async function restCycle(i) {
   counts.rest += 2;
 }
 
-async function registrationCycle(i) {
-  const regId = `soak-reg-${i % REGISTRATIONS}`;
+// Worker w of two registers ids of its own (one registration at a time
+// per id, as a device would).
+async function registrationCycle(w, i) {
+  const regId = `soak-reg-${w}-${i % (REGISTRATIONS / 2)}`;
   const transport = i % 2 ? 'https' : 'mqtt';
   const s = await register(server.idScope, transport, regId, deriveKey(GROUP_KEY, regId));
   assert.equal(s.status, 'assigned', JSON.stringify(s));
@@ -222,8 +226,8 @@ async function main() {
     workers.push(worker('abrupt', (i) => abruptCycle(own(DEVICE_WORKERS, i)), 100));
     workers.push(worker('rest', restCycle, 200));
     workers.push(worker('rest', restCycle, 200));
-    workers.push(worker('dps', registrationCycle, 200));
-    workers.push(worker('dps', (i) => registrationCycle(i + 1), 200));
+    workers.push(worker('dps', (i) => registrationCycle(0, i), 200));
+    workers.push(worker('dps', (i) => registrationCycle(1, i + 1), 200));
 
     let lastPrint = 0;
     while (Date.now() - t0 < SECONDS * 1000) {
@@ -272,7 +276,6 @@ async function main() {
         samples.map((s) => [s.t, s.rssKiB, s.fds, s.cycles, s.reported, s.rest, s.registrations, s.abrupt, s.errors].join(',')).join('\n') + '\n');
       fs.writeFileSync(path.join(OUT, 'summary.json'), JSON.stringify({ summary, errors: errors.slice(0, 50) }, null, 2) + '\n');
     }
-    for (const e of errors.slice(0, 20)) process.stdout.write(`soak: error ${e}\n`);
 
     const problems = [];
     if (post.length < 2) problems.push(`too short: ${post.length} samples after the warm-up`);
@@ -294,6 +297,13 @@ async function main() {
     await server.stop();
   }
   process.exit(exitCode);
+}
+
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    server?.kill();
+    process.exit(1);
+  });
 }
 
 main().catch((e) => {
