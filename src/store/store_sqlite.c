@@ -969,8 +969,7 @@ int store_twin_patch_reported(struct store_txn *t, const char *hub, const char *
 		*reported_version = sqlite3_column_int64(st, 0);
 		*reported_len = (size_t)sqlite3_column_int64(st, 1);
 	} else {
-		log_db(t->db, "twin reported state");
-		rc = FH_EIO;
+		rc = note_error(t, "twin reported state");
 	}
 	stmt_end(st);
 	return rc;
