@@ -118,6 +118,8 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	d->retry_after_s = cfg->retry_after_s ? cfg->retry_after_s : 1;
 	d->webhook_attempts = cfg->webhook_attempts ? cfg->webhook_attempts : 10;
 	d->webhook_retry_ms = cfg->webhook_retry_ms ? cfg->webhook_retry_ms : 1000;
+	d->max_assigning = cfg->max_assigning ? cfg->max_assigning : 10000;
+	rate_table_init(&d->rate, &cfg->rate, cfg->rate_keys);
 	map_init(&d->ops);
 	map_init(&d->ops_by_reg);
 	for (int i = 0; i < DPS_NPOLICIES; i++) {
@@ -248,6 +250,7 @@ void dps_free(struct dps *d)
 	map_free(&d->ops);
 	map_free(&d->ops_by_reg);
 	dps__groups_changed(d);
+	rate_table_free(&d->rate);
 }
 
 struct dps_linked_hub *dps__linked_find(struct dps *d, const char *name)

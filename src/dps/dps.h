@@ -35,6 +35,7 @@
 #include "base/map.h"
 #include "codec/sas.h"
 #include "core/allocation.h"
+#include "core/ratelimit.h"
 #include "hub/hub.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
@@ -82,6 +83,9 @@ struct dps {
 	uint64_t webhook_retry_ms;     /* first retry delay; each next adds 9x (1 s, 10 s, 19 s) */
 	struct map ops;           /* operationId -> in-memory operation (while assigning) */
 	struct map ops_by_reg;    /* registrationId -> the same operation */
+	unsigned nops;            /* operations in ops */
+	unsigned max_assigning;   /* more new registrations are answered 429 */
+	struct rate_table rate;   /* per-registration-id request rate */
 	uint64_t op_seq;
 	/* Enrollment groups as stored, parsed ({id: record}), for device
 	 * attestation: reloaded when a write through this DPS changed them
@@ -100,6 +104,9 @@ struct dps_config {
 	unsigned webhook_attempts;  /* 0 = 10 */
 	uint64_t webhook_retry_ms;  /* 0 = 1000 */
 	unsigned retry_after_s;     /* 0 = 1 */
+	unsigned max_assigning;     /* 0 = 10000 */
+	struct rate_limit rate;     /* per registration id; rate 0 = none */
+	size_t rate_keys;           /* registration ids busy at once (sizes the rate table) */
 };
 
 /* Sets up the DPS (keys and id scope loaded or generated and stored; runs

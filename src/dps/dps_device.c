@@ -115,6 +115,26 @@ static void reply_error(struct dps_reply *r, int status, int code, const char *m
 	free(json);
 }
 
+/* Takes a token from regid's request rate (registrations, polls and status
+ * reads alike); when there is none, answers 429 with retry-after and returns
+ * true. Called after authentication (on HTTPS, per request; on MQTT the
+ * session authenticated at CONNECT), so nobody can spend another device's
+ * tokens. */
+static bool throttled(struct dps *d, const char *regid, struct dps_reply *r)
+{
+	unsigned wait = rate_table_take(&d->rate, regid, strlen(regid), clock_now_ms());
+	if (!wait)
+		return false;
+	char msg[160];
+	snprintf(msg, sizeof msg,
+		 "this registration id is over its request rate (%u/s, burst %u); retry in %u s",
+		 d->rate.lim.rate, d->rate.lim.burst, wait);
+	char *json = dps__error_json(429001, msg);
+	r->fn(r, 429, json, wait);
+	free(json);
+	return true;
+}
+
 /* ---- shared by both transports ------------------------------------------ */
 
 /* Register with body[0..n): {"registrationId":..,"payload":..} (both
@@ -143,6 +163,11 @@ static void do_register(struct dps *d, const char *regid, const char *token, siz
 			reply_error(r, 401, 401002,
 			            "Unauthorized: the SAS token does not match an "
 			            "enrollment of this registration id");
+		return;
+	}
+	if (throttled(d, regid, r)) {
+		dps__auth_clear(&auth);
+		json_decref(payload);
 		return;
 	}
 	dps__register(d, regid, &auth, payload, r);
@@ -238,7 +263,9 @@ static bool on_publish(struct dsession *s, const struct mqtt_publish *pub)
 		reply_error(mqtt_reply_new(s, rid), 400, 400004,
 		            "the operation status request names no operationId");
 	} else {
-		dps__poll(s->d, s->regid, op, mqtt_reply_new(s, rid));
+		struct dps_reply *r = mqtt_reply_new(s, rid);
+		if (!throttled(s->d, s->regid, r))
+			dps__poll(s->d, s->regid, op, r);
 	}
 	return true;
 }
@@ -374,10 +401,14 @@ void dps__device_http(struct dps *d, struct http_exchange *ex)
 		return;
 	}
 	dps__auth_clear(&a);
+	struct dps_reply *r = http_reply_new(ex);
+	if (throttled(d, regid, r))
+		return;
 	if (is_poll) {
-		dps__poll(d, regid, op, http_reply_new(ex));
+		dps__poll(d, regid, op, r);
 		return;
 	}
+	free(r); /* the status read answers the exchange itself */
 	char *text = NULL;
 	json_t *state = NULL;
 	if (store_doc_get(store_reader(d->store), STORE_REGISTRATION, d->name, regid, &text) == 0)

@@ -108,6 +108,7 @@ static void op_forget(struct op *o)
 	if (!o->live)
 		return;
 	o->live = false;
+	o->d->nops--;
 	op_close_timer(o);
 	map_remove(&o->d->ops, o->id);
 	if (map_get(&o->d->ops_by_reg, o->regid) == o)
@@ -906,6 +907,7 @@ static struct op *op_new(struct dps *d, const char *regid, const char *id)
 	o->timer_open = true;
 	map_put(&d->ops, o->id, o);
 	map_put(&d->ops_by_reg, o->regid, o);
+	d->nops++;
 	return o;
 }
 
@@ -965,6 +967,22 @@ void dps__register(struct dps *d, const char *regid, struct dps_auth *auth, json
 		json_decref(body);
 		return;
 	}
+	/* Overload: a new operation is refused (the device retries after
+	 * retry-after) while too many are in progress or the store's write
+	 * backlog is full, rather than held in memory without bound. */
+	size_t cost = 512 + (payload ? json_dumpb(payload, NULL, 0, JSON_COMPACT) : 0);
+	int full = d->nops >= d->max_assigning ? 1 : store_admit(d->store, cost) != 0 ? 2 : 0;
+	if (full) {
+		dps__auth_clear(auth);
+		json_decref(payload);
+		char *text = dps__error_json(429001, full == 1 ? "too many registrations are in "
+								 "progress; retry later"
+							       : "too many writes are waiting for "
+								 "the store; retry later");
+		r->fn(r, 429, text, d->retry_after_s);
+		free(text);
+		return;
+	}
 	char uuid[37], id[64];
 	crypto_uuid(uuid);
 	snprintf(id, sizeof id, "5.%016llx.%s", (unsigned long long)++d->op_seq, uuid);
@@ -984,7 +1002,7 @@ void dps__register(struct dps *d, const char *regid, struct dps_auth *auth, json
 	j->op = o;
 	j->then = registered;
 	o->refs++;
-	store_submit(d->store, doc_work, doc_done, j);
+	store_submit_sized(d->store, doc_work, doc_done, j, cost);
 }
 
 void dps__poll(struct dps *d, const char *regid, const char *op_id, struct dps_reply *r)

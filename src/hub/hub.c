@@ -111,6 +111,14 @@ void hub_add_alias(struct hub *h, const char *alias)
 		h->aliases[h->naliases++] = xstrdup(alias);
 }
 
+void hub_set_limits(struct hub *h, unsigned max_inflight, const struct rate_limit *rate,
+		    size_t devices)
+{
+	h->max_inflight = max_inflight;
+	rate_table_free(&h->rate);
+	rate_table_init(&h->rate, rate, devices);
+}
+
 static void free_persisted(void *arg, const char *key, void *value)
 {
 	free(value);
@@ -143,6 +151,7 @@ void hub_shutdown(struct hub *h)
 	for (size_t i = 0; i < h->naliases; i++)
 		free(h->aliases[i]);
 	h->naliases = 0;
+	rate_table_free(&h->rate);
 }
 
 bool hub_name_matches(const struct hub *h, const char *host, size_t len)

@@ -15,6 +15,7 @@
 
 #include "base/map.h"
 #include "codec/sas.h"
+#include "core/ratelimit.h"
 #include "core/twin.h"
 #include "net/http_server.h"
 #include "net/net.h"
@@ -41,6 +42,7 @@ struct hub {
 	struct twin_limits limits;
 	size_t max_packet;           /* largest MQTT packet accepted */
 	unsigned max_inflight;       /* twin operations in flight per session */
+	struct rate_table rate;      /* per-device request rate (twin operations) */
 	struct map sessions;         /* device id -> struct hub_session * */
 	struct map persisted;        /* device id -> saved subscription bits (clean session 0) */
 };
@@ -58,6 +60,11 @@ struct hub_set {
 int hub_init(struct hub *h, const char *name, const char *owner_key, struct store *store,
 	     uv_loop_t *loop, size_t max_packet, char *err, size_t errlen);
 void hub_add_alias(struct hub *h, const char *alias);
+/* Overload limits: twin operations in flight per MQTT session (default 64),
+ * and each device's request rate (default none). devices sizes the rate
+ * table: how many devices may be busy at once (say max_connections). */
+void hub_set_limits(struct hub *h, unsigned max_inflight, const struct rate_limit *rate,
+		    size_t devices);
 /* Closes every session. */
 void hub_shutdown(struct hub *h);
 

@@ -86,9 +86,12 @@ static void publish(struct hub_session *s, const char *topic, const char *payloa
 	buf_free(&b);
 }
 
-/* Publishes $iothub/twin/res/<status>/?$rid=<rid>[&$version=N]. */
+/* Publishes $iothub/twin/res/<status>/?$rid=<rid>[&$version=N] or, for a
+ * refusal the device should retry later, [&retry-after=<seconds>] (the
+ * parameter DPS answers carry; the SDKs read the query as name=value pairs
+ * and ignore names they do not know). */
 static void twin_respond(struct hub_session *s, int status, const char *rid, int64_t version,
-			 const char *body)
+			 unsigned retry_after, const char *body)
 {
 	if (!(s->subs & SUB_TWIN_RES))
 		return;
@@ -96,19 +99,28 @@ static void twin_respond(struct hub_session *s, int status, const char *rid, int
 	if (version > 0)
 		snprintf(topic, sizeof topic, "$iothub/twin/res/%d/?$rid=%s&$version=%lld", status,
 			 rid, (long long)version);
+	else if (retry_after > 0)
+		snprintf(topic, sizeof topic, "$iothub/twin/res/%d/?$rid=%s&retry-after=%u", status,
+			 rid, retry_after);
 	else
 		snprintf(topic, sizeof topic, "$iothub/twin/res/%d/?$rid=%s", status, rid);
 	publish(s, topic, body, body ? strlen(body) : 0);
 }
 
-static void twin_error(struct hub_session *s, int status, const char *rid, int code,
-		       const char *message)
+static void twin_error_retry(struct hub_session *s, int status, const char *rid, int code,
+			     const char *message, unsigned retry_after)
 {
 	json_t *o = json_pack("{s:i,s:s}", "errorCode", code, "message", message);
 	char *body = json_dumps(o, JSON_COMPACT);
-	twin_respond(s, status, rid, 0, body);
+	twin_respond(s, status, rid, 0, retry_after, body);
 	free(body);
 	json_decref(o);
+}
+
+static void twin_error(struct hub_session *s, int status, const char *rid, int code,
+		       const char *message)
+{
+	twin_error_retry(s, status, rid, code, message, 0);
 }
 
 static void connack_and_close(struct hub_session *s, uint8_t rc)
@@ -343,7 +355,7 @@ static void reported_done(void *arg, int rc)
 	s->inflight--;
 	if (s->state == S_CONNECTED) {
 		if (rc == 0)
-			twin_respond(s, 204, j->rid, j->version, NULL);
+			twin_respond(s, 204, j->rid, j->version, 0, NULL);
 		else if (rc == FH_EINVAL)
 			twin_error(s, 400, j->rid, j->err.code, j->err.message);
 		else if (rc == FH_ENOTFOUND)
@@ -370,7 +382,7 @@ static void twin_get(struct hub_session *s, const char *rid)
 		return;
 	}
 	char *body = twin_render_properties(&tw);
-	twin_respond(s, 200, rid, 0, body);
+	twin_respond(s, 200, rid, 0, 0, body);
 	free(body);
 	store_twin_clear(&tw);
 }
@@ -378,8 +390,17 @@ static void twin_get(struct hub_session *s, const char *rid)
 static void twin_patch_reported(struct hub_session *s, const char *rid, const uint8_t *p,
 				size_t n)
 {
+	/* Overload, cheapest check first: this session's operations waiting
+	 * for the store, then the store's backlog as a whole. */
 	if (s->inflight >= s->hub->max_inflight) {
-		twin_error(s, 429, rid, 429001, "too many twin operations in flight");
+		twin_error_retry(s, 429, rid, 429001, "too many twin operations in flight", 1);
+		return;
+	}
+	if (store_admit(s->hub->store, n) != 0) {
+		twin_error_retry(s, 429, rid, 429002,
+				 "ThrottleBacklogLimitExceeded: too many writes are waiting for "
+				 "the store; retry later",
+				 1);
 		return;
 	}
 	json_error_t jerr;
@@ -412,7 +433,24 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 	json_decref(patch);
 	s->refs++;
 	s->inflight++;
-	store_submit(s->hub->store, reported_work, reported_done, j);
+	store_submit_sized(s->hub->store, reported_work, reported_done, j, n);
+}
+
+/* Takes a token from the device's request rate; when there is none,
+ * answers 429 with the seconds to wait and returns true. */
+static bool twin_throttled(struct hub_session *s, const char *rid)
+{
+	unsigned wait =
+	    rate_table_take(&s->hub->rate, s->device_id, strlen(s->device_id), clock_now_ms());
+	if (!wait)
+		return false;
+	char msg[160];
+	snprintf(msg, sizeof msg,
+		 "ThrottlingException: this device is over its request rate (%u/s, burst %u); "
+		 "retry in %u s",
+		 s->hub->rate.lim.rate, s->hub->rate.lim.burst, wait);
+	twin_error_retry(s, 429, rid, 429001, msg, wait);
+	return true;
 }
 
 /* ---- PUBLISH ---------------------------------------------------------- */
@@ -469,14 +507,17 @@ static bool on_publish(struct hub_session *s, const struct mqtt_publish *pub)
 			return false;
 		}
 		size_t head = (size_t)(q - topic);
-		if (head == strlen("$iothub/twin/GET/") &&
-		    strncmp(topic, "$iothub/twin/GET/", head) == 0) {
-			twin_get(s, rid);
-			return true;
-		}
-		if (head == strlen("$iothub/twin/PATCH/properties/reported/") &&
-		    strncmp(topic, "$iothub/twin/PATCH/properties/reported/", head) == 0) {
-			twin_patch_reported(s, rid, pub->payload, pub->payload_len);
+		bool get = head == strlen("$iothub/twin/GET/") &&
+			   strncmp(topic, "$iothub/twin/GET/", head) == 0;
+		bool patch = head == strlen("$iothub/twin/PATCH/properties/reported/") &&
+			     strncmp(topic, "$iothub/twin/PATCH/properties/reported/", head) == 0;
+		if (get || patch) {
+			if (!twin_throttled(s, rid)) {
+				if (get)
+					twin_get(s, rid);
+				else
+					twin_patch_reported(s, rid, pub->payload, pub->payload_len);
+			}
 			return true;
 		}
 		log_at(LOG_INFO, "mqtt %s: device %s: unknown twin topic '%s'",

@@ -2,9 +2,12 @@
  * and the MQTT-over-WebSocket upgrade on the same HTTPS listener.
  *
  * One table row per operation: method, path pattern, handler, the policy
- * right it needs. The dispatcher authenticates and checks the right once,
- * so handlers never re-implement policy. Changes go through the store
- * writer and are answered from the job's completion, after the commit. */
+ * right it needs, whether it writes. The dispatcher authenticates, checks
+ * the right and, for a write, that the store's write backlog has room
+ * (else 429 ThrottleBacklogLimitExceeded with Retry-After), once, so
+ * handlers never re-implement policy. Changes go through the store writer
+ * (counted in the backlog with their body's size) and are answered from the
+ * job's completion, after the commit. */
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,9 +39,27 @@ struct route {
 	const char *pattern; /* "/devices/{id}": literal segments compared case-insensitively */
 	route_fn fn;
 	unsigned rights; /* any of these bits is enough */
+	bool writes;     /* queues a store write: admitted only under the backlog bound */
 };
 
 /* ---- answers ------------------------------------------------------------ */
+
+/* The error body the SDKs parse; retry_after > 0 adds Retry-After. */
+static void send_error(struct http_exchange *ex, int status, const char *name, int code,
+		       const char *msg, unsigned retry_after)
+{
+	char azure_msg[600], retry[16];
+	snprintf(azure_msg, sizeof azure_msg, "ErrorCode:%s;%s", name, msg);
+	snprintf(retry, sizeof retry, "%u", retry_after);
+	json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "Message", azure_msg, "ExceptionMessage", "",
+			      "errorCode", code, "message", msg);
+	char *body = json_dumps(o, JSON_COMPACT);
+	const char *headers[] = {"iothub-errorcode", name, retry_after ? "Retry-After" : NULL,
+				 retry, NULL};
+	http_respond_json(ex, status, headers, body);
+	free(body);
+	json_decref(o);
+}
 
 static void respond_error(struct http_exchange *ex, int status, const char *name, int code,
 			  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -46,19 +67,21 @@ static void respond_error(struct http_exchange *ex, int status, const char *name
 static void respond_error(struct http_exchange *ex, int status, const char *name, int code,
 			  const char *fmt, ...)
 {
-	char msg[512], azure_msg[600];
+	char msg[512];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	snprintf(azure_msg, sizeof azure_msg, "ErrorCode:%s;%s", name, msg);
-	json_t *o = json_pack("{s:s,s:s,s:i,s:s}", "Message", azure_msg, "ExceptionMessage", "",
-			      "errorCode", code, "message", msg);
-	char *body = json_dumps(o, JSON_COMPACT);
-	const char *headers[] = {"iothub-errorcode", name, NULL};
-	http_respond_json(ex, status, headers, body);
-	free(body);
-	json_decref(o);
+	send_error(ex, status, name, code, msg, 0);
+}
+
+/* 429 for a write while the store's backlog is full: the service SDKs map
+ * 429 to ThrottlingError and retry; Retry-After says when. */
+static void respond_throttled(struct http_exchange *ex)
+{
+	send_error(ex, 429, "ThrottleBacklogLimitExceeded", 429002,
+		   "too many writes are waiting for the store; retry after Retry-After seconds",
+		   1);
 }
 
 static void respond_json(struct http_exchange *ex, int status, json_t *o)
@@ -315,7 +338,7 @@ static void device_put(struct route_args *a)
 		return;
 	struct rest_job *j = job_new(a);
 	j->body = body;
-	store_submit(a->hub->store, device_put_work, device_put_done, j);
+	store_submit_sized(a->hub->store, device_put_work, device_put_done, j, a->ex->req->body.len);
 }
 
 /* DELETE /devices/{id} */
@@ -353,7 +376,7 @@ static void device_delete_done(void *arg, int rc)
 static void device_delete(struct route_args *a)
 {
 	struct rest_job *j = job_new(a);
-	store_submit(a->hub->store, device_delete_work, device_delete_done, j);
+	store_submit_sized(a->hub->store, device_delete_work, device_delete_done, j, 0);
 }
 
 /* GET /devices/{id} */
@@ -557,7 +580,8 @@ static void twin_update(struct route_args *a, bool replace)
 			json_object_set_new(body, "$fh_desired", tj->desired);
 		}
 	}
-	store_submit(a->hub->store, twin_update_work, twin_update_done, tj);
+	store_submit_sized(a->hub->store, twin_update_work, twin_update_done, tj,
+			   a->ex->req->body.len);
 }
 
 static void twin_patch(struct route_args *a)
@@ -573,15 +597,15 @@ static void twin_put(struct route_args *a)
 /* ---- dispatch --------------------------------------------------------- */
 
 static const struct route routes[] = {
-	{HTTP_VERB_GET, "/devices", device_list, HUB_RIGHT_REGISTRY_READ},
-	{HTTP_VERB_GET, "/devices/{id}", device_get, HUB_RIGHT_REGISTRY_READ},
-	{HTTP_VERB_PUT, "/devices/{id}", device_put, HUB_RIGHT_REGISTRY_WRITE},
-	{HTTP_VERB_DELETE, "/devices/{id}", device_delete, HUB_RIGHT_REGISTRY_WRITE},
-	{HTTP_VERB_GET, "/statistics/devices", device_stats, HUB_RIGHT_REGISTRY_READ},
+	{HTTP_VERB_GET, "/devices", device_list, HUB_RIGHT_REGISTRY_READ, false},
+	{HTTP_VERB_GET, "/devices/{id}", device_get, HUB_RIGHT_REGISTRY_READ, false},
+	{HTTP_VERB_PUT, "/devices/{id}", device_put, HUB_RIGHT_REGISTRY_WRITE, true},
+	{HTTP_VERB_DELETE, "/devices/{id}", device_delete, HUB_RIGHT_REGISTRY_WRITE, true},
+	{HTTP_VERB_GET, "/statistics/devices", device_stats, HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_GET, "/twins/{id}", twin_get,
-	 HUB_RIGHT_SERVICE_CONNECT | HUB_RIGHT_REGISTRY_READ},
-	{HTTP_VERB_PATCH, "/twins/{id}", twin_patch, HUB_RIGHT_SERVICE_CONNECT},
-	{HTTP_VERB_PUT, "/twins/{id}", twin_put, HUB_RIGHT_SERVICE_CONNECT},
+	 HUB_RIGHT_SERVICE_CONNECT | HUB_RIGHT_REGISTRY_READ, false},
+	{HTTP_VERB_PATCH, "/twins/{id}", twin_patch, HUB_RIGHT_SERVICE_CONNECT, true},
+	{HTTP_VERB_PUT, "/twins/{id}", twin_put, HUB_RIGHT_SERVICE_CONNECT, true},
 };
 
 /* Matches path against pattern; fills a->id. Returns 1 on match, 0 when it
@@ -665,6 +689,10 @@ void hub_http_request(struct hub *h, struct http_exchange *ex)
 		respond_error(ex, 401, "IotHubUnauthorizedAccess", 401002,
 			      "the shared access policy lacks the right for %s %s", req->method,
 			      req->path);
+		return;
+	}
+	if (r->writes && store_admit(h->store, req->body.len) != 0) {
+		respond_throttled(ex);
 		return;
 	}
 	r->fn(&a);

@@ -84,6 +84,30 @@ static const struct setting settings[] = {
      "Seconds an HTTPS client may take to send one whole request once it\n"
      "started (1..3600); slower clients are disconnected.",
      SRV(request_timeout_s)},
+    {SCOPE_SERVER, "max_inflight", SET_UINT, 1, 65535, "64",
+     "Twin operations one MQTT connection may have waiting for the store\n"
+     "(1..65535); more are answered 429 at once. (An HTTPS connection has one\n"
+     "request in flight: the next pipelined one is read after the answer.)",
+     SRV(max_inflight)},
+    {SCOPE_SERVER, "device_request_rate", SET_UINT, 0, 1000000, "1000",
+     "Requests per second one device may sustain (twin GET and reported\n"
+     "PATCH over MQTT), and one registration id at the DPS (registrations and\n"
+     "status polls, MQTT and HTTPS); more are answered 429 with retry-after.\n"
+     "0 = no limit.",
+     SRV(device_request_rate)},
+    {SCOPE_SERVER, "device_request_burst", SET_UINT, 1, 1000000, "2000",
+     "Requests one device or registration id may send at once above\n"
+     "device_request_rate before it is held to that rate (1..1000000).",
+     SRV(device_request_burst)},
+    {SCOPE_SERVER, "max_write_backlog", SET_UINT, 1, 10000000, "20000",
+     "Writes (twin patches, REST changes, DPS registrations) queued for the\n"
+     "store at most; beyond, clients get 429 with retry-after instead of a\n"
+     "longer queue (1..10000000).",
+     SRV(max_write_backlog)},
+    {SCOPE_SERVER, "max_write_backlog_mb", SET_UINT, 1, 65536, "64",
+     "MiB of request bodies queued for the store at most, as max_write_backlog\n"
+     "(1..65536).",
+     SRV(max_write_backlog_mb)},
     {SCOPE_HUB, "owner_key", SET_KEY, 16, 64, NULL,
      "Primary key of the iothubowner policy: base64 of 16..64 bytes.\n"
      "Unset = generated once and kept in the database.",
@@ -138,6 +162,10 @@ static const struct setting settings[] = {
     {SCOPE_DPS, "retry_after_s", SET_UINT, 1, 60, "1",
      "Seconds devices are told to wait (retry-after) between status polls.",
      DPS(retry_after_s)},
+    {SCOPE_DPS, "max_assigning", SET_UINT, 1, 1000000, "10000",
+     "Registrations in progress (assigning, e.g. waiting for a webhook) at\n"
+     "most; new ones beyond are answered 429 with retry-after (1..1000000).",
+     DPS(max_assigning)},
     {SCOPE_DPS, "mqtt_listen", SET_ADDRS, 0, 0, NULL,
      "Extra MQTT over TLS listeners whose clients default to the DPS when\n"
      "they send no TLS SNI name. Unset = none.",
@@ -147,6 +175,7 @@ static const struct setting settings[] = {
 };
 
 #define NSETTINGS (sizeof settings / sizeof settings[0])
+_Static_assert(NSETTINGS <= 64, "the parser keeps a 64-bit mask of the settings seen");
 
 /* ---- values ---- */
 
@@ -361,6 +390,19 @@ static int apply(const struct setting *s, void *base, const char *value, char *e
 	return 0;
 }
 
+/* A [dps] section's record with the table's defaults (they are all valid,
+ * so apply cannot fail on them). */
+static struct config_dps *dps_new(const char *name)
+{
+	struct config_dps *d = xcalloc(1, sizeof *d);
+	d->name = xstrdup(name);
+	char err[64];
+	for (size_t i = 0; i < NSETTINGS; i++)
+		if (settings[i].scope == SCOPE_DPS && settings[i].def)
+			apply(&settings[i], d, settings[i].def, err, sizeof err);
+	return d;
+}
+
 /* ---- parsing ---- */
 
 #define MAX_LINE 1024
@@ -375,9 +417,9 @@ struct parse_state {
 	int cur_kind;
 	size_t cur_hub;
 	bool bad_section;       /* current section was rejected: its keys are skipped */
-	unsigned server_set;    /* bit per settings[] row already set */
-	unsigned *hub_set;      /* per hub */
-	unsigned dps_set;
+	uint64_t server_set;    /* bit per settings[] row already set */
+	uint64_t *hub_set;      /* per hub */
+	uint64_t dps_set;
 	int dps_line;           /* line of the [dps] header */
 	int line_of[NSETTINGS]; /* where each server setting was set */
 	char *err;
@@ -451,12 +493,7 @@ static void begin_section(struct parse_state *st, char *sec)
 			fail_at(st, "[dps %s]: only one [dps] section is allowed", dn);
 			goto bad;
 		}
-		st->cfg->dps = xcalloc(1, sizeof *st->cfg->dps);
-		st->cfg->dps->name = xstrdup(dn);
-		st->cfg->dps->webhook_timeout_ms = 5000;
-		st->cfg->dps->webhook_attempts = 10;
-		st->cfg->dps->webhook_retry_ms = 1000;
-		st->cfg->dps->retry_after_s = 1;
+		st->cfg->dps = dps_new(dn);
 		st->dps_line = st->lineno;
 		st->cur_kind = 2;
 		return;
@@ -532,13 +569,13 @@ static int on_value(void *user, const char *section, const char *name, const cha
 		const struct setting *s = &settings[i];
 		if (s->scope != scope || strcmp(s->name, name) != 0)
 			continue;
-		unsigned *set = scope == SCOPE_SERVER ? &st->server_set
+		uint64_t *set = scope == SCOPE_SERVER ? &st->server_set
 		                : scope == SCOPE_HUB  ? &st->hub_set[st->cur_hub]
 		                                      : &st->dps_set;
 		void *base = scope == SCOPE_SERVER ? (void *)st->cfg
 		             : scope == SCOPE_HUB  ? (void *)&st->cfg->hubs[st->cur_hub]
 		                                   : (void *)st->cfg->dps;
-		if ((*set & (1u << i)) && s->type == SET_LIST && value[0]) {
+		if ((*set & (UINT64_C(1) << i)) && s->type == SET_LIST && value[0]) {
 			char **sp = (char **)(void *)((char *)base + s->offset);
 			struct buf joined = BUF_INIT;
 			buf_printf(&joined, "%s, %s", *sp, value);
@@ -547,11 +584,11 @@ static int on_value(void *user, const char *section, const char *name, const cha
 			buf_free(&joined);
 			return 1;
 		}
-		if (*set & (1u << i)) {
+		if (*set & (UINT64_C(1) << i)) {
 			fail_at(st, "%s %s: set more than once", sect, name);
 			return 0;
 		}
-		*set |= 1u << i;
+		*set |= UINT64_C(1) << i;
 		if (scope == SCOPE_SERVER)
 			st->line_of[i] = st->lineno;
 		char msg[300];
@@ -714,12 +751,7 @@ bad_list:
 
 static void add_default_dps(struct config *cfg)
 {
-	cfg->dps = xcalloc(1, sizeof *cfg->dps);
-	cfg->dps->name = xstrdup("localhost");
-	cfg->dps->webhook_timeout_ms = 5000;
-	cfg->dps->webhook_attempts = 10;
-	cfg->dps->webhook_retry_ms = 1000;
-	cfg->dps->retry_after_s = 1;
+	cfg->dps = dps_new("localhost");
 }
 
 static void add_default_hub(struct config *cfg)

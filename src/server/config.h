@@ -54,6 +54,7 @@ struct config_dps {
 	unsigned webhook_attempts;   /* 10 */
 	unsigned webhook_retry_ms;   /* 1000 */
 	unsigned retry_after_s;      /* 1 */
+	unsigned max_assigning;      /* 10000: registrations in progress at once */
 	struct config_addrs mqtt_listen;
 	struct config_addrs https_listen;
 };
@@ -68,6 +69,11 @@ struct config {
 	unsigned max_connections;        /* 20000 */
 	unsigned max_packet_kb;          /* 256: largest MQTT packet accepted */
 	unsigned request_timeout_s;      /* 30: to send one HTTPS request */
+	unsigned max_inflight;           /* 64: twin operations per MQTT connection */
+	unsigned device_request_rate;    /* 1000 per second per device; 0 = none */
+	unsigned device_request_burst;   /* 2000 */
+	unsigned max_write_backlog;      /* 20000 store jobs */
+	unsigned max_write_backlog_mb;   /* 64 MiB of request bodies */
 	struct config_hub *hubs;
 	size_t nhubs;
 	struct config_dps *dps; /* NULL = no DPS */

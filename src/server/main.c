@@ -367,6 +367,12 @@ static void add_dps_aliases(const struct config_addrs *addrs)
 			dps_add_alias(srv.dps, addrs->v[i].host);
 }
 
+/* The per-device (and per-registration-id) request rate of the config. */
+static struct rate_limit device_rate(void)
+{
+	return (struct rate_limit){srv.cfg.device_request_rate, srv.cfg.device_request_burst};
+}
+
 /* The DPS: keys and id scope, linked hubs (local and remote) with their
  * weights, aliases for the IPs of its listeners. */
 static int setup_dps(char *err, size_t errlen)
@@ -382,6 +388,9 @@ static int setup_dps(char *err, size_t errlen)
 		.webhook_attempts = c->webhook_attempts,
 		.webhook_retry_ms = c->webhook_retry_ms,
 		.retry_after_s = c->retry_after_s,
+		.max_assigning = c->max_assigning,
+		.rate = device_rate(),
+		.rate_keys = srv.cfg.max_connections,
 	};
 	if (dps_init(srv.dps, &dc, srv.store, srv.loop, (size_t)srv.cfg.max_packet_kb * 1024, err,
 		     errlen) != 0)
@@ -512,6 +521,8 @@ static int serve(const char *config_path)
 		fprintf(stderr, "fleethub: %s\n", err);
 		return 1;
 	}
+	store_set_backlog_limit(srv.store, srv.cfg.max_write_backlog,
+				(size_t)srv.cfg.max_write_backlog_mb << 20);
 
 	srv.hubs.v = xcalloc(srv.cfg.nhubs, sizeof(struct hub *));
 	for (size_t i = 0; i < srv.cfg.nhubs; i++) {
@@ -521,6 +532,8 @@ static int serve(const char *config_path)
 			     sizeof err) != 0) {
 			return fail_serve(err);
 		}
+		struct rate_limit rate = device_rate();
+		hub_set_limits(h, srv.cfg.max_inflight, &rate, srv.cfg.max_connections);
 		add_ip_aliases(h, &srv.cfg.hubs[i].mqtt_listen);
 		add_ip_aliases(h, &srv.cfg.hubs[i].https_listen);
 		srv.hubs.v[srv.hubs.n++] = h;

@@ -76,6 +76,35 @@ void store_submit(struct store *s, store_work_fn work, store_done_fn done, void 
  * try again when space is freed". Static storage. */
 const char *store_write_error(int rc);
 
+/* ---- The write backlog (overload) ----------------------------------------
+ * Every job counts as backlog from store_submit until its done has run.
+ * Writes that clients ask for (a twin patch, a REST change, a DPS
+ * registration) are admitted only while the backlog is under its bounds: a
+ * number of jobs, and the bytes of the requests behind them. Beyond, the
+ * caller answers 429 (ThrottleBacklogLimitExceeded) at once instead of
+ * queueing, so a flood makes its clients wait, not the queue (and the
+ * latency of everyone else) grow. Writes the server owes (an operation's
+ * outcome, keys at start-up) use store_submit and are never refused; they
+ * still count. Loop thread only.
+ *
+ *   client write --store_admit--> over a bound? --yes--> 429 + retry-after
+ *                                     |no
+ *                                     v
+ *                  store_submit_sized(cost) ... done(): backlog -= 1, -= cost */
+
+/* Bounds (0 = none, the default after store_open). */
+void store_set_backlog_limit(struct store *s, unsigned max_jobs, size_t max_bytes);
+/* 0 when a client's write holding cost bytes may be queued now, else
+ * FH_EAGAIN (nothing is queued; the caller answers 429). */
+int store_admit(const struct store *s, size_t cost);
+/* store_submit for a write store_admit accepted: cost counts against the
+ * byte bound until its done has run. */
+void store_submit_sized(struct store *s, store_work_fn work, store_done_fn done, void *arg,
+			size_t cost);
+/* The backlog now: jobs queued or running whose done has not run, and the
+ * bytes they were submitted with. */
+void store_backlog(const struct store *s, unsigned *jobs, size_t *bytes);
+
 /* Domain operations. Each works on the reader (reads only) and on a writer
  * txn. They return 0, FH_ENOTFOUND, FH_EEXIST, FH_ENOSPC (writes: the file
  * system is full) or FH_EIO. Strings passed in are borrowed; records filled

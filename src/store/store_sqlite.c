@@ -38,6 +38,11 @@
  * come back on a later recovery. Until that succeeds every batch is refused
  * without being tried.
  *
+ * The backlog (store.h) is two counters of the loop thread: store_submit
+ * adds the job and its cost, run_completions takes them off just before
+ * the job's done runs (so a done that submits a follow-up sees the room it
+ * left). The writer thread never touches them.
+ *
  * Invariants:
  * - A job's done runs exactly once, on the loop thread, after the COMMIT of
  *   its batch returned (or failed: then rc is FH_ENOSPC or FH_EIO for every
@@ -183,6 +188,7 @@ struct job {
 	store_work_fn work;
 	store_done_fn done;
 	void *arg;
+	size_t cost; /* bytes counted in the backlog */
 	int rc;
 	struct job *next;
 };
@@ -214,6 +220,11 @@ struct store {
 	int failing;            /* FH_ENOSPC or FH_EIO while writes fail, else 0 */
 	int reopen;             /* an I/O error: recover before the next write */
 	unsigned long refused;  /* jobs refused since writes started failing */
+	/* loop thread only */
+	unsigned backlog_jobs;
+	size_t backlog_bytes;
+	unsigned max_jobs;   /* 0 = no bound */
+	size_t max_bytes;    /* 0 = no bound */
 };
 
 /* ---- job lists ---- */
@@ -574,6 +585,8 @@ static int run_completions(struct store *s)
 	int any = l.head != NULL;
 	for (struct job *j = l.head, *next; j; j = next) {
 		next = j->next;
+		s->backlog_jobs--;
+		s->backlog_bytes -= j->cost;
 		if (j->done)
 			j->done(j->arg, j->rc);
 		free(j);
@@ -708,15 +721,46 @@ struct store_txn *store_reader(struct store *s)
 
 void store_submit(struct store *s, store_work_fn work, store_done_fn done, void *arg)
 {
+	store_submit_sized(s, work, done, arg, 0);
+}
+
+void store_submit_sized(struct store *s, store_work_fn work, store_done_fn done, void *arg,
+			size_t cost)
+{
 	struct job *j = xmalloc(sizeof *j);
 	j->work = work;
 	j->done = done;
 	j->arg = arg;
+	j->cost = cost;
 	j->rc = 0;
+	s->backlog_jobs++;
+	s->backlog_bytes += cost;
 	uv_mutex_lock(&s->mu);
 	list_push(&s->pending, j);
 	uv_cond_signal(&s->cond);
 	uv_mutex_unlock(&s->mu);
+}
+
+void store_set_backlog_limit(struct store *s, unsigned max_jobs, size_t max_bytes)
+{
+	s->max_jobs = max_jobs;
+	s->max_bytes = max_bytes;
+}
+
+int store_admit(const struct store *s, size_t cost)
+{
+	if (s->max_jobs && s->backlog_jobs >= s->max_jobs)
+		return FH_EAGAIN;
+	/* One write larger than the whole bound still goes through alone. */
+	if (s->max_bytes && s->backlog_bytes > 0 && s->backlog_bytes + cost > s->max_bytes)
+		return FH_EAGAIN;
+	return 0;
+}
+
+void store_backlog(const struct store *s, unsigned *jobs, size_t *bytes)
+{
+	*jobs = s->backlog_jobs;
+	*bytes = s->backlog_bytes;
 }
 
 /* ---- domain operations ---- */

@@ -54,6 +54,16 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg.log_level, "info");
 	assert_int_equal(cfg.max_connections, 20000);
 	assert_int_equal(cfg.max_packet_kb, 256);
+	/* Overload limits: high enough that the benchmark (hundreds of twin
+	 * operations per device per second) is never throttled. */
+	assert_int_equal(cfg.max_inflight, 64);
+	assert_int_equal(cfg.device_request_rate, 1000);
+	assert_int_equal(cfg.device_request_burst, 2000);
+	assert_int_equal(cfg.max_write_backlog, 20000);
+	assert_int_equal(cfg.max_write_backlog_mb, 64);
+	assert_non_null(cfg.dps);
+	assert_int_equal(cfg.dps->max_assigning, 10000);
+	assert_int_equal(cfg.dps->retry_after_s, 1);
 	assert_int_equal(cfg.nhubs, 1);
 	assert_string_equal(cfg.hubs[0].name, "localhost");
 	assert_null(cfg.hubs[0].owner_key);
@@ -124,6 +134,9 @@ static void test_errors(void **state)
 	expect_error("[server]\nlog_level = loud\n", "log_level");
 	expect_error("[server]\nmax_connections = 0\n", "0 out of range 1..1000000");
 	expect_error("[server]\nmax_connections = -3\n", "not a whole number");
+	expect_error("[server]\ndevice_request_burst = 0\n", "0 out of range 1..1000000");
+	expect_error("[server]\nmax_write_backlog = 0\n", "0 out of range 1..10000000");
+	expect_error("[server]\nmax_inflight = 70000\n", "70000 out of range 1..65535");
 	expect_error("[server]\nmax_packet_kb = 99999999999999\n", "not a whole number");
 	expect_error("data_dir = /x\n", "fleethub.ini:1: data_dir: setting outside a section");
 	expect_error("[server]\njunk line\n", "fleethub.ini:2: syntax error");

@@ -616,6 +616,50 @@ static void test_close_runs_chained_jobs(void **state)
 	assert_int_equal(st.st_mode & 0777, 0600);
 }
 
+/* The backlog counts every job from submit to done; store_admit refuses
+ * client writes beyond the job and byte bounds while the writer is busy,
+ * and admits them again as soon as the backlog drained. */
+static void test_backlog_bounds(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	unsigned jobs;
+	size_t bytes;
+	uv_sem_t block;
+	uv_sem_init(&block, 0);
+	struct tjob j[4];
+	assert_int_equal(store_admit(f->s, 1u << 30), 0); /* no bound by default */
+	store_set_backlog_limit(f->s, 3, 1000);
+	for (int i = 0; i < 4; i++) {
+		char id[16];
+		snprintf(id, sizeof id, "b%d", i);
+		job_init(&j[i], &counter, "hubB", id, "enabled");
+	}
+	j[0].block = &block; /* the writer waits inside the first job */
+	assert_int_equal(store_admit(f->s, 5000), 0); /* empty: even a big one */
+	store_submit_sized(f->s, job_work, job_done, &j[0], 600);
+	assert_int_equal(store_admit(f->s, 500), FH_EAGAIN); /* 600 + 500 > 1000 */
+	assert_int_equal(store_admit(f->s, 400), 0);
+	store_submit_sized(f->s, job_work, job_done, &j[1], 400);
+	/* Server-owed writes are never refused, and count. */
+	store_submit(f->s, job_work, job_done, &j[2]);
+	store_backlog(f->s, &jobs, &bytes);
+	assert_int_equal(jobs, 3);
+	assert_int_equal(bytes, 1000);
+	assert_int_equal(store_admit(f->s, 0), FH_EAGAIN); /* 3 jobs */
+	uv_sem_post(&block);
+	run_until(&f->loop, &counter, 3);
+	store_backlog(f->s, &jobs, &bytes);
+	assert_int_equal(jobs, 0);
+	assert_int_equal(bytes, 0);
+	assert_int_equal(store_admit(f->s, 1000), 0);
+	store_submit_sized(f->s, job_work, job_done, &j[3], 1000);
+	run_until(&f->loop, &counter, 4);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(j[i].work_rc, 0);
+	uv_sem_destroy(&block);
+}
+
 static void test_twin_init_clear(void **state)
 {
 	struct store_twin tw;
@@ -960,6 +1004,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_runs_chained_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_twin_patch_reported, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_backlog_bounds, setup, teardown),
 		cmocka_unit_test(test_twin_init_clear),
 		cmocka_unit_test_setup_teardown(test_disk_full, setup_faults, teardown_faults),
 		cmocka_unit_test_setup_teardown(test_fsync_error, setup_faults, teardown_faults),
