@@ -7,7 +7,18 @@
  * byte (a deadline, so a client dripping bytes cannot hold the connection);
  * HANDLING has no timer (the handler answers).
  * While HANDLING the connection is paused; bytes already received stay in
- * `in` and are parsed after the answer (pipelining, in order). */
+ * `in` and are parsed after the answer (pipelining, in order).
+ *
+ * Overload: one request in flight per connection, and backpressure rather
+ * than 429 beyond it. HTTP/1.1 answers must leave in request order, so
+ * handling pipelined requests side by side would only add answers to hold;
+ * pausing the read instead bounds what a connection costs to one read chunk
+ * (`in`, plus what net holds) whatever a client pipelines, and the kernel's
+ * TCP window then slows the client down for free. A client that sends
+ * without reading is held the same way by net's write high-water mark.
+ * Answering 429 would need the read to continue, i.e. the very buffering
+ * this avoids. Flood limits across connections are max_connections and the
+ * store's write backlog (hub/rest.c). Measured in tests/hostile/overload. */
 #include "net/http_server.h"
 
 #include <stdlib.h>
