@@ -975,10 +975,11 @@ void dps__register(struct dps *d, const char *regid, struct dps_auth *auth, json
 	if (full) {
 		dps__auth_clear(auth);
 		json_decref(payload);
-		char *text = dps__error_json(429001, full == 1 ? "too many registrations are in "
-								 "progress; retry later"
-							       : "too many writes are waiting for "
-								 "the store; retry later");
+		char *text = full == 1 ? dps__error_json(429001, "too many registrations are in "
+								 "progress; retry later")
+				       : dps__error_json(429002, "ThrottleBacklogLimitExceeded: too "
+								 "many writes are waiting for the "
+								 "store; retry later");
 		r->fn(r, 429, text, d->retry_after_s);
 		free(text);
 		return;

@@ -780,6 +780,71 @@ static void test_webhook_assignment(void **state)
 	answer_clear(&a);
 }
 
+static int noop_work(void *arg, struct store_txn *t)
+{
+	return 0;
+}
+
+static void count_done(void *arg, int rc)
+{
+	++*(int *)arg;
+}
+
+/* Overload: while max_assigning registrations are in progress (here one,
+ * held by its webhook), or the store's write backlog is full, a new
+ * registration is answered 429 with retry-after and nothing is stored;
+ * once there is room it goes through. */
+static void test_register_overload(void **state)
+{
+	struct fixture *f = *state;
+	put_custom(f, "first", f->web.port);
+	put_custom(f, "second", f->web.port);
+	f->d->max_assigning = 1;
+	f->web.hold = true;
+	hook_answer(f, 0, 200, "{\"iotHubHostName\":\"" HUB1 "\"}");
+	hook_answer(f, 1, 200, "{\"iotHubHostName\":\"" HUB1 "\"}");
+	struct answer a = {0}, b = {0};
+	register_device(f, "first", KEY1, NULL, &a);
+	assert_int_equal(a.status, 202);
+	run_until(f, &f->web.requests, 1);
+	register_device(f, "second", KEY1, NULL, &b);
+	assert_int_equal(b.status, 429);
+	assert_int_equal(b.retry_after, RETRY_AFTER);
+	assert_int_equal(json_integer_value(json_object_get(b.body, "errorCode")), 429001);
+	json_t *ops = doc_list(f, STORE_OPERATION, "");
+	assert_int_equal(json_array_size(ops), 1); /* only the first one's */
+	json_decref(ops);
+	/* The one in progress is still answered: 202 naming its operation. */
+	register_device(f, "first", KEY1, NULL, &b);
+	assert_int_equal(b.status, 202);
+
+	web_release(&f->web);
+	char op[64];
+	snprintf(op, sizeof op, "%s", str_at(a.body, "operationId", NULL));
+	poll_until_done(f, "first", op, &a);
+
+	/* The store's backlog full (one write queued whose completion has not
+	 * run yet): refused with 429002, nothing stored. */
+	store_set_backlog_limit(f->store, 1, 0);
+	int noop_done = 0;
+	store_submit(f->store, noop_work, count_done, &noop_done);
+	register_device(f, "second", KEY1, NULL, &b);
+	assert_int_equal(b.status, 429);
+	assert_int_equal(b.retry_after, RETRY_AFTER);
+	assert_int_equal(json_integer_value(json_object_get(b.body, "errorCode")), 429002);
+	run_until(f, &noop_done, 1);
+	ops = doc_list(f, STORE_OPERATION, "");
+	assert_int_equal(json_array_size(ops), 0);
+	json_decref(ops);
+	/* Room again: accepted. */
+	register_device(f, "second", KEY1, NULL, &b);
+	assert_int_equal(b.status, 202);
+	snprintf(op, sizeof op, "%s", str_at(b.body, "operationId", NULL));
+	poll_until_done(f, "second", op, &b);
+	answer_clear(&a);
+	answer_clear(&b);
+}
+
 /* 503 first: the call is retried after webhook_retry_ms and succeeds. */
 static void test_webhook_retry_then_assigned(void **state)
 {
@@ -1222,6 +1287,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reprovision_migrate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reprovision_reset, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reprovision_never, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_register_overload, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
