@@ -301,10 +301,7 @@ static int check_size(struct work *w, enum twin_section s, const struct twin_lim
 	char *t = dump(w->sec[s]);
 	size_t n = strlen(t);
 	free(t);
-	if (n > section_max(lim, s))
-		return fail(err, "%s would be %zu bytes, more than the limit of %zu", section_path(s),
-			    n, section_max(lim, s));
-	return 0;
+	return twin_check_size(s, n, lim, err);
 }
 
 /* Applies one section change inside w. */
@@ -374,21 +371,27 @@ static void put_key(struct buf *b, const char *k)
 	buf_appends(b, "\":");
 }
 
-static void put_stamp(struct buf *b, const char *now)
+/* The stamp of one level; versioned (desired) adds the placeholder
+ * "$lastUpdatedVersion":0 that the store replaces with the new desired
+ * $version (store_twin_patch_service). No key can contain '$'
+ * (twin_check_patch), so the placeholder appears nowhere else. */
+static void put_stamp(struct buf *b, const char *now, bool versioned)
 {
 	buf_appends(b, "\"$lastUpdated\":\"");
 	buf_appends(b, now);
 	buf_appendc(b, '"');
+	if (versioned)
+		buf_appends(b, ",\"$lastUpdatedVersion\":0");
 }
 
 /* {"$lastUpdated":now, <key>: <stamp of its value>...}; deleted keys are
  * left out (meta_clear removed them). */
-static void meta_set(struct buf *b, const json_t *patch, const char *now)
+static void meta_set(struct buf *b, const json_t *patch, const char *now, bool versioned)
 {
 	const char *k;
 	json_t *v;
 	buf_appendc(b, '{');
-	put_stamp(b, now);
+	put_stamp(b, now, versioned);
 	json_object_foreach((json_t *)patch, k, v)
 	{
 		if (json_is_null(v))
@@ -396,10 +399,10 @@ static void meta_set(struct buf *b, const json_t *patch, const char *now)
 		buf_appendc(b, ',');
 		put_key(b, k);
 		if (json_is_object(v)) {
-			meta_set(b, v, now);
+			meta_set(b, v, now, versioned);
 		} else {
 			buf_appendc(b, '{');
-			put_stamp(b, now);
+			put_stamp(b, now, versioned);
 			buf_appendc(b, '}');
 		}
 	}
@@ -441,16 +444,43 @@ void twin_reported_meta_patches(const json_t *patch, const char *now_iso, struct
 	meta_clear(clear, patch);
 	buf_appendc(clear, '}');
 	buf_appends(set, "{\"reported\":");
-	meta_set(set, patch, now_iso);
+	meta_set(set, patch, now_iso, false);
 	buf_appendc(set, '}');
+}
+
+void twin_service_meta_patches(const json_t *tags, const json_t *desired, const char *now_iso,
+			       struct buf *clear, struct buf *set)
+{
+	buf_appendc(clear, '{');
+	buf_appendc(set, '{');
+	if (tags) {
+		buf_appends(clear, "\"tags\":");
+		meta_clear(clear, tags);
+		buf_appends(set, "\"tags\":");
+		meta_set(set, tags, now_iso, false);
+	}
+	if (desired) {
+		buf_appends(clear, tags ? ",\"desired\":" : "\"desired\":");
+		meta_clear(clear, desired);
+		buf_appends(set, tags ? ",\"desired\":" : "\"desired\":");
+		meta_set(set, desired, now_iso, true);
+	}
+	buf_appendc(clear, '}');
+	buf_appendc(set, '}');
+}
+
+int twin_check_size(enum twin_section sec, size_t len, const struct twin_limits *lim,
+		    struct twin_error *err)
+{
+	if (len > section_max(lim, sec))
+		return fail(err, "%s would be %zu bytes, more than the limit of %zu",
+			    section_path(sec), len, section_max(lim, sec));
+	return 0;
 }
 
 int twin_check_reported_size(size_t len, const struct twin_limits *lim, struct twin_error *err)
 {
-	if (len > lim->reported_max)
-		return fail(err, "%s would be %zu bytes, more than the limit of %zu",
-			    section_path(TWIN_REPORTED), len, lim->reported_max);
-	return 0;
+	return twin_check_size(TWIN_REPORTED, len, lim, err);
 }
 
 int twin_apply_service(struct store_twin *tw, const json_t *tags, const json_t *desired,
@@ -508,7 +538,16 @@ void twin_init_new(struct store_twin *tw, const char *now_iso)
  * is written by this module (or the store) as one compact JSON object, and
  * no key of it can be "$version" (keys with '$' are refused). Text that is
  * not an object reads as {} (as load_obj does). */
+static void append_members(struct buf *b, const char *text, const char *meta, int64_t v);
+
 static void append_with_version(struct buf *b, const char *text, int64_t v)
+{
+	append_members(b, text, NULL, v);
+}
+
+/* As append_with_version, with "$metadata": meta (JSON text; NULL: none)
+ * before "$version". */
+static void append_members(struct buf *b, const char *text, const char *meta, int64_t v)
 {
 	size_t n = text ? strlen(text) : 0;
 	while (n && (text[n - 1] == ' ' || text[n - 1] == '\n' || text[n - 1] == '\t' ||
@@ -527,6 +566,11 @@ static void append_with_version(struct buf *b, const char *text, int64_t v)
 			buf_appendc(b, ',');
 	} else {
 		buf_appendc(b, '{');
+	}
+	if (meta) {
+		buf_appends(b, "\"$metadata\":");
+		buf_appends(b, meta);
+		buf_appendc(b, ',');
 	}
 	char num[24], *q = num + sizeof num;
 	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
@@ -552,6 +596,30 @@ char *twin_render_properties(const struct store_twin *tw)
 	append_with_version(&b, tw->reported, tw->reported_version);
 	buf_appendc(&b, '}');
 	return buf_steal(&b);
+}
+
+char *twin_render_notice(const char *patch, int64_t desired_version)
+{
+	struct buf b = BUF_INIT;
+	append_with_version(&b, patch, desired_version);
+	return buf_steal(&b);
+}
+
+void twin_render_view(struct buf *b, const struct store_twin_view *v)
+{
+	const struct store_twin *tw = &v->twin;
+	char etag[13];
+	twin_etag(tw->version, etag);
+	buf_printf(b, "\"etag\":\"%s\",\"version\":%lld,\"tags\":", etag,
+		   (long long)tw->version);
+	buf_appends(b, tw->tags && tw->tags[0] ? tw->tags : "{}");
+	buf_appends(b, ",\"properties\":{\"desired\":");
+	append_members(b, tw->desired, v->meta_desired ? v->meta_desired : "{}",
+		       tw->desired_version);
+	buf_appends(b, ",\"reported\":");
+	append_members(b, tw->reported, v->meta_reported ? v->meta_reported : "{}",
+		       tw->reported_version);
+	buf_appendc(b, '}');
 }
 
 void twin_render_into(json_t *obj, const struct store_twin *tw)

@@ -73,6 +73,19 @@ void twin_reported_meta_patches(const json_t *patch, const char *now_iso, struct
  * the limit (the check twin_apply_reported makes after its merge). */
 int twin_check_reported_size(size_t len, const struct twin_limits *lim, struct twin_error *err);
 
+/* The metadata merge patches for a service PATCH merged in place
+ * (store_twin_patch_service), as twin_reported_meta_patches does for
+ * reported: clear and set cover "tags" and/or "desired" (NULL: not
+ * patched); desired stamps carry "$lastUpdatedVersion":0, which the store
+ * replaces with the new desired $version. The patches must have passed
+ * twin_check_patch. */
+void twin_service_meta_patches(const json_t *tags, const json_t *desired, const char *now_iso,
+			       struct buf *clear, struct buf *set);
+/* FH_EINVAL with *err filled when section sec of len bytes (compact JSON)
+ * is over its limit. */
+int twin_check_size(enum twin_section sec, size_t len, const struct twin_limits *lim,
+		    struct twin_error *err);
+
 /* Applies a service-side update. tags and/or desired may be NULL (not
  * touched). With replace (REST PUT) they replace the whole sections;
  * otherwise they are merge patches. On success, when desired was given,
@@ -97,6 +110,16 @@ char *twin_render_properties(const struct store_twin *tw);
  * "tags", "properties":{"desired":{..,"$metadata":{..},"$version":N},
  * "reported":{..}}. The caller adds deviceId, status, connectionState... */
 void twin_render_into(json_t *obj, const struct store_twin *tw);
+
+/* The desired-properties notification for a patch (compact JSON object
+ * text): the patch with "$version": desired_version added. Caller frees. */
+char *twin_render_notice(const char *patch, int64_t desired_version);
+
+/* Appends the twin part of the REST twin JSON as members (no braces):
+ * "etag":..,"version":N,"tags":{..},"properties":{"desired":{..,
+ * "$metadata":{..},"$version":N},"reported":{..}}, spliced from the stored
+ * texts (the same document as twin_render_into gives). */
+void twin_render_view(struct buf *b, const struct store_twin_view *v);
 
 /* The twin etag for a version: base64 of the 8-byte big-endian version,
  * e.g. "AAAAAAAAAAE=" for 1. out needs 13 bytes. */

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/buf.h"
 #include "base/clock.h"
 #include "base/enc.h"
 #include "base/err.h"
@@ -153,6 +154,44 @@ static json_t *render_twin(struct hub *h, const char *id, const json_t *identity
 	return o;
 }
 
+/* The REST twin document spliced from a store view: the identity members
+ * it shows (as render_twin takes them from render_device), then the twin. */
+static void respond_twin_view(struct hub *h, struct http_exchange *ex, const char *id,
+			      const struct store_twin_view *v)
+{
+	int64_t since = 0, last = 0;
+	bool on = hub_device_connected(h, id, &since, &last);
+	char etag[13], last_iso[32] = "0001-01-01T00:00:00Z";
+	if (on)
+		clock_iso8601(last, last_iso);
+	twin_etag(v->device_etag, etag);
+	struct buf b = BUF_INIT;
+	buf_reserve(&b, 512 + strlen(v->twin.desired) + strlen(v->twin.reported) +
+			    strlen(v->twin.tags) +
+			    (v->meta_desired ? strlen(v->meta_desired) : 0) +
+			    (v->meta_reported ? strlen(v->meta_reported) : 0));
+	/* id passed registry_id_valid: no character of it needs escaping. */
+	buf_printf(&b, "{\"deviceId\":\"%s\",\"deviceEtag\":\"%s\",\"status\":%s", id, etag,
+		   v->status ? v->status : "\"enabled\"");
+	buf_printf(&b, ",\"statusReason\":%s,\"statusUpdateTime\":%s",
+		   v->status_reason ? v->status_reason : "null",
+		   v->status_updated_time ? v->status_updated_time : "\"0001-01-01T00:00:00Z\"");
+	buf_printf(&b,
+		   ",\"connectionState\":\"%s\",\"lastActivityTime\":\"%s\","
+		   "\"cloudToDeviceMessageCount\":0,\"capabilities\":%s",
+		   on ? "Connected" : "Disconnected", last_iso,
+		   v->capabilities ? v->capabilities : "{\"iotEdge\":false}");
+	buf_printf(&b, ",\"authenticationType\":%s,\"x509Thumbprint\":%s,",
+		   v->auth_type && v->auth_type[0] == '"' ? v->auth_type : "\"sas\"",
+		   v->x509_thumbprint
+		       ? v->x509_thumbprint
+		       : "{\"primaryThumbprint\":null,\"secondaryThumbprint\":null}");
+	twin_render_view(&b, v);
+	buf_appendc(&b, '}');
+	http_respond_json(ex, 200, NULL, b.data);
+	buf_free(&b);
+}
+
 /* ---- If-Match ----------------------------------------------------------- */
 
 /* Copies the If-Match value without surrounding quotes; "" when absent. */
@@ -173,6 +212,26 @@ static void if_match_value(const struct http_request *req, char out[128])
 		n = 127;
 	memcpy(out, v, n);
 	out[n] = '\0';
+}
+
+/* The twin version an If-Match value names: -1 for any ("" or "*"); 0,
+ * which no twin has (versions start at 1), for a value that is no etag. */
+static int64_t if_match_version(const char *if_match)
+{
+	if (!if_match[0] || strcmp(if_match, "*") == 0)
+		return -1;
+	uint8_t b[9];
+	size_t n = 0;
+	char canon[13];
+	if (strlen(if_match) != 12 || b64_decode(if_match, 12, b, &n) != 0 || n != 8)
+		return 0;
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | b[i];
+	if (v > INT64_MAX)
+		return 0;
+	twin_etag((int64_t)v, canon); /* etag_ok compares the text */
+	return strcmp(canon, if_match) == 0 ? (int64_t)v : 0;
 }
 
 static bool etag_ok(const char *if_match, int64_t current)
@@ -451,23 +510,13 @@ static void device_stats(struct route_args *a)
 /* GET /twins/{id} */
 static void twin_get(struct route_args *a)
 {
-	struct store_txn *r = store_reader(a->hub->store);
-	struct store_device d = {0};
-	struct store_twin tw = {0};
-	int rc = store_device_get(r, a->hub->name, a->id, &d);
-	if (rc == 0)
-		rc = store_twin_get(r, a->hub->name, a->id, &tw);
-	if (rc != 0) {
+	struct store_twin_view v;
+	int rc = store_twin_view_get(store_reader(a->hub->store), a->hub->name, a->id, &v);
+	if (rc != 0)
 		respond_store_error(a->ex, rc, a->id, false);
-	} else {
-		json_t *identity = json_loads(d.json, 0, NULL);
-		json_t *o = render_twin(a->hub, a->id, identity, d.etag, &tw);
-		respond_json(a->ex, 200, o);
-		json_decref(o);
-		json_decref(identity);
-	}
-	store_device_clear(&d);
-	store_twin_clear(&tw);
+	else
+		respond_twin_view(a->hub, a->ex, a->id, &v);
+	store_twin_view_clear(&v);
 }
 
 /* PATCH and PUT /twins/{id}: body {"tags":{..},"properties":{"desired":{..}}}. */
@@ -503,6 +552,19 @@ static int twin_update_work(void *arg, struct store_txn *t)
 	return store_twin_put(t, j->hub->name, j->id, &j->twin);
 }
 
+/* The answer to a twin PUT or PATCH whose job failed with rc. */
+static void twin_update_error(struct rest_job *j, int rc)
+{
+	if (rc == FH_EPRECOND)
+		respond_error(j->ex, 412, "PreconditionFailed", 412002,
+			      "the etag in If-Match does not match the twin of device '%s'",
+			      j->id);
+	else if (rc == FH_EINVAL)
+		respond_error(j->ex, 400, j->terr.name, j->terr.code, "%s", j->terr.message);
+	else
+		respond_store_error(j->ex, rc, j->id, true);
+}
+
 static void twin_update_done(void *arg, int rc)
 {
 	struct twin_job *tj = arg;
@@ -516,16 +578,90 @@ static void twin_update_done(void *arg, int rc)
 		json_t *o = render_twin(j->hub, j->id, j->identity, j->etag, &j->twin);
 		respond_json(j->ex, 200, o);
 		json_decref(o);
-	} else if (rc == FH_EPRECOND) {
-		respond_error(j->ex, 412, "PreconditionFailed", 412002,
-			      "the etag in If-Match does not match the twin of device '%s'",
-			      j->id);
-	} else if (rc == FH_EINVAL) {
-		respond_error(j->ex, 400, j->terr.name, j->terr.code, "%s", j->terr.message);
 	} else {
-		respond_store_error(j->ex, rc, j->id, true);
+		twin_update_error(j, rc);
 	}
 	job_free(j);
+}
+
+/* PATCH /twins/{id}: merged in place by the store (store_twin_patch_service:
+ * json_patch of the sections, metadata by the two merge patches built here),
+ * then the answer is read back in one statement (store_twin_view_get) and
+ * spliced; no twin JSON is parsed or rebuilt. A result over a section's
+ * size limit fails the job, whose savepoint rolls the change back. */
+struct twin_patch_job {
+	struct rest_job base;
+	char *tags;    /* the tags patch as compact JSON text, or NULL */
+	char *desired; /* the desired patch, or NULL */
+	struct buf meta_clear;
+	struct buf meta_set;
+	int64_t if_version;
+	struct store_twin_view view; /* the twin after the change */
+};
+
+static void twin_patch_free(struct twin_patch_job *pj)
+{
+	free(pj->tags);
+	free(pj->desired);
+	buf_free(&pj->meta_clear);
+	buf_free(&pj->meta_set);
+	store_twin_view_clear(&pj->view);
+	job_free(&pj->base); /* frees pj: base is its first member */
+}
+
+static int twin_patch_work(void *arg, struct store_txn *t)
+{
+	struct twin_patch_job *pj = arg;
+	struct rest_job *j = &pj->base;
+	struct store_twin_service_patch p = {pj->tags, pj->desired, pj->meta_clear.data,
+					     pj->meta_set.data, pj->if_version};
+	int rc = store_twin_patch_service(t, j->hub->name, j->id, &p);
+	if (rc == 0)
+		rc = store_twin_view_get(t, j->hub->name, j->id, &pj->view);
+	if (rc != 0)
+		return rc;
+	if ((pj->tags &&
+	     twin_check_size(TWIN_TAGS, pj->view.tags_len, &j->hub->limits, &j->terr) != 0) ||
+	    (pj->desired &&
+	     twin_check_size(TWIN_DESIRED, pj->view.desired_len, &j->hub->limits, &j->terr) != 0)) {
+		j->status = 400;
+		return FH_EINVAL;
+	}
+	return 0;
+}
+
+static void twin_patch_done(void *arg, int rc)
+{
+	struct twin_patch_job *pj = arg;
+	struct rest_job *j = &pj->base;
+	if (rc == 0) {
+		if (pj->desired) {
+			char *notice = twin_render_notice(pj->desired, pj->view.twin.desired_version);
+			hub_notify_desired(j->hub, j->id, notice, pj->view.twin.desired_version);
+			free(notice);
+		}
+		respond_twin_view(j->hub, j->ex, j->id, &pj->view);
+	} else {
+		twin_update_error(j, rc);
+	}
+	twin_patch_free(pj);
+}
+
+/* Takes body (validated; tags and desired borrowed from it, NULL when
+ * absent). */
+static void twin_patch_submit(struct route_args *a, json_t *body, json_t *tags, json_t *desired)
+{
+	struct twin_patch_job *pj = xcalloc(1, sizeof *pj);
+	struct rest_job *j = job_new(a);
+	pj->base = *j;
+	free(j);
+	pj->base.body = body;
+	pj->tags = tags ? json_dumps(tags, JSON_COMPACT) : NULL;
+	pj->desired = desired ? json_dumps(desired, JSON_COMPACT) : NULL;
+	twin_service_meta_patches(tags, desired, pj->base.now, &pj->meta_clear, &pj->meta_set);
+	pj->if_version = if_match_version(pj->base.if_match);
+	store_submit_sized(a->hub->store, twin_patch_work, twin_patch_done, pj,
+			   a->ex->req->body.len);
 }
 
 static void twin_update(struct route_args *a, bool replace)
@@ -558,6 +694,10 @@ static void twin_update(struct route_args *a, bool replace)
 	     twin_check_patch(desired, TWIN_DESIRED, replace, &a->hub->limits, &terr) != 0)) {
 		respond_error(a->ex, 400, terr.name, terr.code, "%s", terr.message);
 		json_decref(body);
+		return;
+	}
+	if (!replace) {
+		twin_patch_submit(a, body, tags, desired);
 		return;
 	}
 	struct twin_job *tj = xcalloc(1, sizeof *tj);

@@ -138,6 +138,49 @@ int store_twin_put(struct store_txn *t, const char *hub, const char *id,
 int store_twin_patch_reported(struct store_txn *t, const char *hub, const char *id,
 			      const char *patch, const char *meta_clear, const char *meta_set,
 			      int64_t *reported_version, size_t *reported_len);
+/* A service-side twin patch (REST PATCH /twins/{id}), merged in place:
+ * tags and desired (RFC 7396 JSON texts; NULL: section not touched) into
+ * their sections, meta_clear and then meta_set (merge patches of the whole
+ * metadata object, as for reported) into the metadata; every
+ * "$lastUpdatedVersion":0 member in meta_set is stored as the new desired
+ * $version. Bumps version, and desired_version when desired is given. */
+struct store_twin_service_patch {
+	const char *tags;
+	const char *desired;
+	const char *meta_clear;
+	const char *meta_set;
+	int64_t if_version; /* >= 0: change only a twin at this version */
+};
+/* 0, FH_ENOTFOUND (no twin), FH_EPRECOND (the twin is at another version;
+ * nothing changed) or a write error. The caller reads the result with
+ * store_twin_view_get and checks the section sizes (failing its job rolls
+ * the change back). */
+int store_twin_patch_service(struct store_txn *t, const char *hub, const char *id,
+			     const struct store_twin_service_patch *p);
+
+/* What the REST twin document shows, read in one statement: the twin
+ * (meta left NULL), the metadata of properties.desired and .reported, the
+ * byte sizes of the tags and desired texts, and the device identity's etag
+ * and members as JSON texts (NULL when the identity has no such member). */
+struct store_twin_view {
+	struct store_twin twin;
+	char *meta_desired;  /* $metadata of properties.desired, or NULL */
+	char *meta_reported; /* $metadata of properties.reported, or NULL */
+	size_t tags_len;
+	size_t desired_len;
+	int64_t device_etag;
+	char *status;              /* identity "status" */
+	char *status_reason;       /* "statusReason" */
+	char *status_updated_time; /* "statusUpdatedTime" */
+	char *capabilities;        /* "capabilities" */
+	char *auth_type;           /* "authentication"."type" */
+	char *x509_thumbprint;     /* "authentication"."x509Thumbprint" */
+};
+/* FH_ENOTFOUND when the device or its twin does not exist. */
+int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
+			struct store_twin_view *out);
+void store_twin_view_clear(struct store_twin_view *v);
+
 /* Calls each(arg, id, twin) for the twins of hub with id > after, in id
  * order, up to limit. */
 int store_twin_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,

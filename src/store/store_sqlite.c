@@ -122,6 +122,9 @@ enum stmt_id {
 	ST_TWIN_LIST,
 	ST_TWIN_PATCH_REPORTED,
 	ST_TWIN_REPORTED_STATE,
+	ST_TWIN_PATCH_SERVICE,
+	ST_TWIN_EXISTS,
+	ST_TWIN_VIEW,
 	ST_SET_GET,
 	ST_SET_PUT,
 	ST_COUNT
@@ -167,6 +170,30 @@ static const char *const stmt_sql[ST_COUNT] = {
 				   " WHERE hub = ?1 AND id = ?2",
 	[ST_TWIN_REPORTED_STATE] = "SELECT reported_version, length(CAST(reported AS BLOB))"
 				   " FROM twins WHERE hub = ?1 AND id = ?2",
+	/* The same in-place merge for the service's tags and desired patches.
+	 * Every '"$lastUpdatedVersion":0' in the set patch becomes the new
+	 * desired $version (the old one + 1: SET reads the old row). */
+	[ST_TWIN_PATCH_SERVICE] =
+	    "UPDATE twins SET"
+	    " tags = CASE WHEN ?3 IS NULL THEN tags ELSE json_patch(tags, ?3) END,"
+	    " desired = CASE WHEN ?4 IS NULL THEN desired ELSE json_patch(desired, ?4) END,"
+	    " meta = json_patch(json_patch(meta, ?5), replace(?6, '\"$lastUpdatedVersion\":0',"
+	    " '\"$lastUpdatedVersion\":' || (desired_version + 1))),"
+	    " version = version + 1,"
+	    " desired_version = desired_version + (?4 IS NOT NULL)"
+	    " WHERE hub = ?1 AND id = ?2 AND (?7 IS NULL OR version = ?7)",
+	[ST_TWIN_EXISTS] = "SELECT 1 FROM twins WHERE hub = ?1 AND id = ?2",
+	/* One row for the REST twin document: the twin's texts, the metadata
+	 * of the two property sections, and the identity members it shows. */
+	[ST_TWIN_VIEW] = "SELECT t.tags, t.desired, t.reported, t.meta -> '$.desired',"
+			 " t.meta -> '$.reported', t.version, t.desired_version,"
+			 " t.reported_version, length(CAST(t.tags AS BLOB)),"
+			 " length(CAST(t.desired AS BLOB)), d.etag, d.json -> '$.status',"
+			 " d.json -> '$.statusReason', d.json -> '$.statusUpdatedTime',"
+			 " d.json -> '$.capabilities', d.json -> '$.authentication.type',"
+			 " d.json -> '$.authentication.x509Thumbprint'"
+			 " FROM twins t JOIN devices d ON d.hub = t.hub AND d.id = t.id"
+			 " WHERE t.hub = ?1 AND t.id = ?2",
 	[ST_SET_GET] = "SELECT value FROM settings WHERE key = ?1",
 	[ST_SET_PUT] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
 		       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -1017,6 +1044,91 @@ int store_twin_patch_reported(struct store_txn *t, const char *hub, const char *
 	}
 	stmt_end(st);
 	return rc;
+}
+
+int store_twin_patch_service(struct store_txn *t, const char *hub, const char *id,
+			     const struct store_twin_service_patch *p)
+{
+	sqlite3_stmt *st = stmt(t, ST_TWIN_PATCH_SERVICE);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	if (p->tags)
+		bind_text(st, 3, p->tags);
+	if (p->desired)
+		bind_text(st, 4, p->desired);
+	bind_text(st, 5, p->meta_clear);
+	bind_text(st, 6, p->meta_set);
+	if (p->if_version >= 0)
+		sqlite3_bind_int64(st, 7, p->if_version);
+	int rc = step_write(t, st, "twin service patch"); /* clears the bindings */
+	if (rc != 0 || sqlite3_changes(t->db) > 0)
+		return rc;
+	/* Nothing changed: no such twin, or another version. */
+	st = stmt(t, ST_TWIN_EXISTS);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	rc = sqlite3_step(st);
+	int ret = rc == SQLITE_ROW    ? FH_EPRECOND
+		  : rc == SQLITE_DONE ? FH_ENOTFOUND
+				      : note_error(t, "twin exists");
+	stmt_end(st);
+	return ret;
+}
+
+static char *col_dup_or_null(sqlite3_stmt *st, int i)
+{
+	return sqlite3_column_type(st, i) == SQLITE_NULL ? NULL : col_dup(st, i);
+}
+
+int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
+			struct store_twin_view *out)
+{
+	sqlite3_stmt *st = stmt(t, ST_TWIN_VIEW);
+	memset(out, 0, sizeof *out);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	int rc = sqlite3_step(st);
+	int ret = 0;
+	if (rc == SQLITE_ROW) {
+		struct store_twin *tw = &out->twin;
+		tw->tags = col_dup(st, 0);
+		tw->desired = col_dup(st, 1);
+		tw->reported = col_dup(st, 2);
+		out->meta_desired = col_dup_or_null(st, 3);
+		out->meta_reported = col_dup_or_null(st, 4);
+		tw->version = sqlite3_column_int64(st, 5);
+		tw->desired_version = sqlite3_column_int64(st, 6);
+		tw->reported_version = sqlite3_column_int64(st, 7);
+		out->tags_len = (size_t)sqlite3_column_int64(st, 8);
+		out->desired_len = (size_t)sqlite3_column_int64(st, 9);
+		out->device_etag = sqlite3_column_int64(st, 10);
+		out->status = col_dup_or_null(st, 11);
+		out->status_reason = col_dup_or_null(st, 12);
+		out->status_updated_time = col_dup_or_null(st, 13);
+		out->capabilities = col_dup_or_null(st, 14);
+		out->auth_type = col_dup_or_null(st, 15);
+		out->x509_thumbprint = col_dup_or_null(st, 16);
+	} else if (rc == SQLITE_DONE) {
+		ret = FH_ENOTFOUND;
+	} else {
+		ret = note_error(t, "twin view");
+	}
+	stmt_end(st);
+	return ret;
+}
+
+void store_twin_view_clear(struct store_twin_view *v)
+{
+	store_twin_clear(&v->twin);
+	free(v->meta_desired);
+	free(v->meta_reported);
+	free(v->status);
+	free(v->status_reason);
+	free(v->status_updated_time);
+	free(v->capabilities);
+	free(v->auth_type);
+	free(v->x509_thumbprint);
+	memset(v, 0, sizeof *v);
 }
 
 int store_twin_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,

@@ -767,6 +767,143 @@ static void test_twin_patch_reported(void **state)
 	store_twin_clear(&mem);
 }
 
+/* A service PATCH merged by the store against twin_apply_service. */
+struct sjob {
+	const char *tags, *desired; /* patch texts or NULL */
+	struct buf clear, set;
+	int64_t if_version;
+	struct store_twin_view view;
+	int rc;
+	int *counter;
+};
+
+static int sjob_work(void *arg, struct store_txn *txn)
+{
+	struct sjob *j = arg;
+	struct store_twin_service_patch p = {j->tags, j->desired, j->clear.data, j->set.data,
+					     j->if_version};
+	int rc = store_twin_patch_service(txn, "h", "d", &p);
+	return rc ? rc : store_twin_view_get(txn, "h", "d", &j->view);
+}
+
+static void sjob_done(void *arg, int rc)
+{
+	struct sjob *j = arg;
+	j->rc = rc;
+	(*j->counter)++;
+}
+
+static void assert_json_text_equal(const char *x, const char *y)
+{
+	json_t *a = json_loads(x, 0, NULL), *b = json_loads(y, 0, NULL);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_true(json_equal(a, b));
+	json_decref(a);
+	json_decref(b);
+}
+
+static void test_twin_patch_service(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	struct tjob dj;
+	job_init(&dj, &counter, "h", "d", "enabled");
+	dj.with_twin = 1;
+	store_submit(f->s, job_work, job_done, &dj);
+	run_until(&f->loop, &counter, 1);
+	struct store_twin mem = {0};
+	assert_int_equal(store_twin_get(store_reader(f->s), "h", "d", &mem), 0);
+	static const char *const patches[][2] = {
+		{NULL, "{\"a\":1,\"b\":{\"c\":\"x\",\"d\":[1,2]}}"},
+		{"{\"t\":{\"u\":1}}", "{\"b\":{\"c\":null,\"e\":{\"f\":true}}}"},
+		{NULL, "{\"b\":5,\"a\":{\"g\":1}}"}, /* object -> leaf, leaf -> object */
+		{"{\"t\":null,\"v\":\"w\"}", NULL},  /* tags only */
+		{NULL, "{\"a\":null,\"q\\\"k\":2.5,\"b\":{}}"},
+		{NULL, "{}"},
+		{NULL, "{\"z\":{\"y\":{\"x\":null}}}"},
+	};
+	const char *now = "2026-01-01T00:00:00.000Z";
+	for (size_t i = 0; i < sizeof patches / sizeof patches[0]; i++) {
+		struct sjob j = {.tags = patches[i][0], .desired = patches[i][1], .counter = &counter};
+		json_t *tags = j.tags ? json_loads(j.tags, 0, NULL) : NULL;
+		json_t *desired = j.desired ? json_loads(j.desired, 0, NULL) : NULL;
+		twin_service_meta_patches(tags, desired, now, &j.clear, &j.set);
+		/* Every other patch names the current version. */
+		j.if_version = i % 2 ? mem.version : -1;
+		struct twin_error err;
+		json_t *notice = NULL;
+		assert_int_equal(twin_apply_service(&mem, tags, desired, false, now,
+						    &twin_limits_default, &err, &notice),
+				 0);
+		store_submit(f->s, sjob_work, sjob_done, &j);
+		run_until(&f->loop, &counter, (int)i + 2);
+		assert_int_equal(j.rc, 0);
+		struct store_twin *db = &j.view.twin;
+		assert_int_equal(db->version, mem.version);
+		assert_int_equal(db->desired_version, mem.desired_version);
+		assert_int_equal(db->reported_version, mem.reported_version);
+		assert_int_equal(j.view.tags_len, strlen(db->tags));
+		assert_int_equal(j.view.desired_len, strlen(db->desired));
+		assert_json_text_equal(db->tags, mem.tags);
+		assert_json_text_equal(db->desired, mem.desired);
+		json_t *mb = json_loads(mem.meta, 0, NULL);
+		char *md = json_dumps(json_object_get(mb, "desired"), JSON_COMPACT);
+		assert_json_text_equal(j.view.meta_desired, md);
+		free(md);
+		/* The tags metadata is not in the view: compare the stored one. */
+		struct store_twin full = {0};
+		assert_int_equal(store_twin_get(store_reader(f->s), "h", "d", &full), 0);
+		json_t *ma = json_loads(full.meta, 0, NULL);
+		static const char *const secs[] = {"tags", "desired", "reported"};
+		for (int k = 0; k < 3; k++) { /* a section never touched may be absent */
+			json_t *x = json_object_get(ma, secs[k]), *y = json_object_get(mb, secs[k]);
+			json_t *empty = json_object();
+			assert_true(json_equal(x ? x : empty, y ? y : empty));
+			json_decref(empty);
+		}
+		json_decref(ma);
+		json_decref(mb);
+		store_twin_clear(&full);
+		/* The notification is the patch with the new $version. */
+		if (desired) {
+			char *n = twin_render_notice(j.desired, db->desired_version);
+			char *want = json_dumps(notice, JSON_COMPACT);
+			assert_json_text_equal(n, want);
+			free(n);
+			free(want);
+		}
+		assert_string_equal(j.view.status, "\"enabled\"");
+		assert_null(j.view.capabilities);
+		json_decref(notice);
+		json_decref(tags);
+		json_decref(desired);
+		buf_free(&j.clear);
+		buf_free(&j.set);
+		store_twin_view_clear(&j.view);
+	}
+	/* A stale version changes nothing. */
+	int base = (int)(sizeof patches / sizeof patches[0]) + 1;
+	struct sjob j = {.desired = "{\"a\":2}", .counter = &counter, .if_version = mem.version - 1};
+	buf_appends(&j.clear, "{}");
+	buf_appends(&j.set, "{}");
+	store_submit(f->s, sjob_work, sjob_done, &j);
+	run_until(&f->loop, &counter, base + 1);
+	assert_int_equal(j.rc, FH_EPRECOND);
+	struct store_twin db = {0};
+	assert_int_equal(store_twin_get(store_reader(f->s), "h", "d", &db), 0);
+	assert_int_equal(db.version, mem.version);
+	store_twin_clear(&db);
+	buf_free(&j.clear);
+	buf_free(&j.set);
+	store_twin_view_clear(&j.view);
+	store_twin_clear(&mem);
+	struct twin_error err;
+	assert_int_equal(twin_check_size(TWIN_TAGS, 8 * 1024 + 1, &twin_limits_default, &err),
+			 FH_EINVAL);
+	assert_non_null(strstr(err.message, "tags"));
+}
+
 /* ---- storage faults: a VFS in front of SQLite's default one ----------
  * Every file the store opens goes through it; fault_write / fault_sync,
  * when non-zero, are what xWrite / xSync return instead of doing anything
@@ -1004,6 +1141,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_runs_chained_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_twin_patch_reported, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_twin_patch_service, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backlog_bounds, setup, teardown),
 		cmocka_unit_test(test_twin_init_clear),
 		cmocka_unit_test_setup_teardown(test_disk_full, setup_faults, teardown_faults),
