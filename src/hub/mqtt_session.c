@@ -373,7 +373,8 @@ static void reported_done(void *arg, int rc)
 static void twin_get(struct hub_session *s, const char *rid)
 {
 	struct store_twin tw = {0};
-	int rc = store_twin_get(store_reader(s->hub->store), s->hub->name, s->device_id, &tw);
+	int rc = store_twin_get_properties(store_reader(s->hub->store), s->hub->name, s->device_id,
+					   &tw);
 	if (rc != 0) {
 		twin_error(s, rc == FH_ENOTFOUND ? 404 : 503, rid,
 			   rc == FH_ENOTFOUND ? 404001 : 503001,

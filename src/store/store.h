@@ -125,6 +125,11 @@ int store_device_list(struct store_txn *t, const char *hub, const char *after, u
 int store_device_count(struct store_txn *t, const char *hub, int64_t *total, int64_t *enabled);
 
 int store_twin_get(struct store_txn *t, const char *hub, const char *id, struct store_twin *out);
+/* store_twin_get for what a device's twin GET answers: fills only desired,
+ * reported, desired_version and reported_version (tags and meta stay NULL,
+ * version 0), without reading the rest of the row's text. */
+int store_twin_get_properties(struct store_txn *t, const char *hub, const char *id,
+			      struct store_twin *out);
 /* Inserts or replaces the twin of a device. */
 int store_twin_put(struct store_txn *t, const char *hub, const char *id,
 		   const struct store_twin *tw);

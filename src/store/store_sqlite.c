@@ -118,6 +118,7 @@ enum stmt_id {
 	ST_DEV_LIST,
 	ST_DEV_COUNT,
 	ST_TWIN_GET,
+	ST_TWIN_GET_PROPS,
 	ST_TWIN_PUT,
 	ST_TWIN_LIST,
 	ST_TWIN_PATCH_REPORTED,
@@ -150,6 +151,9 @@ static const char *const stmt_sql[ST_COUNT] = {
 			 " FROM devices WHERE hub = ?1",
 	[ST_TWIN_GET] = "SELECT tags, desired, reported, meta, version, desired_version,"
 			" reported_version FROM twins WHERE hub = ?1 AND id = ?2",
+	/* What a device's twin GET answers: no tags, no metadata. */
+	[ST_TWIN_GET_PROPS] = "SELECT desired, reported, desired_version, reported_version"
+			      " FROM twins WHERE hub = ?1 AND id = ?2",
 	[ST_TWIN_PUT] = "INSERT INTO twins (hub, id, tags, desired, reported, meta, version,"
 			" desired_version, reported_version)"
 			" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
@@ -818,6 +822,24 @@ static int step_write(struct store_txn *t, sqlite3_stmt *st, const char *what)
 	return ret;
 }
 
+/* Runs a point read keyed by ?1 = k1 and, when k2 is not NULL, ?2 = k2
+ * (borrowed): 0 when it found its row (read the columns, then stmt_end),
+ * FH_ENOTFOUND, or FH_EIO (logged). */
+static int step_row(struct store_txn *t, sqlite3_stmt *st, const char *k1, const char *k2,
+		    const char *what)
+{
+	bind_text(st, 1, k1);
+	if (k2)
+		bind_text(st, 2, k2);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		return 0;
+	if (rc == SQLITE_DONE)
+		return FH_ENOTFOUND;
+	note_error(t, what);
+	return FH_EIO;
+}
+
 static char *col_dup(sqlite3_stmt *st, int i)
 {
 	const unsigned char *v = sqlite3_column_text(st, i);
@@ -846,21 +868,11 @@ int store_device_get(struct store_txn *t, const char *hub, const char *id,
 {
 	sqlite3_stmt *st = stmt(t, ST_DEV_GET);
 	memset(out, 0, sizeof *out);
-	bind_text(st, 1, hub);
-	bind_text(st, 2, id);
-	int rc = sqlite3_step(st);
-	int ret;
-	if (rc == SQLITE_ROW) {
+	int rc = step_row(t, st, hub, id, "device get");
+	if (rc == 0)
 		read_device(st, 0, out);
-		ret = 0;
-	} else if (rc == SQLITE_DONE) {
-		ret = FH_ENOTFOUND;
-	} else {
-		note_error(t, "device get");
-		ret = FH_EIO;
-	}
 	stmt_end(st);
-	return ret;
+	return rc;
 }
 
 int store_device_put(struct store_txn *t, const char *hub, const char *id,
@@ -985,21 +997,27 @@ int store_twin_get(struct store_txn *t, const char *hub, const char *id, struct 
 {
 	sqlite3_stmt *st = stmt(t, ST_TWIN_GET);
 	memset(out, 0, sizeof *out);
-	bind_text(st, 1, hub);
-	bind_text(st, 2, id);
-	int rc = sqlite3_step(st);
-	int ret;
-	if (rc == SQLITE_ROW) {
+	int rc = step_row(t, st, hub, id, "twin get");
+	if (rc == 0)
 		read_twin(st, 0, out);
-		ret = 0;
-	} else if (rc == SQLITE_DONE) {
-		ret = FH_ENOTFOUND;
-	} else {
-		note_error(t, "twin get");
-		ret = FH_EIO;
+	stmt_end(st);
+	return rc;
+}
+
+int store_twin_get_properties(struct store_txn *t, const char *hub, const char *id,
+			      struct store_twin *out)
+{
+	sqlite3_stmt *st = stmt(t, ST_TWIN_GET_PROPS);
+	memset(out, 0, sizeof *out);
+	int rc = step_row(t, st, hub, id, "twin get");
+	if (rc == 0) {
+		out->desired = col_dup(st, 0);
+		out->reported = col_dup(st, 1);
+		out->desired_version = sqlite3_column_int64(st, 2);
+		out->reported_version = sqlite3_column_int64(st, 3);
 	}
 	stmt_end(st);
-	return ret;
+	return rc;
 }
 
 int store_twin_put(struct store_txn *t, const char *hub, const char *id,
@@ -1146,20 +1164,11 @@ int store_setting_get(struct store_txn *t, const char *key, char **value_out)
 {
 	sqlite3_stmt *st = stmt(t, ST_SET_GET);
 	*value_out = NULL;
-	bind_text(st, 1, key);
-	int rc = sqlite3_step(st);
-	int ret;
-	if (rc == SQLITE_ROW) {
+	int rc = step_row(t, st, key, NULL, "setting get");
+	if (rc == 0)
 		*value_out = col_dup(st, 0);
-		ret = 0;
-	} else if (rc == SQLITE_DONE) {
-		ret = FH_ENOTFOUND;
-	} else {
-		note_error(t, "setting get");
-		ret = FH_EIO;
-	}
 	stmt_end(st);
-	return ret;
+	return rc;
 }
 
 int store_setting_put(struct store_txn *t, const char *key, const char *value)
@@ -1247,19 +1256,11 @@ int store_doc_get(struct store_txn *t, enum store_doc_kind kind, const char *sco
 	*json_out = NULL;
 	if (!st)
 		return FH_EIO;
-	bind_text(st, 1, scope);
-	bind_text(st, 2, id);
-	int rc = sqlite3_step(st), ret = 0;
-	if (rc == SQLITE_ROW) {
+	int rc = step_row(t, st, scope, id, "document get");
+	if (rc == 0)
 		*json_out = col_dup(st, 0);
-	} else if (rc == SQLITE_DONE) {
-		ret = FH_ENOTFOUND;
-	} else {
-		note_error(t, "document get");
-		ret = FH_EIO;
-	}
 	stmt_end(st);
-	return ret;
+	return rc;
 }
 
 int store_doc_put(struct store_txn *t, enum store_doc_kind kind, const char *scope,

@@ -177,6 +177,8 @@ static void test_put_get(void **state)
 	store_twin_clear(&tw);
 	assert_null(tw.tags);
 	assert_int_equal(store_twin_get(r, "hub1", "dev2", &tw), FH_ENOTFOUND);
+	assert_int_equal(store_twin_get_properties(r, "hub1", "dev2", &tw), FH_ENOTFOUND);
+	assert_null(tw.desired);
 }
 
 /* A job returning FH_EEXIST loses its own changes; its batch-mates keep theirs. */
@@ -741,6 +743,16 @@ static void test_twin_patch_reported(void **state)
 		json_t *ma = json_loads(db.meta, 0, NULL), *mb = json_loads(mem.meta, 0, NULL);
 		assert_true(json_equal(a, b));
 		assert_true(json_equal(json_object_get(ma, "reported"), json_object_get(mb, "reported")));
+		/* What a device's GET reads: the same sections and versions. */
+		struct store_twin props;
+		assert_int_equal(store_twin_get_properties(store_reader(f->s), "h", "d", &props), 0);
+		assert_string_equal(props.desired, db.desired);
+		assert_string_equal(props.reported, db.reported);
+		assert_int_equal(props.desired_version, db.desired_version);
+		assert_int_equal(props.reported_version, db.reported_version);
+		assert_null(props.tags);
+		assert_null(props.meta);
+		store_twin_clear(&props);
 		json_decref(a);
 		json_decref(b);
 		json_decref(ma);
