@@ -3,8 +3,11 @@
  *
  * Runtime model (design.md §2):
  * - Reads run on the loop thread through store_reader(): a read-only handle
- *   on its own connection. In WAL mode a read never waits for the writer and
- *   sees every transaction committed before it started.
+ *   on its own connection. In WAL mode a read never waits for the writer.
+ *   The reads of one loop iteration share one snapshot, taken at the first
+ *   of them; the snapshot is dropped before the loop waits for I/O and
+ *   before any done runs, so a read sees at least every write whose done
+ *   has run (read-your-writes for anything acknowledged).
  * - Writes are jobs. store_submit() queues (work, done, arg). One writer
  *   thread takes everything queued (up to a batch limit), opens one
  *   transaction, runs each job's work(arg, txn) inside its own savepoint,

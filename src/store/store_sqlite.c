@@ -1,8 +1,25 @@
 /* The embedded store: store.h implemented on SQLite (WAL, synchronous=FULL).
  *
  * Two connections. The reader is used only on the loop thread (store_reader);
- * it is query_only and every statement is reset right after use, so no read
- * transaction stays open and each read sees everything committed before it.
+ * it is query_only and every statement is reset right after use. The reads
+ * of one loop iteration share one read transaction (one WAL snapshot):
+ * the first read opens it (BEGIN), and it ends (COMMIT) at the latest in the
+ * loop's prepare phase, before the loop waits for I/O, and always before
+ * any job's done runs (completions can also run with no prepare phase
+ * before them: when libuv polls again at once after a full batch of
+ * events, and in store_close):
+ *
+ *   no read txn --first read: BEGIN--> open (snapshot S) --prepare phase,
+ *        ^                                                 or completions
+ *        +-----------------------COMMIT-------------------- about to run
+ *
+ * Read-your-writes holds: a write is acknowledged only from its done, which
+ * runs after its COMMIT; the shared transaction is ended before the first
+ * done of a batch of completions, so every read from then on (in that done
+ * or after) starts a snapshot that holds the write. A read may still see a
+ * commit whose done has not run yet, as it did with a transaction per
+ * statement. No snapshot outlives an iteration, so an idle loop holds none
+ * and checkpoints are not held back longer than one iteration.
  * The writer is used only by the writer thread (and, after that thread has
  * been joined, by store_close on the loop thread to finish leftovers).
  *
@@ -106,6 +123,7 @@ static const char *const migrations[] = {
 
 enum stmt_id {
 	ST_BEGIN,
+	ST_BEGIN_READ,
 	ST_COMMIT,
 	ST_ROLLBACK,
 	ST_SAVEPOINT,
@@ -133,6 +151,7 @@ enum stmt_id {
 
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_BEGIN_READ] = "BEGIN",
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_SAVEPOINT] = "SAVEPOINT j",
@@ -211,6 +230,8 @@ struct store_txn {
 	int quiet_faults; /* the writer: storage faults are logged per episode */
 	int fault;        /* the last storage fault of this batch (writer), or 0 */
 	char detail[240]; /* what that fault said, for the episode's log line */
+	int shared_read;  /* the reader: its reads share a transaction (top) */
+	int in_read;      /* that transaction is open */
 	sqlite3_stmt *st[ST_COUNT];
 	sqlite3_stmt *doc[DOC_KINDS][DOC_OPS]; /* prepared on first use */
 };
@@ -232,6 +253,8 @@ struct job_list {
 struct store {
 	uv_loop_t *loop;
 	uv_async_t async;
+	uv_prepare_t prepare; /* ends the reader's transaction each iteration */
+	int open_handles;     /* freed when both handles are closed */
 	uv_thread_t thread;
 	int thread_started;
 
@@ -481,6 +504,30 @@ static int run_ctl(struct store_txn *t, enum stmt_id id)
 	return ret;
 }
 
+/* ---- the reader's shared transaction (see the top of the file) ---- */
+
+static void read_begin(struct store_txn *t)
+{
+	if (t->shared_read && !t->in_read && run_ctl(t, ST_BEGIN_READ) == 0)
+		t->in_read = 1;
+}
+
+static void read_end(struct store_txn *t)
+{
+	if (!t->in_read)
+		return;
+	t->in_read = 0;
+	/* A read error may have made SQLite roll the transaction back. */
+	if (!sqlite3_get_autocommit(t->db) && run_ctl(t, ST_COMMIT) != 0)
+		run_ctl(t, ST_ROLLBACK);
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+	struct store *s = h->data;
+	read_end(&s->reader);
+}
+
 static void batch_fail(struct job_list *batch, int rc)
 {
 	for (struct job *j = batch->head; j; j = j->next)
@@ -614,6 +661,8 @@ static int run_completions(struct store *s)
 	s->completed.head = s->completed.tail = NULL;
 	uv_mutex_unlock(&s->done_mu);
 	int any = l.head != NULL;
+	if (any)
+		read_end(&s->reader); /* the reads of these dones see their commits */
 	for (struct job *j = l.head, *next; j; j = next) {
 		next = j->next;
 		s->backlog_jobs--;
@@ -633,6 +682,8 @@ static void on_async(uv_async_t *h)
 static void on_closed(uv_handle_t *h)
 {
 	struct store *s = h->data;
+	if (--s->open_handles > 0)
+		return;
 	uv_mutex_destroy(&s->mu);
 	uv_mutex_destroy(&s->done_mu);
 	uv_cond_destroy(&s->cond);
@@ -704,11 +755,18 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 		return FH_EIO;
 	}
 	s->async.data = s;
+	s->open_handles = 2;
+	uv_prepare_init(loop, &s->prepare);
+	s->prepare.data = s;
+	uv_prepare_start(&s->prepare, on_prepare);
+	uv_unref((uv_handle_t *)&s->prepare);
+	s->reader.shared_read = 1;
 	if (uv_thread_create(&s->thread, writer_main, s) != 0) {
 		snprintf(err, errlen, "cannot start the store writer thread");
 		txn_close(&s->reader);
 		txn_close(&s->writer);
 		uv_close((uv_handle_t *)&s->async, on_closed);
+		uv_close((uv_handle_t *)&s->prepare, on_closed);
 		return FH_EIO;
 	}
 	s->thread_started = 1;
@@ -740,9 +798,11 @@ void store_close(struct store *s)
 		if (!run_completions(s) && !batch.head)
 			break;
 	}
+	read_end(&s->reader);
 	txn_close(&s->reader);
 	txn_close(&s->writer);
 	uv_close((uv_handle_t *)&s->async, on_closed);
+	uv_close((uv_handle_t *)&s->prepare, on_closed);
 }
 
 struct store_txn *store_reader(struct store *s)
@@ -798,6 +858,7 @@ void store_backlog(const struct store *s, unsigned *jobs, size_t *bytes)
 
 static sqlite3_stmt *stmt(struct store_txn *t, enum stmt_id id)
 {
+	read_begin(t);
 	return t->st[id];
 }
 
@@ -1228,6 +1289,7 @@ static sqlite3_stmt *doc_stmt(struct store_txn *t, enum store_doc_kind kind, enu
 {
 	if ((unsigned)kind >= DOC_KINDS)
 		return NULL;
+	read_begin(t);
 	if (t->doc[kind][op])
 		return t->doc[kind][op];
 	static const char *const sql[DOC_OPS] = {

@@ -89,6 +89,18 @@ static void run_until(uv_loop_t *loop, int *counter, int want)
 		uv_run(loop, UV_RUN_ONCE);
 }
 
+/* Stores device hub/id with a new twin; *counter counts it. */
+static void put_device_with_twin(struct fixture *f, int *counter, const char *hub,
+				 const char *id)
+{
+	struct tjob j;
+	job_init(&j, counter, hub, id, "enabled");
+	j.with_twin = 1;
+	store_submit(f->s, job_work, job_done, &j);
+	run_until(&f->loop, counter, *counter + 1);
+	assert_int_equal(j.work_rc, 0);
+}
+
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof *f);
@@ -707,11 +719,7 @@ static void test_twin_patch_reported(void **state)
 {
 	struct fixture *f = *state;
 	int counter = 0;
-	struct tjob dj;
-	job_init(&dj, &counter, "h", "d", "enabled");
-	dj.with_twin = 1;
-	store_submit(f->s, job_work, job_done, &dj);
-	run_until(&f->loop, &counter, 1);
+	put_device_with_twin(f, &counter, "h", "d");
 	struct store_twin mem = {0};
 	assert_int_equal(store_twin_get(store_reader(f->s), "h", "d", &mem), 0);
 	const char *patches[] = {
@@ -914,6 +922,88 @@ static void test_twin_patch_service(void **state)
 	assert_int_equal(twin_check_size(TWIN_TAGS, 8 * 1024 + 1, &twin_limits_default, &err),
 			 FH_EINVAL);
 	assert_non_null(strstr(err.message, "tags"));
+}
+
+/* The reader's shared transaction. A done reads its own commit, and so
+ * does every read after it (read-your-writes: a device that got its 204
+ * and then GETs sees its report). The reads of one loop iteration share a
+ * snapshot, which the prepare phase ends: an idle loop holds none, so a
+ * TRUNCATE checkpoint is not kept waiting by it. */
+struct ryw_job {
+	struct rjob r;
+	struct store *s;
+	int64_t seen; /* reported_version read by done */
+};
+
+static void ryw_done(void *arg, int rc)
+{
+	struct ryw_job *j = arg;
+	struct store_twin tw;
+	j->r.rc = rc;
+	assert_int_equal(store_twin_get_properties(store_reader(j->s), "h", "d", &tw), 0);
+	j->seen = tw.reported_version;
+	store_twin_clear(&tw);
+	(*j->r.counter)++;
+}
+
+static int64_t reported_version(struct fixture *f)
+{
+	struct store_twin tw;
+	assert_int_equal(store_twin_get_properties(store_reader(f->s), "h", "d", &tw), 0);
+	int64_t v = tw.reported_version;
+	store_twin_clear(&tw);
+	return v;
+}
+
+static void test_read_your_writes(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	put_device_with_twin(f, &counter, "h", "d");
+
+	/* A read opens the shared transaction; the write commits meanwhile. */
+	assert_int_equal(reported_version(f), 1);
+	struct ryw_job j = {.r = {.patch = "{\"a\":1}", .counter = &counter}, .s = f->s};
+	buf_appends(&j.r.clear, "{}");
+	buf_appends(&j.r.set, "{}");
+	store_submit(f->s, rjob_work, ryw_done, &j);
+	run_until(&f->loop, &counter, 2);
+	assert_int_equal(j.r.rc, 0);
+	assert_int_equal(j.r.version, 2);
+	assert_int_equal(j.seen, 2);
+	assert_int_equal(reported_version(f), 2);
+	buf_free(&j.r.clear);
+	buf_free(&j.r.set);
+
+	/* A commit from elsewhere while the transaction is open: this
+	 * iteration's reads keep their snapshot, and it holds a checkpoint
+	 * back; after the prepare phase both are free. */
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "UPDATE twins SET reported_version = 9", NULL, NULL, NULL),
+			 SQLITE_OK);
+	assert_int_equal(reported_version(f), 2);
+	assert_int_equal(sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL),
+			 SQLITE_BUSY);
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+	assert_int_equal(sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL),
+			 SQLITE_OK);
+	assert_int_equal(reported_version(f), 9);
+	sqlite3_close(db);
+
+	/* Completions that run with no prepare phase before them (here
+	 * store_close's; on a busy loop, a poll that goes round again) end the
+	 * transaction themselves. */
+	assert_int_equal(reported_version(f), 9);
+	struct ryw_job k = {.r = {.patch = "{\"b\":2}", .counter = &counter}, .s = f->s};
+	buf_appends(&k.r.clear, "{}");
+	buf_appends(&k.r.set, "{}");
+	store_submit(f->s, rjob_work, ryw_done, &k);
+	fixture_close_store(f);
+	assert_int_equal(k.r.rc, 0);
+	assert_int_equal(k.seen, 10);
+	buf_free(&k.r.clear);
+	buf_free(&k.r.set);
 }
 
 /* ---- storage faults: a VFS in front of SQLite's default one ----------
@@ -1154,6 +1244,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_close_runs_chained_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_twin_patch_reported, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_twin_patch_service, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_your_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backlog_bounds, setup, teardown),
 		cmocka_unit_test(test_twin_init_clear),
 		cmocka_unit_test_setup_teardown(test_disk_full, setup_faults, teardown_faults),
