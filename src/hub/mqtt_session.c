@@ -78,12 +78,19 @@ static void send_buf(struct hub_session *s, struct buf *b)
 	buf_reset(b);
 }
 
-static void publish(struct hub_session *s, const char *topic, const char *payload, size_t n)
+static void publish_n(struct hub_session *s, const char *topic, size_t topic_len,
+		      const char *payload, size_t n)
 {
 	struct buf b = BUF_INIT;
-	mqtt_encode_publish(&b, topic, strlen(topic), 0, 0, payload, n);
+	buf_reserve(&b, 5 + 2 + topic_len + n); /* fixed header, topic length, topic, payload */
+	mqtt_encode_publish(&b, topic, topic_len, 0, 0, payload, n);
 	send_buf(s, &b);
 	buf_free(&b);
+}
+
+static void publish(struct hub_session *s, const char *topic, const char *payload, size_t n)
+{
+	publish_n(s, topic, strlen(topic), payload, n);
 }
 
 /* Publishes $iothub/twin/res/<status>/?$rid=<rid>[&$version=N] or, for a
@@ -95,16 +102,27 @@ static void twin_respond(struct hub_session *s, int status, const char *rid, int
 {
 	if (!(s->subs & SUB_TWIN_RES))
 		return;
+	/* Formatted by hand up to the rid: snprintf of the whole topic cost
+	 * about as much as the rest of a GET's answer. status has 3 digits;
+	 * rid has at most RID_MAX characters (topic_rid). */
+	static const char head[] = "$iothub/twin/res/", mid[] = "/?$rid=";
 	char topic[64 + RID_MAX + 32];
+	size_t n = sizeof head - 1, rn = strlen(rid);
+	memcpy(topic, head, n);
+	topic[n++] = (char)('0' + status / 100 % 10);
+	topic[n++] = (char)('0' + status / 10 % 10);
+	topic[n++] = (char)('0' + status % 10);
+	memcpy(topic + n, mid, sizeof mid - 1);
+	n += sizeof mid - 1;
+	memcpy(topic + n, rid, rn);
+	n += rn;
+	int extra = 0;
 	if (version > 0)
-		snprintf(topic, sizeof topic, "$iothub/twin/res/%d/?$rid=%s&$version=%lld", status,
-			 rid, (long long)version);
+		extra = snprintf(topic + n, sizeof topic - n, "&$version=%lld", (long long)version);
 	else if (retry_after > 0)
-		snprintf(topic, sizeof topic, "$iothub/twin/res/%d/?$rid=%s&retry-after=%u", status,
-			 rid, retry_after);
-	else
-		snprintf(topic, sizeof topic, "$iothub/twin/res/%d/?$rid=%s", status, rid);
-	publish(s, topic, body, body ? strlen(body) : 0);
+		extra = snprintf(topic + n, sizeof topic - n, "&retry-after=%u", retry_after);
+	n += (size_t)extra;
+	publish_n(s, topic, n, body, body ? strlen(body) : 0);
 }
 
 static void twin_error_retry(struct hub_session *s, int status, const char *rid, int code,
