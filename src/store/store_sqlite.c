@@ -223,7 +223,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 };
 
 #define DOC_KINDS 5
-enum doc_op { DOC_GET, DOC_PUT, DOC_DEL, DOC_LIST, DOC_OPS };
+enum doc_op { DOC_GET, DOC_PUT, DOC_DEL, DOC_LIST, DOC_LIST_FROM, DOC_OPS };
 
 struct store_txn {
 	sqlite3 *db;
@@ -973,6 +973,7 @@ struct list_call {
 	int (*twin)(void *arg, const char *id, const struct store_twin *tw);
 	int (*doc)(void *arg, const char *id, const char *json);
 	void *arg;
+	const char *prefix; /* rows come in id order: the first id without it ends the list */
 };
 
 struct list_row {
@@ -988,7 +989,16 @@ static int list_rows(struct store_txn *t, sqlite3_stmt *st, const char *what,
 	struct list_row *rows = NULL;
 	size_t n = 0, cap = 0;
 	int rc, ret = 0;
+	size_t plen = c->prefix ? strlen(c->prefix) : 0;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (plen) {
+			const unsigned char *id = sqlite3_column_text(st, 0);
+			if ((size_t)sqlite3_column_bytes(st, 0) < plen ||
+			    memcmp(id, c->prefix, plen) != 0) {
+				rc = SQLITE_DONE;
+				break;
+			}
+		}
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
 			rows = xrealloc(rows, cap * sizeof *rows);
@@ -1297,9 +1307,12 @@ static sqlite3_stmt *doc_stmt(struct store_txn *t, enum store_doc_kind kind, enu
 		[DOC_PUT] = "INSERT INTO %s (scope, id, json) VALUES (?1, ?2, ?3)"
 			    " ON CONFLICT (scope, id) DO UPDATE SET json = excluded.json",
 		[DOC_DEL] = "DELETE FROM %s WHERE scope = ?1 AND id = ?2",
-		/* substr() rather than LIKE: ids may hold '%' and '_'. */
+		/* Both walk the primary key from a bound; store_doc_list stops at
+		 * the first id past the prefix. */
 		[DOC_LIST] = "SELECT id, json FROM %s WHERE scope = ?1 AND id > ?2"
-			     " AND substr(id, 1, length(?3)) = ?3 ORDER BY id LIMIT ?4",
+			     " ORDER BY id LIMIT ?3",
+		[DOC_LIST_FROM] = "SELECT id, json FROM %s WHERE scope = ?1 AND id >= ?2"
+				  " ORDER BY id LIMIT ?3",
 	};
 	char text[256];
 	snprintf(text, sizeof text, sql[op], doc_table[kind]);
@@ -1355,12 +1368,16 @@ int store_doc_list(struct store_txn *t, enum store_doc_kind kind, const char *sc
 		   const char *prefix, const char *after, unsigned limit,
 		   int (*each)(void *arg, const char *id, const char *json), void *arg)
 {
-	sqlite3_stmt *st = doc_stmt(t, kind, DOC_LIST);
+	/* Ids with the prefix form one range of the key: start at the prefix
+	 * itself when it is past `after`, so neither the ids before it nor
+	 * (list_rows stops there) those after it are read. */
+	int from_prefix = strcmp(after, prefix) < 0;
+	sqlite3_stmt *st = doc_stmt(t, kind, from_prefix ? DOC_LIST_FROM : DOC_LIST);
 	if (!st)
 		return FH_EIO;
 	bind_text(st, 1, scope);
-	bind_text(st, 2, after);
-	bind_text(st, 3, prefix);
-	sqlite3_bind_int64(st, 4, (sqlite3_int64)limit);
-	return list_rows(t, st, "document list", &(struct list_call){.doc = each, .arg = arg});
+	bind_text(st, 2, from_prefix ? prefix : after);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
+	return list_rows(t, st, "document list",
+			 &(struct list_call){.doc = each, .arg = arg, .prefix = prefix});
 }

@@ -443,9 +443,11 @@ static void doc_done(void *arg, int rc)
 
 static int put_docs(struct store_txn *t)
 {
-	static const char *ids[] = {"reg-a/0001", "reg-a/0002", "reg-b/0001", "x%_y"};
+	/* "reg-a" sorts just before the prefix "reg-a/", "reg-a0001" just after it */
+	static const char *ids[] = {"reg-a/0001", "reg-a/0002", "reg-b/0001", "x%_y",
+				    "reg-a",      "reg-a0001"};
 	for (int k = STORE_ENROLLMENT; k <= STORE_WEBHOOK_CALL; k++)
-		for (size_t i = 0; i < 4; i++) {
+		for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
 			char json[64];
 			snprintf(json, sizeof json, "{\"k\":%d,\"i\":%zu}", k, i);
 			if (store_doc_put(t, (enum store_doc_kind)k, "dps1", ids[i], json) != 0)
@@ -509,10 +511,22 @@ static void test_documents(void **state)
 	assert_string_equal(c.ids[0], "reg-a/0001");
 	assert_string_equal(c.ids[1], "reg-a/0002");
 	memset(&c, 0, sizeof c);
+	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "reg-a/", "reg-a/0001", 10, collect, &c), 0);
+	assert_int_equal(c.n, 1);
+	assert_string_equal(c.ids[0], "reg-a/0002");
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "reg-a/", "reg-a/0002", 10, collect, &c), 0);
+	assert_int_equal(c.n, 0);
+	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "reg-a/", "reg-b", 10, collect, &c), 0);
+	assert_int_equal(c.n, 0);
+	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "reg-a/", "", 1, collect, &c), 0);
+	assert_int_equal(c.n, 1);
+	assert_string_equal(c.ids[0], "reg-a/0001");
+	memset(&c, 0, sizeof c);
 	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "", "reg-a/0001", 2, collect, &c), 0);
 	assert_int_equal(c.n, 2);
 	assert_string_equal(c.ids[0], "reg-a/0002");
-	assert_string_equal(c.ids[1], "reg-b/0001");
+	assert_string_equal(c.ids[1], "reg-a0001");
 	memset(&c, 0, sizeof c);
 	assert_int_equal(store_doc_list(r, STORE_ENROLLMENT_GROUP, "dps1", "x%", "", 10, collect, &c), 0);
 	assert_int_equal(c.n, 1); /* '%' is literal, not a pattern */
