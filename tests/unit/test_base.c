@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/crypto.h"
 #include "base/enc.h"
 #include "base/err.h"
@@ -167,13 +168,30 @@ static void test_buf_feed(void **state)
 	buf_free(&pending);
 }
 
+/* ISO 8601 with milliseconds, UTC; the per-second cache must not leak a
+ * date into the next second or the milliseconds of another call. */
+static void test_iso8601(void **state)
+{
+	char out[32];
+	clock_iso8601(0, out);
+	assert_string_equal(out, "1970-01-01T00:00:00.000Z");
+	clock_iso8601(1764979200007LL, out);
+	assert_string_equal(out, "2025-12-06T00:00:00.007Z");
+	clock_iso8601(1764979200999LL, out);
+	assert_string_equal(out, "2025-12-06T00:00:00.999Z");
+	clock_iso8601(1764979201050LL, out);
+	assert_string_equal(out, "2025-12-06T00:00:01.050Z");
+	clock_iso8601(951868799123LL, out); /* back in time: leap day 2000 */
+	assert_string_equal(out, "2000-02-29T23:59:59.123Z");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_b64_roundtrip), cmocka_unit_test(test_b64_rejects),
 		cmocka_unit_test(test_pct),           cmocka_unit_test(test_hmac_known),
 		cmocka_unit_test(test_utf8),          cmocka_unit_test(test_buf),
-		cmocka_unit_test(test_buf_feed),
+		cmocka_unit_test(test_buf_feed),      cmocka_unit_test(test_iso8601),
 		cmocka_unit_test(test_log_redact),    cmocka_unit_test(test_host_name_eq),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
