@@ -417,6 +417,12 @@ p99_ms() {
 # ---- results table --------------------------------------------------------------
 mkdir -p "$(dirname "$results")"
 data_dev=$(df --output=source,fstype "$work" | tail -1)
+# the commit measured, "-dirty" when the sources differ from it (the results
+# file this run rewrites does not count)
+fh_rev="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git -C "$root" status --porcelain -- . ':!bench/results' 2>/dev/null)" ]; then
+	fh_rev="$fh_rev-dirty"
+fi
 {
 	echo "# Benchmark results ($mode run)"
 	echo
@@ -455,7 +461,7 @@ data_dev=$(df --output=source,fstype "$work" | tail -1)
 	echo
 	echo "## Versions"
 	echo
-	echo "- fleethub: $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
+	echo "- fleethub: $fh_rev"
 	echo "- $MOSQ_VERSION"
 	echo "- OpenSSL: $(openssl version)"
 	echo "- SQLite: $(pkg-config --modversion sqlite3), libuv: $(pkg-config --modversion libuv)"
