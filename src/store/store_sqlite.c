@@ -802,19 +802,27 @@ static void on_async(uv_async_t *h)
 	run_completions(h->data);
 }
 
+/* Frees s; locks: whether its locks were created. */
+static void store_free(struct store *s, int locks)
+{
+	if (locks) {
+		uv_mutex_destroy(&s->mu);
+		uv_mutex_destroy(&s->done_mu);
+		uv_mutex_destroy(&s->batch_mu);
+		uv_mutex_destroy(&s->ckpt_mu);
+		uv_cond_destroy(&s->cond);
+		uv_cond_destroy(&s->ckpt_cond);
+	}
+	free(s->path);
+	free(s);
+}
+
 static void on_closed(uv_handle_t *h)
 {
 	struct store *s = h->data;
 	if (--s->open_handles > 0)
 		return;
-	uv_mutex_destroy(&s->mu);
-	uv_mutex_destroy(&s->done_mu);
-	uv_mutex_destroy(&s->batch_mu);
-	uv_mutex_destroy(&s->ckpt_mu);
-	uv_cond_destroy(&s->cond);
-	uv_cond_destroy(&s->ckpt_cond);
-	free(s->path);
-	free(s);
+	store_free(s, 1);
 }
 
 /* ---- lifecycle ---- */
@@ -838,16 +846,7 @@ static int open_failed(struct store *s, int locks)
 	txn_close(&s->ckpt);
 	txn_close(&s->reader);
 	txn_close(&s->writer);
-	if (locks) {
-		uv_mutex_destroy(&s->mu);
-		uv_mutex_destroy(&s->done_mu);
-		uv_mutex_destroy(&s->batch_mu);
-		uv_mutex_destroy(&s->ckpt_mu);
-		uv_cond_destroy(&s->cond);
-		uv_cond_destroy(&s->ckpt_cond);
-	}
-	free(s->path);
-	free(s);
+	store_free(s, locks);
 	return FH_EIO;
 }
 

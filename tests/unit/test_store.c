@@ -505,28 +505,31 @@ static void test_documents(void **state)
 			 FH_ENOTFOUND);
 	assert_null(json);
 
-	struct collected c = {0};
-	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "reg-a/", "", 10, collect, &c), 0);
-	assert_int_equal(c.n, 2);
-	assert_string_equal(c.ids[0], "reg-a/0001");
-	assert_string_equal(c.ids[1], "reg-a/0002");
-	memset(&c, 0, sizeof c);
-	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "reg-a/", "reg-a/0001", 10, collect, &c), 0);
-	assert_int_equal(c.n, 1);
-	assert_string_equal(c.ids[0], "reg-a/0002");
-	memset(&c, 0, sizeof c);
-	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "reg-a/", "reg-a/0002", 10, collect, &c), 0);
-	assert_int_equal(c.n, 0);
-	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "reg-a/", "reg-b", 10, collect, &c), 0);
-	assert_int_equal(c.n, 0);
-	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "reg-a/", "", 1, collect, &c), 0);
-	assert_int_equal(c.n, 1);
-	assert_string_equal(c.ids[0], "reg-a/0001");
-	memset(&c, 0, sizeof c);
-	assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", "", "reg-a/0001", 2, collect, &c), 0);
-	assert_int_equal(c.n, 2);
-	assert_string_equal(c.ids[0], "reg-a/0002");
-	assert_string_equal(c.ids[1], "reg-a0001");
+	/* prefix, after, limit -> the ids listed */
+	static const struct {
+		const char *prefix, *after;
+		unsigned limit;
+		const char *want;
+	} lists[] = {
+		{"reg-a/", "", 10, "reg-a/0001 reg-a/0002"},
+		{"reg-a/", "reg-a/0001", 10, "reg-a/0002"},
+		{"reg-a/", "reg-a/0002", 10, ""},
+		{"reg-a/", "reg-b", 10, ""},
+		{"reg-a/", "", 1, "reg-a/0001"},
+		{"", "reg-a/0001", 2, "reg-a/0002 reg-a0001"},
+	};
+	struct collected c;
+	for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+		memset(&c, 0, sizeof c);
+		assert_int_equal(store_doc_list(r, STORE_WEBHOOK_CALL, "dps1", lists[i].prefix,
+						lists[i].after, lists[i].limit, collect, &c),
+				 0);
+		char got[256] = "";
+		for (int k = 0; k < c.n; k++)
+			snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s", k ? " " : "",
+				 c.ids[k]);
+		assert_string_equal(got, lists[i].want);
+	}
 	memset(&c, 0, sizeof c);
 	assert_int_equal(store_doc_list(r, STORE_ENROLLMENT_GROUP, "dps1", "x%", "", 10, collect, &c), 0);
 	assert_int_equal(c.n, 1); /* '%' is literal, not a pattern */
