@@ -29,6 +29,8 @@ int pct_decode(const char *in, size_t n, char *out, size_t *outlen);
 void pct_encode(struct buf *b, const char *in, size_t n);
 
 void hex_encode(const uint8_t *in, size_t n, char *out); /* 2n chars + NUL, lowercase */
+/* v in decimal + NUL into out (at most 20 digits); returns the digit count. */
+size_t dec_u64(uint64_t v, char out[21]);
 
 /* 1 when s[0..n) is well-formed UTF-8 with no NUL and no surrogates. */
 int utf8_valid(const char *s, size_t n);

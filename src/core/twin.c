@@ -93,10 +93,14 @@ static int check_object(struct check *c, const json_t *o, int depth, size_t plen
 					    "%s: key '%.64s' contains '.', '$', a space or a control "
 					    "character",
 					    c->path, k);
+		/* path + "." + key, cut to fit (only error messages show it) */
 		size_t np = plen;
-		int w = snprintf(c->path + plen, sizeof c->path - plen, ".%s", k);
-		if (w > 0)
-			np = plen + (size_t)w < sizeof c->path ? plen + (size_t)w : sizeof c->path - 1;
+		if (np + 1 < sizeof c->path)
+			c->path[np++] = '.';
+		size_t room = sizeof c->path - 1 - np, cl = kl < room ? kl : room;
+		memcpy(c->path + np, k, cl);
+		np += cl;
+		c->path[np] = '\0';
 		if (check_value(c, v, depth, np) != 0)
 			return FH_EINVAL;
 		c->path[plen] = '\0';
@@ -147,8 +151,10 @@ int twin_check_patch(const json_t *patch, enum twin_section sec, bool replace,
 	if (!json_is_object(patch))
 		return fail(err, "%s must be a JSON object", section_path(sec));
 	struct check c = {lim, replace, err, ""};
-	snprintf(c.path, sizeof c.path, "%s", section_path(sec));
-	return check_object(&c, patch, 1, strlen(c.path));
+	const char *sp = section_path(sec); /* a short constant */
+	size_t sl = strlen(sp);
+	memcpy(c.path, sp, sl + 1);
+	return check_object(&c, patch, 1, sl);
 }
 
 /* ---- merge with metadata ------------------------------------------------------ */

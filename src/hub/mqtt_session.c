@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/enc.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -116,12 +117,14 @@ static void twin_respond(struct hub_session *s, int status, const char *rid, int
 	n += sizeof mid - 1;
 	memcpy(topic + n, rid, rn);
 	n += rn;
-	int extra = 0;
-	if (version > 0)
-		extra = snprintf(topic + n, sizeof topic - n, "&$version=%lld", (long long)version);
-	else if (retry_after > 0)
-		extra = snprintf(topic + n, sizeof topic - n, "&retry-after=%u", retry_after);
-	n += (size_t)extra;
+	static const char ver[] = "&$version=", retry[] = "&retry-after=";
+	if (version > 0 || retry_after > 0) {
+		const char *name = version > 0 ? ver : retry;
+		size_t nl = version > 0 ? sizeof ver - 1 : sizeof retry - 1;
+		memcpy(topic + n, name, nl);
+		n += nl;
+		n += dec_u64(version > 0 ? (uint64_t)version : retry_after, topic + n);
+	}
 	publish_n(s, topic, n, body, body ? strlen(body) : 0);
 }
 
@@ -441,8 +444,11 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 	struct reported_job *j = xcalloc(1, sizeof *j);
 	j->s = s;
 	j->hub = s->hub;
-	snprintf(j->device_id, sizeof j->device_id, "%s", s->device_id);
-	snprintf(j->rid, sizeof j->rid, "%s", rid);
+	_Static_assert(sizeof j->device_id == sizeof s->device_id, "same id bound");
+	memcpy(j->device_id, s->device_id, sizeof j->device_id);
+	size_t rl = strnlen(rid, RID_MAX);
+	memcpy(j->rid, rid, rl);
+	j->rid[rl] = '\0';
 	char now[32];
 	clock_iso8601(clock_now_ms(), now);
 	j->patch = xmalloc(n + 1);

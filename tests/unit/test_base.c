@@ -185,13 +185,24 @@ static void test_iso8601(void **state)
 	assert_string_equal(out, "2000-02-29T23:59:59.123Z");
 }
 
+static void test_dec_u64(void **state)
+{
+	char out[21];
+	assert_int_equal(dec_u64(0, out), 1);
+	assert_string_equal(out, "0");
+	assert_int_equal(dec_u64(1000, out), 4);
+	assert_string_equal(out, "1000");
+	assert_int_equal(dec_u64(UINT64_MAX, out), 20);
+	assert_string_equal(out, "18446744073709551615");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_b64_roundtrip), cmocka_unit_test(test_b64_rejects),
 		cmocka_unit_test(test_pct),           cmocka_unit_test(test_hmac_known),
 		cmocka_unit_test(test_utf8),          cmocka_unit_test(test_buf),
-		cmocka_unit_test(test_buf_feed),      cmocka_unit_test(test_iso8601),
+		cmocka_unit_test(test_buf_feed),      cmocka_unit_test(test_iso8601), cmocka_unit_test(test_dec_u64),
 		cmocka_unit_test(test_log_redact),    cmocka_unit_test(test_host_name_eq),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
