@@ -19,8 +19,8 @@
 #include <string.h>
 
 #include "base/buf.h"
-#include "base/enc.h"
 #include "base/clock.h"
+#include "base/enc.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
