@@ -454,6 +454,196 @@ void twin_reported_meta_patches(const json_t *patch, const char *now_iso, struct
 	buf_appendc(set, '}');
 }
 
+/* ---- the fast path of reported patches --------------------------------------- */
+
+struct scan {
+	const char *p, *end;
+	const struct twin_limits *lim;
+	const char *now;
+	struct buf *clear, *set;
+};
+
+#define SCAN_KEYS_MAX 64 /* keys of one object compared for duplicates */
+
+static void scan_ws(struct scan *sc)
+{
+	while (sc->p < sc->end &&
+	       (*sc->p == ' ' || *sc->p == '\t' || *sc->p == '\n' || *sc->p == '\r'))
+		sc->p++;
+}
+
+/* A string of printable ASCII without escapes; *s and *len: its bytes. */
+static bool scan_string(struct scan *sc, const char **s, size_t *len)
+{
+	if (sc->p >= sc->end || *sc->p != '"')
+		return false;
+	const char *q = ++sc->p;
+	while (q < sc->end && *q != '"') {
+		if (*q < 0x20 || *q > 0x7e || *q == '\\')
+			return false;
+		q++;
+	}
+	if (q >= sc->end)
+		return false;
+	*s = sc->p;
+	*len = (size_t)(q - sc->p);
+	sc->p = q + 1;
+	return true;
+}
+
+/* An integer of at most 15 digits (well inside the twin's +-2^52). */
+static bool scan_integer(struct scan *sc)
+{
+	const char *q = sc->p;
+	if (q < sc->end && *q == '-')
+		q++;
+	const char *digits = q;
+	while (q < sc->end && *q >= '0' && *q <= '9')
+		q++;
+	size_t nd = (size_t)(q - digits);
+	if (nd == 0 || nd > 15 || (nd > 1 && *digits == '0'))
+		return false;
+	if (q < sc->end && (*q == '.' || *q == 'e' || *q == 'E'))
+		return false;
+	sc->p = q;
+	return true;
+}
+
+static bool scan_word(struct scan *sc, const char *w, size_t n)
+{
+	if ((size_t)(sc->end - sc->p) < n || memcmp(sc->p, w, n) != 0)
+		return false;
+	sc->p += n;
+	return true;
+}
+
+/* One object (sc->p at its '{'), at nesting depth; appends its clear and
+ * set patches as meta_clear and meta_set would. *cleared: whether the clear
+ * patch has anything below its opening brace. */
+static bool scan_object(struct scan *sc, int depth, bool *cleared)
+{
+	if (depth > sc->lim->depth_max || sc->p >= sc->end || *sc->p != '{')
+		return false;
+	sc->p++;
+	const char *keys[SCAN_KEYS_MAX];
+	size_t klens[SCAN_KEYS_MAX], nkeys = 0;
+	bool any = false;
+	buf_appendc(sc->clear, '{');
+	buf_appendc(sc->set, '{');
+	put_stamp(sc->set, sc->now, false);
+	scan_ws(sc);
+	if (sc->p < sc->end && *sc->p == '}') {
+		sc->p++;
+	} else {
+		for (;;) {
+			const char *k;
+			size_t kl;
+			scan_ws(sc);
+			if (!scan_string(sc, &k, &kl) || kl == 0 || kl > sc->lim->key_max ||
+			    nkeys == SCAN_KEYS_MAX)
+				return false;
+			for (size_t i = 0; i < kl; i++)
+				if (k[i] == '.' || k[i] == '$' || k[i] == ' ')
+					return false;
+			for (size_t i = 0; i < nkeys; i++)
+				if (klens[i] == kl && memcmp(keys[i], k, kl) == 0)
+					return false;
+			keys[nkeys] = k;
+			klens[nkeys++] = kl;
+			scan_ws(sc);
+			if (sc->p >= sc->end || *sc->p != ':')
+				return false;
+			sc->p++;
+			scan_ws(sc);
+			if (sc->p >= sc->end)
+				return false;
+			size_t mark = sc->clear->len;
+			if (any)
+				buf_appendc(sc->clear, ',');
+			buf_appendc(sc->clear, '"');
+			buf_append(sc->clear, k, kl);
+			buf_appends(sc->clear, "\":");
+			bool is_null = false;
+			if (*sc->p == '{') {
+				buf_appends(sc->set, ",\"");
+				buf_append(sc->set, k, kl);
+				buf_appends(sc->set, "\":");
+				bool below;
+				if (!scan_object(sc, depth + 1, &below))
+					return false;
+				if (!below) {
+					sc->clear->len = mark; /* nothing to clear below this key */
+					sc->clear->data[mark] = '\0';
+				} else {
+					any = true;
+				}
+			} else {
+				const char *sv;
+				size_t sl;
+				if (*sc->p == '"') {
+					if (!scan_string(sc, &sv, &sl) || sl > sc->lim->string_max)
+						return false;
+				} else if (*sc->p == 'n') {
+					if (!scan_word(sc, "null", 4))
+						return false;
+					is_null = true;
+				} else if (*sc->p == 't' || *sc->p == 'f') {
+					if (!scan_word(sc, "true", 4) && !scan_word(sc, "false", 5))
+						return false;
+				} else if (!scan_integer(sc)) {
+					return false;
+				}
+				buf_appends(sc->clear, "null");
+				any = true;
+				if (!is_null) {
+					buf_appends(sc->set, ",\"");
+					buf_append(sc->set, k, kl);
+					buf_appends(sc->set, "\":{");
+					put_stamp(sc->set, sc->now, false);
+					buf_appendc(sc->set, '}');
+				}
+			}
+			scan_ws(sc);
+			if (sc->p < sc->end && *sc->p == ',') {
+				sc->p++;
+				continue;
+			}
+			if (sc->p < sc->end && *sc->p == '}') {
+				sc->p++;
+				break;
+			}
+			return false;
+		}
+	}
+	buf_appendc(sc->clear, '}');
+	buf_appendc(sc->set, '}');
+	*cleared = any;
+	return true;
+}
+
+bool twin_reported_meta_fast(const char *p, size_t n, const char *now_iso,
+			     const struct twin_limits *lim, struct buf *clear, struct buf *set)
+{
+	struct scan sc = {p, p + n, lim, now_iso, clear, set};
+	bool below;
+	buf_appends(clear, "{\"reported\":");
+	buf_appends(set, "{\"reported\":");
+	scan_ws(&sc);
+	bool ok = scan_object(&sc, 1, &below);
+	if (ok) {
+		scan_ws(&sc);
+		ok = sc.p == sc.end;
+	}
+	if (!ok) {
+		buf_reset(clear);
+		buf_reset(set);
+		return false;
+	}
+	buf_appendc(clear, '}');
+	buf_appendc(set, '}');
+	return true;
+}
+
 void twin_service_meta_patches(const json_t *tags, const json_t *desired, const char *now_iso,
 			       struct buf *clear, struct buf *set)
 {

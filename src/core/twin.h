@@ -69,6 +69,16 @@ int twin_apply_reported(struct store_twin *tw, const json_t *patch, const char *
 struct buf;
 void twin_reported_meta_patches(const json_t *patch, const char *now_iso, struct buf *clear,
 				struct buf *set);
+/* The same clear and set patches straight from the patch text, for the
+ * common simple patch, without building a JSON tree: true when p[0..n) is
+ * a JSON object whose keys and strings are printable ASCII without escapes
+ * (keys also without '.', '$' and ' '), whose numbers are integers of at
+ * most 15 digits, with no arrays and no key twice in one object (at most 64
+ * keys each), within lim; such a patch also passes twin_check_patch.
+ * Otherwise false with clear and set empty: the caller parses the patch
+ * and decides (refuses it, or calls twin_reported_meta_patches). */
+bool twin_reported_meta_fast(const char *p, size_t n, const char *now_iso,
+			     const struct twin_limits *lim, struct buf *clear, struct buf *set);
 /* FH_EINVAL with *err filled when a reported section of len bytes is over
  * the limit (the check twin_apply_reported makes after its merge). */
 int twin_check_reported_size(size_t len, const struct twin_limits *lim, struct twin_error *err);

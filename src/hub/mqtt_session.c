@@ -425,23 +425,35 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 				 1);
 		return;
 	}
-	json_error_t jerr;
-	json_t *patch = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &jerr);
-	if (!patch || !json_is_object(patch)) {
-		char msg[256];
-		snprintf(msg, sizeof msg, "reported patch is not a JSON object: %s",
-			 patch ? "another JSON type" : jerr.text);
-		json_decref(patch);
-		twin_error(s, 400, rid, 400004, msg);
-		return;
-	}
-	struct twin_error terr;
-	if (twin_check_patch(patch, TWIN_REPORTED, false, &s->hub->limits, &terr) != 0) {
-		json_decref(patch);
-		twin_error(s, 400, rid, terr.code, terr.message);
-		return;
-	}
 	struct reported_job *j = xcalloc(1, sizeof *j);
+	char now[32];
+	clock_iso8601(clock_now_ms(), now);
+	/* Most patches are simple enough to stamp without a JSON tree; the
+	 * others are parsed, checked (and maybe refused) here. */
+	if (!twin_reported_meta_fast((const char *)p, n, now, &s->hub->limits, &j->meta_clear,
+				     &j->meta_set)) {
+		json_error_t jerr;
+		json_t *patch = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &jerr);
+		struct twin_error terr;
+		if (!patch || !json_is_object(patch)) {
+			snprintf(terr.message, sizeof terr.message,
+				 "reported patch is not a JSON object: %s",
+				 patch ? "another JSON type" : jerr.text);
+			terr.code = 400004;
+		} else if (twin_check_patch(patch, TWIN_REPORTED, false, &s->hub->limits,
+					    &terr) == 0) {
+			twin_reported_meta_patches(patch, now, &j->meta_clear, &j->meta_set);
+			terr.code = 0;
+		}
+		json_decref(patch);
+		if (terr.code) {
+			buf_free(&j->meta_clear);
+			buf_free(&j->meta_set);
+			free(j);
+			twin_error(s, 400, rid, terr.code, terr.message);
+			return;
+		}
+	}
 	j->s = s;
 	j->hub = s->hub;
 	_Static_assert(sizeof j->device_id == sizeof s->device_id, "same id bound");
@@ -449,13 +461,9 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 	size_t rl = strnlen(rid, RID_MAX);
 	memcpy(j->rid, rid, rl);
 	j->rid[rl] = '\0';
-	char now[32];
-	clock_iso8601(clock_now_ms(), now);
 	j->patch = xmalloc(n + 1);
 	memcpy(j->patch, p, n);
 	j->patch[n] = '\0';
-	twin_reported_meta_patches(patch, now, &j->meta_clear, &j->meta_set);
-	json_decref(patch);
 	s->refs++;
 	s->inflight++;
 	store_submit_sized(s->hub->store, reported_work, reported_done, j, n);

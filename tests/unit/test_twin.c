@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "base/buf.h"
 #include "base/err.h"
 #include "base/mem.h"
 #include "core/twin.h"
@@ -257,11 +258,86 @@ static void test_etag(void **state)
 	assert_string_equal(e, "AAAAAAAAAQI=");
 }
 
+/* The fast path of reported patches writes what the jansson path writes
+ * for the simple patches it takes, and declines everything else (leaving
+ * nothing behind), so that the jansson path decides. */
+static void test_reported_fast(void **state)
+{
+	static const char now[] = "2026-03-04T05:06:07.089Z";
+	static const char *const taken[] = {
+	    "{\"seq\":\"0000000001\",\"p0\":\"xxxxxxxx\"}",
+	    "{\"a\":{\"b\":{\"c\":1,\"d\":null}},\"e\":true,\"f\":false,\"g\":-12}",
+	    "{\"a\":{},\"b\":{\"c\":{}},\"d\":{\"e\":null}}",
+	    " {\"k\" : \"v\" ,\n\t\"n\":null}\r\n",
+	    "{}",
+	    "{\"a\":-0,\"b\":0,\"c\":999999999999999}",
+	};
+	static const char *const declined[] = {
+	    "{\"a\":1,\"a\":2}",            /* duplicate key */
+	    "{\"a\":1.5}",                  /* not an integer */
+	    "{\"a\":1e3}",                  /* exponent */
+	    "{\"a\":[1]}",                  /* array */
+	    "{\"a\":\"\\u00e9\"}",          /* escape */
+	    "{\"a\":\"\xc3\xa9\"}",         /* not ASCII */
+	    "{\"a.b\":1}",                  /* '.' in a key */
+	    "{\"$a\":1}",                   /* '$' in a key */
+	    "{\"a b\":1}",                  /* space in a key */
+	    "{\"\":1}",                     /* empty key */
+	    "{\"a\":01}",                   /* leading zero */
+	    "{\"a\":1234567890123456}",     /* 16 digits */
+	    "{\"a\":tru}",                  /* broken literal */
+	    "{\"a\":1,}",                   /* trailing comma */
+	    "{\"a\":1} x",                  /* trailing bytes */
+	    "[1]",                          /* not an object */
+	    "{\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"f\":{\"g\":{\"h\":{\"i\":{\"j\":{}}}}}}}}}}}",
+	    "",
+	};
+	for (size_t i = 0; i < sizeof taken / sizeof taken[0]; i++) {
+		struct buf fc = BUF_INIT, fs = BUF_INIT, jc = BUF_INIT, js = BUF_INIT;
+		assert_true(twin_reported_meta_fast(taken[i], strlen(taken[i]), now,
+						    &twin_limits_default, &fc, &fs));
+		json_t *patch = json_loads(taken[i], JSON_REJECT_DUPLICATES, NULL);
+		assert_non_null(patch);
+		struct twin_error err;
+		assert_int_equal(
+		    twin_check_patch(patch, TWIN_REPORTED, false, &twin_limits_default, &err), 0);
+		twin_reported_meta_patches(patch, now, &jc, &js);
+		assert_string_equal(fc.data, jc.data);
+		assert_string_equal(fs.data, js.data);
+		json_decref(patch);
+		buf_free(&fc);
+		buf_free(&fs);
+		buf_free(&jc);
+		buf_free(&js);
+	}
+	for (size_t i = 0; i < sizeof declined / sizeof declined[0]; i++) {
+		struct buf fc = BUF_INIT, fs = BUF_INIT;
+		assert_false(twin_reported_meta_fast(declined[i], strlen(declined[i]), now,
+						     &twin_limits_default, &fc, &fs));
+		assert_int_equal(fc.len + fs.len, 0);
+		buf_free(&fc);
+		buf_free(&fs);
+	}
+	/* what it writes, spelled out once */
+	struct buf c = BUF_INIT, st = BUF_INIT;
+	const char *pt = "{\"a\":{\"b\":1},\"n\":null,\"e\":{}}";
+	assert_true(twin_reported_meta_fast(pt, strlen(pt), now, &twin_limits_default, &c, &st));
+	assert_string_equal(c.data, "{\"reported\":{\"a\":{\"b\":null},\"n\":null}}");
+	assert_string_equal(st.data,
+			    "{\"reported\":{\"$lastUpdated\":\"2026-03-04T05:06:07.089Z\","
+			    "\"a\":{\"$lastUpdated\":\"2026-03-04T05:06:07.089Z\","
+			    "\"b\":{\"$lastUpdated\":\"2026-03-04T05:06:07.089Z\"}},"
+			    "\"e\":{\"$lastUpdated\":\"2026-03-04T05:06:07.089Z\"}}}");
+	buf_free(&c);
+	buf_free(&st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_desired_merge_versions_meta),
 		cmocka_unit_test(test_reported),
+		cmocka_unit_test(test_reported_fast),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_replace_diff),
 		cmocka_unit_test(test_init_new),
