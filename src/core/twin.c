@@ -542,8 +542,8 @@ static bool scan_object(struct scan *sc, int depth, bool *cleared)
 			if (!scan_string(sc, &k, &kl) || kl == 0 || kl > sc->lim->key_max ||
 			    nkeys == SCAN_KEYS_MAX)
 				return false;
-			for (size_t i = 0; i < kl; i++)
-				if (k[i] == '.' || k[i] == '$' || k[i] == ' ')
+			for (size_t i = 0, skip; i < kl; i += skip)
+				if (key_char_bad((const unsigned char *)k, kl, i, &skip))
 					return false;
 			for (size_t i = 0; i < nkeys; i++)
 				if (klens[i] == kl && memcmp(keys[i], k, kl) == 0)
