@@ -113,6 +113,7 @@ struct options {
 	unsigned connect_concurrency;
 	double timeout_s;
 	unsigned keepalive;
+	unsigned clean_session; /* the CONNECT's clean-session flag */
 	unsigned long max_errors;
 	bool create_devices;
 	const char *rest; /* ip:port of the hub's HTTPS listener */
@@ -156,6 +157,7 @@ static struct options opt = {
     .connect_concurrency = 200,
     .timeout_s = 10,
     .keepalive = 300,
+    .clean_session = 1,
     .connections = 8,
     .patch_rate = 2000,
     .concurrency = 100,
@@ -679,7 +681,7 @@ static void open_session(unsigned i)
 	struct mqttc_connect cc = {
 	    .client_id = id,
 	    .keepalive = (uint16_t)opt.keepalive,
-	    .clean = true,
+	    .clean = opt.clean_session != 0,
 	    .timeout_ms = (uint64_t)(opt.timeout_s * 1000),
 	};
 	if (!opt.no_auth) {
@@ -906,6 +908,7 @@ static void usage(FILE *f)
 	    "  --connect-concurrency C  sessions connecting at once (default 200)\n"
 	    "  --timeout S           connect deadline and request timeout (default 10)\n"
 	    "  --keepalive S         MQTT keep-alive (default 300)\n"
+	    "  --clean-session 0|1   the CONNECT's clean-session flag (default 1)\n"
 	    "  --max-errors N        exit 1 when more errors than this (default 0)\n"
 	    "Back end (twin-desired-latency, twin-rest-patch; needs --rest, --owner-key):\n"
 	    "  --connections K       HTTPS keep-alive connections (default 8); with\n"
@@ -980,6 +983,7 @@ enum {
 	O_CONCURRENCY,
 	O_TIMEOUT,
 	O_KEEPALIVE,
+	O_CLEAN_SESSION,
 	O_MAX_ERRORS,
 	O_CREATE,
 	O_REST,
@@ -1014,6 +1018,7 @@ static const struct option long_options[] = {
     {"connect-concurrency", required_argument, NULL, O_CONCURRENCY},
     {"timeout", required_argument, NULL, O_TIMEOUT},
     {"keepalive", required_argument, NULL, O_KEEPALIVE},
+    {"clean-session", required_argument, NULL, O_CLEAN_SESSION},
     {"max-errors", required_argument, NULL, O_MAX_ERRORS},
     {"create-devices", no_argument, NULL, O_CREATE},
     {"rest", required_argument, NULL, O_REST},
@@ -1055,6 +1060,7 @@ static const struct num_option num_options[] = {
     {O_CONCURRENCY, "--connect-concurrency", &opt.connect_concurrency, NULL, 1, MAX_DEVICES},
     {O_TIMEOUT, "--timeout", NULL, &opt.timeout_s, 0.1, 600},
     {O_KEEPALIVE, "--keepalive", &opt.keepalive, NULL, 0, 65535},
+    {O_CLEAN_SESSION, "--clean-session", &opt.clean_session, NULL, 0, 1},
     {O_CONNECTIONS, "--connections", &opt.connections, NULL, 1, 1000},
     {O_PATCH_RATE, "--patch-rate", NULL, &opt.patch_rate, 1, 1e6},
     {O_DPS_CONCURRENCY, "--concurrency", &opt.concurrency, NULL, 1, MAX_DEVICES},

@@ -290,7 +290,7 @@ connections() {
 	before=$(rss_kib "$pid")
 	cpu0=$(cpu_s "$pid")
 	"$LOADGEN" connections "$@" --devices $CONN_DEVICES --rate $CONN_RATE \
-		--connect-concurrency 500 --duration $CONN_HOLD --timeout 30 \
+		--connect-concurrency 500 --duration $CONN_HOLD --timeout 30 --clean-session 0 \
 		>"$work/$name.out" 2>"$work/$name.err" &
 	bg=$!
 	after=""
@@ -340,6 +340,23 @@ lg dps-register-slowref "$fh_pid" dps-register "${DPS_ARGS[@]}" --key "$GROUP_KE
 	--concurrency $SLOW_CONCURRENCY --prefix bench-ref-
 lg dps-custom-slow "$fh_pid" dps-register "${DPS_ARGS[@]}" --key "$SLOW_KEY" \
 	--concurrency $SLOW_CONCURRENCY --prefix bench-slow-
+# ---- sessions for the connection ramp: half its devices connect once with
+# clean session 0 and leave, so that after the restart the ramp (clean
+# session 0 too) resumes half of its sessions from the store and creates
+# the other half, as a fleet reconnecting after an upgrade does ----
+SEED=$((CONN_DEVICES / 2))
+log "seeding $SEED clean-session-0 sessions"
+for target in fleethub mosquitto; do
+	if [ $target = fleethub ]; then args=("${HUB_ARGS[@]}"); else args=("${MOSQ_ARGS[@]}"); fi
+	if ! "$LOADGEN" connections "${args[@]}" --devices $SEED --rate $CONN_RATE \
+		--connect-concurrency 500 --duration 0.001 --timeout 30 --clean-session 0 \
+		>"$work/seed-$target.out" 2>"$work/seed-$target.err"; then
+		failed=1
+		log "seeding $target failed:"
+		sed 's/^/  /' "$work/seed-$target.err" >&2
+	fi
+done
+
 # ---- restart: start-up with RESTART_TWINS twins until a twin GET is answered ----
 log "restart with $RESTART_TWINS twins"
 kill -TERM "$fh_pid"

@@ -85,8 +85,7 @@ int hub_init(struct hub *h, const char *name, const char *owner_key, struct stor
 	h->limits = twin_limits_default;
 	h->max_packet = max_packet;
 	h->max_inflight = 64;
-	map_init(&h->sessions);
-	map_init(&h->persisted);
+	sessions_init(&h->sessions);
 	for (int i = 0; i < HUB_NPOLICIES; i++) {
 		h->policies[i].name = policy_table[i].name;
 		h->policies[i].rights = policy_table[i].rights;
@@ -119,35 +118,14 @@ void hub_set_limits(struct hub *h, unsigned max_inflight, const struct rate_limi
 	rate_table_init(&h->rate, rate, devices);
 }
 
-static void free_persisted(void *arg, const char *key, void *value)
-{
-	free(value);
-}
-
-struct id_list {
-	char **v;
-	size_t n;
-};
-
-static void collect_id(void *arg, const char *key, void *value)
-{
-	struct id_list *l = arg;
-	l->v[l->n++] = xstrdup(key);
-}
-
 void hub_shutdown(struct hub *h)
 {
-	/* Kicking a session removes it from the map, so collect ids first. */
-	struct id_list l = {xcalloc(h->sessions.count + 1, sizeof(char *)), 0};
-	map_each(&h->sessions, collect_id, &l);
-	for (size_t i = 0; i < l.n; i++) {
-		hub_kick(h, l.v[i], "server shutting down");
-		free(l.v[i]);
-	}
-	free(l.v);
-	map_free(&h->sessions); /* empty now: kicking removed every entry */
-	map_each(&h->persisted, free_persisted, NULL);
-	map_free(&h->persisted);
+	sessions_close_all(h, "server shutting down");
+}
+
+void hub_free(struct hub *h)
+{
+	sessions_free(&h->sessions);
 	for (size_t i = 0; i < h->naliases; i++)
 		free(h->aliases[i]);
 	h->naliases = 0;

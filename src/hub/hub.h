@@ -1,11 +1,11 @@
-/* A hub virtual host: its name and aliases, shared access policies, the
- * live device sessions, and the entry points the server wiring calls for a
- * new MQTT connection or an HTTPS request routed to it.
+/* A hub virtual host: its name and aliases, shared access policies, its
+ * session table (sessions.h), and the entry points the server wiring calls
+ * for a new MQTT connection or an HTTPS request routed to it.
  *
- * Invariants: at most one live MQTT session per device id (a new CONNECT
+ * Invariants: at most one live session per device id (a new CONNECT
  * replaces the old session); everything here runs on the loop thread; the
- * store is the only source of truth for identities and twins (sessions keep
- * no copy). */
+ * store is the only source of truth for identities, twins and durable
+ * sessions (live sessions keep no copy of the first two). */
 #ifndef FH_HUB_HUB_H
 #define FH_HUB_HUB_H
 
@@ -19,6 +19,7 @@
 #include "core/twin.h"
 #include "net/http_server.h"
 #include "net/net.h"
+#include "sessions.h"
 #include "store/store.h"
 
 enum hub_right {
@@ -43,8 +44,7 @@ struct hub {
 	size_t max_packet;           /* largest MQTT packet accepted */
 	unsigned max_inflight;       /* twin operations in flight per session */
 	struct rate_table rate;      /* per-device request rate (twin operations) */
-	struct map sessions;         /* device id -> struct hub_session * */
-	struct map persisted;        /* device id -> saved subscription bits (clean session 0) */
+	struct hub_sessions sessions; /* live and durable device sessions */
 };
 
 /* Every hub served by this process, for routing by name. */
@@ -65,8 +65,12 @@ void hub_add_alias(struct hub *h, const char *alias);
  * table: how many devices may be busy at once (say max_connections). */
 void hub_set_limits(struct hub *h, unsigned max_inflight, const struct rate_limit *rate,
 		    size_t devices);
-/* Closes every session. */
+/* Closes every live session (before the store closes: their last
+ * answers are queued). */
 void hub_shutdown(struct hub *h);
+/* Frees what hub_init allocated (after the store closed and ran every
+ * completion). */
+void hub_free(struct hub *h);
 
 /* True when host (with or without ":port", any case) names h or one of its
  * aliases. host need not be NUL-terminated. */

@@ -2,18 +2,31 @@
  *
  * Session states:
  *
- *   AWAIT_CONNECT --CONNECT ok--> CONNECTED --DISCONNECT/error/kick--> CLOSED
- *        |                                                           ^
- *        +--anything else, bad credentials (CONNACK 4/5/3)-----------+
+ *   AWAIT_CONNECT --CONNECT, names ok--> CONNECTING --identity, token and
+ *        |                                   |         session loaded--> CONNECTED
+ *        | anything else, bad names          | refused (CONNACK 2..5)       | DISCONNECT, error,
+ *        v                                   v                             v kick, takeover
+ *      CLOSED <------------------------------+-----------------------------+
+ *
+ * CONNECTING waits for a store read (store_read: the identity and the
+ * stored session); reading from the connection is paused meanwhile and
+ * bytes that came with the CONNECT wait in `in`, handled once CONNECTED.
+ * Session state that outlives a connection (subscriptions of a clean
+ * session 0, takeover, who is live) belongs to the hub's session table
+ * (sessions.h); this file speaks MQTT and embeds the table's view of the
+ * session (struct dev_session) as its first member. Topics and filters are
+ * routed by the pure tables of hub_wire.c.
  *
  * A session is freed when its connection has closed and no store job still
  * refers to it (refs). Twin operations go through the store writer; their
  * answers are published from the job's completion, i.e. after the commit,
- * and are dropped when the session closed meanwhile. Bytes of one TLS or
+ * and are dropped when the session closed meanwhile; SUBACKs of a durable
+ * session likewise wait for the subscription write. Bytes of one TLS or
  * WebSocket read may hold several packets or part of one: complete packets
  * are handled straight from the read; a partial tail is buffered (bounded by
  * the hub's max_packet, which mqtt_parse enforces from the length field). */
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,34 +42,24 @@
 #include "core/twin.h"
 #include "internal.h"
 
-enum {
-	SUB_C2D = 1,
-	SUB_METHODS = 2,
-	SUB_TWIN_RES = 4,
-	SUB_TWIN_DESIRED = 8,
-};
-
-enum session_state { S_AWAIT_CONNECT, S_CONNECTED, S_CLOSED };
+enum session_state { S_AWAIT_CONNECT, S_CONNECTING, S_CONNECTED, S_CLOSED };
 
 struct hub_session {
-	struct net_conn *conn; /* NULL once closed */
+	struct dev_session base; /* first: the session table's view (hub, device, subs) */
+	struct net_conn *conn;   /* NULL once closed */
 	const struct hub_set *set;
 	struct hub *sni_hub;
-	struct hub *hub; /* set by CONNECT */
 	enum session_state state;
-	char device_id[REGISTRY_ID_MAX + 1];
-	bool clean;
-	bool registered; /* present in hub->sessions */
-	unsigned subs;
+	bool paused; /* reading paused while the CONNECT waits for the store */
 	unsigned inflight;
 	unsigned refs;
-	int64_t connected_ms;
-	int64_t last_activity_ms;
 	struct buf in;
 };
 
+#define SUBSCRIBED(s, kind) (((s)->base.subs.mask & (1u << (kind))) != 0)
+
 #define CONNECT_TIMEOUT_MS 10000
-#define RID_MAX 128
+#define RID_MAX HUB_RID_MAX
 
 static void session_unref(struct hub_session *s)
 {
@@ -101,11 +104,11 @@ static void publish(struct hub_session *s, const char *topic, const char *payloa
 static void twin_respond(struct hub_session *s, int status, const char *rid, int64_t version,
 			 unsigned retry_after, const char *body)
 {
-	if (!(s->subs & SUB_TWIN_RES))
+	if (!SUBSCRIBED(s, HUB_SUB_TWIN_RES))
 		return;
 	/* Formatted by hand up to the rid: snprintf of the whole topic cost
 	 * about as much as the rest of a GET's answer. status has 3 digits;
-	 * rid has at most RID_MAX characters (topic_rid). */
+	 * rid has at most RID_MAX characters (hub__wire_topic). */
 	static const char head[] = "$iothub/twin/res/", mid[] = "/?$rid=";
 	char topic[64 + RID_MAX + 32];
 	size_t n = sizeof head - 1, rn = strlen(rid);
@@ -150,197 +153,279 @@ static void connack_and_close(struct hub_session *s, uint8_t rc)
 	mqtt_encode_connack(&b, false, rc);
 	send_buf(s, &b);
 	buf_free(&b);
+	s->state = S_CLOSED;
 	session_close(s);
 }
 
-/* ---- CONNECT ---------------------------------------------------------- */
+/* ---- CONNECT ----------------------------------------------------------
+ *
+ * In steps:
+ *   1. connect_names: the user name names a hub served here and the device
+ *      the client id names (no store needed);
+ *   2. connect_load, a store read: the identity and the stored session;
+ *   3. connect_loaded: the SAS token against the identity's keys, the
+ *      identity enabled;
+ *   4. sessions_attach: a new, resumed or taken-over session, and the
+ *      session-present flag;
+ *   5. CONNACK and keep-alive, then the bytes that arrived meanwhile. */
 
-/* Splits "<host>/<deviceId>/?<query>" (the hub user name). Returns 0 and the
- * pieces, FH_EINVAL when malformed, FH_EPROTO for a module identity. */
-static int parse_username(const struct mqtt_str *u, const char **host, size_t *host_len,
-			  char *device_id)
+static void send_connack(struct hub_session *s, bool present, uint8_t rc)
 {
-	const char *p = u->p, *end = u->p + u->len;
-	const char *slash = memchr(p, '/', u->len);
-	if (!slash || slash == p)
-		return FH_EINVAL;
-	*host = p;
-	*host_len = (size_t)(slash - p);
-	const char *id = slash + 1;
-	const char *id_end = memchr(id, '/', (size_t)(end - id));
-	if (!id_end)
-		id_end = end;
-	size_t id_len = (size_t)(id_end - id);
-	if (id_len == 0 || id_len > REGISTRY_ID_MAX)
-		return FH_EINVAL;
-	memcpy(device_id, id, id_len);
-	device_id[id_len] = '\0';
-	if (id_end < end && id_end + 1 < end && id_end[1] != '?')
-		return FH_EPROTO; /* <host>/<device>/<module>/... */
-	return 0;
+	struct buf b = BUF_INIT;
+	mqtt_encode_connack(&b, present, rc);
+	send_buf(s, &b);
+	buf_free(&b);
 }
 
-static void on_connect(struct hub_session *s, const struct mqtt_connect *c)
+/* Step 1. Returns the hub with the device id copied, or NULL after
+ * refusing the CONNECT. */
+static struct hub *connect_names(struct hub_session *s, const struct mqtt_connect *c,
+				 char device_id[REGISTRY_ID_MAX + 1])
 {
-	const char *host;
-	size_t host_len;
-	char device_id[REGISTRY_ID_MAX + 1];
-	const char *why = NULL;
 	const char *peer = net_conn_peer(s->conn);
-
 	if (!c->has_username) {
 		log_at(LOG_INFO, "mqtt %s: refused: no user name", peer);
 		connack_and_close(s, MQTT_RC_NOT_AUTHORIZED);
-		return;
+		return NULL;
 	}
-	int rc = parse_username(&c->username, &host, &host_len, device_id);
+	struct hub_user u;
+	int rc = hub__wire_username(c->username.p, c->username.len, &u);
 	if (rc != 0) {
 		log_at(LOG_INFO, "mqtt %s: refused: %s", peer,
 		       rc == FH_EPROTO ? "module identities are not supported"
 				       : "user name is not <hub>/<deviceId>/?...");
 		connack_and_close(s, rc == FH_EPROTO ? MQTT_RC_ID_REJECTED
 						     : MQTT_RC_BAD_CREDENTIALS);
-		return;
+		return NULL;
 	}
+	memcpy(device_id, u.device_id, u.id_len);
+	device_id[u.id_len] = '\0';
 	struct hub *h = s->sni_hub;
-	if (h ? !hub_name_matches(h, host, host_len) : !(h = hub_set_find(s->set, host, host_len))) {
+	if (h ? !hub_name_matches(h, u.host, u.host_len)
+	      : !(h = hub_set_find(s->set, u.host, u.host_len))) {
 		log_at(LOG_INFO, "mqtt %s: refused device %s: user name names hub '%.*s' %s", peer,
-		       device_id, (int)host_len, host,
+		       device_id, (int)u.host_len, u.host,
 		       s->sni_hub ? "but TLS SNI names another" : "which is not served here");
 		connack_and_close(s, MQTT_RC_NOT_AUTHORIZED);
-		return;
+		return NULL;
 	}
-	if (c->client_id.len != strlen(device_id) ||
-	    memcmp(c->client_id.p, device_id, c->client_id.len) != 0) {
+	if (c->client_id.len != u.id_len || memcmp(c->client_id.p, device_id, u.id_len) != 0) {
 		log_at(LOG_INFO, "mqtt %s: refused device %s: client id differs from the user name",
 		       peer, device_id);
 		connack_and_close(s, MQTT_RC_ID_REJECTED);
-		return;
+		return NULL;
 	}
+	return h;
+}
+
+/* What a CONNECT needs from the store, and what it keeps of the packet
+ * (whose bytes are gone by the time a read completes elsewhere). */
+struct connect_job {
+	struct hub_session *s;
+	struct hub *h;
+	char device_id[REGISTRY_ID_MAX + 1];
+	bool clean;
+	uint8_t level;
+	uint16_t keepalive;
+	char *password; /* NULL when the CONNECT had none */
+	size_t password_len;
+	/* filled by connect_load */
+	json_t *identity;
+	char generation[SESSION_GEN_MAX + 1];
+	struct session_stored stored;
+};
+
+/* Step 2, inside a store read: touches only the job and the txn. */
+static int connect_load(void *arg, struct store_txn *t)
+{
+	struct connect_job *j = arg;
 	struct store_device dev = {0};
-	rc = store_device_get(store_reader(h->store), h->name, device_id, &dev);
+	int rc = store_device_get(t, j->h->name, j->device_id, &dev);
+	if (rc != 0)
+		return rc;
+	j->identity = json_loads(dev.json, 0, NULL);
+	store_device_clear(&dev);
+	if (!j->identity)
+		return FH_EIO;
+	const char *gen = json_string_value(json_object_get(j->identity, "generationId"));
+	snprintf(j->generation, sizeof j->generation, "%s", gen ? gen : "");
+	return sessions_read(t, j->h->name, j->device_id, j->generation, &j->stored);
+}
+
+/* Steps 3 to 5 for a session still waiting for them. */
+static void connect_finish(struct hub_session *s, struct connect_job *j, int rc)
+{
+	const char *peer = net_conn_peer(s->conn);
+	struct hub *h = j->h;
 	if (rc != 0) {
-		log_at(LOG_INFO, "mqtt %s: refused device %s on %s: %s", peer, device_id, h->name,
+		log_at(LOG_INFO, "mqtt %s: refused device %s on %s: %s", peer, j->device_id, h->name,
 		       rc == FH_ENOTFOUND ? "unknown device" : fh_strerror(rc));
 		connack_and_close(s, rc == FH_ENOTFOUND ? MQTT_RC_NOT_AUTHORIZED
 							: MQTT_RC_UNAVAILABLE);
 		return;
 	}
-	json_t *identity = json_loads(dev.json, 0, NULL);
-	store_device_clear(&dev);
-	if (!identity) {
-		connack_and_close(s, MQTT_RC_UNAVAILABLE);
-		return;
-	}
-	if (!c->has_password) {
-		why = "no password (SAS token) given";
-		rc = FH_EAUTH;
-	} else {
-		rc = hub__auth_device(h, device_id, identity, (const char *)c->password,
-				      c->password_len, clock_now_ms() / 1000, &why);
-	}
-	bool enabled = registry_enabled(identity);
-	json_decref(identity);
+	const char *why = "no password (SAS token) given";
+	rc = j->password ? hub__auth_device(h, j->device_id, j->identity, j->password,
+					    j->password_len, clock_now_ms() / 1000, &why)
+			 : FH_EAUTH;
 	if (rc != 0) {
-		log_at(LOG_INFO, "mqtt %s: refused device %s on %s: %s", peer, device_id, h->name,
+		log_at(LOG_INFO, "mqtt %s: refused device %s on %s: %s", peer, j->device_id, h->name,
 		       why);
 		connack_and_close(s, MQTT_RC_NOT_AUTHORIZED);
 		return;
 	}
-	if (!enabled) {
+	if (!registry_enabled(j->identity)) {
+		/* Its stored session stays for when it is enabled again. */
 		log_at(LOG_INFO, "mqtt %s: refused device %s on %s: device is disabled", peer,
-		       device_id, h->name);
+		       j->device_id, h->name);
 		connack_and_close(s, MQTT_RC_UNAVAILABLE);
 		return;
 	}
 
-	/* One live connection per device: the newest wins. */
-	struct hub_session *old = map_put(&h->sessions, device_id, s);
-	if (old && old != s) {
-		old->registered = false;
-		log_at(LOG_INFO, "mqtt %s: device %s connected again; closing the older connection",
-		       peer, device_id);
-		session_close(old);
-	}
-	s->registered = true;
-	s->hub = h;
-	snprintf(s->device_id, sizeof s->device_id, "%s", device_id);
-	s->clean = c->clean;
+	struct dev_session *d = &s->base;
+	d->hub = h;
+	memcpy(d->device_id, j->device_id, sizeof d->device_id);
+	memcpy(d->generation, j->generation, sizeof d->generation);
+	d->connected_ms = d->last_activity_ms = clock_now_ms();
 	s->state = S_CONNECTED;
-	s->connected_ms = s->last_activity_ms = clock_now_ms();
+	bool present = sessions_attach(h, d, j->clean, &j->stored);
 
-	bool present = false;
-	unsigned *saved = map_get(&h->persisted, device_id);
-	if (c->clean) {
-		free(map_remove(&h->persisted, device_id));
-	} else if (saved) {
-		s->subs = *saved;
-		present = true;
-	}
-	net_conn_set_idle_timeout(s->conn, (uint64_t)c->keepalive * 1500);
-	struct buf b = BUF_INIT;
-	mqtt_encode_connack(&b, present, MQTT_RC_ACCEPTED);
-	send_buf(s, &b);
-	buf_free(&b);
-	log_at(LOG_INFO, "mqtt %s: device %s connected to %s (MQTT %s, clean=%d, keepalive=%us)",
-	       peer, device_id, h->name, c->level == 3 ? "3.1" : "3.1.1", c->clean,
-	       c->keepalive);
+	net_conn_set_idle_timeout(s->conn, (uint64_t)j->keepalive * 1500);
+	send_connack(s, present, MQTT_RC_ACCEPTED);
+	log_at(LOG_INFO,
+	       "mqtt %s: device %s connected to %s (MQTT %s, clean=%d, keepalive=%us, "
+	       "session present=%d)",
+	       peer, j->device_id, h->name, j->level == 3 ? "3.1" : "3.1.1", j->clean,
+	       j->keepalive, present);
 }
 
-/* ---- SUBSCRIBE -------------------------------------------------------- */
+static long consume(void *ctx, const uint8_t *p, size_t n);
 
-static unsigned filter_bit(const struct hub_session *s, const struct mqtt_str *f)
+static void connect_loaded(void *arg, int rc)
 {
-	char buf[512];
-	if (f->len >= sizeof buf)
-		return 0;
-	memcpy(buf, f->p, f->len);
-	buf[f->len] = '\0';
-	if (strcmp(buf, "$iothub/twin/res/#") == 0)
-		return SUB_TWIN_RES;
-	if (strcmp(buf, "$iothub/twin/PATCH/properties/desired/#") == 0)
-		return SUB_TWIN_DESIRED;
-	if (strcmp(buf, "$iothub/methods/POST/#") == 0)
-		return SUB_METHODS;
-	if (strncmp(buf, "devices/", 8) == 0) {
-		const char *id = buf + 8;
-		const char *rest = strchr(id, '/');
-		if (!rest || strcmp(rest, "/messages/devicebound/#") != 0)
-			return 0;
-		size_t id_len = (size_t)(rest - id);
-		if ((id_len == 1 && id[0] == '+') ||
-		    (id_len == strlen(s->device_id) && memcmp(id, s->device_id, id_len) == 0))
-			return SUB_C2D;
+	struct connect_job *j = arg;
+	struct hub_session *s = j->s;
+	if (s->state == S_CONNECTING && s->conn)
+		connect_finish(s, j, rc);
+	json_decref(j->identity);
+	if (j->password)
+		OPENSSL_clear_free(j->password, j->password_len + 1);
+	free(j);
+	/* A read that completed later: handle what arrived meanwhile. */
+	if (s->paused && s->conn && s->state == S_CONNECTED) {
+		s->paused = false;
+		long used = s->in.len ? consume(s, (const uint8_t *)s->in.data, s->in.len) : 0;
+		if (used < 0)
+			session_close(s);
+		else
+			buf_consume(&s->in, (size_t)used);
+		if (s->conn)
+			net_conn_resume(s->conn);
 	}
-	return 0;
+	session_unref(s);
+}
+
+static void on_connect(struct hub_session *s, const struct mqtt_connect *c)
+{
+	char device_id[REGISTRY_ID_MAX + 1];
+	struct hub *h = connect_names(s, c, device_id);
+	if (!h)
+		return;
+	struct connect_job *j = xcalloc(1, sizeof *j);
+	j->s = s;
+	j->h = h;
+	memcpy(j->device_id, device_id, sizeof j->device_id);
+	j->clean = c->clean;
+	j->level = c->level;
+	j->keepalive = c->keepalive;
+	if (c->has_password) {
+		j->password = xmalloc((size_t)c->password_len + 1);
+		memcpy(j->password, c->password, c->password_len);
+		j->password[c->password_len] = '\0';
+		j->password_len = c->password_len;
+	}
+	s->state = S_CONNECTING;
+	s->refs++; /* dropped in connect_loaded */
+	store_read(h->store, connect_load, connect_loaded, j);
+	if (s->state == S_CONNECTING) {
+		/* Completes later: later bytes wait in the kernel. */
+		s->paused = true;
+		net_conn_pause(s->conn);
+	}
+}
+
+/* ---- SUBSCRIBE and UNSUBSCRIBE ------------------------------------------ */
+
+/* An acknowledgement that waits for the session table's write. */
+struct sub_ack {
+	struct hub_session *s;
+	bool unsub;
+	uint16_t packet_id;
+	unsigned count;
+	uint8_t codes[MQTT_MAX_FILTERS];
+};
+
+static void send_sub_ack(struct hub_session *s, const struct sub_ack *a)
+{
+	struct buf b = BUF_INIT;
+	if (a->unsub)
+		mqtt_encode_ack(&b, MQTT_UNSUBACK, a->packet_id);
+	else
+		mqtt_encode_suback(&b, a->packet_id, a->codes, a->count);
+	send_buf(s, &b);
+	buf_free(&b);
+}
+
+/* rc != 0: not stored, yet in force on this connection (sessions.h). */
+static void sub_stored(void *arg, int rc)
+{
+	struct sub_ack *a = arg;
+	struct hub_session *s = a->s;
+	if (s->state == S_CONNECTED)
+		send_sub_ack(s, a);
+	free(a);
+	session_unref(s);
 }
 
 static void on_subscribe(struct hub_session *s, const struct mqtt_subscribe *sub, bool unsub)
 {
-	uint8_t codes[MQTT_MAX_FILTERS];
+	struct sub_ack *a = xcalloc(1, sizeof *a);
+	a->s = s;
+	a->unsub = unsub;
+	a->packet_id = sub->packet_id;
+	a->count = sub->count;
+	struct hub_subs next = s->base.subs;
 	for (unsigned i = 0; i < sub->count; i++) {
-		unsigned bit = filter_bit(s, &sub->filters[i]);
-		if (unsub) {
-			s->subs &= ~bit;
-			continue;
-		}
-		if (bit) {
-			s->subs |= bit;
-			codes[i] = sub->qos[i] > 1 ? 1 : sub->qos[i];
-		} else {
-			codes[i] = 0x80;
+		const struct mqtt_str *f = &sub->filters[i];
+		int k = hub__wire_filter(f->p, f->len, s->base.device_id);
+		uint8_t bit = k >= 0 ? (uint8_t)(1u << k) : 0;
+		if (k >= 0 && unsub) {
+			next.mask &= (uint8_t)~bit;
+			next.qos[k] = 0;
+		} else if (k >= 0) {
+			next.mask |= bit;
+			next.qos[k] = a->codes[i] = sub->qos[i] > 1 ? 1 : sub->qos[i];
+		} else if (!unsub) {
+			a->codes[i] = 0x80;
 			log_at(LOG_INFO, "mqtt %s: device %s: subscription to '%.*s' refused",
-			       net_conn_peer(s->conn), s->device_id, (int)sub->filters[i].len,
-			       sub->filters[i].p);
+			       net_conn_peer(s->conn), s->base.device_id, (int)f->len, f->p);
 		}
 	}
-	struct buf b = BUF_INIT;
-	if (unsub)
-		mqtt_encode_ack(&b, MQTT_UNSUBACK, sub->packet_id);
-	else
-		mqtt_encode_suback(&b, sub->packet_id, codes, sub->count);
-	send_buf(s, &b);
-	buf_free(&b);
+	int rc = sessions_subscribe(s->base.hub, &s->base, &next, sub_stored, a);
+	if (rc == 1) {
+		s->refs++; /* dropped in sub_stored */
+		return;
+	}
+	if (rc == FH_EAGAIN) {
+		/* The store's backlog is full: nothing changed. (Removals are
+		 * never refused: an UNSUBSCRIBE has no failure code.) */
+		log_at(LOG_INFO, "mqtt %s: device %s: SUBSCRIBE refused: the store's backlog is full",
+		       net_conn_peer(s->conn), s->base.device_id);
+		for (unsigned i = 0; i < a->count; i++)
+			a->codes[i] = 0x80;
+	}
+	send_sub_ack(s, a);
+	free(a);
 }
 
 /* ---- twin operations -------------------------------------------------- */
@@ -394,7 +479,7 @@ static void reported_done(void *arg, int rc)
 static void twin_get(struct hub_session *s, const char *rid)
 {
 	struct store_twin tw = {0};
-	int rc = store_twin_get_properties(store_reader(s->hub->store), s->hub->name, s->device_id,
+	int rc = store_twin_get_properties(store_reader(s->base.hub->store), s->base.hub->name, s->base.device_id,
 					   &tw);
 	if (rc != 0) {
 		twin_error(s, rc == FH_ENOTFOUND ? 404 : 503, rid,
@@ -414,11 +499,11 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 {
 	/* Overload, cheapest check first: this session's operations waiting
 	 * for the store, then the store's backlog as a whole. */
-	if (s->inflight >= s->hub->max_inflight) {
+	if (s->inflight >= s->base.hub->max_inflight) {
 		twin_error_retry(s, 429, rid, 429001, "too many twin operations in flight", 1);
 		return;
 	}
-	if (store_admit(s->hub->store, n) != 0) {
+	if (store_admit(s->base.hub->store, n) != 0) {
 		twin_error_retry(s, 429, rid, 429002,
 				 "ThrottleBacklogLimitExceeded: too many writes are waiting for "
 				 "the store; retry later",
@@ -430,7 +515,7 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 	clock_iso8601(clock_now_ms(), now);
 	/* Most patches are simple enough to stamp without a JSON tree; the
 	 * others are parsed, checked (and maybe refused) here. */
-	if (!twin_reported_meta_fast((const char *)p, n, now, &s->hub->limits, &j->meta_clear,
+	if (!twin_reported_meta_fast((const char *)p, n, now, &s->base.hub->limits, &j->meta_clear,
 				     &j->meta_set)) {
 		json_error_t jerr;
 		json_t *patch = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &jerr);
@@ -440,7 +525,7 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 				 "reported patch is not a JSON object: %s",
 				 patch ? "another JSON type" : jerr.text);
 			terr.code = 400004;
-		} else if (twin_check_patch(patch, TWIN_REPORTED, false, &s->hub->limits,
+		} else if (twin_check_patch(patch, TWIN_REPORTED, false, &s->base.hub->limits,
 					    &terr) == 0) {
 			twin_reported_meta_patches(patch, now, &j->meta_clear, &j->meta_set);
 			terr.code = 0;
@@ -455,9 +540,9 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 		}
 	}
 	j->s = s;
-	j->hub = s->hub;
-	_Static_assert(sizeof j->device_id == sizeof s->device_id, "same id bound");
-	memcpy(j->device_id, s->device_id, sizeof j->device_id);
+	j->hub = s->base.hub;
+	_Static_assert(sizeof j->device_id == sizeof s->base.device_id, "same id bound");
+	memcpy(j->device_id, s->base.device_id, sizeof j->device_id);
 	size_t rl = strnlen(rid, RID_MAX);
 	memcpy(j->rid, rid, rl);
 	j->rid[rl] = '\0';
@@ -466,7 +551,7 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 	j->patch[n] = '\0';
 	s->refs++;
 	s->inflight++;
-	store_submit_sized(s->hub->store, reported_work, reported_done, j, n);
+	store_submit_sized(s->base.hub->store, reported_work, reported_done, j, n);
 }
 
 /* Takes a token from the device's request rate; when there is none,
@@ -474,106 +559,63 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 static bool twin_throttled(struct hub_session *s, const char *rid)
 {
 	unsigned wait =
-	    rate_table_take(&s->hub->rate, s->device_id, strlen(s->device_id), clock_now_ms());
+	    rate_table_take(&s->base.hub->rate, s->base.device_id, strlen(s->base.device_id), clock_now_ms());
 	if (!wait)
 		return false;
 	char msg[160];
 	snprintf(msg, sizeof msg,
 		 "ThrottlingException: this device is over its request rate (%u/s, burst %u); "
 		 "retry in %u s",
-		 s->hub->rate.lim.rate, s->hub->rate.lim.burst, wait);
+		 s->base.hub->rate.lim.rate, s->base.hub->rate.lim.burst, wait);
 	twin_error_retry(s, 429, rid, 429001, msg, wait);
 	return true;
 }
 
 /* ---- PUBLISH ---------------------------------------------------------- */
 
-/* Finds the request id in the query part of a topic ("...?$rid=X&..."):
- * copied verbatim up to the next '&'. Returns 0, or -1 when absent, empty,
- * too long or containing characters that would change the answer topic. */
-static int topic_rid(const char *query, char rid[RID_MAX + 1])
-{
-	const char *p = query;
-	while (p && *p) {
-		if (strncmp(p, "$rid=", 5) == 0) {
-			p += 5;
-			size_t n = strcspn(p, "&");
-			if (n == 0 || n > RID_MAX || memchr(p, '/', n) || memchr(p, '+', n) ||
-			    memchr(p, '#', n))
-				return -1;
-			memcpy(rid, p, n);
-			rid[n] = '\0';
-			return 0;
-		}
-		p = strchr(p, '&');
-		if (p)
-			p++;
-	}
-	return -1;
-}
-
 /* Returns false when the publish is not allowed (the connection closes). */
 static bool on_publish(struct hub_session *s, const struct mqtt_publish *pub)
 {
-	char topic[1024];
+	const char *peer = net_conn_peer(s->conn), *id = s->base.device_id;
 	if (pub->qos == 2) {
-		log_at(LOG_INFO, "mqtt %s: device %s: QoS 2 is not supported; closing",
-		       net_conn_peer(s->conn), s->device_id);
+		log_at(LOG_INFO, "mqtt %s: device %s: QoS 2 is not supported; closing", peer, id);
 		return false;
 	}
-	if (pub->topic.len >= sizeof topic)
+	struct hub_topic_match m;
+	enum hub_topic t = hub__wire_topic(pub->topic.p, pub->topic.len, id, &m);
+	if (t == HUB_TOPIC_FORBIDDEN || t == HUB_TOPIC_NO_RID) {
+		log_at(LOG_INFO, "mqtt %s: device %s: %s '%.*s'; closing", peer, id,
+		       t == HUB_TOPIC_NO_RID ? "request without a usable $rid on"
+					     : "publish to forbidden topic",
+		       (int)pub->topic.len, pub->topic.p);
 		return false;
-	memcpy(topic, pub->topic.p, pub->topic.len);
-	topic[pub->topic.len] = '\0';
+	}
 	if (pub->qos == 1) {
 		struct buf b = BUF_INIT;
 		mqtt_encode_ack(&b, MQTT_PUBACK, pub->packet_id);
 		send_buf(s, &b);
 		buf_free(&b);
 	}
-	char rid[RID_MAX + 1];
-	if (strncmp(topic, "$iothub/twin/", 13) == 0) {
-		const char *q = strchr(topic, '?');
-		if (!q || topic_rid(q + 1, rid) != 0) {
-			log_at(LOG_INFO, "mqtt %s: device %s: twin request without a usable $rid",
-			       net_conn_peer(s->conn), s->device_id);
-			return false;
-		}
-		size_t head = (size_t)(q - topic);
-		bool get = head == strlen("$iothub/twin/GET/") &&
-			   strncmp(topic, "$iothub/twin/GET/", head) == 0;
-		bool patch = head == strlen("$iothub/twin/PATCH/properties/reported/") &&
-			     strncmp(topic, "$iothub/twin/PATCH/properties/reported/", head) == 0;
-		if (get || patch) {
-			if (!twin_throttled(s, rid)) {
-				if (get)
-					twin_get(s, rid);
-				else
-					twin_patch_reported(s, rid, pub->payload, pub->payload_len);
-			}
-			return true;
-		}
-		log_at(LOG_INFO, "mqtt %s: device %s: unknown twin topic '%s'",
-		       net_conn_peer(s->conn), s->device_id, topic);
-		return false;
+	switch (t) {
+	case HUB_TOPIC_TWIN_GET:
+		if (!twin_throttled(s, m.rid))
+			twin_get(s, m.rid);
+		break;
+	case HUB_TOPIC_TWIN_REPORTED:
+		if (!twin_throttled(s, m.rid))
+			twin_patch_reported(s, m.rid, pub->payload, pub->payload_len);
+		break;
+	case HUB_TOPIC_METHOD_RES:
+		break; /* direct-method answers: no method is pending (not served yet) */
+	case HUB_TOPIC_TELEMETRY:
+		/* Telemetry is accepted (acknowledged above) but not routed
+		 * anywhere yet: fleethub has no event endpoint so far. */
+		log_at(LOG_DEBUG, "mqtt: device %s: telemetry of %zu bytes", id, pub->payload_len);
+		break;
+	default:
+		break;
 	}
-	if (strncmp(topic, "$iothub/methods/res/", 20) == 0)
-		return true; /* direct-method answers: no method is pending (not served yet) */
-	if (strncmp(topic, "devices/", 8) == 0) {
-		const char *id = topic + 8;
-		size_t id_len = strlen(s->device_id);
-		if (strncmp(id, s->device_id, id_len) == 0 &&
-		    strncmp(id + id_len, "/messages/events/", 17) == 0) {
-			/* Telemetry is accepted (acknowledged above) but not routed
-			 * anywhere yet: fleethub has no event endpoint so far. */
-			log_at(LOG_DEBUG, "mqtt: device %s: telemetry of %zu bytes", s->device_id,
-			       pub->payload_len);
-			return true;
-		}
-	}
-	log_at(LOG_INFO, "mqtt %s: device %s: publish to forbidden topic '%s'; closing",
-	       net_conn_peer(s->conn), s->device_id, topic);
-	return false;
+	return true;
 }
 
 /* ---- packet dispatch --------------------------------------------------- */
@@ -590,7 +632,7 @@ static bool handle_packet(struct hub_session *s, const struct mqtt_packet *pk)
 		on_connect(s, &pk->u.connect);
 		return true;
 	}
-	s->last_activity_ms = clock_now_ms();
+	s->base.last_activity_ms = clock_now_ms();
 	switch (pk->type) {
 	case MQTT_PUBLISH:
 		return on_publish(s, &pk->u.publish);
@@ -613,7 +655,7 @@ static bool handle_packet(struct hub_session *s, const struct mqtt_packet *pk)
 		return false;
 	default:
 		log_at(LOG_INFO, "mqtt %s: device %s: unexpected packet type %d; closing",
-		       net_conn_peer(s->conn), s->device_id, pk->type);
+		       net_conn_peer(s->conn), s->base.device_id, pk->type);
 		return false;
 	}
 }
@@ -638,9 +680,11 @@ static long consume(void *ctx, const uint8_t *p, size_t n)
 {
 	struct hub_session *s = ctx;
 	size_t off = 0;
-	while (off < n && s->state != S_CLOSED && s->conn) {
+	/* CONNECTING: what follows the CONNECT waits for its answer. */
+	while (off < n && s->state != S_CLOSED && s->state != S_CONNECTING && s->conn) {
 		struct mqtt_packet pk;
-		int rc = mqtt_parse(p + off, n - off, s->hub ? s->hub->max_packet : 65536, &pk);
+		int rc = mqtt_parse(p + off, n - off, s->base.hub ? s->base.hub->max_packet : 65536,
+				    &pk);
 		if (rc == 0)
 			break;
 		if (rc < 0) {
@@ -673,20 +717,11 @@ static void on_data(struct net_conn *c, const uint8_t *p, size_t n)
 static void on_close(struct net_conn *c)
 {
 	struct hub_session *s = net_conn_app(c);
-	if (s->registered && map_get(&s->hub->sessions, s->device_id) == s) {
-		map_remove(&s->hub->sessions, s->device_id);
-		if (!s->clean) {
-			unsigned *saved = map_get(&s->hub->persisted, s->device_id);
-			if (!saved) {
-				saved = xmalloc(sizeof *saved);
-				map_put(&s->hub->persisted, s->device_id, saved);
-			}
-			*saved = s->subs;
-		}
-		log_at(LOG_INFO, "mqtt: device %s disconnected from %s", s->device_id,
-		       s->hub->name);
+	if (s->base.live) {
+		sessions_detach(s->base.hub, &s->base);
+		log_at(LOG_INFO, "mqtt: device %s disconnected from %s", s->base.device_id,
+		       s->base.hub->name);
 	}
-	s->registered = false;
 	s->state = S_CLOSED;
 	s->conn = NULL;
 	session_unref(s);
@@ -694,10 +729,31 @@ static void on_close(struct net_conn *c)
 
 static const struct net_conn_handler session_handler = {on_data, on_close};
 
+/* ---- what the session table asks of a session ---- */
+
+static void ops_close(struct dev_session *d, const char *why)
+{
+	struct hub_session *s = (struct hub_session *)d;
+	s->state = S_CLOSED; /* nothing more is handled or sent */
+	session_close(s);
+}
+
+static void ops_desired(struct dev_session *d, const char *body, int64_t version)
+{
+	struct hub_session *s = (struct hub_session *)d;
+	char topic[96];
+	snprintf(topic, sizeof topic, "$iothub/twin/PATCH/properties/desired/?$version=%lld",
+		 (long long)version);
+	publish(s, topic, body, strlen(body));
+}
+
+static const struct dev_session_ops session_ops = {ops_close, ops_desired};
+
 static struct hub_session *session_new(const struct hub_set *set, struct hub *sni_hub,
 				       struct net_conn *c)
 {
 	struct hub_session *s = xcalloc(1, sizeof *s);
+	s->base.ops = &session_ops;
 	s->conn = c;
 	s->set = set;
 	s->sni_hub = sni_hub;
@@ -714,40 +770,4 @@ void hub_mqtt_accept(const struct hub_set *set, struct hub *sni_hub, struct net_
 	net_conn_set_deadline(c, CONNECT_TIMEOUT_MS);
 	if (n)
 		on_data(c, pending, n);
-}
-
-/* ---- used by the REST side -------------------------------------------- */
-
-bool hub_device_connected(const struct hub *h, const char *device_id, int64_t *since_ms,
-			  int64_t *last_activity_ms)
-{
-	struct hub_session *s = map_get(&h->sessions, device_id);
-	if (!s)
-		return false;
-	if (since_ms)
-		*since_ms = s->connected_ms;
-	if (last_activity_ms)
-		*last_activity_ms = s->last_activity_ms;
-	return true;
-}
-
-void hub_kick(struct hub *h, const char *device_id, const char *why)
-{
-	struct hub_session *s = map_remove(&h->sessions, device_id);
-	if (!s)
-		return;
-	s->registered = false;
-	log_at(LOG_INFO, "mqtt: closing device %s on %s: %s", device_id, h->name, why);
-	session_close(s);
-}
-
-void hub_notify_desired(struct hub *h, const char *device_id, const char *body, int64_t version)
-{
-	struct hub_session *s = map_get(&h->sessions, device_id);
-	if (!s || !(s->subs & SUB_TWIN_DESIRED))
-		return;
-	char topic[96];
-	snprintf(topic, sizeof topic, "$iothub/twin/PATCH/properties/desired/?$version=%lld",
-		 (long long)version);
-	publish(s, topic, body, strlen(body));
 }

@@ -611,8 +611,10 @@ static int serve(const char *config_path)
 	uv_run(srv.loop, UV_RUN_DEFAULT);
 
 	net_tls_free(srv.tls);
-	for (size_t i = 0; i < srv.hubs.n; i++)
+	for (size_t i = 0; i < srv.hubs.n; i++) {
+		hub_free(srv.hubs.v[i]);
 		free(srv.hubs.v[i]);
+	}
 	free(srv.hubs.v);
 	if (srv.dps) {
 		dps_free(srv.dps);

@@ -71,6 +71,14 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 void store_close(struct store *s);
 
 struct store_txn *store_reader(struct store *s);
+/* A read with a completion: runs work(arg, txn) against a read snapshot
+ * (txn accepts reads only), then done(arg, rc) on the loop thread with what
+ * work returned. This is the shape every new read takes (decisions.md 1):
+ * the embedded backend runs both at once, before store_read returns; a
+ * networked backend runs work elsewhere and done later. So work touches
+ * only its arg and the txn, and the caller does not touch arg after the
+ * call (done may have freed it). */
+void store_read(struct store *s, store_work_fn work, store_done_fn done, void *arg);
 void store_submit(struct store *s, store_work_fn work, store_done_fn done, void *arg);
 
 /* What a client is told when the store refused a write with rc (FH_ENOSPC:
@@ -117,7 +125,7 @@ int store_device_get(struct store_txn *t, const char *hub, const char *id,
 /* Inserts or replaces the identity; d->etag is stored as given. */
 int store_device_put(struct store_txn *t, const char *hub, const char *id,
 		     const struct store_device *d);
-/* Deletes the identity and its twin; FH_ENOTFOUND when absent. */
+/* Deletes the identity, its twin and its session; FH_ENOTFOUND when absent. */
 int store_device_delete(struct store_txn *t, const char *hub, const char *id);
 /* Calls each(arg, id, device) for up to limit devices with id > after (""
  * for the start), in id order. Stops early when each returns non-zero. */
@@ -194,6 +202,25 @@ void store_twin_view_clear(struct store_twin_view *v);
 int store_twin_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,
 		    int (*each)(void *arg, const char *id, const struct store_twin *tw),
 		    void *arg);
+
+/* ---- Device sessions ----------------------------------------------------
+ * The durable part of a clean-session-0 device session (hub/sessions.c):
+ * the identity generation it belongs to and its subscription set, as text
+ * the hub layer writes and reads (hub_wire.h). One row per device; removed
+ * with the device (store_device_delete). */
+struct store_session {
+	char *generation; /* the identity's generationId, owned */
+	char *subs;       /* the subscription set, owned */
+};
+int store_session_get(struct store_txn *t, const char *hub, const char *id,
+		      struct store_session *out);
+/* Inserts or replaces the session, only while the device exists with
+ * that generationId: else FH_ENOTFOUND and nothing is written. */
+int store_session_put(struct store_txn *t, const char *hub, const char *id,
+		      const struct store_session *ses);
+/* FH_ENOTFOUND when there was none. */
+int store_session_delete(struct store_txn *t, const char *hub, const char *id);
+void store_session_clear(struct store_session *ses);
 
 /* Small settings (generated keys, ids): text values by key. */
 int store_setting_get(struct store_txn *t, const char *key, char **value_out);

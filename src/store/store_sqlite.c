@@ -146,6 +146,9 @@ static const char *const migrations[] = {
 	" PRIMARY KEY (scope, id)) WITHOUT ROWID;"
 	"CREATE TABLE webhook_calls (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
 	" PRIMARY KEY (scope, id)) WITHOUT ROWID;",
+	/* 3: clean-session-0 device sessions (store.h, struct store_session) */
+	"CREATE TABLE sessions (hub TEXT NOT NULL, id TEXT NOT NULL, generation TEXT NOT NULL,"
+	" subs TEXT NOT NULL, PRIMARY KEY (hub, id)) WITHOUT ROWID;",
 };
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -174,6 +177,9 @@ enum stmt_id {
 	ST_TWIN_VIEW,
 	ST_SET_GET,
 	ST_SET_PUT,
+	ST_SES_GET,
+	ST_SES_PUT,
+	ST_SES_DEL,
 	ST_COUNT
 };
 
@@ -248,6 +254,15 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_SET_GET] = "SELECT value FROM settings WHERE key = ?1",
 	[ST_SET_PUT] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
 		       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+	[ST_SES_GET] = "SELECT generation, subs FROM sessions WHERE hub = ?1 AND id = ?2",
+	/* Only for the identity generation it belongs to: a session written
+	 * after its device was deleted (or re-created) is not stored. */
+	[ST_SES_PUT] = "INSERT INTO sessions (hub, id, generation, subs) SELECT ?1, ?2, ?3, ?4"
+		       " WHERE EXISTS (SELECT 1 FROM devices WHERE hub = ?1 AND id = ?2"
+		       " AND json_extract(json, '$.generationId') = ?3)"
+		       " ON CONFLICT (hub, id) DO UPDATE SET generation = excluded.generation,"
+		       " subs = excluded.subs",
+	[ST_SES_DEL] = "DELETE FROM sessions WHERE hub = ?1 AND id = ?2",
 };
 
 #define DOC_KINDS 5
@@ -951,6 +966,14 @@ struct store_txn *store_reader(struct store *s)
 	return &s->reader;
 }
 
+/* The embedded backend answers reads on the loop thread at once: a point
+ * read on the reader costs microseconds and never waits for the writer. */
+void store_read(struct store *s, store_work_fn work, store_done_fn done, void *arg)
+{
+	int rc = work(arg, &s->reader);
+	done(arg, rc);
+}
+
 void store_submit(struct store *s, store_work_fn work, store_done_fn done, void *arg)
 {
 	store_submit_sized(s, work, done, arg, 0);
@@ -1101,7 +1124,13 @@ int store_device_delete(struct store_txn *t, const char *hub, const char *id)
 	st = stmt(t, ST_DEV_DEL_TWIN);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, id);
-	return step_write(t, st, "twin delete");
+	rc = step_write(t, st, "twin delete");
+	if (rc != 0)
+		return rc;
+	st = stmt(t, ST_SES_DEL);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	return step_write(t, st, "session delete");
 }
 
 /* The listing functions share one reader: a bound list statement whose rows
@@ -1389,6 +1418,54 @@ int store_setting_put(struct store_txn *t, const char *key, const char *value)
 	bind_text(st, 1, key);
 	bind_text(st, 2, value);
 	return step_write(t, st, "setting put");
+}
+
+/* ---- device sessions ---- */
+
+int store_session_get(struct store_txn *t, const char *hub, const char *id,
+		      struct store_session *out)
+{
+	sqlite3_stmt *st = stmt(t, ST_SES_GET);
+	memset(out, 0, sizeof *out);
+	int rc = step_row(t, st, hub, id, "session get");
+	if (rc == 0) {
+		out->generation = col_dup(st, 0);
+		out->subs = col_dup(st, 1);
+	}
+	stmt_end(st);
+	return rc;
+}
+
+int store_session_put(struct store_txn *t, const char *hub, const char *id,
+		      const struct store_session *ses)
+{
+	sqlite3_stmt *st = stmt(t, ST_SES_PUT);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	bind_text(st, 3, ses->generation);
+	bind_text(st, 4, ses->subs);
+	int rc = step_write(t, st, "session put");
+	if (rc == 0 && sqlite3_changes(t->db) == 0)
+		return FH_ENOTFOUND;
+	return rc;
+}
+
+int store_session_delete(struct store_txn *t, const char *hub, const char *id)
+{
+	sqlite3_stmt *st = stmt(t, ST_SES_DEL);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	int rc = step_write(t, st, "session delete");
+	if (rc == 0 && sqlite3_changes(t->db) == 0)
+		return FH_ENOTFOUND;
+	return rc;
+}
+
+void store_session_clear(struct store_session *ses)
+{
+	free(ses->generation);
+	free(ses->subs);
+	memset(ses, 0, sizeof *ses);
 }
 
 /* ---- records ---- */

@@ -7,7 +7,9 @@
 // "assigned" before that is stored; the server logs one line per episode,
 // not one per refusal. When space is freed or the faults stop, writes work
 // again without a restart. Afterwards PRAGMA integrity_check says ok and,
-// after a restart, every acknowledged write is there.
+// after a restart, every acknowledged write is there. A device that
+// subscribes while the disk is full is served, and its session is stored
+// once it can be.
 //
 // The tmpfs needs root (CI runs as root): a failed mount fails the test.
 'use strict';
@@ -123,6 +125,28 @@ async function registerToEnd(regId) {
     return r;
   } finally {
     d.end();
+  }
+}
+
+// A clean-session-0 reconnect of the device of cs finds its session: session
+// present, and a twin GET answered without subscribing again.
+async function checkSessionStored(cs) {
+  const { DeviceId: id, SharedAccessKey: key } = Object.fromEntries(cs.split(';').map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
+  const password = SharedAccessSignature.create(encodeURIComponent(`${HUB}/devices/${id}`), null, key,
+    Math.floor(Date.now() / 1000) + 3600).toString();
+  const c = mqtt.connect(`mqtts://${HUB}:8883`, {
+    clientId: id, username: `${HUB}/${id}/?${API}`, password, protocolVersion: 4, clean: false,
+    reconnectPeriod: 0, connectTimeout: 5000, ca: fs.readFileSync(process.env.FLEETHUB_TEST_CA),
+  });
+  c.on('error', () => {});
+  try {
+    const connack = await withTimeout(new Promise((resolve) => c.once('connect', resolve)), 10000, `${id} to connect`);
+    assert.equal(connack.sessionPresent, true, 'the session written after the disk was full');
+    const answered = new Promise((resolve) => c.on('message', (topic) => { if (topic.startsWith('$iothub/twin/res/200/?$rid=s1')) resolve(); }));
+    c.publish('$iothub/twin/GET/?$rid=s1', ' ');
+    await withTimeout(answered, 10000, 'a twin GET on the stored subscription');
+  } finally {
+    c.end(true);
   }
 }
 
@@ -367,6 +391,9 @@ test('a full file system: writes refused with "storage full", reads go on, write
       assert.equal(countLines(log, /store: storage full: writes are refused/), acks.episodes, `one log line per episode:\n${log}`);
       assert.equal(countLines(log, /store: writes work again/), acks.episodes, log);
     });
+    // The SDK subscribed while the disk was full: granted on its
+    // connection, and stored when it disconnected after space was freed.
+    await checkSessionStored(sdkCs);
   } finally {
     dev?.end();
     for (const c of sdk) await c.close().catch(() => {});

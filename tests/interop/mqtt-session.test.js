@@ -6,10 +6,9 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
-const mqtt = require('mqtt');
 const { SharedAccessSignature } = require('azure-iot-common');
 const { Registry } = require('azure-iothub');
-const { Server, withTimeout, waitFor } = require('./lib/server');
+const { Server, withTimeout, waitFor, mqttDevice } = require('./lib/server');
 
 let server;
 let registry;
@@ -26,16 +25,7 @@ after(async () => {
 });
 
 function connect(opts = {}) {
-  const password = SharedAccessSignature.create(encodeURIComponent('localhost/devices/ses-1'), null, key,
-    Math.floor(Date.now() / 1000) + 3600).toString();
-  const c = mqtt.connect('mqtts://localhost:8883', {
-    clientId: 'ses-1', username: 'localhost/ses-1/?api-version=2021-04-12', password,
-    protocolVersion: 4, clean: true, reconnectPeriod: 0, ca: fs.readFileSync(server.caPath), ...opts,
-  });
-  return new Promise((resolve, reject) => {
-    c.once('connect', (connack) => resolve({ c, connack }));
-    c.once('error', reject);
-  });
+  return mqttDevice(server, 'ses-1', key, opts);
 }
 
 test('an MQTT 3.1 (MQIsdp) CONNECT is accepted', async () => {

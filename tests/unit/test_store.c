@@ -1,7 +1,8 @@
 /* Unit tests for src/store/store_sqlite.c: a real uv loop and a database in a
  * temporary directory. Covers the job model (savepoint rollback, completion
  * order, group commit, close with queued jobs), the domain operations,
- * persistence across reopen, the file mode, the schema-version guard, and
+ * device sessions, store_read, persistence across reopen, the file mode,
+ * the schema-version guard, and
  * storage faults (a full disk, failed writes and fsyncs) injected through a
  * VFS that wraps SQLite's own. */
 #include <setjmp.h>
@@ -544,6 +545,137 @@ static void test_documents(void **state)
 	free(json);
 }
 
+/* ---- device sessions ---- */
+
+/* A job that runs fn(txn) and keeps its rc. */
+struct fn_job {
+	int (*fn)(struct store_txn *t);
+	int rc;
+	int *counter;
+};
+
+static int fn_work(void *arg, struct store_txn *t)
+{
+	struct fn_job *j = arg;
+	return j->fn(t);
+}
+
+static void fn_done(void *arg, int rc)
+{
+	struct fn_job *j = arg;
+	j->rc = rc;
+	(*j->counter)++;
+}
+
+static int run_fn(struct fixture *f, int (*fn)(struct store_txn *t))
+{
+	int counter = 0;
+	struct fn_job j = {fn, -99, &counter};
+	store_submit(f->s, fn_work, fn_done, &j);
+	run_until(&f->loop, &counter, 1);
+	return j.rc;
+}
+
+static int put_gen_device(struct store_txn *t)
+{
+	struct store_device d = {"{\"deviceId\":\"s1\",\"generationId\":\"111\"}", 1};
+	return store_device_put(t, "h", "s1", &d);
+}
+
+static int put_session_111(struct store_txn *t)
+{
+	struct store_session ses = {"111", "{\"desired\":0}"};
+	return store_session_put(t, "h", "s1", &ses);
+}
+
+static int put_session_222(struct store_txn *t)
+{
+	struct store_session ses = {"222", "{}"};
+	return store_session_put(t, "h", "s1", &ses);
+}
+
+static int put_session_nodevice(struct store_txn *t)
+{
+	struct store_session ses = {"111", "{}"};
+	return store_session_put(t, "h", "nobody", &ses);
+}
+
+static int delete_session(struct store_txn *t)
+{
+	return store_session_delete(t, "h", "s1");
+}
+
+static int delete_s1(struct store_txn *t)
+{
+	return store_device_delete(t, "h", "s1");
+}
+
+/* store_read's work: the session's subs text into arg. */
+struct read_job {
+	char subs[64];
+	int rc;
+	int done;
+};
+
+static int read_work(void *arg, struct store_txn *t)
+{
+	struct read_job *j = arg;
+	struct store_session ses;
+	int rc = store_session_get(t, "h", "s1", &ses);
+	if (rc == 0)
+		snprintf(j->subs, sizeof j->subs, "%s", ses.subs);
+	store_session_clear(&ses);
+	return rc;
+}
+
+static void read_done(void *arg, int rc)
+{
+	struct read_job *j = arg;
+	j->rc = rc;
+	j->done++;
+}
+
+/* Sessions belong to one identity generation: written only while it
+ * exists, gone with the device, kept across a reopen; store_read runs its
+ * work and done once. */
+static void test_sessions(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(run_fn(f, put_session_111), FH_ENOTFOUND); /* no device yet */
+	assert_int_equal(run_fn(f, put_gen_device), 0);
+	assert_int_equal(run_fn(f, put_session_111), 0);
+	assert_int_equal(run_fn(f, put_session_222), FH_ENOTFOUND); /* another generation */
+	assert_int_equal(run_fn(f, put_session_nodevice), FH_ENOTFOUND);
+
+	struct store_session ses;
+	assert_int_equal(store_session_get(store_reader(f->s), "h", "s1", &ses), 0);
+	assert_string_equal(ses.generation, "111");
+	assert_string_equal(ses.subs, "{\"desired\":0}");
+	store_session_clear(&ses);
+	assert_null(ses.subs);
+	assert_int_equal(store_session_get(store_reader(f->s), "h", "nobody", &ses), FH_ENOTFOUND);
+
+	reopen(f);
+	struct read_job rj = {.rc = -99};
+	store_read(f->s, read_work, read_done, &rj);
+	while (!rj.done)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	assert_int_equal(rj.done, 1);
+	assert_int_equal(rj.rc, 0);
+	assert_string_equal(rj.subs, "{\"desired\":0}");
+
+	assert_int_equal(run_fn(f, delete_session), 0);
+	assert_int_equal(run_fn(f, delete_session), FH_ENOTFOUND);
+	assert_int_equal(run_fn(f, put_session_111), 0);
+	assert_int_equal(run_fn(f, delete_s1), 0); /* the device takes its session along */
+	assert_int_equal(store_session_get(store_reader(f->s), "h", "s1", &ses), FH_ENOTFOUND);
+	rj.done = 0;
+	store_read(f->s, read_work, read_done, &rj);
+	while (!rj.done)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	assert_int_equal(rj.rc, FH_ENOTFOUND);
+}
+
 static void test_newer_schema(void **state)
 {
 	struct fixture *f = *state;
@@ -556,7 +688,7 @@ static void test_newer_schema(void **state)
 	struct store *s = (struct store *)1;
 	assert_int_not_equal(store_open(&s, &f->loop, f->path, err, sizeof err), 0);
 	assert_null(s);
-	assert_string_equal(err, "database schema 99 is newer than this fleethub (2)");
+	assert_string_equal(err, "database schema 99 is newer than this fleethub (3)");
 }
 
 #define GROUP_N 1000
@@ -1304,6 +1436,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_settings_persist, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_documents, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_runs_chained_jobs, setup, teardown),

@@ -206,6 +206,24 @@ async function waitFor(fn, ms, what) {
   }
 }
 
+// A raw MQTT client (the mqtt package the Node SDK is built on) connected
+// as device id of hub host on localhost:8883 with a SAS token from key.
+// opts go to mqtt.connect (clean, protocolVersion, ...). Resolves
+// { c, connack }; rejects when the server refuses.
+function mqttDevice(server, id, key, opts = {}, host = 'localhost') {
+  const mqtt = require('mqtt');
+  const password = SharedAccessSignature.create(encodeURIComponent(`${host}/devices/${id}`), null, key,
+    Math.floor(Date.now() / 1000) + 3600).toString();
+  const c = mqtt.connect(`mqtts://${host}:8883`, {
+    clientId: id, username: `${host}/${id}/?api-version=2021-04-12`, password,
+    protocolVersion: 4, clean: true, reconnectPeriod: 0, ca: fs.readFileSync(server.caPath), ...opts,
+  });
+  return new Promise((resolve, reject) => {
+    c.once('connect', (connack) => resolve({ c, connack }));
+    c.once('error', (e) => { c.end(true); reject(e); });
+  });
+}
+
 // Promise wrapper for twin.properties.reported.update.
 function report(twin, patch) {
   return new Promise((resolve, reject) => {
@@ -213,4 +231,4 @@ function report(twin, patch) {
   });
 }
 
-module.exports = { Server, tempDir, parseCs, deviceCs, rest, withTimeout, waitFor, report, BIN };
+module.exports = { Server, tempDir, parseCs, deviceCs, rest, withTimeout, waitFor, report, mqttDevice, BIN };
