@@ -77,13 +77,23 @@ static bool query_rid(const char *q, size_t n, char rid[HUB_RID_MAX + 1])
 
 enum match { M_NO, M_YES, M_NO_RID };
 
-static bool placeholder(const char **pat, const char *name)
+/* The placeholder at pat ("{id}", ...): its kind, and pat moved past it.
+ * Told apart by their second and third characters (the patterns are
+ * ours; this runs for every PUBLISH). */
+enum ph { PH_ID, PH_STATUS, PH_RID, PH_REST, PH_BAD };
+
+static enum ph placeholder(const char **pat)
 {
-	size_t l = strlen(name);
-	if (strncmp(*pat, name, l) != 0)
-		return false;
-	*pat += l;
-	return true;
+	const char *p = *pat, *end = strchr(p, '}');
+	if (!end)
+		return PH_BAD;
+	*pat = end + 1;
+	switch (p[1]) {
+	case 'i': return PH_ID;
+	case 's': return PH_STATUS;
+	case 'r': return p[2] == 'i' ? PH_RID : PH_REST;
+	default: return PH_BAD;
+	}
 }
 
 /* Matches t[0..n) against pat (see the top of the file); plus: "+" may
@@ -91,21 +101,28 @@ static bool placeholder(const char **pat, const char *name)
 static enum match match(const char *pat, const char *t, size_t n, const char *id, bool plus,
 			struct hub_topic_match *m)
 {
-	size_t i = 0, il = strlen(id);
+	size_t i = 0;
 	while (*pat) {
 		if (*pat != '{') {
-			if (i >= n || t[i] != *pat)
+			size_t lit = strcspn(pat, "{"); /* a run of literal text */
+			if (n - i < lit || memcmp(t + i, pat, lit) != 0)
 				return M_NO;
-			i++;
-			pat++;
-		} else if (placeholder(&pat, "{id}")) {
+			i += lit;
+			pat += lit;
+			continue;
+		}
+		switch (placeholder(&pat)) {
+		case PH_ID: {
+			size_t il = strlen(id);
 			if (n - i >= il && memcmp(t + i, id, il) == 0)
 				i += il;
 			else if (plus && i < n && t[i] == '+')
 				i++;
 			else
 				return M_NO;
-		} else if (placeholder(&pat, "{status}")) {
+			break;
+		}
+		case PH_STATUS: {
 			bool neg = i < n && t[i] == '-';
 			size_t start = i + neg, j = start;
 			long v = 0;
@@ -116,16 +133,19 @@ static enum match match(const char *pat, const char *t, size_t n, const char *id
 			if (m)
 				m->status = neg ? -v : v;
 			i = j;
-		} else if (placeholder(&pat, "{rid}")) {
+			break;
+		}
+		case PH_RID: {
 			char tmp[HUB_RID_MAX + 1];
 			return query_rid(t + i, n - i, m ? m->rid : tmp) ? M_YES : M_NO_RID;
-		} else if (placeholder(&pat, "{rest}")) {
+		}
+		case PH_REST:
 			if (m) {
 				m->props = t + i;
 				m->props_len = n - i;
 			}
 			return M_YES;
-		} else {
+		case PH_BAD:
 			return M_NO; /* a pattern typo: matches nothing */
 		}
 	}
@@ -204,19 +224,27 @@ static const struct {
 	{"devices/{id}/messages/events/{rest}", HUB_TOPIC_TELEMETRY},
 };
 
+/* Empties what a row that did not match may have filled in. (Not a
+ * memset: this runs for every PUBLISH, and m holds a 129-byte rid.) */
+static void match_clear(struct hub_topic_match *m)
+{
+	m->rid[0] = '\0';
+	m->status = 0;
+	m->props = NULL;
+	m->props_len = 0;
+}
+
 enum hub_topic hub__wire_topic(const char *topic, size_t n, const char *device_id,
 			       struct hub_topic_match *m)
 {
-	memset(m, 0, sizeof *m);
+	match_clear(m);
 	for (size_t i = 0; i < sizeof topic_table / sizeof topic_table[0]; i++) {
 		enum match r = match(topic_table[i].pattern, topic, n, device_id, false, m);
 		if (r == M_YES)
 			return topic_table[i].topic;
-		if (r == M_NO_RID) {
-			memset(m, 0, sizeof *m);
+		match_clear(m);
+		if (r == M_NO_RID)
 			return HUB_TOPIC_NO_RID;
-		}
-		memset(m, 0, sizeof *m);
 	}
 	return HUB_TOPIC_FORBIDDEN;
 }
