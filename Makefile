@@ -42,13 +42,19 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_LIB_OBJ := $(filter $(BUILD)/obj/src/base/% $(BUILD)/obj/src/codec/%,$(LIB_OBJ))
 
-.PHONY: all deps run test unit replay interop fuzz fuzz-smoke clean format loadgen bench \
+.PHONY: all deps deps-run run test unit replay interop fuzz fuzz-smoke clean format loadgen bench \
 	bench-quick soak
 
 all: $(BUILD)/fleethub
 
+# deps: everything the tests need (Debian packages and the npm test
+# clients); deps-run: only what building and running the server needs, so
+# `make run` works offline once the Debian packages are there.
 deps:
 	@scripts/deps.sh
+
+deps-run:
+	@scripts/deps.sh run
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -107,7 +113,8 @@ soak: deps $(BUILD)/fleethub
 	FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub BUILD_DIR=$(CURDIR)/$(BUILD) \
 		FLEETHUB_SANITIZED=$(SANITIZE) tests/soak/run.sh
 
-run: deps $(BUILD)/fleethub
+run: deps-run
+	@$(MAKE) --no-print-directory $(BUILD)/fleethub
 	./$(BUILD)/fleethub serve
 
 unit: $(UNIT_BIN)

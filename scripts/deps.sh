@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Installs what fleethub needs on Debian 12 when it is missing: the C build
-# dependencies (Debian packages) and the npm test clients (from the committed
-# lockfile). Quiet and fast when everything is already there.
+# Installs what fleethub needs on Debian 12 when it is missing. Quiet and
+# fast when everything is already there.
+#   scripts/deps.sh run    what building and running the server needs
+#                          (Debian packages only: works offline once they are
+#                          installed; `make run` uses this)
+#   scripts/deps.sh        everything, for the tests too: compilers and
+#                          libraries the tests use, Node.js and the npm test
+#                          clients from the committed lockfile (`make test`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(build-essential pkg-config clang libuv1-dev libssl-dev libhttp-parser-dev
-      libcurl4-openssl-dev libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev
-      libpq-dev openssl nodejs npm)
+run_pkgs=(build-essential pkg-config libuv1-dev libssl-dev libhttp-parser-dev
+	  libcurl4-openssl-dev libsqlite3-dev libjansson-dev libinih-dev openssl)
+test_pkgs=(clang libcmocka-dev libpq-dev nodejs npm)
+pkgs=("${run_pkgs[@]}")
+[ "${1:-all}" = run ] || pkgs+=("${test_pkgs[@]}")
+
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,6 +38,7 @@ if [ ${#want[@]} -gt 0 ]; then
 	apt-get install -y -qq "${want[@]}" >/dev/null
 fi
 
+[ "${1:-all}" = run ] && exit 0
 if [ -f tests/interop/package-lock.json ]; then
 	stamp=tests/interop/node_modules/.fleethub-lock
 	if [ ! -f "$stamp" ] || ! cmp -s tests/interop/package-lock.json "$stamp"; then

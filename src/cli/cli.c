@@ -5,7 +5,8 @@
  * libcurl. The URL always names the hub (https://<hub>/...) so TLS SNI, the
  * Host header and the SAS resource agree; CURLOPT_CONNECT_TO points the
  * connection at the real address. Exit codes: 0 ok, 1 refused by the
- * server, 2 usage, 3 unreachable or TLS failure. Secrets (keys, tokens) are
+ * server, 2 usage, 3 unreachable or TLS failure, 4 no server configured.
+ * Secrets (keys, tokens) are
  * never printed except by the commands whose purpose is to print them. */
 #include <ctype.h>
 #include <curl/curl.h>
@@ -204,7 +205,7 @@ static int find_target(const struct cli_args *a, bool dps, struct target *t)
 		read_cli_conf(a->data_dir, kind, t->hub, false, t, err, sizeof err);
 	} else if (read_cli_conf(a->data_dir, kind, want, true, t, err, sizeof err) != 0) {
 		fprintf(stderr, "error: %s\n", err);
-		return CLI_UNREACHABLE;
+		return CLI_CONFIG;
 	}
 	if (a->server) {
 		free(t->address);
@@ -316,6 +317,35 @@ static int split_address(const char *addr, struct buf *host, long *port)
 	return 0;
 }
 
+/* Says why a call failed: the server was not reached, or it was and TLS
+ * failed (its certificate is not trusted, say), with what to do. */
+static void report_curl_error(const struct target *t, CURLcode cc, const char *errbuf)
+{
+	const char *where = t->address ? t->address : "its host name, port 443";
+	const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(cc);
+	switch (cc) {
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_ISSUER_ERROR:
+		fprintf(stderr,
+		        "error: reached %s %s at %s, but its TLS certificate is not trusted: %s\n"
+		        "  give the CA that signed it with --ca FILE, or --data-dir DIR of the "
+		        "server that made it (its cli.conf names its CA)\n",
+		        t->what, t->hub, where, detail);
+		break;
+	case CURLE_SSL_CACERT_BADFILE:
+		fprintf(stderr, "error: cannot use the CA file %s: %s\n", t->ca ? t->ca : "(system)",
+		        detail);
+		break;
+	case CURLE_SSL_CONNECT_ERROR:
+		fprintf(stderr, "error: reached %s %s at %s, but the TLS handshake failed: %s\n",
+		        t->what, t->hub, where, detail);
+		break;
+	default:
+		fprintf(stderr, "error: cannot reach %s %s at %s: %s\n", t->what, t->hub, where,
+		        detail);
+	}
+}
+
 /* One REST call: method path (path may carry a query; api-version is
  * added). Returns 0 with r filled (any HTTP status), or CLI_USAGE /
  * CLI_UNREACHABLE after printing why. */
@@ -388,11 +418,10 @@ static int http_call(const struct target *t, const char *method, const char *pat
 		ct_list = curl_slist_append(NULL, connect_to.data);
 		curl_easy_setopt(curl, CURLOPT_CONNECT_TO, ct_list);
 	}
+	curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L); /* ids are checked: never rewrite a path */
 	CURLcode cc = curl_easy_perform(curl);
 	if (cc != CURLE_OK) {
-		fprintf(stderr, "error: cannot reach %s %s at %s: %s\n", t->what, t->hub,
-		        t->address ? t->address : "its host name, port 443",
-		        errbuf[0] ? errbuf : curl_easy_strerror(cc));
+		report_curl_error(t, cc, errbuf);
 		goto done;
 	}
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r->status);
@@ -414,13 +443,37 @@ done:
 	return rc;
 }
 
-/* Prints "error: <status> <code>: <message>" from a hub error body. */
+/* The name of an HTTP status, for errors whose body names none. */
+static const char *status_name(long status)
+{
+	switch (status) {
+	case 400: return "BadRequest";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "NotFound";
+	case 405: return "MethodNotAllowed";
+	case 409: return "Conflict";
+	case 412: return "PreconditionFailed";
+	case 413: return "PayloadTooLarge";
+	case 429: return "TooManyRequests";
+	case 500: return "InternalServerError";
+	case 501: return "NotImplemented";
+	case 503: return "ServiceUnavailable";
+	}
+	return "Error";
+}
+
+/* Prints "error: <status> <name> (<errorCode>): <message>" from a hub or
+ * DPS error body: one format for both (the hub names its errors, in the
+ * iothub-errorcode header or "ErrorCode:<name>;" in Message; the DPS gives
+ * a number only, and the status names it). */
 static void print_refusal(const struct response *r)
 {
 	char name[128];
 	snprintf(name, sizeof name, "%s", r->error_name);
 	const char *msg = NULL;
 	char *msg_owned = NULL;
+	long long code = 0;
 	json_t *o = r->body.len ? json_loadb(r->body.data, r->body.len, 0, NULL) : NULL;
 	if (json_is_object(o)) {
 		const char *m = json_string_value(json_object_get(o, "Message"));
@@ -437,16 +490,19 @@ static void print_refusal(const struct response *r)
 		const char *lm = json_string_value(json_object_get(o, "message"));
 		if (lm && *lm)
 			msg = lm;
-		json_t *code = json_object_get(o, "errorCode");
-		if (!name[0] && json_is_integer(code))
-			snprintf(name, sizeof name, "%lld", (long long)json_integer_value(code));
+		json_t *ec = json_object_get(o, "errorCode");
+		if (json_is_integer(ec))
+			code = json_integer_value(ec);
 	}
 	if (!msg && r->body.len) {
 		msg_owned = xstrndup(r->body.data, r->body.len > 300 ? 300 : r->body.len);
 		msg = msg_owned;
 	}
-	fprintf(stderr, "error: %ld %s: %s\n", r->status, name[0] ? name : "Error",
-	        msg ? msg : "(no message)");
+	char num[32] = "";
+	if (code)
+		snprintf(num, sizeof num, " (%lld)", code);
+	fprintf(stderr, "error: %ld %s%s: %s\n", r->status, name[0] ? name : status_name(r->status),
+	        num, msg ? msg : "(no message)");
 	free(msg_owned);
 	json_decref(o);
 }
@@ -470,10 +526,10 @@ static void print_json(json_t *o)
 	}
 }
 
-/* Calls and checks the status. *out gets the parsed JSON when wanted.
- * Returns 0 or an exit code. */
-static int call(const struct target *t, const char *method, const char *path, const char *body,
-                const char *if_match, json_t **out)
+/* Calls and checks the status. *out gets the parsed JSON when wanted; a
+ * refusal's status goes to *refused when given. Returns 0 or an exit code. */
+static int call_status(const struct target *t, const char *method, const char *path,
+                       const char *body, const char *if_match, json_t **out, long *refused)
 {
 	struct response r;
 	int rc = http_call(t, method, path, body, if_match, &r);
@@ -481,6 +537,8 @@ static int call(const struct target *t, const char *method, const char *path, co
 		return rc;
 	if (r.status < 200 || r.status >= 300) {
 		print_refusal(&r);
+		if (refused)
+			*refused = r.status;
 		buf_free(&r.body);
 		return CLI_REFUSED;
 	}
@@ -493,6 +551,12 @@ static int call(const struct target *t, const char *method, const char *path, co
 	}
 	buf_free(&r.body);
 	return 0;
+}
+
+static int call(const struct target *t, const char *method, const char *path, const char *body,
+                const char *if_match, json_t **out)
+{
+	return call_status(t, method, path, body, if_match, out, NULL);
 }
 
 /* Sends a JSON body and prints the JSON answer. */
@@ -525,6 +589,23 @@ static void quote_etag(struct buf *b, const char *etag)
 
 /* ---- commands ---- */
 
+/* PUT without If-Match: creates, or is refused (409) when the record
+ * exists, with a hint naming the command that changes it. */
+static int create_print(const struct target *t, const char *path, const char *body,
+                        const char *update_cmd, const char *id)
+{
+	json_t *res = NULL;
+	long refused = 0;
+	int rc = call_status(t, "PUT", path, body, NULL, &res, &refused);
+	if (rc == 0)
+		print_json(res);
+	else if (refused == 409)
+		fprintf(stderr, "  %s exists already: change it with `fleethub %s %s ...`, or delete "
+		        "it first\n", id, update_cmd, id);
+	json_decref(res);
+	return rc;
+}
+
 static int device_create(const struct cli_args *a, const struct target *t)
 {
 	json_t *body = json_pack(
@@ -540,7 +621,7 @@ static int device_create(const struct cli_args *a, const struct target *t)
 	json_decref(body);
 	struct buf path = BUF_INIT;
 	id_path(&path, "/devices/", a->id);
-	int rc = call_print(t, "PUT", path.data, text, NULL);
+	int rc = create_print(t, path.data, text, "device update", a->id);
 	free(text);
 	buf_free(&path);
 	return rc;
@@ -702,21 +783,30 @@ static int twin_update(const struct cli_args *a, const struct target *t)
 
 /* ---- DPS commands ---- */
 
-static json_t *enrollment_body(const struct cli_args *a, bool group)
+/* Sets on enrollment record b what the options give. Returns false after
+ * printing why when an option's value is unusable. */
+static bool apply_enrollment_options(json_t *b, const struct cli_args *a)
 {
-	json_t *b = json_object();
-	json_object_set_new(b, group ? "enrollmentGroupId" : "registrationId", json_string(a->id));
 	if (a->device_id)
 		json_object_set_new(b, "deviceId", json_string(a->device_id));
-	json_object_set_new(b, "attestation",
-	                    json_pack("{s:s,s:{s:s,s:s}}", "type", "symmetricKey", "symmetricKey",
-	                              "primaryKey", a->primary_key ? a->primary_key : "",
-	                              "secondaryKey", a->secondary_key ? a->secondary_key : ""));
-	json_object_set_new(b, "provisioningStatus",
-	                    json_string(a->disabled ? "disabled" : "enabled"));
-	json_object_set_new(b, "capabilities", json_pack("{s:b}", "iotEdge", a->edge));
-	const char *policy = a->policy ? a->policy : a->webhook ? "custom" : "hashed";
-	json_object_set_new(b, "allocationPolicy", json_string(policy));
+	if (a->primary_key || a->secondary_key) {
+		json_t *att = json_object_get(b, "attestation");
+		json_t *sk = json_object_get(att, "symmetricKey");
+		if (!json_is_object(sk)) {
+			fprintf(stderr, "error: --primary-key and --secondary-key apply to "
+			                "symmetric-key attestation only\n");
+			return false;
+		}
+		if (a->primary_key)
+			json_object_set_new(sk, "primaryKey", json_string(a->primary_key));
+		if (a->secondary_key)
+			json_object_set_new(sk, "secondaryKey", json_string(a->secondary_key));
+	}
+	if (a->status)
+		json_object_set_new(b, "provisioningStatus", json_string(a->status));
+	if (a->policy || a->webhook)
+		json_object_set_new(b, "allocationPolicy",
+		                    json_string(a->policy ? a->policy : "custom"));
 	if (a->hubs) {
 		json_t *hubs = json_array();
 		char *copy = xstrdup(a->hubs), *save = NULL;
@@ -731,10 +821,8 @@ static json_t *enrollment_body(const struct cli_args *a, bool group)
 		    json_pack("{s:s,s:s}", "webhookUrl", a->webhook, "apiVersion", "2021-10-01"));
 	if (a->initial_twin) {
 		json_t *tw = parse_object_arg("initial-twin", a->initial_twin);
-		if (!tw) {
-			json_decref(b);
-			return NULL;
-		}
+		if (!tw)
+			return false;
 		json_object_set_new(b, "initialTwin", tw);
 	}
 	if (a->reprovision)
@@ -743,25 +831,80 @@ static json_t *enrollment_body(const struct cli_args *a, bool group)
 		                              strcmp(a->reprovision, "never") != 0,
 		                              "migrateDeviceData",
 		                              strcmp(a->reprovision, "migrate") == 0));
+	return true;
+}
+
+/* A new enrollment record: the defaults, then the options. */
+static json_t *enrollment_body(const struct cli_args *a, bool group)
+{
+	json_t *b = json_object();
+	json_object_set_new(b, group ? "enrollmentGroupId" : "registrationId", json_string(a->id));
+	json_object_set_new(b, "attestation",
+	                    json_pack("{s:s,s:{s:s,s:s}}", "type", "symmetricKey", "symmetricKey",
+	                              "primaryKey", "", "secondaryKey", ""));
+	json_object_set_new(b, "provisioningStatus",
+	                    json_string(a->disabled ? "disabled" : "enabled"));
+	json_object_set_new(b, "capabilities", json_pack("{s:b}", "iotEdge", a->edge));
+	json_object_set_new(b, "allocationPolicy", json_string("hashed"));
+	if (!apply_enrollment_options(b, a)) {
+		json_decref(b);
+		return NULL;
+	}
 	return b;
+}
+
+/* Dumps a request body; NULL after printing why. */
+static char *request_text(json_t *body)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	if (body && !text)
+		fprintf(stderr, "error: cannot build the request (bad UTF-8 in an argument?)\n");
+	return text;
 }
 
 static int enrollment_create(const struct cli_args *a, const struct target *t, bool group)
 {
 	json_t *body = enrollment_body(a, group);
-	if (!body)
-		return CLI_USAGE;
-	char *text = json_dumps(body, JSON_COMPACT);
+	char *text = request_text(body);
 	json_decref(body);
-	if (!text) {
-		fprintf(stderr, "error: cannot build the request (bad UTF-8 in an argument?)\n");
+	if (!text)
 		return CLI_USAGE;
-	}
 	struct buf path = BUF_INIT;
 	id_path(&path, group ? "/enrollmentGroups/" : "/enrollments/", a->id);
-	int rc = call_print(t, "PUT", path.data, text, NULL);
+	int rc = create_print(t, path.data, text, group ? "enrollment-group update" : "enrollment update",
+	                      a->id);
 	free(text);
 	buf_free(&path);
+	return rc;
+}
+
+/* Reads the record, changes what the options give, and writes it back
+ * under If-Match with the etag read: a change made meanwhile is a 412, not
+ * lost. */
+static int enrollment_update(const struct cli_args *a, const struct target *t, bool group)
+{
+	const char *prefix = group ? "/enrollmentGroups/" : "/enrollments/";
+	json_t *rec = NULL;
+	int rc = simple_get(t, prefix, a->id, &rec);
+	if (rc != 0)
+		return rc;
+	const char *etag = json_string_value(json_object_get(rec, "etag"));
+	char *im = xstrdup(etag ? etag : "*");
+	char *text = NULL;
+	if (!json_is_object(rec)) {
+		fprintf(stderr, "error: the server did not answer with an enrollment\n");
+		rc = CLI_REFUSED;
+	} else if (!apply_enrollment_options(rec, a) || !(text = request_text(rec))) {
+		rc = CLI_USAGE;
+	} else {
+		struct buf path = BUF_INIT;
+		id_path(&path, prefix, a->id);
+		rc = call_print(t, "PUT", path.data, text, im);
+		buf_free(&path);
+	}
+	free(text);
+	free(im);
+	json_decref(rec);
 	return rc;
 }
 
@@ -803,10 +946,12 @@ static int registration_list(const struct cli_args *a, const struct target *t)
 	return rc;
 }
 
-static int webhook_calls(const struct cli_args *a, const struct target *t)
+/* Prints the webhook calls logged for a registration, one line each.
+ * Returns 0 or an exit code. */
+static int print_webhook_calls(const struct target *t, const char *regid)
 {
 	struct buf path = BUF_INIT;
-	id_path(&path, "/registrations/", a->id);
+	id_path(&path, "/registrations/", regid);
 	buf_appends(&path, "/webhookcalls");
 	json_t *res = NULL;
 	int rc = call(t, "GET", path.data, NULL, NULL, &res);
@@ -816,20 +961,42 @@ static int webhook_calls(const struct cli_args *a, const struct target *t)
 	size_t i;
 	json_t *c;
 	if (json_array_size(res) == 0)
-		printf("no webhook calls recorded for %s\n", a->id);
+		printf("no webhook calls recorded for %s\n", regid);
 	json_array_foreach(res, i, c)
 	{
 		const char *time = json_string_value(json_object_get(c, "time"));
 		const char *url = json_string_value(json_object_get(c, "url"));
 		const char *outcome = json_string_value(json_object_get(c, "outcome"));
 		const char *error = json_string_value(json_object_get(c, "error"));
+		/* The outcome often says the error already ("connection refused"). */
+		bool say_error = error && *error && (!outcome || !strstr(outcome, error));
 		printf("%s POST %s -> %lld in %lld ms: %s%s%s\n", time ? time : "?",
 		       url ? url : "?", (long long)json_integer_value(json_object_get(c, "status")),
 		       (long long)json_integer_value(json_object_get(c, "latencyMs")),
-		       outcome ? outcome : "?", error ? " -- " : "", error ? error : "");
+		       outcome ? outcome : "?", say_error ? " -- " : "", say_error ? error : "");
 	}
 	json_decref(res);
 	return 0;
+}
+
+/* A registration's state; one still in progress ("assigning") is shown with
+ * the webhook calls made for it so far. */
+static int registration_show(const struct cli_args *a, const struct target *t)
+{
+	json_t *st = NULL;
+	int rc = simple_get(t, "/registrations/", a->id, &st);
+	if (rc != 0)
+		return rc;
+	print_json(st);
+	const char *status = json_string_value(json_object_get(st, "status"));
+	if (status && strcmp(status, "assigning") == 0) {
+		const char *op = json_string_value(json_object_get(st, "operationId"));
+		printf("in progress: the device is polling operation %s; webhook calls so far:\n",
+		       op ? op : "?");
+		rc = print_webhook_calls(t, a->id);
+	}
+	json_decref(st);
+	return rc;
 }
 
 static bool is_dps_command(enum cli_command c)
@@ -860,9 +1027,11 @@ static int run(const struct cli_args *a)
 	case CLI_CMD_TWIN_UPDATE: rc = twin_update(a, &t); break;
 	case CLI_CMD_ENROLLMENT_CREATE: rc = enrollment_create(a, &t, false); break;
 	case CLI_CMD_GROUP_CREATE: rc = enrollment_create(a, &t, true); break;
+	case CLI_CMD_ENROLLMENT_UPDATE: rc = enrollment_update(a, &t, false); break;
+	case CLI_CMD_GROUP_UPDATE: rc = enrollment_update(a, &t, true); break;
 	case CLI_CMD_ENROLLMENT_SHOW: rc = device_show(a, &t, "/enrollments/"); break;
 	case CLI_CMD_GROUP_SHOW: rc = device_show(a, &t, "/enrollmentGroups/"); break;
-	case CLI_CMD_REGISTRATION_SHOW: rc = device_show(a, &t, "/registrations/"); break;
+	case CLI_CMD_REGISTRATION_SHOW: rc = registration_show(a, &t); break;
 	case CLI_CMD_ENROLLMENT_DELETE: rc = id_delete(a, &t, "/enrollments/"); break;
 	case CLI_CMD_GROUP_DELETE: rc = id_delete(a, &t, "/enrollmentGroups/"); break;
 	case CLI_CMD_REGISTRATION_DELETE: rc = id_delete(a, &t, "/registrations/"); break;
@@ -883,7 +1052,7 @@ static int run(const struct cli_args *a)
 		rc = a->policy_name ? print_policy_cs(a, "dps", &t, a->policy_name)
 		                    : (printf("%s\n", t.cs), 0);
 		break;
-	case CLI_CMD_WEBHOOK_CALLS: rc = webhook_calls(a, &t); break;
+	case CLI_CMD_WEBHOOK_CALLS: rc = print_webhook_calls(&t, a->id); break;
 	case CLI_CMD_HELP: break;
 	}
 	target_free(&t);

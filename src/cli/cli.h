@@ -12,7 +12,8 @@ enum {
 	CLI_OK = 0,
 	CLI_REFUSED = 1,     /* the server answered with an error */
 	CLI_USAGE = 2,       /* bad command line */
-	CLI_UNREACHABLE = 3, /* no server found, connection or TLS failure */
+	CLI_UNREACHABLE = 3, /* the server could not be reached, or TLS failed */
+	CLI_CONFIG = 4,      /* no server configured: cli.conf missing or names no such hub/DPS */
 };
 
 enum cli_command {
@@ -27,10 +28,12 @@ enum cli_command {
 	CLI_CMD_TWIN_UPDATE,
 	CLI_CMD_HUB_CONNECTION_STRING,
 	CLI_CMD_ENROLLMENT_CREATE,
+	CLI_CMD_ENROLLMENT_UPDATE,
 	CLI_CMD_ENROLLMENT_SHOW,
 	CLI_CMD_ENROLLMENT_LIST,
 	CLI_CMD_ENROLLMENT_DELETE,
 	CLI_CMD_GROUP_CREATE,
+	CLI_CMD_GROUP_UPDATE,
 	CLI_CMD_GROUP_SHOW,
 	CLI_CMD_GROUP_LIST,
 	CLI_CMD_GROUP_DELETE,
@@ -63,8 +66,10 @@ struct cli_args {
 };
 
 /* Parses argv[1..argc) (argv[0] is the program): options may come before,
- * between or after the command words; "--name=value" works too. Does not
- * read the environment. Returns 0, or -1 with a message in err. */
+ * between or after the command words; "--name=value" works too. Checks the
+ * ID argument against the rules of what it names (device, registration or
+ * group id), so that no id can change the request's path. Does not read
+ * the environment. Returns 0, or -1 with a message in err. */
 int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_t errlen);
 
 /* Prints the command summary and common options. */

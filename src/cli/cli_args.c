@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/enrollment.h"
+#include "core/registry.h"
 
 #define DEFAULT_DATA_DIR "./fleethub-data"
 
@@ -33,6 +35,12 @@ enum opt_bit {
 	"[--primary-key K] [--secondary-key K] [--policy hashed|static|geoLatency|custom]\n"       \
 	"      [--hubs HUB,...] [--webhook URL] [--initial-twin JSON]\n"                           \
 	"      [--reprovision migrate|reset|never] [--disabled] [--edge]"
+/* update: only what is given changes */
+#define UPDATE_OPTS (OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_STATUS | OPT_ENROLL)
+#define UPDATE_USAGE                                                                               \
+	"[--primary-key K] [--secondary-key K] [--policy hashed|static|geoLatency|custom]\n"       \
+	"      [--hubs HUB,...] [--webhook URL] [--initial-twin JSON]\n"                           \
+	"      [--reprovision migrate|reset|never] [--status enabled|disabled]"
 
 struct command {
 	const char *group, *verb; /* verb NULL: one-word command */
@@ -60,12 +68,16 @@ static const struct command commands[] = {
      "hub connection-string [--hub NAME] [--policy-name NAME]"},
     {"enrollment", "create", CLI_CMD_ENROLLMENT_CREATE, true, ENROLL_OPTS | OPT_DEVICE_ID,
      "enrollment create REGISTRATION_ID [--device-id ID] " ENROLL_USAGE},
+    {"enrollment", "update", CLI_CMD_ENROLLMENT_UPDATE, true, UPDATE_OPTS | OPT_DEVICE_ID,
+     "enrollment update REGISTRATION_ID [--device-id ID] " UPDATE_USAGE},
     {"enrollment", "show", CLI_CMD_ENROLLMENT_SHOW, true, 0, "enrollment show REGISTRATION_ID"},
     {"enrollment", "list", CLI_CMD_ENROLLMENT_LIST, false, 0, "enrollment list"},
     {"enrollment", "delete", CLI_CMD_ENROLLMENT_DELETE, true, 0,
      "enrollment delete REGISTRATION_ID"},
     {"enrollment-group", "create", CLI_CMD_GROUP_CREATE, true, ENROLL_OPTS,
      "enrollment-group create GROUP_ID " ENROLL_USAGE},
+    {"enrollment-group", "update", CLI_CMD_GROUP_UPDATE, true, UPDATE_OPTS,
+     "enrollment-group update GROUP_ID " UPDATE_USAGE},
     {"enrollment-group", "show", CLI_CMD_GROUP_SHOW, true, 0, "enrollment-group show GROUP_ID"},
     {"enrollment-group", "list", CLI_CMD_GROUP_LIST, false, 0, "enrollment-group list"},
     {"enrollment-group", "delete", CLI_CMD_GROUP_DELETE, true, 0,
@@ -119,7 +131,7 @@ static const struct option options[] = {
 
 #define NOPTIONS (sizeof options / sizeof options[0])
 
-/* What the command's ID argument is, from its usage line. */
+/* What the command's ID argument is, from its usage line, and its rule. */
 static const char *id_name(const struct command *c)
 {
 	if (strstr(c->usage, " GROUP_ID"))
@@ -129,12 +141,29 @@ static const char *id_name(const struct command *c)
 	return "device ID";
 }
 
+/* NULL when id is valid for c, else what is wrong with it. */
+static const char *id_problem(const struct command *c, const char *id)
+{
+	if (strstr(c->usage, " GROUP_ID"))
+		return enrollment_groupid_valid(id) ? NULL
+						    : "1-128 characters: letters, digits and "
+						      "-._: (not . or ..)";
+	if (strstr(c->usage, " REGISTRATION_ID"))
+		return enrollment_regid_valid(id) ? NULL
+						  : "1-128 characters: lower-case letters, digits "
+						    "and -._: (not . or ..)";
+	return registry_id_valid(id) ? NULL
+				     : "1-128 characters: letters, digits and -:.+%_#*?!(),=@$' "
+				       "(not . or ..)";
+}
+
 void cli_usage(FILE *f)
 {
 	fprintf(f, "usage:\n");
 	for (size_t i = 0; i < NCOMMANDS; i++)
 		fprintf(f, "  fleethub %s\n", commands[i].usage);
-	fprintf(f, "  fleethub serve [--config FILE]\n"
+	fprintf(f, "  fleethub serve [--config FILE] [--data-dir DIR]\n"
+	           "  fleethub --version\n"
 	           "\ncommon options:\n"
 	           "  --data-dir DIR             where `fleethub serve` wrote cli.conf "
 	           "(default " DEFAULT_DATA_DIR ")\n"
@@ -147,7 +176,9 @@ void cli_usage(FILE *f)
 	           "the hub name\n"
 	           "  --ca FILE                  CA certificate to trust\n"
 	           "\nexit codes: 0 success, 1 refused by the server, 2 usage error, "
-	           "3 server unreachable or TLS failure\n");
+	           "3 server unreachable or TLS failure,\n"
+	           "            4 no server configured (no cli.conf, or it names no such hub "
+	           "or DPS)\n");
 }
 
 int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_t errlen)
@@ -243,8 +274,10 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 			return -1;
 		}
 		out->id = words[nw++];
-		if (out->id[0] == '\0') {
-			snprintf(err, errlen, "empty ID");
+		const char *why = id_problem(c, out->id);
+		if (why) {
+			snprintf(err, errlen, "\"%s\" is not a valid %s (%s)", out->id, id_name(c),
+				 why);
 			return -1;
 		}
 	}
@@ -261,7 +294,7 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 			return -1;
 		}
 	out->cmd = c->cmd;
-	if (c->cmd == CLI_CMD_DEVICE_UPDATE) {
+	if (c->cmd == CLI_CMD_DEVICE_UPDATE || out->status) {
 		if (!out->status) {
 			snprintf(err, errlen, "--status is required; usage: fleethub %s", c->usage);
 			return -1;
@@ -274,6 +307,16 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 	if (out->reprovision && strcmp(out->reprovision, "migrate") != 0 &&
 	    strcmp(out->reprovision, "reset") != 0 && strcmp(out->reprovision, "never") != 0) {
 		snprintf(err, errlen, "--reprovision must be migrate, reset or never");
+		return -1;
+	}
+	if ((c->cmd == CLI_CMD_ENROLLMENT_UPDATE || c->cmd == CLI_CMD_GROUP_UPDATE) &&
+	    !(used & (UPDATE_OPTS | OPT_DEVICE_ID))) {
+		snprintf(err, errlen, "nothing to change; usage: fleethub %s", c->usage);
+		return -1;
+	}
+	if (out->device_id && !registry_id_valid(out->device_id)) {
+		snprintf(err, errlen, "--device-id \"%s\" is not a valid device ID",
+			 out->device_id);
 		return -1;
 	}
 	if (c->cmd == CLI_CMD_TWIN_UPDATE && !out->tags && !out->desired) {

@@ -1006,6 +1006,21 @@ void dps__register(struct dps *d, const char *regid, struct dps_auth *auth, json
 	store_submit_sized(d->store, doc_work, doc_done, j, cost);
 }
 
+json_t *dps__assigning_state(struct dps *d, const char *regid)
+{
+	const struct op *o = map_get(&d->ops_by_reg, regid);
+	if (!o)
+		return NULL;
+	json_t *st = json_pack("{s:s,s:s,s:s,s:s}", "registrationId", o->regid, "status",
+			       "assigning", "operationId", o->id, "createdDateTimeUtc", o->created);
+	json_object_set_new(st, o->auth.kind == ENROLLMENT_GROUP ? "enrollmentGroupId"
+								: "enrollmentId",
+			    json_string(o->auth.enrollment_id));
+	if (o->attempt)
+		json_object_set_new(st, "webhookAttempts", json_integer(o->attempt));
+	return st;
+}
+
 void dps__poll(struct dps *d, const char *regid, const char *op_id, struct dps_reply *r)
 {
 	struct op *o = map_get(&d->ops, op_id);

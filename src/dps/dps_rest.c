@@ -181,7 +181,9 @@ static int put_record(struct write_job *j, struct store_txn *t, const char *id,
 		return rc;
 	if (old && must_be_new) {
 		json_decref(old);
-		set_err(&j->err, 409, 409201, "%s '%s' already exists", kind_name(j->kind), id);
+		set_err(&j->err, 409, 409201,
+			"%s '%s' already exists (to replace it, send If-Match with its etag or *)",
+			kind_name(j->kind), id);
 		return FH_EEXIST;
 	}
 	if (old && if_match && !enrollment_etag_matches(old, if_match)) {
@@ -214,8 +216,10 @@ static int put_record(struct write_job *j, struct store_txn *t, const char *id,
 static int put_work(void *arg, struct store_txn *t)
 {
 	struct write_job *j = arg;
-	return put_record(j, t, j->id, j->body, j->has_if_match ? j->if_match : NULL, false,
-			  &j->record);
+	/* Without If-Match a PUT creates: an existing record is 409, as Azure
+	 * DPS answers; If-Match "*" or the etag replaces it. */
+	return put_record(j, t, j->id, j->body, j->has_if_match ? j->if_match : NULL,
+			  !j->has_if_match, &j->record);
 }
 
 static void respond_job_error(struct write_job *j, int rc)
@@ -446,6 +450,14 @@ static void registration_query_all(struct req *r)
 
 static void registration_get(struct req *r)
 {
+	/* A registration in progress shows as such (the stored state, if any,
+	 * is the previous one). */
+	json_t *busy = dps__assigning_state(r->d, r->id);
+	if (busy) {
+		respond_json(r->ex, 200, NULL, busy);
+		json_decref(busy);
+		return;
+	}
 	int rc;
 	json_t *st = read_doc(r, STORE_REGISTRATION, &rc);
 	if (!st) {

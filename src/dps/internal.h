@@ -54,6 +54,11 @@ void dps__register(struct dps *d, const char *regid, struct dps_auth *auth, json
 /* Operation status for regid's op_id: 202 while assigning, 200 when done,
  * 404 when there is no such operation of this registration. */
 void dps__poll(struct dps *d, const char *regid, const char *op_id, struct dps_reply *r);
+/* A registration in progress on this DPS as its state reads while it
+ * lasts: registrationId, status "assigning", operationId, created time,
+ * the enrollment (or group) and webhook attempts so far; NULL when none is
+ * in flight. Owned by the caller. */
+json_t *dps__assigning_state(struct dps *d, const char *regid);
 /* Stops every operation in flight (they stay "assigning" in the store and
  * are resumed on the next start). */
 void dps__ops_shutdown(struct dps *d);

@@ -31,6 +31,7 @@ enum hub_right {
 
 #define HUB_NPOLICIES 5
 #define HUB_MAX_ALIASES 16
+#define HUB_WARNED_SLOTS 4096
 
 struct hub {
 	char name[256];
@@ -45,6 +46,9 @@ struct hub {
 	unsigned max_inflight;       /* twin operations in flight per session */
 	struct rate_table rate;      /* per-device request rate (twin operations) */
 	struct hub_sessions sessions; /* live and durable device sessions */
+	/* Devices already told about a feature not served yet (hashes of id
+	 * and feature; a collision only repeats a warning): bounded, 32 KiB. */
+	uint64_t warned[HUB_WARNED_SLOTS];
 };
 
 /* Every hub served by this process, for routing by name. */
@@ -89,6 +93,11 @@ void hub_mqtt_accept(const struct hub_set *set, struct hub *sni_hub, struct net_
 
 /* Handles one HTTPS request for hub h (the REST API). */
 void hub_http_request(struct hub *h, struct http_exchange *ex);
+/* Answers ex with the hub's error shape (errorCode, message, the Message
+ * "ErrorCode:<name>;<msg>" the SDKs parse, iothub-errorcode: name). msg
+ * must hold no ';'. */
+void hub_http_refuse(struct http_exchange *ex, int status, const char *name, int code,
+		     const char *msg);
 
 /* Live-session operations used by the REST side. */
 bool hub_device_connected(const struct hub *h, const char *device_id, int64_t *since_ms,

@@ -354,6 +354,28 @@ static void on_connect(struct hub_session *s, const struct mqtt_connect *c)
 	}
 }
 
+/* ---- features not served yet ------------------------------------------- */
+
+/* Logs, at warning level and once per device and feature (as far as the
+ * hub's bounded table of them remembers), that a device uses a feature
+ * fleethub does not serve yet. */
+static void warn_unserved(struct hub_session *s, const char *feature, const char *what)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a over "<id>\n<feature>" */
+	for (const char *p = s->base.device_id; *p; p++)
+		h = (h ^ (uint8_t)*p) * 1099511628211ull;
+	h = (h ^ '\n') * 1099511628211ull;
+	for (const char *p = feature; *p; p++)
+		h = (h ^ (uint8_t)*p) * 1099511628211ull;
+	h |= 1; /* 0 marks an empty slot */
+	uint64_t *slot = &s->base.hub->warned[h % HUB_WARNED_SLOTS];
+	if (*slot == h)
+		return;
+	*slot = h;
+	log_at(LOG_WARN, "mqtt %s: device %s on %s %s (fleethub does not serve %s yet)",
+	       net_conn_peer(s->conn), s->base.device_id, s->base.hub->name, what, feature);
+}
+
 /* ---- SUBSCRIBE and UNSUBSCRIBE ------------------------------------------ */
 
 /* An acknowledgement that waits for the session table's write. */
@@ -403,6 +425,13 @@ static void on_subscribe(struct hub_session *s, const struct mqtt_subscribe *sub
 			next.mask &= (uint8_t)~bit;
 			next.qos[k] = 0;
 		} else if (k >= 0) {
+			if (k == HUB_SUB_METHODS)
+				warn_unserved(s, "direct methods",
+					      "subscribed to direct methods; none will arrive");
+			else if (k == HUB_SUB_C2D)
+				warn_unserved(s, "cloud-to-device messages",
+					      "subscribed to cloud-to-device messages; none will "
+					      "arrive");
 			next.mask |= bit;
 			next.qos[k] = a->codes[i] = sub->qos[i] > 1 ? 1 : sub->qos[i];
 		} else if (!unsub) {
@@ -608,8 +637,10 @@ static bool on_publish(struct hub_session *s, const struct mqtt_publish *pub)
 	case HUB_TOPIC_METHOD_RES:
 		break; /* direct-method answers: no method is pending (not served yet) */
 	case HUB_TOPIC_TELEMETRY:
-		/* Telemetry is accepted (acknowledged above) but not routed
-		 * anywhere yet: fleethub has no event endpoint so far. */
+		/* Telemetry is accepted (acknowledged above) and discarded:
+		 * fleethub has no event endpoint so far. */
+		warn_unserved(s, "telemetry",
+			      "sends telemetry, which is acknowledged and discarded");
 		log_at(LOG_DEBUG, "mqtt: device %s: telemetry of %zu bytes", id, pub->payload_len);
 		break;
 	default:

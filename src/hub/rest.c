@@ -76,6 +76,12 @@ static void respond_error(struct http_exchange *ex, int status, const char *name
 	send_error(ex, status, name, code, msg, 0);
 }
 
+void hub_http_refuse(struct http_exchange *ex, int status, const char *name, int code,
+		     const char *msg)
+{
+	send_error(ex, status, name, code, msg, 0);
+}
+
 /* 429 for a write while the store's backlog is full: the service SDKs map
  * 429 to ThrottlingError and retry; Retry-After says when. */
 static void respond_throttled(struct http_exchange *ex)
@@ -748,6 +754,69 @@ static const struct route routes[] = {
 	{HTTP_VERB_PUT, "/twins/{id}", twin_put, HUB_RIGHT_SERVICE_CONNECT, true},
 };
 
+/* Azure IoT Hub routes fleethub does not serve yet: their official clients
+ * get 501 and a sentence naming the feature at once, instead of a 404 or
+ * 405 that reads like a client bug or a missing device. A pattern segment
+ * "*" is any one segment; a final "**" any rest, including none; ANY_VERB
+ * any method. Checked before the served routes, with the verb: so POST /devices/query
+ * is 501 while GET /devices/query is still device "query". Answered
+ * before authentication, as a 404 would be: device routes carry device
+ * tokens, and the answer tells nothing about the hub's data. */
+#define ANY_VERB (-1)
+static const struct unserved {
+	int verb; /* enum http_verb, or ANY_VERB */
+	const char *pattern;
+	const char *feature;
+} unserved[] = {
+	{HTTP_VERB_POST, "/devices/query", "twin queries (Registry.createQuery)"},
+	{HTTP_VERB_POST, "/devices",
+	 "bulk registry operations (Registry.addDevices, updateDevices, removeDevices)"},
+	{ANY_VERB, "/devices/*/modules/**", "module identities"},
+	{ANY_VERB, "/twins/*/modules/**", "module identities"},
+	{HTTP_VERB_POST, "/twins/*/methods", "direct methods (Client.invokeDeviceMethod)"},
+	{ANY_VERB, "/configurations/**", "automatic device configurations"},
+	{HTTP_VERB_POST, "/devices/*/applyConfigurationContent",
+	 "configuration content (Registry.applyConfigurationContentOnDevice)"},
+	{ANY_VERB, "/jobs/v2/**", "jobs (JobClient)"},
+	{ANY_VERB, "/jobs/**", "import and export jobs"},
+	{HTTP_VERB_DELETE, "/devices/*/commands", "cloud-to-device messages"},
+	{ANY_VERB, "/devices/*/messages/devicebound/**", "cloud-to-device messages"},
+	{ANY_VERB, "/messages/servicebound/**", "cloud-to-device feedback"},
+	{HTTP_VERB_POST, "/devices/*/messages/events", "telemetry over HTTPS"},
+	{HTTP_VERB_POST, "/devices/*/files/**", "file uploads"},
+	{HTTP_VERB_GET, "/statistics/service", "service statistics"},
+	{ANY_VERB, "/digitaltwins/**", "digital twins (IoT Plug and Play)"},
+};
+
+/* True when path matches an unserved pattern (see above). Segments are
+ * compared case-insensitively. */
+static bool unserved_match(const char *pattern, const char *path)
+{
+	for (;;) {
+		if (strcmp(pattern, "/**") == 0)
+			return true;
+		if (*pattern != '/' || *path != '/')
+			return (*pattern == '\0' && (*path == '\0' || strcmp(path, "/") == 0));
+		pattern++;
+		path++;
+		size_t plen = strcspn(pattern, "/"), slen = strcspn(path, "/");
+		if (!(plen == 1 && *pattern == '*' && slen > 0) &&
+		    (plen != slen || strncasecmp(pattern, path, plen) != 0))
+			return false;
+		pattern += plen;
+		path += slen;
+	}
+}
+
+static const struct unserved *find_unserved(enum http_verb verb, const char *path)
+{
+	for (size_t i = 0; i < sizeof unserved / sizeof unserved[0]; i++)
+		if ((unserved[i].verb == ANY_VERB || unserved[i].verb == (int)verb) &&
+		    unserved_match(unserved[i].pattern, path))
+			return &unserved[i];
+	return NULL;
+}
+
 /* Matches path against pattern; fills a->id. Returns 1 on match, 0 when it
  * does not match, -1 when the {id} segment is not a valid id. */
 static int match(const char *pattern, const char *path, struct route_args *a)
@@ -789,8 +858,9 @@ void hub_http_request(struct hub *h, struct http_exchange *ex)
 	}
 	struct route_args a = {.hub = h, .ex = ex};
 	const struct route *r = NULL;
+	const struct unserved *u = find_unserved(req->verb, req->path);
 	bool path_known = false;
-	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+	for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !u; i++) {
 		int m = match(routes[i].pattern, req->path, &a);
 		if (m < 0) {
 			respond_error(ex, 400, "ArgumentInvalid", 400004,
@@ -806,6 +876,11 @@ void hub_http_request(struct hub *h, struct http_exchange *ex)
 			r = &routes[i];
 			break;
 		}
+	}
+	if (u) {
+		respond_error(ex, 501, "NotImplemented", 501001, "fleethub does not serve %s yet",
+			      u->feature);
+		return;
 	}
 	if (!r) {
 		if (path_known)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "cli/cli.h"
@@ -45,6 +46,7 @@ static struct {
 	size_t nlisteners;
 	uv_signal_t sigint, sigterm;
 	bool stopping;
+	int64_t amqp_warned_ms; /* last warning about an AMQP client */
 } srv;
 
 static struct hub *sni_hub(struct net_conn *c)
@@ -110,6 +112,72 @@ static void on_mqtt_accept(void *ctx, struct net_conn *c)
 	net_conn_set_deadline(c, 10000);
 }
 
+/* True when the Sec-WebSocket-Protocol list offered ("a, b") holds name. */
+static bool ws_offers(const char *offered, const char *name)
+{
+	size_t nl = strlen(name);
+	for (const char *p = offered; p && *p;) {
+		p += strspn(p, " \t,");
+		size_t n = strcspn(p, " \t,");
+		if (n == nl && strncasecmp(p, name, n) == 0)
+			return true;
+		p += n;
+	}
+	return false;
+}
+
+/* GET /$iothub/websocket (or /$servicebus/websocket): MQTT over WebSockets
+ * when the client offers subprotocol mqtt (or MQTT 3.1's mqttv3.1), else a
+ * refusal that says what is served, so that an AMQP client fails at once
+ * instead of reconnecting in a loop. */
+static void upgrade_websocket(struct http_exchange *ex, struct hub *h)
+{
+	const char *offered = http_request_header(ex->req, "Sec-WebSocket-Protocol");
+	const char *proto = NULL;
+	if (strcmp(ex->req->path, "/$iothub/websocket") == 0)
+		proto = ws_offers(offered, "mqtt")       ? "mqtt"
+			: ws_offers(offered, "mqttv3.1") ? "mqttv3.1"
+							 : NULL;
+	if (!proto && (ws_offers(offered, "AMQPWSB10") ||
+		       strcmp(ex->req->path, "/$servicebus/websocket") == 0)) {
+		/* The SDKs do not show this answer (they retry for minutes, then
+		 * say "connection disconnected"): the log says it, once a minute. */
+		int64_t now = clock_now_ms();
+		if (now - srv.amqp_warned_ms >= 60000) {
+			srv.amqp_warned_ms = now;
+			log_at(LOG_WARN,
+			       "https %s: AMQP over WebSockets refused with 501: fleethub does not "
+			       "serve AMQP yet (the service SDK's Client for cloud-to-device "
+			       "messages and feedback, Event Hubs clients for telemetry)",
+			       net_conn_peer(ex->conn));
+		}
+		hub_http_refuse(ex, 501, "NotImplemented", 501001,
+				"fleethub does not serve AMQP over WebSockets yet (subprotocol "
+				"AMQPWSB10: cloud-to-device messages, feedback and the Event "
+				"Hub-compatible endpoint). MQTT over WebSockets is served at "
+				"/$iothub/websocket with subprotocol mqtt");
+		return;
+	}
+	if (!proto) {
+		hub_http_refuse(ex, 400, "ArgumentInvalid", 400004,
+				"this WebSocket endpoint serves MQTT only: offer subprotocol mqtt "
+				"(Sec-WebSocket-Protocol)");
+		return;
+	}
+	struct net_conn *c = ex->conn; /* the exchange is freed by the upgrade */
+	struct front *f = front_new(h);
+	size_t max = (size_t)srv.cfg.max_packet_kb * 1024 + 16;
+	if (http_upgrade_websocket(ex, proto, &front_handler, f, max) != 0) {
+		buf_free(&f->in);
+		free(f);
+		hub_http_refuse(ex, 400, "ArgumentInvalid", 400004,
+				"bad WebSocket upgrade request (Upgrade: websocket, "
+				"Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key are needed)");
+		return;
+	}
+	net_conn_set_deadline(c, 10000);
+}
+
 static void on_http_request(void *ctx, struct http_exchange *ex)
 {
 	struct listener_ctx *l = ctx;
@@ -125,21 +193,9 @@ static void on_http_request(void *ctx, struct http_exchange *ex)
 			h = hub_set_find(&srv.hubs, host, strlen(host));
 	}
 	if (req->upgrade && req->verb == HTTP_VERB_GET &&
-	    strcmp(req->path, "/$iothub/websocket") == 0) {
-		const char *proto = http_request_header(req, "Sec-WebSocket-Protocol");
-		struct net_conn *c = ex->conn; /* the exchange is freed by the upgrade */
-		struct front *f = front_new(h);
-		size_t max = (size_t)srv.cfg.max_packet_kb * 1024 + 16;
-		if (http_upgrade_websocket(ex, proto && strstr(proto, "mqtt") ? "mqtt" : NULL,
-					   &front_handler, f, max) != 0) {
-			buf_free(&f->in);
-			free(f);
-			http_respond_json(ex, 400, NULL,
-					  "{\"errorCode\":400000,\"message\":\"bad WebSocket "
-					  "upgrade request\"}");
-			return;
-		}
-		net_conn_set_deadline(c, 10000);
+	    (strcmp(req->path, "/$iothub/websocket") == 0 ||
+	     strcmp(req->path, "/$servicebus/websocket") == 0)) {
+		upgrade_websocket(ex, h ? h : l->default_hub);
 		return;
 	}
 	hub_http_request(h ? h : l->default_hub, ex);
@@ -494,12 +550,17 @@ static int fail_serve(const char *msg)
 	return 1;
 }
 
-static int serve(const char *config_path)
+/* data_dir, when not NULL, replaces the configuration's. */
+static int serve(const char *config_path, const char *data_dir)
 {
 	char err[512];
 	if (config_load(&srv.cfg, config_path, err, sizeof err) != 0) {
 		fprintf(stderr, "fleethub: %s\n", err);
 		return 2;
+	}
+	if (data_dir) {
+		free(srv.cfg.data_dir);
+		srv.cfg.data_dir = xstrdup(data_dir);
 	}
 	int level = log_level_parse(srv.cfg.log_level ? srv.cfg.log_level : "info");
 	log_min_level = level < 0 ? LOG_INFO : (enum log_level)level;
@@ -630,7 +691,8 @@ static int serve(const char *config_path)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: fleethub serve [--config FILE]\n"
+	fprintf(f, "usage: fleethub serve [--config FILE] [--data-dir DIR]\n"
+		   "       fleethub --version\n"
 		   "       fleethub <command> ...   (run `fleethub help` for the admin "
 		   "commands)\n");
 }
@@ -638,21 +700,29 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && strcmp(argv[1], "serve") == 0) {
-		const char *config = NULL;
+		const char *config = NULL, *data_dir = NULL;
 		for (int i = 2; i < argc; i++) {
 			if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
 				config = argv[++i];
+			} else if (strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc) {
+				data_dir = argv[++i];
 			} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 				usage(stdout);
 				printf("\nConfiguration file settings (with their defaults):\n\n");
 				config_write_example(stdout);
 				return 0;
 			} else {
+				fprintf(stderr, "fleethub serve: %s %s\n",
+					strcmp(argv[i], "--config") == 0 ||
+							strcmp(argv[i], "--data-dir") == 0
+						? "a value is missing after"
+						: "unknown option",
+					argv[i]);
 				usage(stderr);
 				return 2;
 			}
 		}
-		return serve(config);
+		return serve(config, data_dir);
 	}
 	if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)) {
 		printf("fleethub %s\n", FLEETHUB_VERSION);

@@ -56,7 +56,8 @@ class Server {
     return this.devCa ? path.join(this.dataDir, 'tls', 'ca.pem') : process.env.FLEETHUB_TEST_CA;
   }
 
-  // Starts the server and resolves once it printed `ready`.
+  // Starts the server and resolves once it printed `ready`. this.log
+  // collects its stderr (the log) as it runs.
   start() {
     return new Promise((resolve, reject) => {
       const proc = spawn(BIN, ['serve', '--config', this.configPath],
@@ -68,8 +69,10 @@ class Server {
         proc.kill('SIGKILL');
         reject(new Error(`fleethub did not become ready in 15 s\nstdout:\n${out}\nstderr:\n${err}`));
       }, 15000);
+      this.log = '';
       proc.stderr.on('data', (d) => {
         err += d;
+        this.log += d;
         if (process.env.FLEETHUB_TEST_VERBOSE) process.stderr.write(d);
       });
       proc.stdout.on('data', (d) => {

@@ -1,0 +1,135 @@
+// Features fleethub does not serve yet answer at once and say so (issue
+// 12): the official service SDK's calls for them get 501 with a message
+// naming fleethub and the feature, an AMQP client's WebSocket upgrade is
+// refused instead of being taken as MQTT, and a device that subscribes to
+// methods or cloud-to-device messages, or sends telemetry, is served as
+// before while the server warns once per device.
+'use strict';
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('fs');
+const tls = require('tls');
+const { Client: DeviceClient } = require('azure-iot-device');
+const { Mqtt } = require('azure-iot-device-mqtt');
+const { Message, NoRetry } = require('azure-iot-common');
+const { Registry, Client: ServiceClient, JobClient, AmqpWs } = require('azure-iothub');
+const { Server, deviceCs, withTimeout, waitFor } = require('./lib/server');
+
+let server;
+let registry;
+
+before(async () => {
+  server = await new Server({ name: 'unserved' }).start();
+  registry = Registry.fromConnectionString(server.ownerCs());
+  await registry.create({ deviceId: 'un-1' });
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+// Runs an SDK call that must fail with 501 naming the feature.
+async function notServed(what, call, feature) {
+  const err = await withTimeout(call().then(() => null, (e) => e), 10000, what);
+  assert.ok(err, `${what} succeeded`);
+  assert.equal(err.response?.statusCode, 501, `${what}: ${err.message}`);
+  assert.match(err.message, new RegExp(`^fleethub does not serve ${feature}.* yet$`), what);
+  return err;
+}
+
+test('service SDK calls for features not served get 501 naming the feature', async () => {
+  const owner = server.ownerCs();
+  await notServed('Registry.createQuery', () => registry.createQuery('SELECT * FROM devices').nextAsTwin(), 'twin queries');
+  const service = ServiceClient.fromConnectionString(owner);
+  await notServed('Client.invokeDeviceMethod', () => service.invokeDeviceMethod('un-1', { methodName: 'reboot', payload: {}, responseTimeoutInSeconds: 5 }), 'direct methods');
+  await notServed('Registry.addDevices', () => registry.addDevices([{ deviceId: 'bulk-1' }, { deviceId: 'bulk-2' }]), 'bulk registry operations');
+  await notServed('Registry.removeDevices', () => registry.removeDevices([{ deviceId: 'un-1' }], false), 'bulk registry operations');
+  await notServed('Registry.getModulesOnDevice', () => registry.getModulesOnDevice('un-1'), 'module identities');
+  await notServed('Registry.addModule', () => registry.addModule({ deviceId: 'un-1', moduleId: 'm1' }), 'module identities');
+  await notServed('Registry.getModuleTwin', () => registry.getModuleTwin('un-1', 'm1'), 'module identities');
+  await notServed('Registry.getConfigurations', () => registry.getConfigurations(), 'automatic device configurations');
+  await notServed('Registry.addConfiguration', () => registry.addConfiguration({ id: 'c1', content: { deviceContent: {} }, targetCondition: '*' }), 'automatic device configurations');
+  await notServed('Registry.exportDevicesToBlob', () => registry.exportDevicesToBlob('https://example.invalid/c', false), 'import and export jobs');
+  const jobs = JobClient.fromConnectionString(owner);
+  await notServed('JobClient.getJob', () => jobs.getJob('job-1'), 'jobs');
+  await notServed('JobClient.scheduleTwinUpdate', () => jobs.scheduleTwinUpdate('job-2', "deviceId = 'un-1'", { etag: '*', properties: { desired: { a: 1 } } }, new Date(), 60), 'jobs');
+  // Nothing was created or removed on the way.
+  assert.equal((await registry.get('un-1')).responseBody.deviceId, 'un-1');
+  await assert.rejects(registry.get('bulk-1'), /not found/i);
+  // A device named "query" is still a device id on GET.
+  await assert.rejects(registry.get('query'), /not found/i);
+});
+
+// A raw WebSocket upgrade to path with the given subprotocol list; resolves
+// the status line and body.
+function upgrade(path, protocols) {
+  return new Promise((resolve, reject) => {
+    const sock = tls.connect({ host: '127.0.0.1', port: 443, servername: 'localhost', ca: fs.readFileSync(server.caPath) });
+    let got = '';
+    sock.on('data', (d) => {
+      got += d;
+      if (/\r\n\r\n/.test(got) && (got.startsWith('HTTP/1.1 101') || /\}$/.test(got))) { sock.destroy(); resolve(got); }
+    });
+    sock.on('error', reject);
+    sock.on('close', () => resolve(got));
+    sock.once('secureConnect', () => sock.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n` +
+      'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n' +
+      (protocols ? `Sec-WebSocket-Protocol: ${protocols}\r\n` : '') + '\r\n'));
+  });
+}
+
+test('WebSocket upgrades: MQTT is served, AMQP gets 501, anything else 400', async () => {
+  let r = await upgrade('/$iothub/websocket', 'mqtt');
+  assert.match(r, /^HTTP\/1\.1 101 /);
+  assert.match(r, /\r\nSec-WebSocket-Protocol: mqtt\r\n/i);
+  r = await upgrade('/$iothub/websocket', 'AMQPWSB10');
+  assert.match(r, /^HTTP\/1\.1 501 /);
+  assert.match(r, /fleethub does not serve AMQP over WebSockets yet/);
+  assert.match(r, /iothub-errorcode: NotImplemented/i);
+  r = await upgrade('/$servicebus/websocket', 'AMQPWSB10');
+  assert.match(r, /^HTTP\/1\.1 501 /);
+  for (const p of ['chat', null]) {
+    r = await upgrade('/$iothub/websocket', p);
+    assert.match(r, /^HTTP\/1\.1 400 /, `subprotocol ${p}`);
+    assert.match(r, /serves MQTT only: offer subprotocol mqtt/);
+  }
+});
+
+test('the service SDK over AMQP/WebSockets is refused, and the log says why', async () => {
+  // The SDK does not show the 501 (it retries for four minutes by default,
+  // then says "connection disconnected"): without retries it fails at once,
+  // and the server's log names the missing feature, once a minute.
+  const service = ServiceClient.fromConnectionString(server.ownerCs(), AmqpWs);
+  service.setRetryPolicy(new NoRetry());
+  for (let i = 0; i < 3; i++) {
+    const err = await withTimeout(service.open().then(() => null, (e) => e), 10000, 'Client.open over AmqpWs');
+    assert.ok(err, 'the AMQP client connected');
+    assert.equal(err.name, 'NotConnectedError');
+  }
+  await service.close().catch(() => {});
+  await waitFor(() => /AMQP over WebSockets refused/.test(server.log), 5000, 'the warning');
+  const lines = server.log.split('\n').filter((l) => /warn .*AMQP over WebSockets refused with 501: fleethub does not serve AMQP yet/.test(l));
+  assert.equal(lines.length, 1, server.log);
+});
+
+test('methods and cloud-to-device subscriptions and telemetry: served as before, one warning per device', async () => {
+  const key = (await registry.get('un-1')).responseBody.authentication.symmetricKey.primaryKey;
+  for (let round = 0; round < 2; round++) {
+    const client = DeviceClient.fromConnectionString(deviceCs('localhost', 'un-1', key), Mqtt);
+    await withTimeout(client.open(), 10000, 'open');
+    try {
+      client.onDeviceMethod('reboot', () => {});
+      client.on('message', () => {});
+      await withTimeout(client.sendEvent(new Message('{"t":21}')), 10000, 'telemetry acknowledged');
+      const twin = await withTimeout(client.getTwin(), 10000, 'getTwin');
+      assert.equal(typeof twin.properties.reported.$version, 'number');
+    } finally {
+      await client.close();
+    }
+  }
+  await waitFor(() => /un-1 .*telemetry/.test(server.log), 5000, 'the telemetry warning');
+  const count = (re) => server.log.split('\n').filter((l) => re.test(l)).length;
+  assert.equal(count(/warn .*device un-1 .*subscribed to direct methods; none will arrive \(fleethub does not serve direct methods yet\)/), 1, server.log);
+  assert.equal(count(/warn .*device un-1 .*subscribed to cloud-to-device messages; none will arrive/), 1);
+  assert.equal(count(/warn .*device un-1 .*sends telemetry, which is acknowledged and discarded/), 1);
+});
