@@ -387,6 +387,13 @@ const char *registry_secondary_key(const json_t *identity)
 	return sym_key(identity, "secondaryKey");
 }
 
+bool registry_access_changed(const json_t *old_identity, const json_t *new_identity)
+{
+	return !registry_enabled(new_identity) ||
+	       !json_equal(json_object_get(old_identity, "authentication"),
+			   json_object_get(new_identity, "authentication"));
+}
+
 bool registry_enabled(const json_t *identity)
 {
 	const char *s = member_str(identity, "status");

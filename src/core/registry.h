@@ -52,5 +52,10 @@ json_t *registry_render(const json_t *identity, int64_t etag, bool connected,
 const char *registry_primary_key(const json_t *identity);
 const char *registry_secondary_key(const json_t *identity);
 bool registry_enabled(const json_t *identity);
+/* True when a device that could connect with the old identity may no
+ * longer do so with the new one: it is disabled now, or its
+ * authentication (keys, thumbprints, type) changed. Its live session must
+ * then close (a DEVICE_ACCESS_CHANGED event). */
+bool registry_access_changed(const json_t *old_identity, const json_t *new_identity);
 
 #endif

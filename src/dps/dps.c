@@ -118,6 +118,9 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	d->retry_after_s = cfg->retry_after_s ? cfg->retry_after_s : 1;
 	d->webhook_attempts = cfg->webhook_attempts ? cfg->webhook_attempts : 10;
 	d->webhook_retry_ms = cfg->webhook_retry_ms ? cfg->webhook_retry_ms : 1000;
+	d->webhook_log_keep = cfg->webhook_log_keep ? cfg->webhook_log_keep : 20;
+	d->webhook_log_age_ms =
+	    (uint64_t)(cfg->webhook_log_max_age_h ? cfg->webhook_log_max_age_h : 168) * 3600000;
 	d->max_assigning = cfg->max_assigning ? cfg->max_assigning : 10000;
 	rate_table_init(&d->rate, &cfg->rate, cfg->rate_keys);
 	map_init(&d->ops);
@@ -137,6 +140,7 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	}
 	if (http_client_new(&d->http, loop, cfg->webhook_ca, err, errlen) != 0)
 		return -1;
+	dps__calls_start(d);
 	return 0;
 }
 
@@ -153,9 +157,9 @@ static struct dps_linked_hub *link_new(struct dps *d, const char *name, unsigned
 	return l;
 }
 
-void dps_link_local(struct dps *d, struct hub *h, unsigned weight)
+void dps_link_local(struct dps *d, const char *hub_name, unsigned weight)
 {
-	link_new(d, h->name, weight)->local = h;
+	link_new(d, hub_name, weight)->local = true;
 }
 
 /* Copies the value of field (e.g. "HostName=") out of a connection string. */
@@ -228,6 +232,7 @@ void dps_add_alias(struct dps *d, const char *alias)
 void dps_shutdown(struct dps *d)
 {
 	dps__ops_shutdown(d);
+	dps__calls_stop(d);
 	if (d->http)
 		http_client_close(d->http);
 	d->http = NULL;

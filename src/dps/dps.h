@@ -35,8 +35,8 @@
 #include "base/map.h"
 #include "codec/sas.h"
 #include "core/allocation.h"
+#include "core/device_events.h"
 #include "core/ratelimit.h"
-#include "hub/hub.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
 #include "net/net.h"
@@ -56,7 +56,7 @@ enum dps_right {
  * through its service REST API with its owner connection string. */
 struct dps_linked_hub {
 	struct alloc_hub alloc;      /* name, weight, apply_policy */
-	struct hub *local;           /* in-process hub, or NULL */
+	bool local;                  /* served by this process (same store) */
 	char *remote_key_name;       /* remote: SharedAccessKeyName */
 	char *remote_key;            /* remote: SharedAccessKey (base64) */
 	char *remote_address;        /* remote: "host:port" to dial (TLS and Host still
@@ -75,12 +75,21 @@ struct dps {
 	size_t nlinked;
 	struct store *store;
 	uv_loop_t *loop;
+	/* Raised after an assignment changed a device of a hub in this
+	 * process (deleted from the hub it left, new credentials): the hubs
+	 * close its live session. Borrowed; NULL = none. */
+	struct device_events *events;
 	struct http_client *http; /* webhooks and remote hubs */
 	uint64_t webhook_timeout_ms;
 	unsigned retry_after_s;   /* what devices are told to wait between polls */
 	size_t max_packet;
 	unsigned webhook_attempts;     /* calls before a 429/5xx/timeout fails it (10) */
 	uint64_t webhook_retry_ms;     /* first retry delay; each next adds 9x (1 s, 10 s, 19 s) */
+	unsigned webhook_log_keep;     /* call records kept per registration (20) */
+	uint64_t webhook_log_age_ms;   /* call records older than this are removed (7 days) */
+	uv_timer_t calls_timer;        /* the call log's sweep by age (dps_calls.c) */
+	bool calls_timer_open;
+	bool calls_sweeping;           /* a sweep job is queued */
 	struct map ops;           /* operationId -> in-memory operation (while assigning) */
 	struct map ops_by_reg;    /* registrationId -> the same operation */
 	unsigned nops;            /* operations in ops */
@@ -103,6 +112,8 @@ struct dps_config {
 	uint64_t webhook_timeout_ms;
 	unsigned webhook_attempts;  /* 0 = 10 */
 	uint64_t webhook_retry_ms;  /* 0 = 1000 */
+	unsigned webhook_log_keep;  /* 0 = 20 */
+	unsigned webhook_log_max_age_h; /* 0 = 168 */
 	unsigned retry_after_s;     /* 0 = 1 */
 	unsigned max_assigning;     /* 0 = 10000 */
 	struct rate_limit rate;     /* per registration id; rate 0 = none */
@@ -114,7 +125,7 @@ struct dps_config {
  * Returns 0 or -1 with a message. */
 int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, uv_loop_t *loop,
 	     size_t max_packet, char *err, size_t errlen);
-void dps_link_local(struct dps *d, struct hub *h, unsigned weight);
+void dps_link_local(struct dps *d, const char *hub_name, unsigned weight);
 /* Parses a hub owner connection string (HostName, SharedAccessKeyName,
  * SharedAccessKey). Returns 0 or -1 with a message. */
 int dps_link_remote(struct dps *d, const char *connection_string, unsigned weight, char *err,

@@ -44,7 +44,6 @@
 #include "internal.h"
 
 #define WEBHOOK_MAX_RESPONSE (256 * 1024)
-#define WEBHOOK_LOG_KEEP 20
 #define REMOTE_TIMEOUT_MS 10000
 #define HUB_API_VERSION "2021-04-12"
 
@@ -79,6 +78,7 @@ struct op {
 	json_t *source_twin;  /* MIGRATE from a remote hub: its twin JSON */
 	enum remote_step step;
 	bool commit_local;    /* the outcome's transaction has local writes */
+	bool access_changed;  /* the local target's identity got new credentials */
 	unsigned commit_tries; /* refused by the store so far */
 
 	/* the outcome, written by the final job */
@@ -252,16 +252,18 @@ static int assign_local(struct op *o, struct store_txn *t, const char *now)
 		return rc;
 	bool existed = rc == 0;
 	json_t *existing = existed ? json_loads(dev.json, 0, NULL) : NULL;
-	json_t *body = json_pack("{s:s,s:s,s:{s:s,s:{s:s,s:s}}}", "deviceId", o->device_id,
-				 "status", "enabled", "authentication", "type", "sas",
-				 "symmetricKey", "primaryKey", o->keys[0], "secondaryKey",
-				 o->keys[1]);
+	/* No "status": a new device is enabled, an existing one keeps the
+	 * status its operator gave it on the hub. */
+	json_t *body = json_pack("{s:s,s:{s:s,s:{s:s,s:s}}}", "deviceId", o->device_id,
+				 "authentication", "type", "sas", "symmetricKey", "primaryKey",
+				 o->keys[0], "secondaryKey", o->keys[1]);
 	json_t *caps = json_object_get(o->auth.record, "capabilities");
 	if (caps)
 		json_object_set(body, "capabilities", caps);
 	struct registry_error re;
 	json_t *identity = registry_build_identity(o->device_id, body, existing, now, &re);
 	json_decref(body);
+	o->access_changed = existing && identity && registry_access_changed(existing, identity);
 	json_decref(existing);
 	if (!identity) {
 		store_device_clear(&dev);
@@ -419,9 +421,13 @@ static void finish_done(void *arg, int rc)
 		if (strcmp(status, "assigned") == 0) {
 			log_at(LOG_INFO, "dps %s: %s assigned to %s as device %s (%s)", o->d->name,
 			       o->regid, o->hub, o->device_id, o->dec.substatus);
-			if (o->old && o->old != o->target && o->old->local &&
-			    (o->dec.action == REPROV_MIGRATE || o->dec.action == REPROV_RESET))
-				hub_kick(o->old->local, o->device_id, "re-provisioned to another hub");
+			if (leaving_old(o) && o->old->local)
+				device_events_raise(o->d->events, o->old->alloc.name, o->device_id,
+						    DEVICE_DELETED, "re-provisioned to another hub");
+			if (o->target->local && o->access_changed)
+				device_events_raise(o->d->events, o->target->alloc.name,
+						    o->device_id, DEVICE_ACCESS_CHANGED,
+						    "re-provisioned with new credentials");
 		} else {
 			log_at(LOG_INFO, "dps %s: registration %s failed: %d %s", o->d->name,
 			       o->regid, o->err_code, o->err_msg);
@@ -582,11 +588,11 @@ static void remote_next(struct op *o)
 			break;
 		case STEP_PUT_DEVICE:
 			if (!o->target->local) {
+				/* No "status", as for a local hub. */
 				json_t *b = json_pack(
-					"{s:s,s:s,s:{s:s,s:{s:s,s:s}}}", "deviceId", o->device_id,
-					"status", "enabled", "authentication", "type", "sas",
-					"symmetricKey", "primaryKey", o->keys[0], "secondaryKey",
-					o->keys[1]);
+					"{s:s,s:{s:s,s:{s:s,s:s}}}", "deviceId", o->device_id,
+					"authentication", "type", "sas", "symmetricKey", "primaryKey",
+					o->keys[0], "secondaryKey", o->keys[1]);
 				remote_call(o, o->target, "PUT", "devices", b);
 				json_decref(b);
 				return;
@@ -664,48 +670,6 @@ static void assign(struct op *o, const char *hub)
 	remote_next(o);
 }
 
-struct call_log_job {
-	char scope[256];
-	char id[ENROLLMENT_ID_MAX + 32];
-	char prefix[ENROLLMENT_ID_MAX + 2];
-	char *json;
-	char *old[WEBHOOK_LOG_KEEP + 64];
-	size_t nold;
-};
-
-static int collect_ids(void *arg, const char *id, const char *json)
-{
-	struct call_log_job *j = arg;
-	if (j->nold == sizeof j->old / sizeof j->old[0])
-		return 1;
-	j->old[j->nold++] = xstrdup(id);
-	return 0;
-}
-
-static int call_log_work(void *arg, struct store_txn *t)
-{
-	struct call_log_job *j = arg;
-	int rc = store_doc_put(t, STORE_WEBHOOK_CALL, j->scope, j->id, j->json);
-	if (rc == 0)
-		rc = store_doc_list(t, STORE_WEBHOOK_CALL, j->scope, j->prefix, "",
-				    WEBHOOK_LOG_KEEP + 64, collect_ids, j);
-	for (size_t i = 0; rc == 0 && j->nold > WEBHOOK_LOG_KEEP && i < j->nold - WEBHOOK_LOG_KEEP;
-	     i++)
-		rc = store_doc_delete(t, STORE_WEBHOOK_CALL, j->scope, j->old[i]);
-	return rc;
-}
-
-static void call_log_done(void *arg, int rc)
-{
-	struct call_log_job *j = arg;
-	if (rc != 0)
-		log_at(LOG_WARN, "dps: webhook call log not stored: %s", fh_strerror(rc));
-	for (size_t i = 0; i < j->nold; i++)
-		free(j->old[i]);
-	free(j->json);
-	free(j);
-}
-
 static void log_call(struct op *o, const char *url, const struct http_client_result *r,
 		     const char *outcome)
 {
@@ -715,20 +679,14 @@ static void log_call(struct op *o, const char *url, const struct http_client_res
 	clock_iso8601(ms, now);
 	log_at(LOG_INFO, "dps %s: webhook %s for %s: status %d in %lld ms: %s", o->d->name, safe,
 	       o->regid, r->status, (long long)r->elapsed_ms, outcome);
-	struct call_log_job *j = xcalloc(1, sizeof *j);
-	snprintf(j->scope, sizeof j->scope, "%s", o->d->name);
-	snprintf(j->prefix, sizeof j->prefix, "%s/", o->regid);
-	snprintf(j->id, sizeof j->id, "%s/%013lld%06llu", o->regid, (long long)ms,
-		 (unsigned long long)(++o->d->op_seq % 1000000));
 	json_t *doc = json_pack("{s:s,s:s,s:s,s:i,s:I,s:s}", "time", now, "registrationId",
 				o->regid, "url", safe, "status", r->status, "latencyMs",
 				(json_int_t)r->elapsed_ms, "outcome", outcome);
 	if (r->status == 0 && r->error)
 		json_object_set_new(doc, "error", json_string(r->error));
 	json_object_set_new(doc, "attempt", json_integer(o->attempt));
-	j->json = json_dumps(doc, JSON_COMPACT);
+	dps__calls_log(o->d, o->regid, ms, json_dumps(doc, JSON_COMPACT));
 	json_decref(doc);
-	store_submit(o->d->store, call_log_work, call_log_done, j);
 }
 
 static void call_webhook(struct op *o);

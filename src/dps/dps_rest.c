@@ -490,7 +490,10 @@ static int registration_delete_work(void *arg, struct store_txn *t)
 			j->id);
 		return FH_EPRECOND;
 	}
-	return store_doc_delete(t, STORE_REGISTRATION, j->d->name, j->id);
+	rc = store_doc_delete(t, STORE_REGISTRATION, j->d->name, j->id);
+	if (rc == 0)
+		rc = dps__calls_delete(t, j->d->name, j->id); /* its webhook calls go too */
+	return rc;
 }
 
 static void registration_delete(struct req *r)

@@ -63,6 +63,19 @@ json_t *dps__assigning_state(struct dps *d, const char *regid);
  * are resumed on the next start). */
 void dps__ops_shutdown(struct dps *d);
 
+/* ---- the webhook call log (dps_calls.c): bounded per registration, by
+ * age and with the registration ---- */
+
+/* Stores the record json (taken) of a call made now for regid. */
+void dps__calls_log(struct dps *d, const char *regid, int64_t now_ms, char *json);
+/* Inside a store job: deletes every record of regid. */
+int dps__calls_delete(struct store_txn *t, const char *scope, const char *regid);
+/* Removes the records past their age now (a store job; tests call it). */
+void dps__calls_sweep(struct dps *d);
+/* The sweep's timer, started by dps_init and closed by dps_shutdown. */
+void dps__calls_start(struct dps *d);
+void dps__calls_stop(struct dps *d);
+
 /* The device API over HTTPS (dps_device.c). */
 void dps__device_http(struct dps *d, struct http_exchange *ex);
 

@@ -15,6 +15,7 @@
 
 #include "base/map.h"
 #include "codec/sas.h"
+#include "core/device_events.h"
 #include "core/ratelimit.h"
 #include "core/twin.h"
 #include "net/http_server.h"
@@ -46,6 +47,7 @@ struct hub {
 	unsigned max_inflight;       /* twin operations in flight per session */
 	struct rate_table rate;      /* per-device request rate (twin operations) */
 	struct hub_sessions sessions; /* live and durable device sessions */
+	struct device_events *events; /* raised after identity changes; borrowed */
 	/* Devices already told about a feature not served yet (hashes of id
 	 * and feature; a collision only repeats a warning): bounded, 32 KiB. */
 	uint64_t warned[HUB_WARNED_SLOTS];
@@ -98,6 +100,11 @@ void hub_http_request(struct hub *h, struct http_exchange *ex);
  * must hold no ';'. */
 void hub_http_refuse(struct http_exchange *ex, int status, const char *name, int code,
 		     const char *msg);
+
+/* Connects h to the device-changed events (raised by its REST routes and
+ * by the DPS): h closes the live session of a device of its own that was
+ * deleted, disabled or given other credentials. */
+void hub_listen_events(struct hub *h, struct device_events *events);
 
 /* Live-session operations used by the REST side. */
 bool hub_device_connected(const struct hub *h, const char *device_id, int64_t *since_ms,

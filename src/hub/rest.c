@@ -350,9 +350,7 @@ static int device_put_work(void *arg, struct store_txn *t)
 		return FH_EINVAL;
 	}
 	if (old) {
-		json_t *oa = json_object_get(old, "authentication");
-		json_t *na = json_object_get(j->identity, "authentication");
-		j->kick = !registry_enabled(j->identity) || !json_equal(oa, na);
+		j->kick = registry_access_changed(old, j->identity);
 	}
 	char *text = json_dumps(j->identity, JSON_COMPACT);
 	struct store_device d = {text, etag + 1};
@@ -374,7 +372,9 @@ static void device_put_done(void *arg, int rc)
 	struct rest_job *j = arg;
 	if (rc == 0) {
 		if (j->kick)
-			hub_kick(j->hub, j->id, "identity disabled or its credentials changed");
+			device_events_raise(j->hub->events, j->hub->name, j->id,
+					    DEVICE_ACCESS_CHANGED,
+					    "identity disabled or its credentials changed");
 		json_t *o = render_device(j->hub, j->id, j->identity, j->etag);
 		respond_json(j->ex, 200, o);
 		json_decref(o);
@@ -427,7 +427,8 @@ static void device_delete_done(void *arg, int rc)
 {
 	struct rest_job *j = arg;
 	if (rc == 0) {
-		hub_kick(j->hub, j->id, "identity deleted");
+		device_events_raise(j->hub->events, j->hub->name, j->id, DEVICE_DELETED,
+				    "identity deleted");
 		http_respond(j->ex, 204, NULL, NULL, 0);
 	} else if (rc == FH_EPRECOND) {
 		respond_error(j->ex, 412, "PreconditionFailed", 412002,

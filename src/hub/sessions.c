@@ -263,6 +263,20 @@ void hub_kick(struct hub *h, const char *device_id, const char *why)
 	s->ops->close(s, why);
 }
 
+static void on_device_change(void *arg, const char *hub, const char *device_id,
+			     enum device_change what, const char *why)
+{
+	struct hub *h = arg;
+	if (strcmp(h->name, hub) == 0)
+		hub_kick(h, device_id, why);
+}
+
+void hub_listen_events(struct hub *h, struct device_events *events)
+{
+	h->events = events;
+	device_events_subscribe(events, on_device_change, h);
+}
+
 void hub_notify_desired(struct hub *h, const char *device_id, const char *body, int64_t version)
 {
 	struct dev_session *s = sessions_live(h, device_id);

@@ -157,8 +157,17 @@ static const struct setting settings[] = {
      DPS(webhook_attempts)},
     {SCOPE_DPS, "webhook_retry_ms", SET_UINT, 10, 600000, "1000",
      "Wait before the first webhook retry, in ms; each further retry waits\n"
-     "9 times that much longer (1 s, 10 s, 19 s, ... by default).",
+     "nine times this value longer than the one before (1 s, 10 s, 19 s, ...\n"
+     "by default).",
      DPS(webhook_retry_ms)},
+    {SCOPE_DPS, "webhook_log_keep", SET_UINT, 1, 1000, "20",
+     "Webhook call records kept per registration (what `fleethub webhook\n"
+     "calls` shows); the oldest go first (1..1000).",
+     DPS(webhook_log_keep)},
+    {SCOPE_DPS, "webhook_log_max_age_h", SET_UINT, 1, 87600, "168",
+     "Hours a webhook call record is kept at most (1..87600; 168 = 7 days).\n"
+     "Records also go when their registration is deleted.",
+     DPS(webhook_log_max_age_h)},
     {SCOPE_DPS, "retry_after_s", SET_UINT, 1, 60, "1",
      "Seconds devices are told to wait (retry-after) between status polls.",
      DPS(retry_after_s)},

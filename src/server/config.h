@@ -53,6 +53,8 @@ struct config_dps {
 	unsigned webhook_timeout_ms; /* 5000 */
 	unsigned webhook_attempts;   /* 10 */
 	unsigned webhook_retry_ms;   /* 1000 */
+	unsigned webhook_log_keep;   /* 20 */
+	unsigned webhook_log_max_age_h; /* 168 */
 	unsigned retry_after_s;      /* 1 */
 	unsigned max_assigning;      /* 10000: registrations in progress at once */
 	struct config_addrs mqtt_listen;

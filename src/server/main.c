@@ -47,6 +47,7 @@ static struct {
 	uv_signal_t sigint, sigterm;
 	bool stopping;
 	int64_t amqp_warned_ms; /* last warning about an AMQP client */
+	struct device_events events; /* device changes: raised by REST and DPS, heard by hubs */
 } srv;
 
 static struct hub *sni_hub(struct net_conn *c)
@@ -443,6 +444,8 @@ static int setup_dps(char *err, size_t errlen)
 		.webhook_timeout_ms = c->webhook_timeout_ms,
 		.webhook_attempts = c->webhook_attempts,
 		.webhook_retry_ms = c->webhook_retry_ms,
+		.webhook_log_keep = c->webhook_log_keep,
+		.webhook_log_max_age_h = c->webhook_log_max_age_h,
 		.retry_after_s = c->retry_after_s,
 		.max_assigning = c->max_assigning,
 		.rate = device_rate(),
@@ -451,12 +454,13 @@ static int setup_dps(char *err, size_t errlen)
 	if (dps_init(srv.dps, &dc, srv.store, srv.loop, (size_t)srv.cfg.max_packet_kb * 1024, err,
 		     errlen) != 0)
 		return -1;
+	srv.dps->events = &srv.events;
 	for (size_t i = 0; i < srv.hubs.n; i++) {
 		struct name_search n = {srv.hubs.v[i]->name, false, 1};
 		if (c->linked_hubs)
 			each_item(c->linked_hubs, find_name, &n);
 		if (!c->linked_hubs || n.found)
-			dps_link_local(srv.dps, srv.hubs.v[i], 1);
+			dps_link_local(srv.dps, srv.hubs.v[i]->name, 1);
 	}
 	struct remote_link r = {err, errlen, 0};
 	if (c->linked_hub_connection_string)
@@ -597,6 +601,7 @@ static int serve(const char *config_path, const char *data_dir)
 		hub_set_limits(h, srv.cfg.max_inflight, &rate, srv.cfg.max_connections);
 		add_ip_aliases(h, &srv.cfg.hubs[i].mqtt_listen);
 		add_ip_aliases(h, &srv.cfg.hubs[i].https_listen);
+		hub_listen_events(h, &srv.events);
 		srv.hubs.v[srv.hubs.n++] = h;
 	}
 	/* The shared listeners' addresses name the first (default) hub. */

@@ -236,6 +236,7 @@ enum store_doc_kind {
 	STORE_REGISTRATION,     /* device registration state, id = registrationId */
 	STORE_OPERATION,        /* registration operation, id = operationId */
 	STORE_WEBHOOK_CALL,     /* webhook call log entry, id = "<registrationId>/<seq>" */
+	STORE_WEBHOOK_CALL_TIME, /* the same entries in time order, id = "<seq>/<registrationId>" */
 };
 
 /* Gets the document; *json_out is owned by the caller. */

@@ -149,6 +149,9 @@ static const char *const migrations[] = {
 	/* 3: clean-session-0 device sessions (store.h, struct store_session) */
 	"CREATE TABLE sessions (hub TEXT NOT NULL, id TEXT NOT NULL, generation TEXT NOT NULL,"
 	" subs TEXT NOT NULL, PRIMARY KEY (hub, id)) WITHOUT ROWID;",
+	/* 4: the webhook call log in time order, for its retention by age */
+	"CREATE TABLE webhook_call_times (scope TEXT NOT NULL, id TEXT NOT NULL,"
+	" json TEXT NOT NULL, PRIMARY KEY (scope, id)) WITHOUT ROWID;",
 };
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -265,7 +268,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_SES_DEL] = "DELETE FROM sessions WHERE hub = ?1 AND id = ?2",
 };
 
-#define DOC_KINDS 5
+#define DOC_KINDS 6
 enum doc_op { DOC_GET, DOC_PUT, DOC_DEL, DOC_LIST, DOC_LIST_FROM, DOC_OPS };
 
 struct store_txn {
@@ -1511,6 +1514,7 @@ static const char *const doc_table[DOC_KINDS] = {
 	[STORE_REGISTRATION] = "registrations",
 	[STORE_OPERATION] = "operations",
 	[STORE_WEBHOOK_CALL] = "webhook_calls",
+	[STORE_WEBHOOK_CALL_TIME] = "webhook_call_times",
 };
 
 static sqlite3_stmt *doc_stmt(struct store_txn *t, enum store_doc_kind kind, enum doc_op op)

@@ -317,6 +317,11 @@ test('every webhook failure fails the registration with a code and a message', a
   assert.equal(log.stdout.trim().split('\n').length, 2, log.stdout);
   assert.match(log.stdout, /-> 503 .*retry/);
   assert.match(log.stdout, /-> 200 .*hub hub1\.fleethub\.test/);
+  // Deleting the registration deletes its webhook call records.
+  await svc.deleteDeviceRegistrationState('hook-retry');
+  const gone = server.cli(['webhook', 'calls', 'hook-retry']);
+  assert.equal(gone.code, 0, gone.stderr);
+  assert.equal(gone.stdout.trim(), 'no webhook calls recorded for hook-retry');
 });
 
 test('a wrong key is refused over MQTT and HTTPS; a disabled enrollment answers disabled', async () => {
@@ -524,4 +529,44 @@ test('a registration interrupted by a crash is finished after the restart', asyn
   // The device, registering again, gets the same answer shape.
   const again = await register(SCOPE, 'mqtt', 'crash-1', key);
   assert.equal(again.assignedHub, H1);
+});
+
+test('identity rules: a device disabled on its hub stays disabled; new keys close its live session on the target hub', async () => {
+  const { mqttDevice } = require('./lib/server');
+  await svc.createOrUpdateEnrollmentGroup({
+    enrollmentGroupId: 'rotating-group',
+    attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: KEY(30), secondaryKey: KEY(31) } },
+    allocationPolicy: 'static', iotHubs: [H1],
+  });
+  const regId = 'rot-dev-1';
+  const key1 = deriveKey(KEY(30), regId);
+  let state = await register(SCOPE, 'mqtt', regId, key1);
+  assert.equal(state.assignedHub, H1);
+
+  // The operator disables the device on the hub; it registers again: the
+  // DPS assigns it, and the hub's status stays the operator's.
+  const reg = hubRegistry(H1);
+  const dev = (await reg.get(regId)).responseBody;
+  await reg.update({ ...dev, status: 'disabled' });
+  state = await register(SCOPE, 'https', regId, key1);
+  assert.equal(state.status, 'assigned');
+  assert.equal((await reg.get(regId)).responseBody.status, 'disabled', 're-registration re-enabled a disabled device');
+  await reg.update({ ...(await reg.get(regId)).responseBody, status: 'enabled' });
+
+  // Connected with its current key; the group's keys are rotated and the
+  // device registers again with its new derived key: the hub identity gets
+  // the new keys, and the connection made with the old one is closed.
+  const { c } = await mqttDevice(server, regId, key1, { clean: false }, H1);
+  const closed = new Promise((resolve) => c.once('close', resolve));
+  const group = (await svc.getEnrollmentGroup('rotating-group')).responseBody;
+  group.attestation.symmetricKey = { primaryKey: KEY(32), secondaryKey: KEY(33) };
+  await svc.createOrUpdateEnrollmentGroup(group);
+  const key2 = deriveKey(KEY(32), regId);
+  state = await register(SCOPE, 'mqtt', regId, key2);
+  assert.equal(state.assignedHub, H1);
+  await withTimeout(closed, 5000, 'the connection made with the old key to close');
+  assert.equal((await reg.get(regId)).responseBody.authentication.symmetricKey.primaryKey, key2);
+  await assert.rejects(mqttDevice(server, regId, key1, {}, H1), /Not authorized/i, 'the old key is refused');
+  const { c: c2 } = await mqttDevice(server, regId, key2, {}, H1);
+  c2.end(true);
 });

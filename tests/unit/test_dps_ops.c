@@ -14,7 +14,8 @@
  *     registration state stored and the operation record removed;
  *   - custom allocation: the webhook request, a held webhook seen as
  *     "assigning" by polls and by a second register, the webhook's hub,
- *     initial twin and payload, retries after 5xx, the call log;
+ *     initial twin and payload, retries after 5xx, the call log and its
+ *     bounds (per registration, by age, with the registration);
  *   - failures: webhook 400/401/empty hub/invalid JSON/unlinked hub/5xx
  *     until the attempts run out, a closed port, a static hub that is no
  *     longer linked, unknown operations, disabled enrollments;
@@ -301,8 +302,8 @@ static void dps_start(struct fixture *f, bool resume)
 	char err[256];
 	if (dps_init(d, &c, f->store, &f->loop, 256 * 1024, err, sizeof err) != 0)
 		fail_msg("dps_init: %s", err);
-	dps_link_local(d, &f->hub1, 1);
-	dps_link_local(d, &f->hub2, 1);
+	dps_link_local(d, f->hub1.name, 1);
+	dps_link_local(d, f->hub2.name, 1);
 	assert_true(f->nall < 4);
 	f->all[f->nall++] = d;
 	f->d = d;
@@ -937,6 +938,97 @@ static void test_webhook_unreachable(void **state)
 	answer_clear(&a);
 }
 
+/* Deletes a registration's webhook call records in a store job. */
+struct del_calls_job {
+	const char *regid;
+	int rc;
+	int done;
+};
+
+static int del_calls_work(void *arg, struct store_txn *t)
+{
+	struct del_calls_job *j = arg;
+	return dps__calls_delete(t, DPS_NAME, j->regid);
+}
+
+static void del_calls_done(void *arg, int rc)
+{
+	struct del_calls_job *j = arg;
+	j->rc = rc;
+	j->done++;
+}
+
+/* Runs one sweep of the call log by age to its end. */
+static void sweep_now(struct fixture *f)
+{
+	dps__calls_sweep(f->d);
+	uv_timer_start(&f->guard, on_guard, 10000, 0);
+	while (f->d->calls_sweeping)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	uv_timer_stop(&f->guard);
+}
+
+/* The call log is bounded: per registration (the oldest records go), by age
+ * (the sweep removes what is due, both keys of each record) and with the
+ * registration (dps__calls_delete). */
+static void test_webhook_log_bounded(void **state)
+{
+	struct fixture *f = *state;
+	f->d->webhook_log_keep = 3;
+	put_custom(f, "chatty", f->web.port);
+	put_custom(f, "quiet", f->web.port);
+	hook_answer(f, 0, 503, "{}"); /* every call: retried, then failed */
+	for (int i = 0; i < 3; i++) {
+		struct answer a = {0};
+		char op[64];
+		register_to_end(f, "chatty", KEY1, NULL, &a, op);
+		answer_clear(&a);
+	}
+	struct answer a = {0};
+	char op[64];
+	register_to_end(f, "quiet", KEY1, NULL, &a, op);
+	answer_clear(&a);
+	/* 6 calls for chatty, 3 kept: the newest (attempt 2, 1, 2) */
+	json_t *log = doc_list(f, STORE_WEBHOOK_CALL, "chatty/");
+	assert_int_equal(json_array_size(log), 3);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(log, 2), "attempt")), 2);
+	json_decref(log);
+	log = doc_list(f, STORE_WEBHOOK_CALL, "quiet/");
+	assert_int_equal(json_array_size(log), 2);
+	json_decref(log);
+	log = doc_list(f, STORE_WEBHOOK_CALL_TIME, "");
+	assert_int_equal(json_array_size(log), 5); /* no time key left behind */
+	json_decref(log);
+
+	/* With the registration: quiet's records go, chatty's stay. */
+	struct del_calls_job dj = {"quiet", -99, 0};
+	store_submit(f->store, del_calls_work, del_calls_done, &dj);
+	run_until(f, &dj.done, 1);
+	assert_int_equal(dj.rc, 0);
+	log = doc_list(f, STORE_WEBHOOK_CALL, "quiet/");
+	assert_int_equal(json_array_size(log), 0);
+	json_decref(log);
+	log = doc_list(f, STORE_WEBHOOK_CALL_TIME, "");
+	assert_int_equal(json_array_size(log), 3);
+	json_decref(log);
+
+	/* By age: a sweep with a day's retention keeps them... */
+	f->d->webhook_log_age_ms = 86400000;
+	sweep_now(f);
+	log = doc_list(f, STORE_WEBHOOK_CALL, "chatty/");
+	assert_int_equal(json_array_size(log), 3);
+	json_decref(log);
+	/* ...and with none, removes every one, both keys. */
+	f->d->webhook_log_age_ms = 0;
+	sweep_now(f);
+	log = doc_list(f, STORE_WEBHOOK_CALL, "chatty/");
+	assert_int_equal(json_array_size(log), 0);
+	json_decref(log);
+	log = doc_list(f, STORE_WEBHOOK_CALL_TIME, "");
+	assert_int_equal(json_array_size(log), 0);
+	json_decref(log);
+}
+
 /* The enrollment names a hub that was linked when it was written but is not
  * linked to this DPS. */
 static void test_static_hub_not_linked(void **state)
@@ -1278,6 +1370,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_webhook_retry_then_assigned, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_webhook_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_webhook_unreachable, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_webhook_log_bounded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_static_hub_not_linked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_poll_unknown_operation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disabled_enrollment, setup, teardown),
