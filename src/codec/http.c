@@ -360,3 +360,38 @@ void http_response_build(struct buf *out, int status, const char *const *headers
 	if (body_len)
 		buf_append(out, body, body_len);
 }
+
+int http_route_match(const char *pattern, const char *path, char *id, size_t idlen,
+		     bool (*valid)(const char *name, const char *id))
+{
+	while (*pattern) {
+		if (strcmp(pattern, "/**") == 0)
+			return 1;
+		if (*pattern != '/' || *path != '/')
+			return 0;
+		pattern++;
+		path++;
+		size_t plen = strcspn(pattern, "/"), slen = strcspn(path, "/");
+		if (plen >= 2 && pattern[0] == '{' && pattern[plen - 1] == '}') {
+			char name[32];
+			size_t n;
+			if (slen == 0)
+				return 0;
+			if (!id || plen >= sizeof name || slen >= idlen ||
+			    pct_decode(path, slen, id, &n) != 0)
+				return -1;
+			memcpy(name, pattern, plen);
+			name[plen] = '\0';
+			if (valid && !valid(name, id))
+				return -1;
+		} else if (plen == 1 && pattern[0] == '*') {
+			if (slen == 0)
+				return 0;
+		} else if (plen != slen || strncasecmp(pattern, path, plen) != 0) {
+			return 0;
+		}
+		pattern += plen;
+		path += slen;
+	}
+	return *path == '\0' || (path[0] == '/' && path[1] == '\0');
+}

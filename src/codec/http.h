@@ -78,4 +78,17 @@ void http_response_build(struct buf *out, int status, const char *const *headers
 			 const char *body, size_t body_len, bool keep_alive);
 const char *http_status_text(int status);
 
+/* Matches a request path (no query) against a route pattern, segment by
+ * segment, literal segments case-insensitively. Pattern segments:
+ *   "{name}"  one non-empty segment, percent-decoded into id (idlen bytes
+ *             with the NUL) and checked with valid(name_with_braces, id);
+ *   "*"       any one non-empty segment;
+ *   "**"      (last) any rest of the path, none included.
+ * A trailing "/" on the path is accepted. Returns 1 on a match, 0 when the
+ * path does not match, -1 when a "{name}" segment does (its place) but is
+ * not valid, too long or badly encoded (the caller answers 400). id and
+ * valid may be NULL for patterns without "{...}". */
+int http_route_match(const char *pattern, const char *path, char *id, size_t idlen,
+		     bool (*valid)(const char *name, const char *id));
+
 #endif

@@ -42,37 +42,8 @@ struct init_job {
 	int rc;
 };
 
-/* Loads setting key into out (outlen), or stores given, or a new value
- * made by make(). */
-static int setting(struct store_txn *t, const char *key, const char *given,
-		   void (*make)(char *out), char *out, size_t outlen)
-{
-	if (given) {
-		snprintf(out, outlen, "%s", given);
-		return store_setting_put(t, key, given);
-	}
-	char *v = NULL;
-	int rc = store_setting_get(t, key, &v);
-	if (rc == 0) {
-		snprintf(out, outlen, "%s", v);
-		free(v);
-		return 0;
-	}
-	if (rc != FH_ENOTFOUND)
-		return rc;
-	char fresh[64];
-	make(fresh);
-	snprintf(out, outlen, "%s", fresh);
-	return store_setting_put(t, key, fresh);
-}
-
-static void new_key(char *out)
-{
-	crypto_new_key_b64(out);
-}
-
 /* Azure id scopes look like "0ne00F1EE7": "0ne" and 8 hex digits. */
-static void new_scope(char *out)
+static void new_scope(char out[64])
 {
 	uint8_t r[4];
 	crypto_random(r, sizeof r);
@@ -85,17 +56,12 @@ static int init_work(void *arg, struct store_txn *t)
 	struct dps *d = j->d;
 	char key[512];
 	snprintf(key, sizeof key, "dps/%s/id_scope", d->name);
-	int rc = setting(t, key, j->id_scope, new_scope, d->id_scope, sizeof d->id_scope);
-	for (int i = 0; rc == 0 && i < DPS_NPOLICIES; i++) {
-		struct sas_policy *p = &d->policies[i];
-		snprintf(key, sizeof key, "dps/%s/policy/%s/primary", d->name, p->name);
-		rc = setting(t, key, i == 0 ? j->owner_key : NULL, new_key, p->primary,
-			     sizeof p->primary);
-		if (rc == 0) {
-			snprintf(key, sizeof key, "dps/%s/policy/%s/secondary", d->name, p->name);
-			rc = setting(t, key, NULL, new_key, p->secondary, sizeof p->secondary);
-		}
-	}
+	int rc = store_setting_load_or_make(t, key, j->id_scope, new_scope, d->id_scope,
+					    sizeof d->id_scope);
+	char prefix[300];
+	snprintf(prefix, sizeof prefix, "dps/%s", d->name);
+	if (rc == 0)
+		rc = store_policy_keys(t, prefix, d->policies, DPS_NPOLICIES, j->owner_key);
 	return rc;
 }
 

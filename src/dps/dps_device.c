@@ -20,8 +20,8 @@
 #include "base/mem.h"
 #include "codec/mqtt.h"
 #include "internal.h"
+#include "net/mqtt_conn.h"
 
-#define CONNECT_TIMEOUT_MS 10000
 
 struct dsession {
 	struct dps *d;
@@ -45,9 +45,7 @@ static void dsession_unref(struct dsession *s)
 
 static void send_buf(struct dsession *s, struct buf *b)
 {
-	if (s->conn)
-		net_conn_write(s->conn, b->data, b->len);
-	buf_reset(b);
+	mqtt_conn_send(s->conn, b);
 }
 
 /* ---- answers ------------------------------------------------------------ */
@@ -177,11 +175,7 @@ static void do_register(struct dps *d, const char *regid, const char *token, siz
 
 static void connack_and_close(struct dsession *s, uint8_t rc)
 {
-	struct buf b = BUF_INIT;
-	mqtt_encode_connack(&b, false, rc);
-	send_buf(s, &b);
-	buf_free(&b);
-	net_conn_close(s->conn);
+	mqtt_conn_refuse(s->conn, rc);
 }
 
 static bool on_connect(struct dsession *s, const struct mqtt_connect *c)
@@ -355,7 +349,7 @@ void dps_mqtt_accept(struct dps *d, struct net_conn *c, const uint8_t *pending, 
 	s->refs = 1; /* dropped in on_close */
 	buf_init(&s->in);
 	net_conn_set_handler(c, &dsession_handler, s);
-	net_conn_set_deadline(c, CONNECT_TIMEOUT_MS);
+	net_conn_set_deadline(c, MQTT_CONNECT_TIMEOUT_MS);
 	if (n)
 		on_data(c, pending, n);
 }

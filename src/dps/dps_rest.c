@@ -628,32 +628,20 @@ static const struct route routes[] = {
 	 DPS_RIGHT_REGISTRATION_READ},
 };
 
-/* 1 match, 0 no match, -1 the id segment is not a valid id. */
+/* {r}: a registration id, {g}: an enrollment group id. */
+static bool dps_id_valid(const char *name, const char *id)
+{
+	return name[1] == 'r' ? enrollment_regid_valid(id) : enrollment_groupid_valid(id);
+}
+
+/* 1 match, 0 no match, -1 the id segment is not a valid id; id gets it. */
 static int match(const char *pattern, const char *path, char *id)
 {
-	while (*pattern) {
-		if (*pattern != '/' || *path != '/')
-			return 0;
-		pattern++;
-		path++;
-		size_t plen = strcspn(pattern, "/"), slen = strcspn(path, "/");
-		if (plen == 3 && pattern[0] == '{') {
-			char tmp[3 * ENROLLMENT_ID_MAX + 1];
-			size_t n;
-			if (slen == 0)
-				return 0;
-			if (slen >= sizeof tmp || pct_decode(path, slen, tmp, &n) != 0 ||
-			    !(pattern[1] == 'r' ? enrollment_regid_valid(tmp)
-						: enrollment_groupid_valid(tmp)))
-				return -1;
-			memcpy(id, tmp, n + 1);
-		} else if (plen != slen || strncasecmp(pattern, path, plen) != 0) {
-			return 0;
-		}
-		pattern += plen;
-		path += slen;
-	}
-	return *path == '\0' || (path[0] == '/' && path[1] == '\0');
+	char tmp[3 * ENROLLMENT_ID_MAX + 1]; /* percent-encoded, every byte may take 3 */
+	int m = http_route_match(pattern, path, tmp, sizeof tmp, dps_id_valid);
+	if (m == 1 && strchr(pattern, '{'))
+		memcpy(id, tmp, strlen(tmp) + 1); /* valid: at most ENROLLMENT_ID_MAX */
+	return m;
 }
 
 static bool starts_with_segment(const char *path, const char *seg)

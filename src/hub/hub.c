@@ -32,41 +32,12 @@ struct keys_job {
 	int rc;
 };
 
-static int load_key(struct store_txn *t, const char *hub, const char *policy, const char *which,
-		    const char *given, char out[64])
-{
-	char key[512];
-	snprintf(key, sizeof key, "hub/%s/policy/%s/%s", hub, policy, which);
-	if (given) {
-		snprintf(out, 64, "%s", given);
-		return store_setting_put(t, key, given);
-	}
-	char *v = NULL;
-	int rc = store_setting_get(t, key, &v);
-	if (rc == 0) {
-		snprintf(out, 64, "%s", v);
-		free(v);
-		return 0;
-	}
-	if (rc != FH_ENOTFOUND)
-		return rc;
-	crypto_new_key_b64(out);
-	return store_setting_put(t, key, out);
-}
-
 static int keys_work(void *arg, struct store_txn *t)
 {
 	struct keys_job *j = arg;
-	for (int i = 0; i < HUB_NPOLICIES; i++) {
-		struct sas_policy *p = &j->h->policies[i];
-		const char *given = i == 0 ? j->owner_key : NULL;
-		int rc = load_key(t, j->h->name, p->name, "primary", given, p->primary);
-		if (rc == 0)
-			rc = load_key(t, j->h->name, p->name, "secondary", NULL, p->secondary);
-		if (rc)
-			return rc;
-	}
-	return 0;
+	char prefix[300];
+	snprintf(prefix, sizeof prefix, "hub/%s", j->h->name);
+	return store_policy_keys(t, prefix, j->h->policies, HUB_NPOLICIES, j->owner_key);
 }
 
 static void keys_done(void *arg, int rc)

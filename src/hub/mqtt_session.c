@@ -41,6 +41,7 @@
 #include "core/registry.h"
 #include "core/twin.h"
 #include "internal.h"
+#include "net/mqtt_conn.h"
 
 enum session_state { S_AWAIT_CONNECT, S_CONNECTING, S_CONNECTED, S_CLOSED };
 
@@ -58,7 +59,6 @@ struct hub_session {
 
 #define SUBSCRIBED(s, kind) (((s)->base.subs.mask & (1u << (kind))) != 0)
 
-#define CONNECT_TIMEOUT_MS 10000
 #define RID_MAX HUB_RID_MAX
 
 static void session_unref(struct hub_session *s)
@@ -77,9 +77,7 @@ static void session_close(struct hub_session *s)
 
 static void send_buf(struct hub_session *s, struct buf *b)
 {
-	if (s->conn && s->state != S_CLOSED)
-		net_conn_write(s->conn, b->data, b->len);
-	buf_reset(b);
+	mqtt_conn_send(s->state != S_CLOSED ? s->conn : NULL, b);
 }
 
 static void publish_n(struct hub_session *s, const char *topic, size_t topic_len,
@@ -149,12 +147,8 @@ static void twin_error(struct hub_session *s, int status, const char *rid, int c
 
 static void connack_and_close(struct hub_session *s, uint8_t rc)
 {
-	struct buf b = BUF_INIT;
-	mqtt_encode_connack(&b, false, rc);
-	send_buf(s, &b);
-	buf_free(&b);
+	mqtt_conn_refuse(s->state != S_CLOSED ? s->conn : NULL, rc);
 	s->state = S_CLOSED;
-	session_close(s);
 }
 
 /* ---- CONNECT ----------------------------------------------------------
@@ -798,7 +792,7 @@ void hub_mqtt_accept(const struct hub_set *set, struct hub *sni_hub, struct net_
 {
 	struct hub_session *s = session_new(set, sni_hub, c);
 	net_conn_set_handler(c, &session_handler, s);
-	net_conn_set_deadline(c, CONNECT_TIMEOUT_MS);
+	net_conn_set_deadline(c, MQTT_CONNECT_TIMEOUT_MS);
 	if (n)
 		on_data(c, pending, n);
 }

@@ -758,7 +758,8 @@ static const struct route routes[] = {
 /* Azure IoT Hub routes fleethub does not serve yet: their official clients
  * get 501 and a sentence naming the feature at once, instead of a 404 or
  * 405 that reads like a client bug or a missing device. A pattern segment
- * "*" is any one segment; a final "**" any rest, including none; ANY_VERB
+ * "*" is any one segment; a final "**" any rest, including none
+ * (http_route_match); ANY_VERB
  * any method. Checked before the served routes, with the verb: so POST /devices/query
  * is 501 while GET /devices/query is still device "query". Answered
  * before authentication, as a 404 would be: device routes carry device
@@ -789,64 +790,29 @@ static const struct unserved {
 	{ANY_VERB, "/digitaltwins/**", "digital twins (IoT Plug and Play)"},
 };
 
-/* True when path matches an unserved pattern (see above). Segments are
- * compared case-insensitively. */
-static bool unserved_match(const char *pattern, const char *path)
-{
-	for (;;) {
-		if (strcmp(pattern, "/**") == 0)
-			return true;
-		if (*pattern != '/' || *path != '/')
-			return (*pattern == '\0' && (*path == '\0' || strcmp(path, "/") == 0));
-		pattern++;
-		path++;
-		size_t plen = strcspn(pattern, "/"), slen = strcspn(path, "/");
-		if (!(plen == 1 && *pattern == '*' && slen > 0) &&
-		    (plen != slen || strncasecmp(pattern, path, plen) != 0))
-			return false;
-		pattern += plen;
-		path += slen;
-	}
-}
-
 static const struct unserved *find_unserved(enum http_verb verb, const char *path)
 {
 	for (size_t i = 0; i < sizeof unserved / sizeof unserved[0]; i++)
 		if ((unserved[i].verb == ANY_VERB || unserved[i].verb == (int)verb) &&
-		    unserved_match(unserved[i].pattern, path))
+		    http_route_match(unserved[i].pattern, path, NULL, 0, NULL) == 1)
 			return &unserved[i];
 	return NULL;
+}
+
+static bool device_id_valid(const char *name, const char *id)
+{
+	return registry_id_valid(id);
 }
 
 /* Matches path against pattern; fills a->id. Returns 1 on match, 0 when it
  * does not match, -1 when the {id} segment is not a valid id. */
 static int match(const char *pattern, const char *path, struct route_args *a)
 {
-	while (*pattern) {
-		if (*pattern != '/' || *path != '/')
-			return 0;
-		pattern++;
-		path++;
-		const char *pe = strchr(pattern, '/');
-		size_t plen = pe ? (size_t)(pe - pattern) : strlen(pattern);
-		const char *se = strchr(path, '/');
-		size_t slen = se ? (size_t)(se - path) : strlen(path);
-		if (plen == 4 && strncmp(pattern, "{id}", 4) == 0) {
-			char id[3 * REGISTRY_ID_MAX + 1];
-			size_t n;
-			if (slen == 0)
-				return 0;
-			if (slen >= sizeof id || pct_decode(path, slen, id, &n) != 0 ||
-			    !registry_id_valid(id))
-				return -1;
-			memcpy(a->id, id, n + 1); /* n <= REGISTRY_ID_MAX: id is valid */
-		} else if (plen != slen || strncasecmp(pattern, path, plen) != 0) {
-			return 0;
-		}
-		pattern += plen;
-		path += slen;
-	}
-	return *path == '\0' || (path[0] == '/' && path[1] == '\0');
+	char id[3 * REGISTRY_ID_MAX + 1]; /* percent-encoded, every byte may take 3 */
+	int m = http_route_match(pattern, path, id, sizeof id, device_id_valid);
+	if (m == 1 && strchr(pattern, '{'))
+		memcpy(a->id, id, strlen(id) + 1); /* valid: at most REGISTRY_ID_MAX */
+	return m;
 }
 
 void hub_http_request(struct hub *h, struct http_exchange *ex)

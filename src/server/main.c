@@ -21,6 +21,7 @@
 #include "dps/dps.h"
 #include "hub/hub.h"
 #include "net/http_server.h"
+#include "net/mqtt_conn.h"
 #include "net/net.h"
 #include "server/config.h"
 #include "server/devca.h"
@@ -110,7 +111,7 @@ static struct front *front_new(struct hub *sni_hub)
 static void on_mqtt_accept(void *ctx, struct net_conn *c)
 {
 	net_conn_set_handler(c, &front_handler, front_new(sni_hub(c)));
-	net_conn_set_deadline(c, 10000);
+	net_conn_set_deadline(c, MQTT_CONNECT_TIMEOUT_MS);
 }
 
 /* True when the Sec-WebSocket-Protocol list offered ("a, b") holds name. */
@@ -176,7 +177,7 @@ static void upgrade_websocket(struct http_exchange *ex, struct hub *h)
 				"Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key are needed)");
 		return;
 	}
-	net_conn_set_deadline(c, 10000);
+	net_conn_set_deadline(c, MQTT_CONNECT_TIMEOUT_MS);
 }
 
 static void on_http_request(void *ctx, struct http_exchange *ex)

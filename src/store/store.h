@@ -33,8 +33,11 @@
 #ifndef FH_STORE_STORE_H
 #define FH_STORE_STORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+
+#include "codec/sas.h"
 
 struct store;
 struct store_txn;
@@ -225,6 +228,16 @@ void store_session_clear(struct store_session *ses);
 /* Small settings (generated keys, ids): text values by key. */
 int store_setting_get(struct store_txn *t, const char *key, char **value_out);
 int store_setting_put(struct store_txn *t, const char *key, const char *value);
+/* (store_common.c, every backend) The setting key into out: given when not
+ * NULL (and stored), else the stored value, else a new one from make()
+ * (and stored). */
+int store_setting_load_or_make(struct store_txn *t, const char *key, const char *given,
+			       void (*make)(char out[64]), char *out, size_t outlen);
+/* The keys of n shared access policies, under "<prefix>/policy/<name>/
+ * primary|secondary": loaded, or new random ones stored; the first
+ * policy's primary is owner_key when that is not NULL. */
+int store_policy_keys(struct store_txn *t, const char *prefix, struct sas_policy *p, size_t n,
+		      const char *owner_key);
 
 /* ---- Device Provisioning Service records ------------------------------
  * DPS records are JSON documents keyed by (kind, dps host name, id). Each

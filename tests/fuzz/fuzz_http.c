@@ -1,9 +1,11 @@
 /* libFuzzer target: HTTP/1.1 request parsing fed in slices (the first byte
  * picks the slice size), with small limits, handling pipelined requests one
- * at a time as the server does. */
+ * at a time as the server does, and every parsed path through the REST
+ * routers' pattern matcher. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "codec/http.h"
 
@@ -34,6 +36,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			char v[64];
 			(void)http_request_header(req, "Host");
 			(void)http_query_param(req->query, "api-version", v, sizeof v);
+			/* the routers' matcher on every path that parses */
+			char id[64];
+			static const char *const routes[] = {"/devices/{id}", "/twins/{id}/methods",
+							     "/devices/*/modules/**", "/jobs/**"};
+			for (size_t r = 0; r < sizeof routes / sizeof routes[0]; r++) {
+				int m = http_route_match(routes[r], req->path, id, sizeof id, NULL);
+				if (m < -1 || m > 1 || (m == 1 && r < 2 && strlen(id) >= sizeof id))
+					abort();
+			}
 			bool upgrade = req->upgrade;
 			http_request_free(req);
 			if (upgrade)

@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const fs = require('fs');
 const tls = require('tls');
 const { Registry } = require('azure-iothub');
-const { Server, withTimeout } = require('./lib/server');
+const { Server, withTimeout, waitFor } = require('./lib/server');
 
 let server;
 
@@ -75,8 +75,13 @@ test('connections beyond max_connections are closed at once; the others keep wor
     const c = await withTimeout(open(18443), 5000, 'third connection');
     assert.equal(c.ok, false, 'the third is refused');
     a.sock.destroy();
-    await new Promise((r) => setTimeout(r, 200));
-    const d = await open(18443);
+    // The slot frees when the server has seen the close: until then a new
+    // connection is refused, then one is accepted.
+    const d = await waitFor(async () => {
+      const r = await open(18443);
+      if (!r.ok) r.sock.destroy();
+      return r.ok ? r : null;
+    }, 5000, 'a slot to free up');
     assert.ok(d.ok, 'a slot freed up');
     b.sock.destroy();
     d.sock.destroy();

@@ -331,13 +331,43 @@ static void test_example_file(void **state)
 		snprintf(want, sizeof want, "\n;%s =", hub_keys[i]);
 		assert_non_null(strstr(hub, want));
 	}
-	/* Every ";name =" line is a real setting: uncommenting the server
-	 * rows that have defaults must load (the hub rows are blank). */
+	/* The file loads as it is... */
 	struct config cfg;
 	char err[256] = "";
 	assert_int_equal(config_load(&cfg, "examples/fleethub.ini", err, sizeof err), 0);
 	assert_string_equal(cfg.path, "examples/fleethub.ini");
 	config_free(&cfg);
+
+	/* ...and with every row that has a default uncommented, [dps
+	 * localhost] included (the [hub] rows have none): each ";name =
+	 * value" line is a real setting, and its value is the default. */
+	char *text = strdup(file);
+	size_t uncommented = 0;
+	for (char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+		char *eq = strstr(line, " = ");
+		char *nl = strchr(line, '\n');
+		bool row = line[0] == ';' && line[1] >= 'a' && line[1] <= 'z' && eq && (!nl || eq < nl) &&
+			   eq[3] != '\n' && eq[3] != '\0';
+		if (row || strncmp(line, ";[dps ", 6) == 0) {
+			line[0] = ' ';
+			uncommented += row;
+		}
+	}
+	if (uncommented < 15)
+		fail_msg("only %zu rows uncommented", uncommented);
+	assert_int_equal(config_load_text(&cfg, text, strlen(text), "uncommented", err, sizeof err), 0);
+	assert_string_equal(cfg.data_dir, "./fleethub-data");
+	assert_int_equal(cfg.max_connections, 20000);
+	assert_int_equal(cfg.max_packet_kb, 256);
+	assert_int_equal(cfg.max_write_backlog, 20000);
+	assert_non_null(cfg.dps);
+	assert_string_equal(cfg.dps->name, "localhost");
+	assert_int_equal(cfg.dps->webhook_attempts, 10);
+	assert_int_equal(cfg.dps->webhook_log_keep, 20);
+	assert_int_equal(cfg.dps->webhook_log_max_age_h, 168);
+	assert_int_equal(cfg.dps->max_assigning, 10000);
+	config_free(&cfg);
+	free(text);
 	free(file);
 	free(gen);
 }

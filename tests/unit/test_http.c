@@ -154,6 +154,53 @@ static void test_response(void **state)
 	assert_string_equal(http_status_text(431), "Request Header Fields Too Large");
 }
 
+static bool only_abc(const char *name, const char *id)
+{
+	return strcmp(name, "{id}") == 0 && strspn(id, "abc#") == strlen(id);
+}
+
+/* Route patterns: literal segments (any case), a captured and validated
+ * segment, "*", "**", the trailing slash, and what is refused as -1. */
+static void test_route_match(void **state)
+{
+	char id[16];
+	static const struct {
+		const char *pattern, *path;
+		int want;
+		const char *id;
+	} cases[] = {
+	    {"/devices/{id}", "/devices/abc", 1, "abc"},
+	    {"/devices/{id}", "/DEVICES/abc/", 1, "abc"},
+	    {"/devices/{id}", "/devices/a%23b", 1, "a#b"},
+	    {"/devices/{id}", "/devices/", 0, NULL},
+	    {"/devices/{id}", "/devices", 0, NULL},
+	    {"/devices/{id}", "/devices/abc/x", 0, NULL},
+	    {"/devices/{id}", "/devices/xyz", -1, NULL},
+	    {"/devices/{id}", "/devices/a%2", -1, NULL},
+	    {"/devices/{id}", "/devices/a%00", -1, NULL},
+	    {"/devices/{id}", "/devices/aaaaaaaaaaaaaaaaaaaa", -1, NULL},
+	    {"/devices/*/modules/**", "/devices/d1/modules", 1, NULL},
+	    {"/devices/*/modules/**", "/devices/d1/modules/m1/twin", 1, NULL},
+	    {"/devices/*/modules/**", "/devices//modules", 0, NULL},
+	    {"/devices/*/modules/**", "/devices/d1/module", 0, NULL},
+	    {"/jobs/**", "/jobs", 1, NULL},
+	    {"/jobs/**", "/jobsx", 0, NULL},
+	    {"/twins/{id}/methods", "/twins/abc/methods", 1, "abc"},
+	    {"/statistics/devices", "/statistics/devices", 1, NULL},
+	    {"/statistics/devices", "/statistics/devices//", 0, NULL},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		memset(id, 0, sizeof id);
+		int m = http_route_match(cases[i].pattern, cases[i].path, id, sizeof id, only_abc);
+		if (m != cases[i].want)
+			fail_msg("%s vs %s: %d, want %d", cases[i].pattern, cases[i].path, m,
+				 cases[i].want);
+		if (cases[i].id)
+			assert_string_equal(id, cases[i].id);
+	}
+	assert_int_equal(http_route_match("/devices/{id}", "/devices/abc", NULL, 0, NULL), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -162,6 +209,7 @@ int main(void)
 		cmocka_unit_test(test_limits_and_errors),
 		cmocka_unit_test(test_upgrade_leaves_rest),
 		cmocka_unit_test(test_response),
+		cmocka_unit_test(test_route_match),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,6 +31,8 @@ class Server {
       `mqtt_listen = ${opts.mqtt ?? '127.0.0.1:8883'}`,
       `https_listen = ${opts.https ?? '127.0.0.1:443'}`];
     for (const line of opts.serverExtra || []) lines.push(line);
+    // Every log line is checked for secrets, so log them all.
+    if (!(opts.serverExtra || []).some((l) => /^\s*log_level\s*=/.test(l))) lines.push('log_level = debug');
     if (!opts.devCa) {
       lines.push(`tls_cert = ${process.env.FLEETHUB_TEST_CERT}`);
       lines.push(`tls_key = ${process.env.FLEETHUB_TEST_KEY}`);
@@ -47,6 +49,8 @@ class Server {
     }
     fs.writeFileSync(this.configPath, lines.join('\n') + '\n');
     this.devCa = !!opts.devCa;
+    // the port of the shared HTTPS listener (REST calls go to the hub's name)
+    this.httpsPort = Number(/:(\d+)$/.exec(opts.https || '')?.[1] || 443);
     this.env = opts.env;
     this.proc = null;
     this.owner = {};
@@ -115,12 +119,70 @@ class Server {
     });
   }
 
+  // One REST call to the running server with connection string cs (the
+  // server's own CA trusted); resolves the parsed body or null.
+  _call(cs, method, pathAndQuery, body) {
+    const c = parseCs(cs);
+    const sas = SharedAccessSignature.create(encodeURIComponent(c.HostName), c.SharedAccessKeyName,
+      c.SharedAccessKey, Math.floor(Date.now() / 1000) + 600).toString();
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise((resolve) => {
+      const req = https.request({
+        host: c.HostName, port: this.httpsPort, method, path: pathAndQuery, ca: fs.readFileSync(this.caPath),
+        headers: { Authorization: sas, 'Content-Type': 'application/json', ...(data ? { 'Content-Length': data.length } : {}) },
+      }, (res) => {
+        let text = '';
+        res.on('data', (d) => { text += d; });
+        res.on('end', () => { try { resolve(JSON.parse(text)); } catch (e) { resolve(null); } });
+      });
+      req.on('error', () => resolve(null));
+      req.setTimeout(5000, () => { req.destroy(); resolve(null); });
+      if (data) req.write(data);
+      req.end();
+    });
+  }
+
+  // Every key this server knows, asked while it runs: the policies'
+  // (owner connection strings), each device's on each hub, each
+  // enrollment's and group's, and the device keys derived from the groups
+  // for the registrations made. The log check looks for all of them.
+  async collectSecrets() {
+    const keys = new Set(this.secrets ?? []);
+    const add = (k) => { if (typeof k === 'string' && k.length >= 16) keys.add(k); };
+    const sym = (o) => { add(o?.symmetricKey?.primaryKey); add(o?.symmetricKey?.secondaryKey); };
+    for (const cs of Object.values(this.owner)) {
+      add(parseCs(cs).SharedAccessKey);
+      const devices = await this._call(cs, 'GET', '/devices?top=1000&api-version=2021-04-12');
+      for (const d of Array.isArray(devices) ? devices : []) sym(d.authentication);
+    }
+    if (this.dpsCs) {
+      add(parseCs(this.dpsCs).SharedAccessKey);
+      const api = 'api-version=2021-10-01';
+      const enrollments = await this._call(this.dpsCs, 'POST', `/enrollments/query?${api}`, { query: '*' });
+      for (const e of Array.isArray(enrollments) ? enrollments : []) sym(e.attestation);
+      const groups = await this._call(this.dpsCs, 'POST', `/enrollmentGroups/query?${api}`, { query: '*' });
+      const regs = await this._call(this.dpsCs, 'POST', `/registrations/query?${api}`, { query: '*' });
+      const crypto = require('crypto');
+      for (const g of Array.isArray(groups) ? groups : []) {
+        sym(g.attestation);
+        for (const k of [g.attestation?.symmetricKey?.primaryKey, g.attestation?.symmetricKey?.secondaryKey]) {
+          if (!k) continue;
+          for (const r of Array.isArray(regs) ? regs : []) {
+            add(crypto.createHmac('sha256', Buffer.from(k, 'base64')).update(r.registrationId).digest('base64'));
+          }
+        }
+      }
+    }
+    this.secrets = keys;
+  }
+
   // The log (stderr) must never show a key, a token or a signature: every
-  // server a test starts is checked when it stops.
+  // server a test starts is checked when it stops, for every key it knew.
   checkLogForSecrets() {
     const log = this.exited?.stderr ?? '';
     const keys = [...Object.values(this.owner), this.dpsCs ?? '']
-      .map((cs) => /SharedAccessKey=([^;]+)/.exec(cs)?.[1]).filter(Boolean);
+      .map((cs) => /SharedAccessKey=([^;]+)/.exec(cs)?.[1]).filter(Boolean)
+      .concat([...(this.secrets ?? [])]);
     const leak = /SharedAccessKey=|SharedAccessSignature\s+sr=|\bsig=/.exec(log) ||
       keys.map((k) => (log.includes(k) ? [k] : null)).find(Boolean);
     if (leak) {
@@ -132,6 +194,7 @@ class Server {
   // A clean stop must end with exit code 0 (a crash at shutdown fails the test).
   async stop() {
     const wasRunning = this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+    if (wasRunning) await this.collectSecrets();
     await this._stop('SIGTERM');
     if (wasRunning && this.proc.exitCode !== 0) {
       throw new Error(`fleethub did not stop cleanly (exit ${this.proc.exitCode ?? this.proc.signalCode}):\n${this.exited?.stderr ?? ''}`);
@@ -140,6 +203,7 @@ class Server {
   }
   async kill() {
     const wasRunning = this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+    if (wasRunning) await this.collectSecrets();
     await this._stop('SIGKILL');
     if (wasRunning) this.checkLogForSecrets();
   }
