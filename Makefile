@@ -93,6 +93,12 @@ $(DBCHECK): tests/faults/dbcheck.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@
 
+# dbfill writes many registration states into a stopped server's database.
+DBFILL := $(BUILD)/tests/dbfill
+$(DBFILL): tests/faults/dbfill.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@
+
 $(BUILD)/loadgen: $(BENCH_OBJ) $(BENCH_LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $^ $(LIBS) -o $@
 
@@ -124,9 +130,10 @@ replay: $(REPLAY_BIN)
 	@set -e; for n in $(FUZZ_NAMES); do \
 		echo "== replay $$n"; $(BUILD)/tests/replay_$$n tests/fuzz/corpus/$$n; done
 
-interop: $(BUILD)/fleethub $(FAULTFS) $(DBCHECK)
+interop: $(BUILD)/fleethub $(FAULTFS) $(DBCHECK) $(DBFILL)
 	FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub BUILD_DIR=$(CURDIR)/$(BUILD) \
 		FLEETHUB_FAULTFS=$(CURDIR)/$(FAULTFS) FLEETHUB_DBCHECK=$(CURDIR)/$(DBCHECK) \
+		FLEETHUB_DBFILL=$(CURDIR)/$(DBFILL) \
 		FLEETHUB_SANITIZED=$(SANITIZE) tests/interop/run.sh
 
 test: deps

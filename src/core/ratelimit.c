@@ -5,10 +5,9 @@
 
 #include "base/mem.h"
 
-unsigned rate_bucket_take(struct rate_bucket *b, const struct rate_limit *lim, int64_t now_ms)
+/* Brings b's tokens up to now_ms; the capacity in thousandths. */
+static int64_t refill(struct rate_bucket *b, const struct rate_limit *lim, int64_t now_ms)
 {
-	if (lim->rate == 0)
-		return 0;
 	int64_t rate = lim->rate;
 	int64_t cap = (int64_t)(lim->burst ? lim->burst : 1) * 1000;
 	if (now_ms > b->last_ms) {
@@ -22,13 +21,37 @@ unsigned rate_bucket_take(struct rate_bucket *b, const struct rate_limit *lim, i
 			b->milli += elapsed * rate;
 		b->last_ms = now_ms;
 	}
-	if (b->milli >= 1000) {
-		b->milli -= 1000;
+	return cap;
+}
+
+/* Whole seconds (>= 1) until b holds need thousandths. */
+static unsigned wait_s(const struct rate_bucket *b, const struct rate_limit *lim, int64_t need)
+{
+	int64_t rate = lim->rate;
+	int64_t wait_ms = (need - b->milli + rate - 1) / rate;
+	int64_t w = (wait_ms + 999) / 1000;
+	return w < 1 ? 1 : (unsigned)w;
+}
+
+unsigned rate_bucket_take_n(struct rate_bucket *b, const struct rate_limit *lim, uint32_t n,
+			    int64_t now_ms)
+{
+	if (lim->rate == 0)
+		return 0;
+	int64_t cap = refill(b, lim, now_ms);
+	int64_t need = (int64_t)n * 1000;
+	if (need > cap)
+		need = cap; /* more than a burst: a full bucket will do */
+	if (b->milli >= need) {
+		b->milli -= need;
 		return 0;
 	}
-	int64_t wait_ms = (1000 - b->milli + rate - 1) / rate;
-	int64_t wait_s = (wait_ms + 999) / 1000;
-	return wait_s < 1 ? 1 : (unsigned)wait_s;
+	return wait_s(b, lim, need);
+}
+
+unsigned rate_bucket_take(struct rate_bucket *b, const struct rate_limit *lim, int64_t now_ms)
+{
+	return rate_bucket_take_n(b, lim, 1, now_ms);
 }
 
 void rate_table_init(struct rate_table *t, const struct rate_limit *lim, size_t keys)
@@ -63,16 +86,17 @@ static uint64_t key_hash(const char *key, size_t n)
 	return h ? h : 1;
 }
 
-unsigned rate_table_take(struct rate_table *t, const char *key, size_t n, int64_t now_ms)
+/* The bucket of key: found by its hash, or a slot given to it (a free one,
+ * else the one idle for longest), starting full. */
+static struct rate_bucket *bucket_of(struct rate_table *t, const char *key, size_t n,
+				     int64_t now_ms)
 {
-	if (t->lim.rate == 0 || !t->slots)
-		return 0;
 	uint64_t h = key_hash(key, n);
 	struct rate_bucket *set = t->slots + ((h ^ (h >> 32)) & (t->nsets - 1)) * RATE_WAYS;
 	struct rate_bucket *victim = &set[0];
 	for (int i = 0; i < RATE_WAYS; i++) {
 		if (set[i].key == h)
-			return rate_bucket_take(&set[i], &t->lim, now_ms);
+			return &set[i];
 		if (set[i].key == 0) {
 			if (victim->key != 0)
 				victim = &set[i];
@@ -85,5 +109,21 @@ unsigned rate_table_take(struct rate_table *t, const char *key, size_t n, int64_
 	victim->key = h;
 	victim->milli = (int64_t)(t->lim.burst ? t->lim.burst : 1) * 1000;
 	victim->last_ms = now_ms;
-	return rate_bucket_take(victim, &t->lim, now_ms);
+	return victim;
+}
+
+unsigned rate_table_take(struct rate_table *t, const char *key, size_t n, int64_t now_ms)
+{
+	if (t->lim.rate == 0 || !t->slots)
+		return 0;
+	return rate_bucket_take(bucket_of(t, key, n, now_ms), &t->lim, now_ms);
+}
+
+unsigned rate_table_wait(struct rate_table *t, const char *key, size_t n, int64_t now_ms)
+{
+	if (t->lim.rate == 0 || !t->slots)
+		return 0;
+	struct rate_bucket *b = bucket_of(t, key, n, now_ms);
+	refill(b, &t->lim, now_ms);
+	return b->milli >= 1000 ? 0 : wait_s(b, &t->lim, 1000);
 }

@@ -40,6 +40,11 @@ struct rate_bucket {
 /* Takes a token from b at now_ms. Returns 0 when one was there, else the
  * seconds (>= 1) until one will be. */
 unsigned rate_bucket_take(struct rate_bucket *b, const struct rate_limit *lim, int64_t now_ms);
+/* Takes n tokens at once (a request that costs n), or none: returns 0 when
+ * they were there, else the seconds until they will be. A cost above the
+ * burst is taken from a full bucket (all of it). */
+unsigned rate_bucket_take_n(struct rate_bucket *b, const struct rate_limit *lim, uint32_t n,
+			    int64_t now_ms);
 
 struct rate_table {
 	struct rate_limit lim;
@@ -55,5 +60,8 @@ void rate_table_free(struct rate_table *t);
 /* Takes a token for key[0..n) (borrowed). Returns 0 when allowed, else the
  * seconds (>= 1) to wait. */
 unsigned rate_table_take(struct rate_table *t, const char *key, size_t n, int64_t now_ms);
+/* 0 when key[0..n) has a token now, else the seconds until it will; takes
+ * nothing (for limits on what failed: look first, take after a failure). */
+unsigned rate_table_wait(struct rate_table *t, const char *key, size_t n, int64_t now_ms);
 
 #endif

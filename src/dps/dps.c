@@ -89,6 +89,10 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	    (uint64_t)(cfg->webhook_log_max_age_h ? cfg->webhook_log_max_age_h : 168) * 3600000;
 	d->max_assigning = cfg->max_assigning ? cfg->max_assigning : 10000;
 	rate_table_init(&d->rate, &cfg->rate, cfg->rate_keys);
+	rate_table_init(&d->attest_fail, &cfg->rate, cfg->rate_keys);
+	uint32_t ar = cfg->attestation_rate ? cfg->attestation_rate : 50000;
+	d->attest_lim = (struct rate_limit){ar, ar};
+	d->attest_budget = (struct rate_bucket){1, (int64_t)ar * 1000, (int64_t)clock_now_ms()};
 	map_init(&d->ops);
 	map_init(&d->ops_by_reg);
 	for (int i = 0; i < DPS_NPOLICIES; i++) {
@@ -107,6 +111,9 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	if (http_client_new(&d->http, loop, cfg->webhook_ca, err, errlen) != 0)
 		return -1;
 	dps__calls_start(d);
+	if (dps__groups_load(d) != 0)
+		log_at(LOG_WARN, "dps %s: enrollment groups not read at start-up; tried again "
+				 "at the first registration", d->name);
 	return 0;
 }
 
@@ -220,8 +227,10 @@ void dps_free(struct dps *d)
 	d->naliases = 0;
 	map_free(&d->ops);
 	map_free(&d->ops_by_reg);
-	dps__groups_changed(d);
+	json_decref(d->groups);
+	d->groups = NULL;
 	rate_table_free(&d->rate);
+	rate_table_free(&d->attest_fail);
 }
 
 struct dps_linked_hub *dps__linked_find(struct dps *d, const char *name)
@@ -329,45 +338,73 @@ static bool key_signed(const json_t *record, enum enrollment_kind kind, const ch
 	return false;
 }
 
-void dps__groups_changed(struct dps *d)
+void dps__group_changed(struct dps *d, const char *id, const json_t *record)
 {
-	json_decref(d->groups);
-	d->groups = NULL;
+	if (!d->groups)
+		return;
+	if (record)
+		json_object_set_new(d->groups, id, json_deep_copy(record));
+	else
+		json_object_del(d->groups, id);
 }
+
+struct group_load {
+	json_t *all;
+	char last[ENROLLMENT_ID_MAX + 1];
+	unsigned n;
+};
 
 static int add_group(void *arg, const char *id, const char *json)
 {
+	struct group_load *l = arg;
 	json_t *rec = json_loads(json, 0, NULL);
 	if (rec)
-		json_object_set_new(arg, id, rec);
+		json_object_set_new(l->all, id, rec);
+	snprintf(l->last, sizeof l->last, "%s", id);
+	l->n++;
 	return 0;
 }
 
-/* The enrollment groups, from the cache or loaded; NULL when the store
- * cannot be read. Reading and parsing every group for every device cost
- * a registration more than its store writes. */
-static json_t *groups(struct dps *d, struct store_txn *r)
+int dps__groups_load(struct dps *d)
 {
-	uint64_t now = clock_now_ms();
-	if (d->groups && now - d->groups_loaded_ms < GROUPS_TTL_MS)
-		return d->groups;
-	json_t *all = json_object();
-	if (store_doc_list(r, STORE_ENROLLMENT_GROUP, d->name, "", "", 100000, add_group, all) !=
-	    0) {
-		json_decref(all);
-		return NULL;
+	struct group_load l = {json_object(), "", 0};
+	int rc;
+	do { /* in pages, so no single read holds every row */
+		l.n = 0;
+		rc = store_doc_list(store_reader(d->store), STORE_ENROLLMENT_GROUP, d->name, "",
+				    l.last, 1000, add_group, &l);
+	} while (rc == 0 && l.n == 1000);
+	if (rc != 0) {
+		json_decref(l.all);
+		return rc;
 	}
-	dps__groups_changed(d);
-	d->groups = all;
-	d->groups_loaded_ms = now;
-	return all;
+	json_decref(d->groups);
+	d->groups = l.all;
+	return 0;
+}
+
+/* The enrollment groups; NULL when they could not be read. */
+static json_t *groups(struct dps *d)
+{
+	if (!d->groups)
+		dps__groups_load(d); /* only after a failed read at start-up */
+	return d->groups;
+}
+
+/* A failed attestation of regid: counted against its failure rate. */
+static int failed(struct dps *d, const char *regid, int64_t now_ms)
+{
+	rate_table_take(&d->attest_fail, regid, strlen(regid), now_ms);
+	return FH_EAUTH;
 }
 
 int dps__authenticate(struct dps *d, const char *regid, const char *token, size_t n,
-		      int64_t now_s, struct dps_auth *out, const char **why)
+		      int64_t now_s, struct dps_auth *out, const char **why, unsigned *retry_after)
 {
 	struct sas_token t;
 	memset(out, 0, sizeof *out);
+	*retry_after = 0;
+	/* Cheap refusals first: no store, no HMAC. */
 	if (sas_parse(token, n, &t, why) != 0)
 		return FH_EAUTH;
 	if (sas_check_expiry(&t, now_s) != 0) {
@@ -381,6 +418,15 @@ int dps__authenticate(struct dps *d, const char *regid, const char *token, size_
 		*why = "token resource is not <idScope>/registrations/<registrationId>";
 		return FH_EAUTH;
 	}
+	/* A registration id whose recent attempts failed too often is not
+	 * looked at (its failures, not its successes, spend this rate). */
+	int64_t now_ms = clock_now_ms();
+	unsigned wait = rate_table_wait(&d->attest_fail, regid, strlen(regid), now_ms);
+	if (wait) {
+		*why = "too many failed attempts for this registration id";
+		*retry_after = wait;
+		return FH_EAGAIN;
+	}
 	struct store_txn *r = store_reader(d->store);
 	char *text = NULL;
 	int rc = store_doc_get(r, STORE_ENROLLMENT, d->name, regid, &text);
@@ -392,7 +438,7 @@ int dps__authenticate(struct dps *d, const char *regid, const char *token, size_
 		if (!rec || !key_signed(rec, ENROLLMENT_INDIVIDUAL, regid, &t, &which)) {
 			json_decref(rec);
 			*why = "signature does not match the individual enrollment's keys";
-			return FH_EAUTH;
+			return failed(d, regid, now_ms);
 		}
 		out->record = rec;
 		out->kind = ENROLLMENT_INDIVIDUAL;
@@ -402,9 +448,20 @@ int dps__authenticate(struct dps *d, const char *regid, const char *token, size_
 	}
 	if (rc != FH_ENOTFOUND)
 		return FH_EIO;
-	json_t *all = groups(d, r);
+	json_t *all = groups(d);
 	if (!all)
 		return FH_EIO;
+	/* Trying every group costs up to 4 HMACs each (two keys, each derived
+	 * and then checked): all registrations together get attestation_rate
+	 * of them per second, so a flood of invented ids cannot take the loop. */
+	size_t cost = 4 * json_object_size(all);
+	wait = rate_bucket_take_n(&d->attest_budget, &d->attest_lim,
+				  cost > UINT32_MAX ? UINT32_MAX : (uint32_t)cost, now_ms);
+	if (wait) {
+		*why = "the service is checking as many enrollment group keys as it may";
+		*retry_after = wait;
+		return FH_EAGAIN;
+	}
 	const char *id;
 	json_t *rec;
 	json_object_foreach(all, id, rec) {
@@ -420,5 +477,5 @@ int dps__authenticate(struct dps *d, const char *regid, const char *token, size_
 	}
 	*why = "no enrollment matches: no individual enrollment for this registration id "
 	       "and no group key derives the signing key";
-	return FH_EAUTH;
+	return failed(d, regid, now_ms);
 }

@@ -95,12 +95,14 @@ struct dps {
 	unsigned nops;            /* operations in ops */
 	unsigned max_assigning;   /* more new registrations are answered 429 */
 	struct rate_table rate;   /* per-registration-id request rate */
+	struct rate_table attest_fail; /* per-registration-id failed attestations */
+	struct rate_limit attest_lim;  /* group key checks (HMACs) per second, all devices */
+	struct rate_bucket attest_budget;
 	uint64_t op_seq;
 	/* Enrollment groups as stored, parsed ({id: record}), for device
-	 * attestation: reloaded when a write through this DPS changed them
-	 * (dps__groups_changed) or after GROUPS_TTL_MS. NULL = not loaded. */
+	 * attestation: read at start-up, then kept in step one group at a
+	 * time (dps__group_changed). NULL = not loaded (a failed read). */
 	json_t *groups;
-	uint64_t groups_loaded_ms;
 	bool stopping;
 };
 
@@ -118,6 +120,7 @@ struct dps_config {
 	unsigned max_assigning;     /* 0 = 10000 */
 	struct rate_limit rate;     /* per registration id; rate 0 = none */
 	size_t rate_keys;           /* registration ids busy at once (sizes the rate table) */
+	uint32_t attestation_rate;  /* group key checks per second; 0 = 50,000 */
 };
 
 /* Sets up the DPS (keys and id scope loaded or generated and stored; runs

@@ -133,6 +133,23 @@ static bool throttled(struct dps *d, const char *regid, struct dps_reply *r)
 	return true;
 }
 
+/* Answers a failed authentication: 503 (store), 429 with retry-after (a
+ * rate of dps__authenticate), else 401. */
+static void refuse_auth(struct dps_reply *r, int rc, const char *why, unsigned wait)
+{
+	if (rc == FH_EIO) {
+		reply_error(r, 503, 503000, "the service cannot read its store; try again");
+	} else if (rc == FH_EAGAIN) {
+		char *json = dps__error_json(429001, why);
+		r->fn(r, 429, json, wait);
+		free(json);
+	} else {
+		reply_error(r, 401, 401002,
+		            "Unauthorized: the SAS token does not match an enrollment of this "
+		            "registration id");
+	}
+}
+
 /* ---- shared by both transports ------------------------------------------ */
 
 /* Register with body[0..n): {"registrationId":..,"payload":..} (both
@@ -148,19 +165,15 @@ static void do_register(struct dps *d, const char *regid, const char *token, siz
 	}
 	struct dps_auth auth;
 	const char *why = "no SAS token";
+	unsigned wait = 0;
 	int rc = token ? dps__authenticate(d, regid, token, token_len, clock_now_ms() / 1000, &auth,
-	                                   &why)
+	                                   &why, &wait)
 	               : FH_EAUTH;
 	if (rc != 0) {
 		json_decref(payload);
 		log_at(LOG_INFO, "dps %s: %s: registration %s refused: %s", d->name, peer, regid,
 		       rc == FH_EIO ? "store unavailable" : why);
-		if (rc == FH_EIO)
-			reply_error(r, 503, 503000, "the service cannot read its store; try again");
-		else
-			reply_error(r, 401, 401002,
-			            "Unauthorized: the SAS token does not match an "
-			            "enrollment of this registration id");
+		refuse_auth(r, rc, why, wait);
 		return;
 	}
 	if (throttled(d, regid, r)) {
@@ -202,14 +215,17 @@ static bool on_connect(struct dsession *s, const struct mqtt_connect *c)
 	}
 	struct dps_auth auth;
 	const char *why = "no password (SAS token) given";
+	unsigned wait = 0;
 	int rc = c->has_password
 	             ? dps__authenticate(d, regid, (const char *)c->password, c->password_len,
-	                                 clock_now_ms() / 1000, &auth, &why)
+	                                 clock_now_ms() / 1000, &auth, &why, &wait)
 	             : FH_EAUTH;
 	if (rc != 0) {
 		log_at(LOG_INFO, "dps %s: mqtt %s: refused %s: %s", d->name, peer, regid,
 		       rc == FH_EIO ? "store unavailable" : why);
-		connack_and_close(s, rc == FH_EIO ? MQTT_RC_UNAVAILABLE : MQTT_RC_NOT_AUTHORIZED);
+		/* 3 (server unavailable): the SDKs retry it; a bad token is 5. */
+		connack_and_close(s, rc == FH_EIO || rc == FH_EAGAIN ? MQTT_RC_UNAVAILABLE
+		                                                     : MQTT_RC_NOT_AUTHORIZED);
 		return true;
 	}
 	dps__auth_clear(&auth);
@@ -382,16 +398,13 @@ void dps__device_http(struct dps *d, struct http_exchange *ex)
 	}
 	struct dps_auth a;
 	const char *why = "no Authorization header";
-	int rc =
-	    auth ? dps__authenticate(d, regid, auth, strlen(auth), clock_now_ms() / 1000, &a, &why)
-	         : FH_EAUTH;
+	unsigned wait = 0;
+	int rc = auth ? dps__authenticate(d, regid, auth, strlen(auth), clock_now_ms() / 1000, &a,
+	                                  &why, &wait)
+	              : FH_EAUTH;
 	if (rc != 0) {
 		log_at(LOG_INFO, "dps %s: https %s: %s refused: %s", d->name, peer, regid, why);
-		reply_error(http_reply_new(ex), rc == FH_EIO ? 503 : 401,
-		            rc == FH_EIO ? 503000 : 401002,
-		            rc == FH_EIO ? "the service cannot read its store; try again"
-		                         : "Unauthorized: the SAS token does not match an "
-		                           "enrollment of this registration id");
+		refuse_auth(http_reply_new(ex), rc, why, wait);
 		return;
 	}
 	dps__auth_clear(&a);

@@ -235,7 +235,7 @@ static void put_done(void *arg, int rc)
 	struct write_job *j = arg;
 	if (rc == 0) {
 		if (j->kind == ENROLLMENT_GROUP)
-			dps__groups_changed(j->d);
+			dps__group_changed(j->d, j->id, j->record);
 		log_at(LOG_INFO, "dps %s: %s %s stored", j->d->name, kind_name(j->kind), j->id);
 		respond_json(j->ex, 200, NULL, j->record);
 	} else {
@@ -279,7 +279,7 @@ static void delete_done(void *arg, int rc)
 	struct write_job *j = arg;
 	if (rc == 0) {
 		if (j->kind == ENROLLMENT_GROUP)
-			dps__groups_changed(j->d);
+			dps__group_changed(j->d, j->id, NULL);
 		log_at(LOG_INFO, "dps %s: %s %s deleted", j->d->name, kind_name(j->kind), j->id);
 		http_respond(j->ex, 204, NULL, NULL, 0);
 	} else {
@@ -374,6 +374,42 @@ static bool query_is_all(const json_t *body, const char *from)
 	       strcasecmp(fr, "from") == 0 && strcasecmp(table, from) == 0;
 }
 
+/* A query's pages are read by store_read_slow: listing (and for a group's
+ * registrations, filtering every registration) runs on a worker thread,
+ * never on the loop. */
+struct query_job {
+	struct http_exchange *ex;
+	enum store_doc_kind kind;
+	char scope[256];
+	char group[ENROLLMENT_ID_MAX + 1]; /* "" = every record */
+	struct page p;
+};
+
+static int query_work(void *arg, struct store_txn *t)
+{
+	struct query_job *j = arg;
+	int rc;
+	do { /* a group's registrations are filtered while listing */
+		j->p.nscanned = 0;
+		rc = store_doc_list(t, j->kind, j->scope, "", j->p.scanned, PAGE_MAX, page_each,
+				    &j->p);
+	} while (rc == 0 && !j->p.more && j->p.nscanned == PAGE_MAX);
+	return rc;
+}
+
+static void query_done(void *arg, int rc)
+{
+	struct query_job *j = arg;
+	if (rc != 0) {
+		respond_error(j->ex, 503, 503000, "the store cannot be read (%s)", fh_strerror(rc));
+	} else {
+		const char *headers[] = {"x-ms-continuation", j->p.scanned, NULL};
+		respond_json(j->ex, 200, j->p.more ? headers : NULL, j->p.items);
+	}
+	json_decref(j->p.items);
+	free(j);
+}
+
 static void query(struct req *r, enum store_doc_kind k, const char *from, const char *group)
 {
 	json_t *body = body_object(r->ex);
@@ -389,24 +425,15 @@ static void query(struct req *r, enum store_doc_kind k, const char *from, const 
 	const char *mx = http_request_header(r->ex->req, "x-ms-max-item-count");
 	const char *cont = http_request_header(r->ex->req, "x-ms-continuation");
 	long max = mx ? strtol(mx, NULL, 10) : PAGE_MAX;
-	struct page p = {json_array(), (unsigned)(max > 0 && max < PAGE_MAX ? max : PAGE_MAX),
-			 k == STORE_REGISTRATION, group, "", 0, false};
-	snprintf(p.scanned, sizeof p.scanned, "%s", cont ? cont : "");
-	int rc;
-	do { /* a group's registrations are filtered while listing */
-		p.nscanned = 0;
-		rc = store_doc_list(store_reader(r->d->store), k, r->d->name, "", p.scanned,
-				    PAGE_MAX, page_each, &p);
-	} while (rc == 0 && !p.more && p.nscanned == PAGE_MAX);
-	if (rc != 0) {
-		json_decref(p.items);
-		respond_error(r->ex, 503, 503000, "the store cannot be read (%s)",
-			      fh_strerror(rc));
-		return;
-	}
-	const char *headers[] = {"x-ms-continuation", p.scanned, NULL};
-	respond_json(r->ex, 200, p.more ? headers : NULL, p.items);
-	json_decref(p.items);
+	struct query_job *j = xcalloc(1, sizeof *j);
+	j->ex = r->ex;
+	j->kind = k;
+	snprintf(j->scope, sizeof j->scope, "%s", r->d->name);
+	snprintf(j->group, sizeof j->group, "%s", group ? group : "");
+	j->p = (struct page){json_array(), (unsigned)(max > 0 && max < PAGE_MAX ? max : PAGE_MAX),
+			     k == STORE_REGISTRATION, group ? j->group : NULL, "", 0, false};
+	snprintf(j->p.scanned, sizeof j->p.scanned, "%s", cont ? cont : "");
+	store_read_slow(r->d->store, query_work, query_done, j);
 }
 
 /* ---- handlers ----------------------------------------------------------------- */

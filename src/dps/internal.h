@@ -24,18 +24,25 @@ struct dps_auth {
 	int key_index; /* 0 primary, 1 secondary */
 };
 
-/* Enrollment groups are cached for attestation (struct dps.groups) at
- * most this long, so a change made by another writer of the store is seen
- * within it; changes made through this DPS drop the cache at once. */
-#define GROUPS_TTL_MS 1000
-/* Drops the cached enrollment groups; called when a write changed them. */
-void dps__groups_changed(struct dps *d);
+/* The enrollment groups are kept parsed for attestation (struct
+ * dps.groups): read once at start-up, then changed one group at a time by
+ * the writes this DPS commits (record NULL: the group was deleted), never
+ * read again in full on the loop. (With several nodes, issue 17, another
+ * node's changes arrive through the store's notification channel.) */
+void dps__group_changed(struct dps *d, const char *id, const json_t *record);
+/* Reads every group (at start-up: the loop is not serving yet). */
+int dps__groups_load(struct dps *d);
 /* Checks token[0..n) (sr = "<idScope>/registrations/<regid>") against the
  * individual enrollment of regid, else against every enrollment group
- * (keys derived per registration id). Returns 0 with *out filled, FH_EAUTH
- * with *why, or FH_EIO when the store could not be read. */
+ * (keys derived per registration id). Cheap checks come before any HMAC:
+ * the token's form, expiry and resource, then regid's rate of failed
+ * attempts, then (before trying the groups) the rate of group key checks
+ * of all devices together. Returns 0 with *out filled, FH_EAUTH with
+ * *why, FH_EAGAIN with *why and *retry_after (seconds) when a rate
+ * refuses the attempt (the caller answers 429 or CONNACK 3), or FH_EIO
+ * when the store could not be read. */
 int dps__authenticate(struct dps *d, const char *regid, const char *token, size_t n, int64_t now_s,
-                      struct dps_auth *out, const char **why);
+                      struct dps_auth *out, const char **why, unsigned *retry_after);
 void dps__auth_clear(struct dps_auth *a);
 
 /* An answer to a device request, sent by whoever made the request (MQTT

@@ -456,6 +456,17 @@ int http_client_new(struct http_client **out, uv_loop_t *loop, const char *extra
 	}
 	X509_STORE *trust = NULL;
 	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+	/* A blocking resolver would stop the loop for every webhook or remote
+	 * hub whose name has to be looked up: refuse to start without one
+	 * that runs off the loop (Debian's libcurl has the threaded one). */
+	if (!(v->features & CURL_VERSION_ASYNCHDNS)) {
+		snprintf(err, errlen,
+		         "libcurl %s resolves host names synchronously, which would block the "
+		         "server's event loop: install a libcurl with an asynchronous resolver "
+		         "(threaded or c-ares)",
+		         v->version);
+		return FH_EINVAL;
+	}
 	bool openssl = v->ssl_version && strncmp(v->ssl_version, "OpenSSL", 7) == 0;
 	if (extra_ca_file && !openssl) {
 		snprintf(err, errlen, "an extra CA file needs libcurl built with OpenSSL (%s)",

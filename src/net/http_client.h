@@ -32,8 +32,9 @@ struct http_client_result {
 typedef void (*http_client_done_fn)(void *arg, const struct http_client_result *r);
 
 /* extra_ca_file may be NULL; its certificates are loaded now (a missing
- * or certificate-less file is an error). Returns 0, or FH_EIO / FH_EINVAL /
- * FH_ENOMEM with a message in err. */
+ * or certificate-less file is an error). A libcurl without an asynchronous
+ * resolver is refused (FH_EINVAL): its name look-ups would block the loop.
+ * Returns 0, or FH_EIO / FH_EINVAL / FH_ENOMEM with a message in err. */
 int http_client_new(struct http_client **out, uv_loop_t *loop, const char *extra_ca_file,
 		    char *err, size_t errlen);
 /* Fails every request still running (status 0, "shutting down"), then

@@ -171,6 +171,13 @@ static const struct setting settings[] = {
     {SCOPE_DPS, "retry_after_s", SET_UINT, 1, 60, "1",
      "Seconds devices are told to wait (retry-after) between status polls.",
      DPS(retry_after_s)},
+    {SCOPE_DPS, "attestation_rate", SET_UINT, 100, 10000000, "50000",
+     "Enrollment group key checks (HMACs) per second for all registrations\n"
+     "together: a device that no individual enrollment matches costs 4 per\n"
+     "group. Beyond it registrations get 429 (MQTT CONNECT: CONNACK 3) with\n"
+     "retry-after, so invented registration ids cannot take the server's\n"
+     "CPU (100..10000000).",
+     DPS(attestation_rate)},
     {SCOPE_DPS, "max_assigning", SET_UINT, 1, 1000000, "10000",
      "Registrations in progress (assigning, e.g. waiting for a webhook) at\n"
      "most; new ones beyond are answered 429 with retry-after (1..1000000).",

@@ -57,6 +57,7 @@ struct config_dps {
 	unsigned webhook_log_max_age_h; /* 168 */
 	unsigned retry_after_s;      /* 1 */
 	unsigned max_assigning;      /* 10000: registrations in progress at once */
+	unsigned attestation_rate;   /* 50000 group key checks per second */
 	struct config_addrs mqtt_listen;
 	struct config_addrs https_listen;
 };

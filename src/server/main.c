@@ -449,6 +449,7 @@ static int setup_dps(char *err, size_t errlen)
 		.webhook_log_max_age_h = c->webhook_log_max_age_h,
 		.retry_after_s = c->retry_after_s,
 		.max_assigning = c->max_assigning,
+		.attestation_rate = c->attestation_rate,
 		.rate = device_rate(),
 		.rate_keys = srv.cfg.max_connections,
 	};
@@ -673,6 +674,9 @@ static int serve(const char *config_path, const char *data_dir)
 	if (srv.dps)
 		dps_resume(srv.dps);
 	print_banner(ca_path);
+	/* From here on no thread waits for stderr (base/log.c). */
+	if (log_start_async(2) != 0)
+		log_at(LOG_WARN, "cannot start the log thread: log lines are written directly");
 	log_at(LOG_INFO, "fleethub %s ready", FLEETHUB_VERSION);
 
 	uv_run(srv.loop, UV_RUN_DEFAULT);
@@ -692,6 +696,7 @@ static int serve(const char *config_path, const char *data_dir)
 	free(ca_path);
 	config_free(&srv.cfg);
 	log_at(LOG_INFO, "stopped");
+	log_stop();
 	return 0;
 }
 

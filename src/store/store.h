@@ -82,6 +82,11 @@ struct store_txn *store_reader(struct store *s);
  * only its arg and the txn, and the caller does not touch arg after the
  * call (done may have freed it). */
 void store_read(struct store *s, store_work_fn work, store_done_fn done, void *arg);
+/* store_read for a read that can take long (a scan, a list filtered as it
+ * goes): work runs on a worker thread, never on the loop, against its own
+ * snapshot; done(arg, rc) then runs on the loop. Slow reads run one at a
+ * time. The same rules as store_read: work touches only arg and the txn. */
+void store_read_slow(struct store *s, store_work_fn work, store_done_fn done, void *arg);
 void store_submit(struct store *s, store_work_fn work, store_done_fn done, void *arg);
 
 /* What a client is told when the store refused a write with rc (FH_ENOSPC:

@@ -1,7 +1,11 @@
 /* The embedded store: store.h implemented on SQLite (WAL, synchronous=FULL).
  *
- * Two connections. The reader is used only on the loop thread (store_reader);
- * it is query_only and every statement is reset right after use. The reads
+ * Four connections: the writer (its thread), the checkpointer (its thread),
+ * the slow reader (store_read_slow: libuv's worker threads, one read at a
+ * time under slow_mu, each in its own read transaction) and the reader.
+ * The reader is used only on the loop thread (store_reader, store_read);
+ * it is query_only, waits at most READER_BUSY_TIMEOUT_MS for a lock, and
+ * every statement is reset right after use. The reads
  * of one loop iteration share one read transaction (one WAL snapshot):
  * the first read opens it (BEGIN), and it ends (COMMIT) at the latest in the
  * loop's prepare phase, before the loop waits for I/O, and always before
@@ -111,6 +115,10 @@
 #define CHECKPOINT_REWIND_PAGES (4 * CHECKPOINT_PAGES)
 #define CHECKPOINT_RETRY_MS 1000
 #define BUSY_TIMEOUT_MS 5000
+/* The loop's reader never waits long: in WAL mode a reader is blocked
+ * only by a recovery in progress, and a read that finds one fails (503,
+ * "try again") rather than stalling every device of the loop. */
+#define READER_BUSY_TIMEOUT_MS 20
 
 /* Append-only. Never edit a shipped entry: add a new one. */
 static const char *const migrations[] = {
@@ -305,6 +313,10 @@ struct store {
 	int thread_started;
 
 	struct store_txn reader; /* loop thread only */
+	struct store_txn slow;   /* store_read_slow's work, one at a time (slow_mu) */
+	uv_mutex_t slow_mu;
+	unsigned slow_inflight;  /* loop thread: slow reads whose done has not run */
+	int slow_closing;        /* loop thread: store_close ran while some were in flight */
 	struct store_txn writer; /* writer thread only (loop after join) */
 
 	uv_mutex_t mu; /* guards pending, closing */
@@ -474,6 +486,7 @@ static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
 static int conn_open(struct store_txn *t, const char *path, int query_only, char *err,
 		     size_t errlen)
 {
+	int busy_ms = query_only == 2 ? READER_BUSY_TIMEOUT_MS : BUSY_TIMEOUT_MS;
 	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
 	if (sqlite3_open_v2(path, &t->db, flags, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open %s: %s", path,
@@ -481,7 +494,7 @@ static int conn_open(struct store_txn *t, const char *path, int query_only, char
 		return FH_EIO;
 	}
 	sqlite3_extended_result_codes(t->db, 1);
-	if (sqlite3_busy_timeout(t->db, BUSY_TIMEOUT_MS) != SQLITE_OK) {
+	if (sqlite3_busy_timeout(t->db, busy_ms) != SQLITE_OK) {
 		snprintf(err, errlen, "busy_timeout: %s", sqlite3_errmsg(t->db));
 		return FH_EIO;
 	}
@@ -828,6 +841,7 @@ static void store_free(struct store *s, int locks)
 		uv_mutex_destroy(&s->done_mu);
 		uv_mutex_destroy(&s->batch_mu);
 		uv_mutex_destroy(&s->ckpt_mu);
+		uv_mutex_destroy(&s->slow_mu);
 		uv_cond_destroy(&s->cond);
 		uv_cond_destroy(&s->ckpt_cond);
 	}
@@ -838,8 +852,8 @@ static void store_free(struct store *s, int locks)
 static void on_closed(uv_handle_t *h)
 {
 	struct store *s = h->data;
-	if (--s->open_handles > 0)
-		return;
+	if (--s->open_handles > 0 || s->slow_inflight > 0)
+		return; /* the last slow read's done frees it */
 	store_free(s, 1);
 }
 
@@ -861,6 +875,7 @@ static int create_file(const char *path, char *err, size_t errlen)
 /* Undoes a store_open that failed before its handles were initialised. */
 static int open_failed(struct store *s, int locks)
 {
+	txn_close(&s->slow);
 	txn_close(&s->ckpt);
 	txn_close(&s->reader);
 	txn_close(&s->writer);
@@ -884,13 +899,17 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 	if (rc == 0)
 		rc = writer_hooks(s, err, errlen);
 	if (rc == 0)
-		rc = conn_open(&s->reader, path, 1, err, errlen);
+		rc = conn_open(&s->reader, path, 2, err, errlen); /* 2: the loop's */
 	if (rc == 0)
 		rc = conn_open(&s->ckpt, path, 1, err, errlen);
+	if (rc == 0)
+		rc = conn_open(&s->slow, path, 1, err, errlen);
 	if (rc == 0)
 		rc = txn_prepare(&s->writer, err, errlen);
 	if (rc == 0)
 		rc = txn_prepare(&s->reader, err, errlen);
+	if (rc == 0)
+		rc = txn_prepare(&s->slow, err, errlen);
 	if (rc != 0) {
 		open_failed(s, 0);
 		return rc;
@@ -898,6 +917,7 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 
 	if (uv_mutex_init(&s->mu) != 0 || uv_mutex_init(&s->done_mu) != 0 ||
 	    uv_mutex_init(&s->batch_mu) != 0 || uv_mutex_init(&s->ckpt_mu) != 0 ||
+	    uv_mutex_init(&s->slow_mu) != 0 ||
 	    uv_cond_init(&s->cond) != 0 || uv_cond_init(&s->ckpt_cond) != 0) {
 		/* Practically never fails on Linux; leak the primitives. */
 		snprintf(err, errlen, "cannot create locks");
@@ -914,12 +934,14 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 	uv_prepare_start(&s->prepare, on_prepare);
 	uv_unref((uv_handle_t *)&s->prepare);
 	s->reader.shared_read = 1;
+	s->slow.shared_read = 1; /* one snapshot per slow read (ended after its work) */
 	if (uv_thread_create(&s->ckpt_thread, checkpointer_main, s) == 0)
 		s->ckpt_started = 1;
 	if (!s->ckpt_started || uv_thread_create(&s->thread, writer_main, s) != 0) {
 		snprintf(err, errlen, "cannot start the store's threads");
 		checkpointer_stop(s);
 		txn_close(&s->ckpt);
+		txn_close(&s->slow);
 		txn_close(&s->reader);
 		txn_close(&s->writer);
 		uv_close((uv_handle_t *)&s->async, on_closed);
@@ -960,6 +982,10 @@ void store_close(struct store *s)
 	read_end(&s->reader);
 	txn_close(&s->reader);
 	txn_close(&s->writer);
+	if (s->slow_inflight == 0)
+		txn_close(&s->slow);
+	else
+		s->slow_closing = 1; /* the last one closes it */
 	uv_close((uv_handle_t *)&s->async, on_closed);
 	uv_close((uv_handle_t *)&s->prepare, on_closed);
 }
@@ -975,6 +1001,57 @@ void store_read(struct store *s, store_work_fn work, store_done_fn done, void *a
 {
 	int rc = work(arg, &s->reader);
 	done(arg, rc);
+}
+
+/* ---- reads that may be slow: on libuv's worker threads ---- */
+
+struct slow_req {
+	uv_work_t req;
+	struct store *s;
+	store_work_fn work;
+	store_done_fn done;
+	void *arg;
+	int rc;
+};
+
+static void slow_work(uv_work_t *w)
+{
+	struct slow_req *r = w->data;
+	struct store *s = r->s;
+	uv_mutex_lock(&s->slow_mu);
+	r->rc = r->work(r->arg, &s->slow);
+	read_end(&s->slow);
+	uv_mutex_unlock(&s->slow_mu);
+}
+
+static void slow_after(uv_work_t *w, int status)
+{
+	struct slow_req *r = w->data;
+	struct store *s = r->s;
+	s->slow_inflight--;
+	r->done(r->arg, status == 0 ? r->rc : FH_EIO);
+	free(r);
+	if (s->slow_inflight == 0 && s->slow_closing) {
+		txn_close(&s->slow);
+		if (s->open_handles == 0)
+			store_free(s, 1);
+	}
+}
+
+void store_read_slow(struct store *s, store_work_fn work, store_done_fn done, void *arg)
+{
+	struct slow_req *r = xcalloc(1, sizeof *r);
+	r->req.data = r;
+	r->s = s;
+	r->work = work;
+	r->done = done;
+	r->arg = arg;
+	s->slow_inflight++;
+	if (uv_queue_work(s->loop, &r->req, slow_work, slow_after) != 0) {
+		s->slow_inflight--;
+		free(r);
+		done(arg, FH_EIO);
+	}
 }
 
 void store_submit(struct store *s, store_work_fn work, store_done_fn done, void *arg)

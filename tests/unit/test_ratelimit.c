@@ -133,6 +133,38 @@ static void test_flood_of_new_keys(void **state)
 	rate_table_free(&t);
 }
 
+/* A cost of n tokens: taken whole or not at all; above the burst, a full
+ * bucket pays; the wait says when n will be there. */
+static void test_take_n(void **state)
+{
+	struct rate_limit lim = {100, 1000}; /* 100 tokens/s, burst 1000 */
+	struct rate_bucket b = {1, 1000 * 1000, 0};
+	assert_int_equal(rate_bucket_take_n(&b, &lim, 600, 0), 0);
+	assert_int_equal(rate_bucket_take_n(&b, &lim, 600, 0), 2); /* 400 left: 2 s for 600 */
+	assert_int_equal(b.milli, 400 * 1000);                       /* nothing taken */
+	assert_int_equal(rate_bucket_take_n(&b, &lim, 600, 2000), 0);
+	assert_int_equal(rate_bucket_take_n(&b, &lim, 5000, 2000), 10); /* empty: a full one */
+	assert_int_equal(rate_bucket_take_n(&b, &lim, 5000, 12000), 0);
+	assert_int_equal(b.milli, 0);
+}
+
+/* Looking does not take: a key's failures (taken after them) decide
+ * whether the next attempt is looked at. */
+static void test_wait_takes_nothing(void **state)
+{
+	struct rate_limit lim = {1, 2};
+	struct rate_table t;
+	rate_table_init(&t, &lim, 16);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(rate_table_wait(&t, "reg-1", 5, 0), 0);
+	assert_int_equal(rate_table_take(&t, "reg-1", 5, 0), 0);
+	assert_int_equal(rate_table_take(&t, "reg-1", 5, 0), 0);
+	assert_int_equal(rate_table_wait(&t, "reg-1", 5, 0), 1);
+	assert_int_equal(rate_table_wait(&t, "reg-2", 5, 0), 0);
+	assert_int_equal(rate_table_wait(&t, "reg-1", 5, 1000), 0);
+	rate_table_free(&t);
+}
+
 static void test_no_limit(void **state)
 {
 	struct rate_limit lim = {.rate = 0, .burst = 0};
@@ -148,6 +180,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_burst_then_rate),
+	    cmocka_unit_test(test_take_n),
+	    cmocka_unit_test(test_wait_takes_nothing),
 	    cmocka_unit_test(test_retry_after),
 	    cmocka_unit_test(test_idle_refill_no_overflow),
 	    cmocka_unit_test(test_clock_backwards),

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -674,6 +675,55 @@ static void test_sessions(void **state)
 	while (!rj.done)
 		uv_run(&f->loop, UV_RUN_ONCE);
 	assert_int_equal(rj.rc, FH_ENOTFOUND);
+}
+
+/* store_read_slow: work on a worker thread (not the loop's), against its own
+ * snapshot; done on the loop, once. */
+struct slow_job {
+	pthread_t loop_thread, work_thread;
+	char subs[64];
+	int rc, done;
+};
+
+static int slow_work_fn(void *arg, struct store_txn *t)
+{
+	struct slow_job *j = arg;
+	j->work_thread = pthread_self();
+	struct store_session ses;
+	int rc = store_session_get(t, "h", "s1", &ses);
+	if (rc == 0)
+		snprintf(j->subs, sizeof j->subs, "%s", ses.subs);
+	store_session_clear(&ses);
+	return rc;
+}
+
+static void slow_done_fn(void *arg, int rc)
+{
+	struct slow_job *j = arg;
+	assert_true(pthread_equal(pthread_self(), j->loop_thread));
+	j->rc = rc;
+	j->done++;
+}
+
+static void test_read_slow(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(run_fn(f, put_gen_device), 0);
+	assert_int_equal(run_fn(f, put_session_111), 0);
+	struct slow_job j = {.loop_thread = pthread_self(), .rc = -99};
+	store_read_slow(f->s, slow_work_fn, slow_done_fn, &j);
+	assert_int_equal(j.done, 0); /* never before the call returns */
+	while (!j.done)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	assert_int_equal(j.done, 1);
+	assert_int_equal(j.rc, 0);
+	assert_false(pthread_equal(j.work_thread, j.loop_thread));
+	assert_string_equal(j.subs, "{\"desired\":0}");
+	/* A slow read still in flight when the store closes completes. */
+	struct slow_job k = {.loop_thread = pthread_self(), .rc = -99};
+	store_read_slow(f->s, slow_work_fn, slow_done_fn, &k);
+	fixture_close_store(f);
+	assert_int_equal(k.done, 1);
 }
 
 static void test_newer_schema(void **state)
@@ -1437,6 +1487,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_documents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_slow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_runs_chained_jobs, setup, teardown),

@@ -49,6 +49,9 @@ class Server {
     }
     fs.writeFileSync(this.configPath, lines.join('\n') + '\n');
     this.devCa = !!opts.devCa;
+    // stderrUnread: nobody reads the server's log until drainLog() (a full
+    // pipe: what a stuck terminal or journal does to a server)
+    this.stderrUnread = !!opts.stderrUnread;
     // the port of the shared HTTPS listener (REST calls go to the hub's name)
     this.httpsPort = Number(/:(\d+)$/.exec(opts.https || '')?.[1] || 443);
     this.env = opts.env;
@@ -74,11 +77,12 @@ class Server {
         reject(new Error(`fleethub did not become ready in 15 s\nstdout:\n${out}\nstderr:\n${err}`));
       }, 15000);
       this.log = '';
-      proc.stderr.on('data', (d) => {
+      this.drainLog = () => proc.stderr.on('data', (d) => {
         err += d;
         this.log += d;
         if (process.env.FLEETHUB_TEST_VERBOSE) process.stderr.write(d);
       });
+      if (!this.stderrUnread) this.drainLog();
       proc.stdout.on('data', (d) => {
         out += d;
         if (/^ready$/m.test(out)) {
