@@ -499,19 +499,40 @@ static void device_list(struct route_args *a)
 }
 
 /* GET /statistics/devices */
+/* The counts read every device of the hub: on a worker (store_read_slow). */
+struct stats_job {
+	struct http_exchange *ex;
+	char hub[256];
+	int64_t total, enabled;
+};
+
+static int stats_work(void *arg, struct store_txn *t)
+{
+	struct stats_job *j = arg;
+	return store_device_count(t, j->hub, &j->total, &j->enabled);
+}
+
+static void stats_done(void *arg, int rc)
+{
+	struct stats_job *j = arg;
+	if (rc != 0) {
+		respond_store_error(j->ex, rc, "", false);
+	} else {
+		json_t *o = json_pack("{s:I,s:I,s:I}", "totalDeviceCount", (json_int_t)j->total,
+				      "enabledDeviceCount", (json_int_t)j->enabled,
+				      "disabledDeviceCount", (json_int_t)(j->total - j->enabled));
+		respond_json(j->ex, 200, o);
+		json_decref(o);
+	}
+	free(j);
+}
+
 static void device_stats(struct route_args *a)
 {
-	int64_t total = 0, enabled = 0;
-	int rc = store_device_count(store_reader(a->hub->store), a->hub->name, &total, &enabled);
-	if (rc != 0) {
-		respond_store_error(a->ex, rc, "", false);
-		return;
-	}
-	json_t *o = json_pack("{s:I,s:I,s:I}", "totalDeviceCount", (json_int_t)total,
-			      "enabledDeviceCount", (json_int_t)enabled, "disabledDeviceCount",
-			      (json_int_t)(total - enabled));
-	respond_json(a->ex, 200, o);
-	json_decref(o);
+	struct stats_job *j = xcalloc(1, sizeof *j);
+	j->ex = a->ex;
+	snprintf(j->hub, sizeof j->hub, "%s", a->hub->name);
+	store_read_slow(a->hub->store, stats_work, stats_done, j);
 }
 
 /* GET /twins/{id} */
