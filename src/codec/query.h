@@ -18,7 +18,9 @@
  * case-insensitive; path segments are not.
  *
  * Bounds (checked before they are exceeded, whatever the input): text
- * QUERY_MAX_TEXT bytes, QUERY_MAX_NODES nodes, nesting QUERY_MAX_DEPTH,
+ * QUERY_MAX_TEXT bytes, QUERY_MAX_NODES nodes, nesting QUERY_MAX_DEPTH
+ * (parentheses, NOT, unary minus; a chain such as a + b + c is parsed in a
+ * loop, so a tree may be as deep as it has nodes),
  * QUERY_MAX_SEGMENTS segments per path, QUERY_MAX_ITEMS select items, TOP
  * at most QUERY_MAX_TOP. Every node and string lives in the query's arena,
  * freed by query_free. */
