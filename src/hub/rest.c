@@ -463,20 +463,51 @@ static void device_get(struct route_args *a)
 }
 
 /* GET /devices */
-struct list_ctx {
+/* GET /devices: up to LIST_MAX identities read on a worker
+ * (store_read_slow); rendered on the loop, where the live sessions are. */
+struct list_job {
+	struct http_exchange *ex;
 	struct hub *hub;
-	json_t *arr;
+	char hub_name[256];
+	unsigned limit;
+	json_t *rows; /* [[id, identity, etag], ...] */
 };
 
 static int list_each(void *arg, const char *id, const struct store_device *d)
 {
-	struct list_ctx *c = arg;
+	struct list_job *j = arg;
 	json_t *identity = json_loads(d->json, 0, NULL);
-	if (identity) {
-		json_array_append_new(c->arr, render_device(c->hub, id, identity, d->etag));
-		json_decref(identity);
-	}
+	if (identity)
+		json_array_append_new(j->rows, json_pack("[s,o,I]", id, identity,
+							 (json_int_t)d->etag));
 	return 0;
+}
+
+static int list_work(void *arg, struct store_txn *t)
+{
+	struct list_job *j = arg;
+	return store_device_list(t, j->hub_name, "", j->limit, list_each, j);
+}
+
+static void list_done(void *arg, int rc)
+{
+	struct list_job *j = arg;
+	if (rc != 0) {
+		respond_store_error(j->ex, rc, "", false);
+	} else {
+		json_t *arr = json_array();
+		size_t i;
+		json_t *row;
+		json_array_foreach(j->rows, i, row)
+			json_array_append_new(arr, render_device(j->hub,
+								 json_string_value(json_array_get(row, 0)),
+								 json_array_get(row, 1),
+								 json_integer_value(json_array_get(row, 2))));
+		respond_json(j->ex, 200, arr);
+		json_decref(arr);
+	}
+	json_decref(j->rows);
+	free(j);
 }
 
 static void device_list(struct route_args *a)
@@ -488,14 +519,13 @@ static void device_list(struct route_args *a)
 		if (v > 0 && v < LIST_MAX)
 			limit = (unsigned)v;
 	}
-	struct list_ctx c = {a->hub, json_array()};
-	int rc = store_device_list(store_reader(a->hub->store), a->hub->name, "", limit, list_each,
-				   &c);
-	if (rc != 0)
-		respond_store_error(a->ex, rc, "", false);
-	else
-		respond_json(a->ex, 200, c.arr);
-	json_decref(c.arr);
+	struct list_job *j = xcalloc(1, sizeof *j);
+	j->ex = a->ex;
+	j->hub = a->hub;
+	snprintf(j->hub_name, sizeof j->hub_name, "%s", a->hub->name);
+	j->limit = limit;
+	j->rows = json_array();
+	store_read_slow(a->hub->store, list_work, list_done, j);
 }
 
 /* GET /statistics/devices */
