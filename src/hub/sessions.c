@@ -164,7 +164,11 @@ bool sessions_attach(struct hub *h, struct dev_session *s, bool clean,
 	s->live = true;
 	if (old && old != s) {
 		old->live = false;
-		old->ops->close(old, "the device connected again; closing the older connection");
+		log_at(LOG_INFO, "hub %s: device %s connected again (clean session %d%s); closing "
+				 "the older connection",
+		       h->name, s->device_id, clean,
+		       !clean && old->durable ? ", its subscriptions taken over" : "");
+		old->ops->close(old, "the device connected again");
 	}
 	return present;
 }
