@@ -809,14 +809,15 @@ static bool parse_statement(struct parser *p)
 	if (!expect_kw(p, "FROM"))
 		return false;
 	size_t from_pos = p->pos;
-	if (!is_kw(p, "devices")) {
+	if (p->t != T_NAME || reserved(p)) {
 		fail(p, from_pos, "expected devices, devices.modules or devices.jobs after FROM%s",
 		     NULL);
 		return false;
 	}
+	q->from = is_kw(p, "devices") ? QFROM_DEVICES : QFROM_OTHER;
+	size_t from_end = p->pos + p->len;
 	next(p);
-	q->from = QFROM_DEVICES;
-	if (p->t == T_DOT) {
+	if (q->from == QFROM_DEVICES && p->t == T_DOT) {
 		next(p);
 		if (is_kw(p, "modules"))
 			q->from = QFROM_MODULES;
@@ -827,8 +828,10 @@ static bool parse_statement(struct parser *p)
 			     NULL);
 			return false;
 		}
+		from_end = p->pos + p->len;
 		next(p);
 	}
+	q->from_name = copy_text(p, p->s + from_pos, from_end - from_pos);
 	if (accept_kw(p, "WHERE") && !(q->where = parse_expr(p)))
 		return false;
 	if (accept_kw(p, "GROUP")) {

@@ -3,7 +3,7 @@
  * problem (what a 400 answer says).
  *
  *   SELECT [TOP n] * | item [AS alias], ...
- *   FROM devices | devices.modules | devices.jobs
+ *   FROM devices | devices.modules | devices.jobs | name (for other APIs)
  *   [WHERE condition] [GROUP BY path]
  *
  * An item is an expression (usually a path) or an aggregate: COUNT(),
@@ -94,7 +94,9 @@ struct query_item {
 	const char *alias;       /* NULL when none was given */
 };
 
-enum query_from { QFROM_DEVICES, QFROM_MODULES, QFROM_JOBS };
+/* QFROM_OTHER: any other name, in from_name (the DPS's enrollments,
+ * enrollmentGroups, registrations): the caller checks it. */
+enum query_from { QFROM_DEVICES, QFROM_MODULES, QFROM_JOBS, QFROM_OTHER };
 
 struct query {
 	bool star;
@@ -103,6 +105,7 @@ struct query {
 	size_t nitems;
 	bool aggregates; /* some item is an aggregate */
 	enum query_from from;
+	const char *from_name; /* the source as written, e.g. "devices.modules" */
 	struct query_node *where;    /* or NULL */
 	struct query_node *group_by; /* a QN_PATH, or NULL */
 	void *arena;                 /* owned; query_free */

@@ -21,6 +21,8 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "codec/query.h"
+#include "core/query_eval.h"
 #include "internal.h"
 
 #define PAGE_MAX 1000
@@ -334,6 +336,7 @@ struct page {
 	unsigned max;
 	bool states;       /* registration states: shown without internal fields */
 	const char *group; /* registrations: only this group's, or NULL for all */
+	const struct query_node *where; /* only the records it holds for, or NULL */
 	char scanned[3 * ENROLLMENT_ID_MAX + 1]; /* the last id looked at */
 	unsigned nscanned;
 	bool more;
@@ -345,12 +348,18 @@ static int page_each(void *arg, const char *id, const char *json)
 	json_t *o = json_loads(json, 0, NULL);
 	const char *g = p->group ? json_string_value(json_object_get(o, "_group")) : NULL;
 	if (o && (!p->group || (g && strcmp(g, p->group) == 0))) {
-		if (json_array_size(p->items) == p->max) {
+		/* WHERE sees the record as the API shows it */
+		json_t *shown = p->states ? dps__public_state(o) : json_incref(o);
+		if (!query_matches(p->where, shown)) {
+			json_decref(shown);
+		} else if (json_array_size(p->items) == p->max) {
+			json_decref(shown);
 			json_decref(o);
 			p->more = true;
 			return 1;
+		} else {
+			json_array_append_new(p->items, shown);
 		}
-		json_array_append_new(p->items, p->states ? dps__public_state(o) : json_incref(o));
 	}
 	json_decref(o);
 	p->nscanned++;
@@ -358,20 +367,54 @@ static int page_each(void *arg, const char *id, const char *json)
 	return 0;
 }
 
-/* Accepts "*" and "SELECT * FROM <from>" (any case, optional spaces). */
-static bool query_is_all(const json_t *body, const char *from)
+/* The query of a query request: "*" (every record), or SELECT * FROM one
+ * of the names in froms (comma-separated; any case) [WHERE condition],
+ * TOP allowed, in the IoT Hub query language (codec/query.h; evaluated
+ * per record, core/query_eval.h). Returns 0 with *q filled (query_free it;
+ * for "*" it is empty), or -1 after answering 400 with the position and
+ * the problem. */
+static int parse_query(struct http_exchange *ex, const json_t *body, const char *froms,
+		       struct query *q)
 {
-	const char *q = json_string_value(json_object_get(body, "query"));
-	if (!q)
-		return false;
-	while (*q == ' ')
-		q++;
-	if (strcmp(q, "*") == 0)
-		return true;
-	char sel[16], star[4], fr[8], table[64], rest[8];
-	int n = sscanf(q, "%15s %3s %7s %63s %7s", sel, star, fr, table, rest);
-	return n == 4 && strcasecmp(sel, "select") == 0 && strcmp(star, "*") == 0 &&
-	       strcasecmp(fr, "from") == 0 && strcasecmp(table, from) == 0;
+	memset(q, 0, sizeof *q);
+	const char *text = json_string_value(json_object_get(body, "query"));
+	if (!text) {
+		respond_error(ex, 400, 400004, "the body must be {\"query\": \"...\"}");
+		return -1;
+	}
+	while (*text == ' ')
+		text++;
+	if (strcmp(text, "*") == 0) {
+		q->star = true;
+		return 0;
+	}
+	struct query_error err;
+	if (query_parse(text, strlen(text), q, &err) != 0) {
+		respond_error(ex, 400, 400004, "the query is not valid: %s", err.message);
+		return -1;
+	}
+	const char *why = NULL;
+	if (!q->star || q->aggregates)
+		why = "only SELECT * is supported here (no projections or aggregates)";
+	else if (q->from != QFROM_OTHER)
+		why = "the query names the hub's devices, not this resource";
+	if (!why) {
+		bool known = false;
+		size_t fl = strlen(q->from_name);
+		for (const char *p = froms; *p;) {
+			size_t n = strcspn(p, ",");
+			known |= n == fl && strncasecmp(p, q->from_name, n) == 0;
+			p += n + (p[n] == ',');
+		}
+		if (!known)
+			why = "the query's FROM does not name this resource";
+	}
+	if (why) {
+		respond_error(ex, 400, 400004, "%s (FROM %s)", why, froms);
+		query_free(q);
+		return -1;
+	}
+	return 0;
 }
 
 /* A query's pages are read by store_read_slow: listing (and for a group's
@@ -382,6 +425,7 @@ struct query_job {
 	enum store_doc_kind kind;
 	char scope[256];
 	char group[ENROLLMENT_ID_MAX + 1]; /* "" = every record */
+	struct query q; /* its WHERE filters the page */
 	struct page p;
 };
 
@@ -404,9 +448,11 @@ static void query_done(void *arg, int rc)
 		respond_error(j->ex, 503, 503000, "the store cannot be read (%s)", fh_strerror(rc));
 	} else {
 		const char *headers[] = {"x-ms-continuation", j->p.scanned, NULL};
-		respond_json(j->ex, 200, j->p.more ? headers : NULL, j->p.items);
+		bool more = j->p.more && !j->q.top; /* TOP n ends with its page */
+		respond_json(j->ex, 200, more ? headers : NULL, j->p.items);
 	}
 	json_decref(j->p.items);
+	query_free(&j->q);
 	free(j);
 }
 
@@ -415,24 +461,28 @@ static void query(struct req *r, enum store_doc_kind k, const char *from, const 
 	json_t *body = body_object(r->ex);
 	if (!body)
 		return;
-	bool all = query_is_all(body, from);
+	struct query q;
+	int rc = parse_query(r->ex, body, from, &q);
 	json_decref(body);
-	if (!all) {
-		respond_error(r->ex, 400, 400004,
-			      "only the query \"SELECT * FROM %s\" (or \"*\") is supported", from);
+	if (rc != 0)
 		return;
-	}
 	const char *mx = http_request_header(r->ex->req, "x-ms-max-item-count");
 	const char *cont = http_request_header(r->ex->req, "x-ms-continuation");
 	long max = mx ? strtol(mx, NULL, 10) : PAGE_MAX;
+	if (q.top && q.top < (unsigned long)(max > 0 ? max : PAGE_MAX))
+		max = (long)q.top; /* TOP n: one page of at most n */
 	struct query_job *j = xcalloc(1, sizeof *j);
+	j->q = q;
 	j->ex = r->ex;
 	j->kind = k;
 	snprintf(j->scope, sizeof j->scope, "%s", r->d->name);
 	snprintf(j->group, sizeof j->group, "%s", group ? group : "");
-	j->p = (struct page){json_array(), (unsigned)(max > 0 && max < PAGE_MAX ? max : PAGE_MAX),
-			     k == STORE_REGISTRATION, group ? j->group : NULL, "", 0, false};
+	j->p = (struct page){.items = json_array(),
+			     .max = (unsigned)(max > 0 && max < PAGE_MAX ? max : PAGE_MAX),
+			     .states = k == STORE_REGISTRATION,
+			     .group = group ? j->group : NULL};
 	snprintf(j->p.scanned, sizeof j->p.scanned, "%s", cont ? cont : "");
+	j->p.where = j->q.where;
 	store_read_slow(r->d->store, query_work, query_done, j);
 }
 
@@ -466,13 +516,13 @@ static void group_query(struct req *r)
 
 static void registration_query(struct req *r)
 {
-	query(r, STORE_REGISTRATION, "enrollments", r->id);
+	query(r, STORE_REGISTRATION, "enrollments,registrations", r->id);
 }
 
 /* fleethub's own: every registration state (the CLI's registration list). */
 static void registration_query_all(struct req *r)
 {
-	query(r, STORE_REGISTRATION, "registrations", NULL);
+	query(r, STORE_REGISTRATION, "registrations,enrollments", NULL);
 }
 
 static void registration_get(struct req *r)

@@ -12,7 +12,7 @@ const { Client } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
 const { Registry } = require('azure-iothub');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
-const { Server, deviceCs, withTimeout, waitFor, report } = require('./lib/server');
+const { Server, deviceCs, withTimeout, waitFor, report, rest } = require('./lib/server');
 const { deriveKey, register, Webhook, CERTS, DPS } = require('./lib/dps');
 
 const H1 = 'hub1.fleethub.test';
@@ -569,4 +569,58 @@ test('identity rules: a device disabled on its hub stays disabled; new keys clos
   await assert.rejects(mqttDevice(server, regId, key1, {}, H1), /Not authorized/i, 'the old key is refused');
   const { c: c2 } = await mqttDevice(server, regId, key2, {}, H1);
   c2.end(true);
+});
+
+test('service API queries with WHERE and TOP in the IoT Hub query language; a bad query is a 400 that says where', async () => {
+  const all = async (q) => {
+    const out = [];
+    let page = (await q.next()).responseBody;
+    out.push(...page);
+    while (q.hasMoreResults) {
+      page = (await q.next(q.continuationToken)).responseBody;
+      out.push(...page);
+    }
+    return out;
+  };
+  for (const [id, policy] of [['qw-1', 'hashed'], ['qw-2', 'static'], ['qw-3', 'static']]) {
+    await svc.createOrUpdateIndividualEnrollment({
+      registrationId: id, allocationPolicy: policy, iotHubs: [H1],
+      attestation: { type: 'symmetricKey', symmetricKey: {} },
+      initialTwin: { tags: { line: id === 'qw-3' ? 'b' : 'a' }, properties: { desired: {} } },
+    });
+  }
+  const statics = await all(svc.createIndividualEnrollmentQuery(
+    { query: "SELECT * FROM enrollments WHERE allocationPolicy = 'static' AND STARTSWITH(registrationId, 'qw-')" }, 1));
+  assert.deepEqual(statics.map((e) => e.registrationId).sort(), ['qw-2', 'qw-3']);
+  const lineB = await all(svc.createIndividualEnrollmentQuery(
+    { query: "SELECT * FROM enrollments WHERE initialTwin.tags.line = 'b'" }));
+  assert.deepEqual(lineB.map((e) => e.registrationId), ['qw-3']);
+  const undefinedIsNotNull = await all(svc.createIndividualEnrollmentQuery(
+    { query: "SELECT * FROM enrollments WHERE registrationId IN ['qw-1', 'qw-2'] AND initialTwin.tags.nothing = null" }));
+  assert.equal(undefinedIsNotNull.length, 0);
+  const top = svc.createIndividualEnrollmentQuery({ query: 'SELECT TOP 2 * FROM enrollments' });
+  assert.equal((await top.next()).responseBody.length, 2);
+  assert.equal(top.hasMoreResults, false, 'TOP ends with its page');
+  await svc.createOrUpdateEnrollmentGroup({
+    enrollmentGroupId: 'qw-group', allocationPolicy: 'static', iotHubs: [H1],
+    attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: KEY(40), secondaryKey: KEY(41) } },
+  });
+  await register(SCOPE, 'https', 'qw-dev-1', deriveKey(KEY(40), 'qw-dev-1'));
+  const states = await all(svc.createEnrollmentGroupDeviceRegistrationStateQuery(
+    { query: "SELECT * FROM enrollments WHERE status = 'assigned' AND assignedHub = 'hub1.fleethub.test'" }, 'qw-group'));
+  assert.deepEqual(states.map((r) => r.registrationId), ['qw-dev-1']);
+  const none = await all(svc.createEnrollmentGroupDeviceRegistrationStateQuery(
+    { query: "SELECT * FROM enrollments WHERE status = 'failed'" }, 'qw-group'));
+  assert.equal(none.length, 0);
+
+  const bad = await rest(server.dpsCs, 'POST', '/enrollments/query?api-version=2021-10-01',
+    { query: 'SELECT * FROM enrollments WHERE allocationPolicy = ' });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.message, /^the query is not valid: at 51: the query ends where a value is expected/);
+  const wrongFrom = await rest(server.dpsCs, 'POST', '/enrollments/query?api-version=2021-10-01',
+    { query: 'SELECT * FROM devices' });
+  assert.equal(wrongFrom.status, 400);
+  assert.match(wrongFrom.body.message, /names the hub's devices/);
+  const star = await rest(server.dpsCs, 'POST', '/enrollments/query?api-version=2021-10-01', { query: '*' });
+  assert.equal(star.status, 200);
 });

@@ -96,6 +96,12 @@ static void test_select_forms(void **state)
 	query_free(&q);
 	ok("SELECT * FROM devices.jobs", &q);
 	assert_int_equal(q.from, QFROM_JOBS);
+	assert_string_equal(q.from_name, "devices.jobs");
+	query_free(&q);
+	/* other sources are named for their API to check (the DPS's) */
+	ok("SELECT * FROM enrollmentGroups WHERE provisioningStatus = 'enabled'", &q);
+	assert_int_equal(q.from, QFROM_OTHER);
+	assert_string_equal(q.from_name, "enrollmentGroups");
 	query_free(&q);
 	/* a path may be named like an aggregate when no '(' follows */
 	ok("SELECT count FROM devices WHERE tags.count > 1", &q);
@@ -183,7 +189,8 @@ static void test_errors(void **state)
 {
 	bad("SELECT * devices", 9, "expected FROM");
 	bad("", 0, "expected SELECT");
-	bad("SELECT * FROM twins", 14, "expected devices");
+	bad("SELECT * FROM WHERE", 14, "expected devices");
+	bad("SELECT * FROM devices.twins", 14, "expected devices, devices.modules");
 	bad("SELECT * FROM devices WHERE", 27, "the query ends where a value is expected");
 	bad("SELECT * FROM devices WHERE a = 'open", 32, "string not closed");
 	bad("SELECT * FROM devices WHERE a = 'x\\q'", 34, "unknown escape");
