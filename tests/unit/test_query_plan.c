@@ -2,11 +2,11 @@
  * terms a store may narrow by (only those every match must satisfy), how
  * paths map to sources, mirrored comparisons, IN lists, and what stays
  * for per-row evaluation. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
 #include <stdio.h>
 #include <string.h>
 
