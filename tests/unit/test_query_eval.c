@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/query_eval.h"
+#include "support/test_where.h"
 
 static const char *const TWIN =
     "{\"deviceId\":\"th-1\",\"status\":\"enabled\",\"tags\":{\"plant\":\"Redmond43\","
@@ -21,12 +22,8 @@ static const char *const TWIN =
 /* Whether the WHERE of "SELECT * FROM devices WHERE <cond>" holds. */
 static bool holds(const char *cond)
 {
-	char text[1024];
-	snprintf(text, sizeof text, "SELECT * FROM devices WHERE %s", cond);
 	struct query q;
-	struct query_error err;
-	if (query_parse(text, strlen(text), &q, &err) != 0)
-		fail_msg("%s: %s", cond, err.message);
+	parse_where(cond, &q);
 	json_t *doc = json_loads(TWIN, 0, NULL);
 	bool r = query_matches(q.where, doc);
 	json_decref(doc);
