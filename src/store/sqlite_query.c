@@ -55,10 +55,10 @@ static void append_value(struct buf *sql, const struct qp_value *v)
 static void append_operand(struct buf *sql, const struct qp_term *t)
 {
 	static const char *const column[] = {
-	    [QP_DEVICE_ID] = "id",
-	    [QP_TAGS] = "tags",
-	    [QP_DESIRED] = "desired",
-	    [QP_REPORTED] = "reported",
+	    [QP_DEVICE_ID] = "t.id",
+	    [QP_TAGS] = "t.tags",
+	    [QP_DESIRED] = "t.desired",
+	    [QP_REPORTED] = "t.reported",
 	};
 	if (t->source == QP_DEVICE_ID) {
 		buf_appends(sql, column[t->source]);

@@ -19,7 +19,7 @@
 #include "core/query_plan.h"
 
 /* Appends the condition over the columns id, tags, desired and reported
- * to sql: "1" when no term can be rendered. */
+ * of the twins table, named t, to sql: "1" when no term can be rendered. */
 void sqlite_query_where(const struct query_plan *plan, struct buf *sql);
 
 #endif

@@ -109,6 +109,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "store/sqlite_query.h"
 
 #define BATCH_MAX 512
 #define CHECKPOINT_PAGES 1000 /* SQLite's autocheckpoint default */
@@ -194,6 +195,17 @@ enum stmt_id {
 	ST_COUNT
 };
 
+/* What a twin view reads (store_twin_view_get, store_twin_query): the
+ * twin, named t, and the identity members it shows, d. */
+#define TWIN_VIEW_COLUMNS                                                                   \
+	"t.tags, t.desired, t.reported, t.meta -> '$.desired', t.meta -> '$.reported',"      \
+	" t.version, t.desired_version, t.reported_version, length(CAST(t.tags AS BLOB)),"  \
+	" length(CAST(t.desired AS BLOB)), d.etag, d.json -> '$.status',"                   \
+	" d.json -> '$.statusReason', d.json -> '$.statusUpdatedTime',"                     \
+	" d.json -> '$.capabilities', d.json -> '$.authentication.type',"                   \
+	" d.json -> '$.authentication.x509Thumbprint'"                                      \
+	" FROM twins t JOIN devices d ON d.hub = t.hub AND d.id = t.id"
+
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
 	[ST_BEGIN_READ] = "BEGIN",
@@ -253,15 +265,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_TWIN_EXISTS] = "SELECT 1 FROM twins WHERE hub = ?1 AND id = ?2",
 	/* One row for the REST twin document: the twin's texts, the metadata
 	 * of the two property sections, and the identity members it shows. */
-	[ST_TWIN_VIEW] = "SELECT t.tags, t.desired, t.reported, t.meta -> '$.desired',"
-			 " t.meta -> '$.reported', t.version, t.desired_version,"
-			 " t.reported_version, length(CAST(t.tags AS BLOB)),"
-			 " length(CAST(t.desired AS BLOB)), d.etag, d.json -> '$.status',"
-			 " d.json -> '$.statusReason', d.json -> '$.statusUpdatedTime',"
-			 " d.json -> '$.capabilities', d.json -> '$.authentication.type',"
-			 " d.json -> '$.authentication.x509Thumbprint'"
-			 " FROM twins t JOIN devices d ON d.hub = t.hub AND d.id = t.id"
-			 " WHERE t.hub = ?1 AND t.id = ?2",
+	[ST_TWIN_VIEW] = "SELECT " TWIN_VIEW_COLUMNS " WHERE t.hub = ?1 AND t.id = ?2",
 	[ST_SET_GET] = "SELECT value FROM settings WHERE key = ?1",
 	[ST_SET_PUT] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
 		       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -1419,6 +1423,30 @@ static char *col_dup_or_null(sqlite3_stmt *st, int i)
 	return sqlite3_column_type(st, i) == SQLITE_NULL ? NULL : col_dup(st, i);
 }
 
+/* The view's columns from col on. */
+static void read_view(sqlite3_stmt *st, int col, struct store_twin_view *out)
+{
+	struct store_twin *tw = &out->twin;
+	memset(out, 0, sizeof *out);
+	tw->tags = col_dup(st, col + 0);
+	tw->desired = col_dup(st, col + 1);
+	tw->reported = col_dup(st, col + 2);
+	out->meta_desired = col_dup_or_null(st, col + 3);
+	out->meta_reported = col_dup_or_null(st, col + 4);
+	tw->version = sqlite3_column_int64(st, col + 5);
+	tw->desired_version = sqlite3_column_int64(st, col + 6);
+	tw->reported_version = sqlite3_column_int64(st, col + 7);
+	out->tags_len = (size_t)sqlite3_column_int64(st, col + 8);
+	out->desired_len = (size_t)sqlite3_column_int64(st, col + 9);
+	out->device_etag = sqlite3_column_int64(st, col + 10);
+	out->status = col_dup_or_null(st, col + 11);
+	out->status_reason = col_dup_or_null(st, col + 12);
+	out->status_updated_time = col_dup_or_null(st, col + 13);
+	out->capabilities = col_dup_or_null(st, col + 14);
+	out->auth_type = col_dup_or_null(st, col + 15);
+	out->x509_thumbprint = col_dup_or_null(st, col + 16);
+}
+
 int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
 			struct store_twin_view *out)
 {
@@ -1428,31 +1456,43 @@ int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
 	bind_text(st, 2, id);
 	int rc = sqlite3_step(st);
 	int ret = 0;
-	if (rc == SQLITE_ROW) {
-		struct store_twin *tw = &out->twin;
-		tw->tags = col_dup(st, 0);
-		tw->desired = col_dup(st, 1);
-		tw->reported = col_dup(st, 2);
-		out->meta_desired = col_dup_or_null(st, 3);
-		out->meta_reported = col_dup_or_null(st, 4);
-		tw->version = sqlite3_column_int64(st, 5);
-		tw->desired_version = sqlite3_column_int64(st, 6);
-		tw->reported_version = sqlite3_column_int64(st, 7);
-		out->tags_len = (size_t)sqlite3_column_int64(st, 8);
-		out->desired_len = (size_t)sqlite3_column_int64(st, 9);
-		out->device_etag = sqlite3_column_int64(st, 10);
-		out->status = col_dup_or_null(st, 11);
-		out->status_reason = col_dup_or_null(st, 12);
-		out->status_updated_time = col_dup_or_null(st, 13);
-		out->capabilities = col_dup_or_null(st, 14);
-		out->auth_type = col_dup_or_null(st, 15);
-		out->x509_thumbprint = col_dup_or_null(st, 16);
-	} else if (rc == SQLITE_DONE) {
+	if (rc == SQLITE_ROW)
+		read_view(st, 0, out);
+	else if (rc == SQLITE_DONE)
 		ret = FH_ENOTFOUND;
-	} else {
+	else
 		ret = note_error(t, "twin view");
-	}
 	stmt_end(st);
+	return ret;
+}
+
+int store_twin_query(struct store_txn *t, const char *hub, const struct query_plan *plan,
+		     const char *after,
+		     int (*each)(void *arg, const char *id, const struct store_twin_view *v),
+		     void *arg)
+{
+	struct buf sql = BUF_INIT;
+	buf_appends(&sql, "SELECT t.id, " TWIN_VIEW_COLUMNS " WHERE t.hub = ?1 AND t.id > ?2 AND (");
+	sqlite_query_where(plan, &sql);
+	buf_appends(&sql, ") ORDER BY t.id");
+	read_begin(t);
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(t->db, sql.data, -1, &st, NULL);
+	buf_free(&sql);
+	if (rc != SQLITE_OK)
+		return note_error(t, "twin query");
+	bind_text(st, 1, hub);
+	bind_text(st, 2, after);
+	int ret = 0;
+	while (ret == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_twin_view v;
+		read_view(st, 1, &v);
+		ret = each(arg, (const char *)sqlite3_column_text(st, 0), &v);
+		store_twin_view_clear(&v);
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = note_error(t, "twin query");
+	sqlite3_finalize(st);
 	return ret;
 }
 

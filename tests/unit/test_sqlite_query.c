@@ -105,7 +105,7 @@ static int selected(const char *cond, int *matching)
 	struct query_plan plan;
 	query_plan_build(&q, &plan);
 	struct buf sql = BUF_INIT;
-	buf_appends(&sql, "SELECT id FROM twins WHERE ");
+	buf_appends(&sql, "SELECT t.id FROM twins t WHERE ");
 	sqlite_query_where(&plan, &sql);
 	sqlite3_stmt *st;
 	if (sqlite3_prepare_v2(db, sql.data, -1, &st, NULL) != SQLITE_OK)

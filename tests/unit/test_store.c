@@ -23,7 +23,9 @@
 #include "base/log.h"
 #include "base/buf.h"
 #include "core/twin.h"
+#include "core/query_plan.h"
 #include "store/store.h"
+#include "support/test_where.h"
 
 struct fixture {
 	char dir[64];
@@ -39,6 +41,7 @@ struct tjob {
 	char json[128];
 	int64_t etag;
 	int with_twin;
+	const char *tags; /* the twin's tags when set, else {} */
 	int ret;         /* what work returns after writing */
 	uv_sem_t *block; /* work waits on it first when set */
 	int work_rc;     /* rc seen by done */
@@ -58,6 +61,10 @@ static int job_work(void *arg, struct store_txn *txn)
 	if (j->with_twin) {
 		struct store_twin tw = {0};
 		store_twin_init_empty(&tw);
+		if (j->tags) {
+			free(tw.tags);
+			tw.tags = strdup(j->tags);
+		}
 		rc = store_twin_put(txn, j->hub, j->id, &tw);
 		store_twin_clear(&tw);
 		if (rc != 0)
@@ -315,6 +322,72 @@ static void test_list_count(void **state)
 	assert_int_equal(store_device_count(r, "none", &total, &enabled), 0);
 	assert_int_equal(total, 0);
 	assert_int_equal(enabled, 0);
+}
+
+static int collect_view(void *arg, const char *id, const struct store_twin_view *v)
+{
+	struct collect *c = arg;
+	assert_non_null(v->twin.tags);
+	assert_non_null(v->status);
+	snprintf(c->ids[c->n++], sizeof c->ids[0], "%s", id);
+	return c->stop_after && c->n >= c->stop_after ? 7 : 0;
+}
+
+/* Every twin of the hub that may match, in id order from after: the plan
+ * narrows (tags.kind = 'odd'), a plan without terms selects all, another
+ * hub's twins never show, and each's nonzero return stops the scan and is
+ * returned. */
+static void test_twin_query(void **state)
+{
+	struct fixture *f = *state;
+	int counter = 0;
+	char tags[8][64];
+	struct tjob j[9];
+	for (int i = 0; i < 8; i++) {
+		char id[8];
+		snprintf(id, sizeof id, "q%d", i);
+		snprintf(tags[i], sizeof tags[i], "{\"n\":%d,\"kind\":\"%s\"}", i,
+			 i % 2 ? "odd" : "even");
+		job_init(&j[i], &counter, "hubQ", id, "enabled");
+		j[i].with_twin = 1;
+		j[i].tags = tags[i];
+		store_submit(f->s, job_work, job_done, &j[i]);
+	}
+	job_init(&j[8], &counter, "hubR", "q1", "enabled");
+	j[8].with_twin = 1;
+	j[8].tags = tags[1];
+	store_submit(f->s, job_work, job_done, &j[8]);
+	run_until(&f->loop, &counter, 9);
+
+	struct query q;
+	parse_where("tags.kind = 'odd' AND tags.n >= 3", &q);
+	struct query_plan plan;
+	query_plan_build(&q, &plan);
+	struct store_txn *r = store_reader(f->s);
+	struct collect c = {0};
+	assert_int_equal(store_twin_query(r, "hubQ", &plan, "", collect_view, &c), 0);
+	assert_int_equal(c.n, 3);
+	assert_string_equal(c.ids[0], "q3");
+	assert_string_equal(c.ids[2], "q7");
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_twin_query(r, "hubQ", &plan, "q3", collect_view, &c), 0);
+	assert_int_equal(c.n, 2);
+	assert_string_equal(c.ids[0], "q5");
+	query_free(&q);
+
+	parse_where("IS_DEFINED(tags.n)", &q);
+	query_plan_build(&q, &plan);
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_twin_query(r, "hubQ", &plan, "", collect_view, &c), 0);
+	assert_int_equal(c.n, 8);
+	memset(&c, 0, sizeof c);
+	c.stop_after = 2;
+	assert_int_equal(store_twin_query(r, "hubQ", &plan, "", collect_view, &c), 7);
+	assert_int_equal(c.n, 2);
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_twin_query(r, "hubR", &plan, "", collect_view, &c), 0);
+	assert_int_equal(c.n, 1);
+	query_free(&q);
 }
 
 struct del_job {
@@ -1482,6 +1555,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_put_get, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_savepoint_rollback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_count, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_twin_query, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_settings_persist, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
