@@ -21,6 +21,9 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "codec/query.h"
+#include "core/query_eval.h"
+#include "codec/query_plan.h"
 #include "core/registry.h"
 #include "core/twin.h"
 #include "internal.h"
@@ -160,40 +163,55 @@ static json_t *render_twin(struct hub *h, const char *id, const json_t *identity
 	return o;
 }
 
-/* The REST twin document spliced from a store view: the identity members
- * it shows (as render_twin takes them from render_device), then the twin. */
-static void respond_twin_view(struct hub *h, struct http_exchange *ex, const char *id,
-			      const struct store_twin_view *v)
+/* The REST twin document spliced from a store view, appended to b: the
+ * identity members it shows (as render_twin takes them from
+ * render_device), then the twin. Pure (the connection state is passed
+ * in), so a worker may call it. */
+static void render_twin_view(struct buf *b, const char *id, const struct store_twin_view *v,
+			     bool on, int64_t last)
 {
-	int64_t since = 0, last = 0;
-	bool on = hub_device_connected(h, id, &since, &last);
 	char etag[13], last_iso[32] = "0001-01-01T00:00:00Z";
 	if (on)
 		clock_iso8601(last, last_iso);
 	twin_etag(v->device_etag, etag);
-	struct buf b = BUF_INIT;
-	buf_reserve(&b, 512 + strlen(v->twin.desired) + strlen(v->twin.reported) +
-			    strlen(v->twin.tags) +
-			    (v->meta_desired ? strlen(v->meta_desired) : 0) +
-			    (v->meta_reported ? strlen(v->meta_reported) : 0));
+	buf_reserve(b, 512 + strlen(v->twin.desired) + strlen(v->twin.reported) +
+			       strlen(v->twin.tags) +
+			       (v->meta_desired ? strlen(v->meta_desired) : 0) +
+			       (v->meta_reported ? strlen(v->meta_reported) : 0));
 	/* id passed registry_id_valid: no character of it needs escaping. */
-	buf_printf(&b, "{\"deviceId\":\"%s\",\"deviceEtag\":\"%s\",\"status\":%s", id, etag,
+	buf_printf(b, "{\"deviceId\":\"%s\",\"deviceEtag\":\"%s\",\"status\":%s", id, etag,
 		   v->status ? v->status : "\"enabled\"");
-	buf_printf(&b, ",\"statusReason\":%s,\"statusUpdateTime\":%s",
+	buf_printf(b, ",\"statusReason\":%s,\"statusUpdateTime\":%s",
 		   v->status_reason ? v->status_reason : "null",
 		   v->status_updated_time ? v->status_updated_time : "\"0001-01-01T00:00:00Z\"");
-	buf_printf(&b,
+	buf_printf(b,
 		   ",\"connectionState\":\"%s\",\"lastActivityTime\":\"%s\","
 		   "\"cloudToDeviceMessageCount\":0,\"capabilities\":%s",
 		   on ? "Connected" : "Disconnected", last_iso,
 		   v->capabilities ? v->capabilities : "{\"iotEdge\":false}");
-	buf_printf(&b, ",\"authenticationType\":%s,\"x509Thumbprint\":%s,",
+	buf_printf(b, ",\"authenticationType\":%s,\"x509Thumbprint\":%s,",
 		   v->auth_type && v->auth_type[0] == '"' ? v->auth_type : "\"sas\"",
 		   v->x509_thumbprint
 		       ? v->x509_thumbprint
 		       : "{\"primaryThumbprint\":null,\"secondaryThumbprint\":null}");
-	twin_render_view(&b, v);
-	buf_appendc(&b, '}');
+	twin_render_view(b, v);
+	buf_appendc(b, '}');
+}
+
+/* render_twin_view with the device's live connection state: on the loop. */
+static void render_twin_view_live(struct hub *h, struct buf *b, const char *id,
+				  const struct store_twin_view *v)
+{
+	int64_t since = 0, last = 0;
+	bool on = hub_device_connected(h, id, &since, &last);
+	render_twin_view(b, id, v, on, last);
+}
+
+static void respond_twin_view(struct hub *h, struct http_exchange *ex, const char *id,
+			      const struct store_twin_view *v)
+{
+	struct buf b = BUF_INIT;
+	render_twin_view_live(h, &b, id, v);
 	http_respond_json(ex, 200, NULL, b.data);
 	buf_free(&b);
 }
@@ -565,6 +583,222 @@ static void device_stats(struct route_args *a)
 	store_read_slow(a->hub->store, stats_work, stats_done, j);
 }
 
+/* POST /devices/query: the IoT Hub query language over the hub's twins.
+ * The scan runs on a worker (store_read_slow) against one snapshot: the
+ * store selects candidates by the query's plan (codec/query_plan.h) in id
+ * order, query_matches decides each, and the page's views come back to the
+ * loop, which renders them with each device's live connection state.
+ *
+ * Paging: x-ms-max-item-count rows a page (QUERY_PAGE_DEFAULT when absent,
+ * at most QUERY_PAGE_MAX); x-ms-continuation, present only when another
+ * matching row exists, is "<rows returned so far> <last id>" in base64.
+ * The next page starts after that id, so a page never repeats a row and
+ * never skips one that existed when the first page was read, whatever is
+ * written meanwhile. TOP n ends the result after n rows over all pages. */
+#define QUERY_PAGE_DEFAULT 100
+#define QUERY_PAGE_MAX 1000
+
+struct twin_query_job {
+	struct http_exchange *ex;
+	struct hub *hub;
+	char hub_name[256];
+	struct query q;
+	struct query_plan plan;
+	unsigned max;    /* rows for this page */
+	uint64_t before; /* rows returned by earlier pages */
+	char after[REGISTRY_ID_MAX + 1];
+	struct store_twin_view *views; /* [max] */
+	char **ids;                    /* [max] */
+	unsigned n;
+	bool more;
+	struct buf doc; /* scratch: a candidate rendered for query_matches */
+};
+
+static int twin_query_each(void *arg, const char *id, struct store_twin_view *v)
+{
+	struct twin_query_job *j = arg;
+	/* The query names no connection state (twin_query refuses that), so
+	 * the worker may render without it. */
+	buf_reset(&j->doc);
+	render_twin_view(&j->doc, id, v, false, 0);
+	json_t *doc = json_loadb(j->doc.data, j->doc.len, 0, NULL);
+	bool match = doc && query_matches(j->q.where, doc);
+	json_decref(doc);
+	if (!match)
+		return 0;
+	if (j->n == j->max) {
+		j->more = true;
+		return 1;
+	}
+	j->views[j->n] = *v;
+	memset(v, 0, sizeof *v);
+	j->ids[j->n++] = xstrdup(id);
+	return 0;
+}
+
+static int twin_query_work(void *arg, struct store_txn *t)
+{
+	struct twin_query_job *j = arg;
+	int rc = store_twin_query(t, j->hub_name, &j->plan, j->after, twin_query_each, j);
+	return rc == 1 ? 0 : rc;
+}
+
+static void twin_query_done(void *arg, int rc)
+{
+	struct twin_query_job *j = arg;
+	if (rc != 0) {
+		respond_store_error(j->ex, rc, "", false);
+	} else {
+		struct buf body = BUF_INIT;
+		buf_appendc(&body, '[');
+		for (unsigned i = 0; i < j->n; i++) {
+			if (i)
+				buf_appendc(&body, ',');
+			render_twin_view_live(j->hub, &body, j->ids[i], &j->views[i]);
+		}
+		buf_appendc(&body, ']');
+		uint64_t total = j->before + j->n;
+		bool more = j->more && j->n > 0 && (!j->q.top || total < j->q.top);
+		char token[REGISTRY_ID_MAX + 32], encoded[2 * sizeof token];
+		snprintf(token, sizeof token, "%llu %s", (unsigned long long)total,
+			 j->n ? j->ids[j->n - 1] : "");
+		b64_encode((const uint8_t *)token, strlen(token), encoded);
+		const char *headers[] = {"x-ms-item-type", "Twin", "x-ms-continuation", encoded,
+					 NULL};
+		if (!more)
+			headers[2] = NULL;
+		http_respond_json(j->ex, 200, headers, body.data);
+		buf_free(&body);
+	}
+	for (unsigned i = 0; i < j->n; i++) {
+		store_twin_view_clear(&j->views[i]);
+		free(j->ids[i]);
+	}
+	free(j->views);
+	free(j->ids);
+	buf_free(&j->doc);
+	query_free(&j->q);
+	free(j);
+}
+
+/* Whether cond names a twin member fleethub cannot yet read on a worker. */
+static bool names_connection_state(const struct query_node *n)
+{
+	if (!n)
+		return false;
+	if (n->kind == QN_PATH)
+		return n->nseg > 0 && (strcmp(n->seg[0].name, "connectionState") == 0 ||
+				       strcmp(n->seg[0].name, "lastActivityTime") == 0);
+	if (names_connection_state(n->a) || names_connection_state(n->b))
+		return true;
+	for (size_t i = 0; i < n->nargs; i++)
+		if (names_connection_state(n->args[i]))
+			return true;
+	return false;
+}
+
+/* Reads x-ms-continuation into j (before, after); false when it is not a
+ * token this server gave. */
+static bool read_continuation(const char *token, struct twin_query_job *j)
+{
+	uint8_t raw[REGISTRY_ID_MAX + 32];
+	size_t n = 0, tl = strlen(token);
+	if (tl == 0 || tl > 2 * sizeof raw || b64_decode(token, tl, raw, &n) != 0 || n >= sizeof raw)
+		return false;
+	raw[n] = 0;
+	char *sp = memchr(raw, ' ', n), *end;
+	if (!sp)
+		return false;
+	*sp = 0;
+	unsigned long long before = strtoull((char *)raw, &end, 10);
+	if (*end || end == (char *)raw || strlen(sp + 1) > REGISTRY_ID_MAX)
+		return false;
+	j->before = before;
+	snprintf(j->after, sizeof j->after, "%s", sp + 1);
+	return true;
+}
+
+/* Refuses (answering) what the query asks that fleethub does not serve. */
+static bool twin_query_served(struct http_exchange *ex, const struct query *q)
+{
+	const char *unserved = NULL;
+	if (q->from == QFROM_OTHER) {
+		respond_error(ex, 400, "ArgumentInvalid", 400004,
+			      "FROM %s: a hub query reads devices, devices.modules or devices.jobs",
+			      q->from_name);
+		return false;
+	}
+	if (q->from == QFROM_JOBS)
+		unserved = "job queries (FROM devices.jobs)";
+	else if (!q->star || q->aggregates || q->group_by)
+		unserved = "query projections, aggregates and GROUP BY";
+	else if (names_connection_state(q->where))
+		unserved = "queries on connectionState and lastActivityTime";
+	if (unserved) {
+		respond_error(ex, 501, "NotImplemented", 501001, "fleethub does not serve %s yet",
+			      unserved);
+		return false;
+	}
+	return true;
+}
+
+static void twin_query(struct route_args *a)
+{
+	json_t *body = body_object(a->ex);
+	if (!body)
+		return;
+	json_t *text = json_object_get(body, "query");
+	if (!json_is_string(text)) {
+		respond_error(a->ex, 400, "ArgumentInvalid", 400004,
+			      "the request body has no \"query\" string");
+		json_decref(body);
+		return;
+	}
+	struct twin_query_job *j = xcalloc(1, sizeof *j);
+	struct query_error err;
+	int rc = query_parse(json_string_value(text), json_string_length(text), &j->q, &err);
+	json_decref(body);
+	if (rc != 0) {
+		respond_error(a->ex, 400, "ArgumentInvalid", 400004,
+			      "the query is not valid at position %zu: %s", err.pos, err.message);
+		free(j);
+		return;
+	}
+	const char *mx = http_request_header(a->ex->req, "x-ms-max-item-count");
+	const char *cont = http_request_header(a->ex->req, "x-ms-continuation");
+	long max = mx ? strtol(mx, NULL, 10) : QUERY_PAGE_DEFAULT;
+	if (!twin_query_served(a->ex, &j->q)) {
+		query_free(&j->q);
+		free(j);
+		return;
+	}
+	if (cont && !read_continuation(cont, j)) {
+		respond_error(a->ex, 400, "ArgumentInvalid", 400004,
+			      "x-ms-continuation is not a token this hub gave");
+		query_free(&j->q);
+		free(j);
+		return;
+	}
+	j->max = (unsigned)(max < 1 ? QUERY_PAGE_DEFAULT : max > QUERY_PAGE_MAX ? QUERY_PAGE_MAX : max);
+	uint64_t left = j->q.top > j->before ? j->q.top - j->before : 0;
+	if (j->q.top && left < j->max)
+		j->max = (unsigned)left;
+	query_plan_build(&j->q, &j->plan);
+	if (j->plan.empty || j->max == 0) { /* devices.modules: no modules yet */
+		http_respond_json(a->ex, 200, (const char *const[]){"x-ms-item-type", "Twin", NULL},
+				  "[]");
+		query_free(&j->q);
+		free(j);
+		return;
+	}
+	j->ex = a->ex;
+	j->hub = a->hub;
+	snprintf(j->hub_name, sizeof j->hub_name, "%s", a->hub->name);
+	j->views = xcalloc(j->max, sizeof *j->views);
+	j->ids = xcalloc(j->max, sizeof *j->ids);
+	store_read_slow(a->hub->store, twin_query_work, twin_query_done, j);
+}
+
 /* GET /twins/{id} */
 static void twin_get(struct route_args *a)
 {
@@ -800,6 +1034,7 @@ static const struct route routes[] = {
 	{HTTP_VERB_PUT, "/devices/{id}", device_put, HUB_RIGHT_REGISTRY_WRITE, true},
 	{HTTP_VERB_DELETE, "/devices/{id}", device_delete, HUB_RIGHT_REGISTRY_WRITE, true},
 	{HTTP_VERB_GET, "/statistics/devices", device_stats, HUB_RIGHT_REGISTRY_READ, false},
+	{HTTP_VERB_POST, "/devices/query", twin_query, HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_GET, "/twins/{id}", twin_get,
 	 HUB_RIGHT_SERVICE_CONNECT | HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_PATCH, "/twins/{id}", twin_patch, HUB_RIGHT_SERVICE_CONNECT, true},
@@ -811,8 +1046,7 @@ static const struct route routes[] = {
  * 405 that reads like a client bug or a missing device. A pattern segment
  * "*" is any one segment; a final "**" any rest, including none
  * (http_route_match); ANY_VERB
- * any method. Checked before the served routes, with the verb: so POST /devices/query
- * is 501 while GET /devices/query is still device "query". Answered
+ * any method. Checked before the served routes, with the verb. Answered
  * before authentication, as a 404 would be: device routes carry device
  * tokens, and the answer tells nothing about the hub's data. */
 #define ANY_VERB (-1)
@@ -821,7 +1055,6 @@ static const struct unserved {
 	const char *pattern;
 	const char *feature;
 } unserved[] = {
-	{HTTP_VERB_POST, "/devices/query", "twin queries (Registry.createQuery)"},
 	{HTTP_VERB_POST, "/devices",
 	 "bulk registry operations (Registry.addDevices, updateDevices, removeDevices)"},
 	{ANY_VERB, "/devices/*/modules/**", "module identities"},

@@ -1,4 +1,4 @@
-/* A device query's plan (core/query_plan.h) in SQLite's dialect: the
+/* A device query's plan (codec/query_plan.h) in SQLite's dialect: the
  * condition that narrows a scan of the twins table. Internal to the SQLite
  * store; pure (text in, text out), so it is unit-tested without a server.
  *
@@ -16,7 +16,7 @@
 #define FH_STORE_SQLITE_QUERY_H
 
 #include "base/buf.h"
-#include "core/query_plan.h"
+#include "codec/query_plan.h"
 
 /* Appends the condition over the columns id, tags, desired and reported
  * of the twins table, named t, to sql: "1" when no term can be rendered. */

@@ -207,13 +207,14 @@ int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
 void store_twin_view_clear(struct store_twin_view *v);
 
 /* Calls each(arg, id, view) for the twins of hub with id > after, in id
- * order, that may satisfy plan's terms (core/query_plan.h: a necessary
+ * order, that may satisfy plan's terms (codec/query_plan.h: a necessary
  * condition only; the caller decides each row with query_matches), until
- * each returns nonzero, which is then returned; 0 when the rows end. A scan:
- * for store_read_slow. */
+ * each returns nonzero, which is then returned; 0 when the rows end. each
+ * may keep the view: it copies *v and zeroes it. A scan: for
+ * store_read_slow. */
 int store_twin_query(struct store_txn *t, const char *hub, const struct query_plan *plan,
 		     const char *after,
-		     int (*each)(void *arg, const char *id, const struct store_twin_view *v),
+		     int (*each)(void *arg, const char *id, struct store_twin_view *v),
 		     void *arg);
 
 /* Calls each(arg, id, twin) for the twins of hub with id > after, in id

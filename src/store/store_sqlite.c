@@ -1468,7 +1468,7 @@ int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
 
 int store_twin_query(struct store_txn *t, const char *hub, const struct query_plan *plan,
 		     const char *after,
-		     int (*each)(void *arg, const char *id, const struct store_twin_view *v),
+		     int (*each)(void *arg, const char *id, struct store_twin_view *v),
 		     void *arg)
 {
 	struct buf sql = BUF_INIT;

@@ -3,17 +3,65 @@
  * within the text (or just past it) and a message; an accepted query keeps
  * every bound (items, TOP, segments, nodes) and every node's position lies
  * within the text; evaluating it over a document (core/query_eval.c)
- * neither crashes nor leaks. */
+ * neither crashes nor leaks; its plan (codec/query_plan.c) keeps its bounds
+ * and, rendered in SQLite's dialect (store/sqlite_query.c), always
+ * prepares against the twins table and selects the document's row whenever
+ * query_matches accepts the document (the plan is a necessary condition). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sqlite3.h>
+
 #include "codec/query.h"
+#include "codec/query_plan.h"
 #include "core/query_eval.h"
+#include "store/sqlite_query.h"
 
 static const char DOC[] =
     "{\"deviceId\":\"d\",\"tags\":{\"a\":1,\"s\":\"Str\",\"n\":null,\"o\":{\"x\":[1]}},"
     "\"properties\":{\"reported\":{\"t\":2.5,\"b\":true}}}";
+
+/* DOC's twin as a row of the twins table, in an in-memory database. */
+static sqlite3 *twins_db(void)
+{
+	static sqlite3 *db;
+	if (db)
+		return db;
+	if (sqlite3_open(":memory:", &db) != SQLITE_OK ||
+	    sqlite3_exec(db,
+			 "CREATE TABLE twins (id TEXT, tags TEXT, desired TEXT, reported TEXT);"
+			 "INSERT INTO twins VALUES ('d', '{\"a\":1,\"s\":\"Str\",\"n\":null,"
+			 "\"o\":{\"x\":[1]}}', '{}', '{\"t\":2.5,\"b\":true}')",
+			 NULL, NULL, NULL) != SQLITE_OK)
+		abort();
+	return db;
+}
+
+/* Checks q's plan and whether its SQL selects DOC's row when it must. */
+static void check_plan(const struct query *q, bool matches)
+{
+	struct query_plan plan;
+	query_plan_build(q, &plan);
+	if (plan.nterms > QUERY_PLAN_MAX_TERMS)
+		abort();
+	for (size_t i = 0; i < plan.nterms; i++)
+		if (plan.terms[i].nvalues == 0 || plan.terms[i].nvalues > QUERY_PLAN_MAX_IN)
+			abort();
+	struct buf sql = BUF_INIT;
+	buf_appends(&sql, "SELECT count(*) FROM twins t WHERE ");
+	sqlite_query_where(&plan, &sql);
+	sqlite3_stmt *st;
+	if (strlen(sql.data) != sql.len ||
+	    sqlite3_prepare_v2(twins_db(), sql.data, -1, &st, NULL) != SQLITE_OK)
+		abort();
+	if (sqlite3_step(st) != SQLITE_ROW)
+		abort();
+	if (!plan.empty && matches && sqlite3_column_int(st, 0) != 1)
+		abort();
+	sqlite3_finalize(st);
+	buf_free(&sql);
+}
 
 static size_t walk(const struct query_node *n, size_t size, unsigned depth)
 {
@@ -53,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (nodes > QUERY_MAX_NODES)
 		abort();
 	json_t *doc = json_loads(DOC, 0, NULL);
-	(void)query_matches(q.where, doc);
+	check_plan(&q, query_matches(q.where, doc));
 	for (size_t i = 0; i < q.nitems; i++)
 		if (q.items[i].expr)
 			json_decref(query_value(q.items[i].expr, doc));

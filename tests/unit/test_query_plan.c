@@ -1,4 +1,4 @@
-/* Unit tests for src/core/query_plan.c: which conjuncts of a WHERE become
+/* Unit tests for src/codec/query_plan.c: which conjuncts of a WHERE become
  * terms a store may narrow by (only those every match must satisfy), how
  * paths map to sources, mirrored comparisons, IN lists, and what stays
  * for per-row evaluation. */
@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/query_plan.h"
+#include "codec/query_plan.h"
 
 static struct query q;
 static struct query_plan plan;

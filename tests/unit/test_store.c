@@ -23,7 +23,7 @@
 #include "base/log.h"
 #include "base/buf.h"
 #include "core/twin.h"
-#include "core/query_plan.h"
+#include "codec/query_plan.h"
 #include "store/store.h"
 #include "support/test_where.h"
 
@@ -324,7 +324,7 @@ static void test_list_count(void **state)
 	assert_int_equal(enabled, 0);
 }
 
-static int collect_view(void *arg, const char *id, const struct store_twin_view *v)
+static int collect_view(void *arg, const char *id, struct store_twin_view *v)
 {
 	struct collect *c = arg;
 	assert_non_null(v->twin.tags);

@@ -19,8 +19,8 @@
  * documents (tags, properties.desired, properties.reported) and the
  * sub-path names a value inside it ($metadata and $version are not
  * taken: they are evaluated per row). */
-#ifndef FH_CORE_QUERY_PLAN_H
-#define FH_CORE_QUERY_PLAN_H
+#ifndef FH_CODEC_QUERY_PLAN_H
+#define FH_CODEC_QUERY_PLAN_H
 
 #include <stdbool.h>
 #include <stddef.h>

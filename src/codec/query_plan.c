@@ -1,5 +1,5 @@
 /* A device query's plan: see query_plan.h. */
-#include "core/query_plan.h"
+#include "codec/query_plan.h"
 
 #include <string.h>
 

@@ -1,0 +1,144 @@
+// Twin queries with the official service SDK (issue 14): Registry.createQuery
+// with nextAsTwin() and next(), a WHERE on tags and on reported state,
+// paging that neither repeats nor skips while another client writes, TOP
+// across pages, the seed tutorial's back end (tag, query by tag and by
+// reported connectivity, update the found twins), live connectionState in
+// the rows, and clear errors for bad queries and for what is not served yet.
+'use strict';
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { Client } = require('azure-iot-device');
+const { Mqtt } = require('azure-iot-device-mqtt');
+const { Registry } = require('azure-iothub');
+const { Server, deviceCs, rest, withTimeout, report } = require('./lib/server');
+
+let server;
+let registry;
+const ids = [];
+
+before(async () => {
+  server = await new Server({ name: 'twin-query' }).start();
+  registry = Registry.fromConnectionString(server.ownerCs());
+  for (let i = 0; i < 12; i++) {
+    const deviceId = `q-${String(i).padStart(2, '0')}`;
+    ids.push(deviceId);
+    await registry.create({ deviceId });
+    await registry.updateTwin(deviceId, { tags: { plant: i % 3 === 0 ? 'Redmond43' : 'Oslo', floor: i } }, '*');
+  }
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+// Every page of query as twins; returns [rows, pages].
+async function allPages(query) {
+  const rows = [];
+  let pages = 0;
+  do {
+    const { result } = await withTimeout(query.nextAsTwin(), 10000, 'nextAsTwin');
+    rows.push(...result);
+    pages++;
+    assert.ok(pages < 100, 'paging ends');
+  } while (query.hasMoreResults);
+  return [rows, pages];
+}
+
+test('WHERE on tags, as twins and as plain objects', async () => {
+  const [rows] = await allPages(registry.createQuery("SELECT * FROM devices WHERE tags.plant = 'Redmond43'"));
+  assert.deepEqual(rows.map((t) => t.deviceId), ['q-00', 'q-03', 'q-06', 'q-09']);
+  assert.equal(rows[0].tags.plant, 'Redmond43');
+  assert.equal(typeof rows[0].update, 'function', 'nextAsTwin gives Twin objects');
+  assert.equal(typeof rows[0].properties.desired.$version, 'number');
+  const { result } = await registry.createQuery('SELECT * FROM devices WHERE tags.floor > 9 AND tags.floor <= 11').next();
+  assert.deepEqual(result.map((t) => t.deviceId), ['q-10', 'q-11']);
+  // Undefined is not null; types do not mix; strings keep their case.
+  for (const [where, want] of [['tags.missing = null', 0], ['IS_DEFINED(tags.floor)', 12], ["tags.floor = '3'", 0],
+    ["tags.plant = 'redmond43'", 0], ["STARTSWITH(deviceId, 'q-1')", 2], ['tags.floor IN [1, 2, 40]', 2],
+    ["NOT (tags.plant = 'Oslo') AND tags.floor % 2 = 0", 2]]) {
+    const r = await registry.createQuery(`SELECT * FROM devices WHERE ${where}`).next();
+    assert.equal(r.result.length, want, where);
+  }
+});
+
+test('pages neither repeat nor skip a row while another client writes; the last page says no more', async () => {
+  const query = registry.createQuery('SELECT * FROM devices WHERE IS_DEFINED(tags.floor)', 5);
+  const seen = [];
+  let pages = 0;
+  do {
+    const { result, message } = await query.nextAsTwin();
+    assert.equal(message.headers['x-ms-item-type'], 'Twin');
+    seen.push(...result.map((t) => t.deviceId));
+    pages++;
+    // Writes between pages: a new device before the cursor, one after it,
+    // and a tag change on a row still to come.
+    if (pages === 1) {
+      await registry.create({ deviceId: 'q-00a' });
+      await registry.updateTwin('q-00a', { tags: { floor: 100 } }, '*');
+      await registry.create({ deviceId: 'q-99' });
+      await registry.updateTwin('q-99', { tags: { floor: 99 } }, '*');
+      await registry.updateTwin('q-08', { tags: { plant: 'Oslo-2' } }, '*');
+    }
+  } while (query.hasMoreResults);
+  assert.equal(new Set(seen).size, seen.length, `no row twice: ${seen}`);
+  for (const id of ids) assert.ok(seen.includes(id), `${id} was not skipped`);
+  assert.ok(!seen.includes('q-00a'), 'a row written behind the cursor is not shown');
+  assert.ok(seen.includes('q-99'), 'a row written ahead of the cursor is shown');
+  assert.equal(pages, 3, '13 rows in pages of 5: no empty page at the end');
+  await registry.delete('q-00a');
+  await registry.delete('q-99');
+});
+
+test('TOP n ends the result after n rows over every page', async () => {
+  const [rows, pages] = await allPages(registry.createQuery('SELECT TOP 7 * FROM devices', 3));
+  assert.deepEqual(rows.map((t) => t.deviceId), ids.slice(0, 7));
+  assert.equal(pages, 3);
+});
+
+test('the tutorial back end: query by tag and by reported connectivity, update the twins found', async () => {
+  const created = (await registry.get('q-01')).responseBody;
+  const client = Client.fromConnectionString(deviceCs('localhost', 'q-01', created.authentication.symmetricKey.primaryKey), Mqtt);
+  await withTimeout(client.open(), 10000, 'device open');
+  try {
+    const twin = await client.getTwin();
+    await report(twin, { connectivity: { type: 'cellular' } });
+    const byTag = await registry.createQuery("SELECT * FROM devices WHERE tags.plant = 'Oslo' AND tags.floor < 3").nextAsTwin();
+    assert.deepEqual(byTag.result.map((t) => t.deviceId), ['q-01', 'q-02']);
+    const cellular = await registry.createQuery(
+      "SELECT * FROM devices WHERE tags.plant = 'Oslo' AND properties.reported.connectivity.type = 'cellular'").nextAsTwin();
+    assert.deepEqual(cellular.result.map((t) => t.deviceId), ['q-01']);
+    const found = cellular.result[0];
+    assert.equal(found.connectionState, 'Connected', 'rows carry the live connection state');
+    assert.equal(found.properties.reported.connectivity.type, 'cellular');
+    await found.update({ tags: { network: 'cellular' } });
+    const after = await registry.createQuery("SELECT * FROM devices WHERE tags.network = 'cellular'").next();
+    assert.deepEqual(after.result.map((t) => t.deviceId), ['q-01']);
+  } finally {
+    await client.close();
+  }
+});
+
+test('bad queries are 400s that say where; what is not served yet is a 501 that says so', async () => {
+  const bad = await registry.createQuery('SELECT * FROM devices WHERE tags.a = = 1').next().then(() => null, (e) => e);
+  assert.equal(bad?.response?.statusCode, 400);
+  assert.match(bad.message, /not valid at position \d+/);
+  for (const [sql, what] of [['SELECT deviceId FROM devices', /projections/],
+    ['SELECT COUNT() AS n FROM devices', /aggregates/],
+    ["SELECT * FROM devices WHERE connectionState = 'Connected'", /connectionState/],
+    ['SELECT * FROM devices.jobs', /job queries/]]) {
+    const e = await registry.createQuery(sql).next().then(() => null, (x) => x);
+    assert.equal(e?.response?.statusCode, 501, sql);
+    assert.match(e.message, /^fleethub does not serve .* yet$/, sql);
+    assert.match(e.message, what, sql);
+  }
+  const mods = await registry.createQuery('SELECT * FROM devices.modules').next();
+  assert.deepEqual(mods.result, [], 'no modules yet: an empty set');
+  const other = await rest(server.ownerCs(), 'POST', '/devices/query?api-version=2021-04-12', { query: 'SELECT * FROM enrollments' });
+  assert.equal(other.status, 400);
+  const token = await rest(server.ownerCs(), 'POST', '/devices/query?api-version=2021-04-12', { query: 'SELECT * FROM devices' },
+    { 'x-ms-continuation': 'bm90IG91cnM=' });
+  assert.equal(token.status, 400);
+  assert.match(token.body.Message, /continuation/);
+  const noQuery = await rest(server.ownerCs(), 'POST', '/devices/query?api-version=2021-04-12', { sql: 'x' });
+  assert.equal(noQuery.status, 400);
+});
