@@ -590,13 +590,17 @@ static void device_stats(struct route_args *a)
  * loop, which renders them with each device's live connection state.
  *
  * Paging: x-ms-max-item-count rows a page (QUERY_PAGE_DEFAULT when absent,
- * at most QUERY_PAGE_MAX); x-ms-continuation, present only when another
+ * at most QUERY_PAGE_MAX, fewer when they reach QUERY_PAGE_BYTES);
+ * x-ms-continuation, present only when another
  * matching row exists, is "<rows returned so far> <last id>" in base64.
  * The next page starts after that id, so a page never repeats a row and
  * never skips one that existed when the first page was read, whatever is
  * written meanwhile. TOP n ends the result after n rows over all pages. */
 #define QUERY_PAGE_DEFAULT 100
 #define QUERY_PAGE_MAX 1000
+/* A page also ends once its rows hold this many bytes (1,000 twins near
+ * their size limits would be a response of tens of megabytes). */
+#define QUERY_PAGE_BYTES (4u << 20)
 
 struct twin_query_job {
 	struct http_exchange *ex;
@@ -610,6 +614,7 @@ struct twin_query_job {
 	struct store_twin_view *views; /* [max] */
 	char **ids;                    /* [max] */
 	unsigned n;
+	size_t bytes; /* the page's rendered size so far */
 	bool more;
 	struct buf doc; /* scratch: a candidate rendered for query_matches */
 };
@@ -626,10 +631,11 @@ static int twin_query_each(void *arg, const char *id, struct store_twin_view *v)
 	json_decref(doc);
 	if (!match)
 		return 0;
-	if (j->n == j->max) {
+	if (j->n == j->max || j->bytes >= QUERY_PAGE_BYTES) {
 		j->more = true;
 		return 1;
 	}
+	j->bytes += j->doc.len;
 	j->views[j->n] = *v;
 	memset(v, 0, sizeof *v);
 	j->ids[j->n++] = xstrdup(id);

@@ -89,6 +89,26 @@ test('pages neither repeat nor skip a row while another client writes; the last 
   await registry.delete('q-99');
 });
 
+test('a page of large twins ends at its byte bound, and the next page goes on', async () => {
+  const blob = {};
+  for (let k = 0; k < 7; k++) blob[`part${k}`] = 'x'.repeat(4000);
+  const big = [];
+  for (let i = 0; i < 180; i++) {
+    const deviceId = `r-big-${String(i).padStart(3, '0')}`;
+    big.push(deviceId);
+    await registry.create({ deviceId });
+    await registry.updateTwin(deviceId, { properties: { desired: { blob } } }, '*');
+  }
+  const query = registry.createQuery("SELECT * FROM devices WHERE STARTSWITH(deviceId, 'r-big-')", 1000);
+  const first = await query.nextAsTwin();
+  assert.ok(first.result.length > 0 && first.result.length < 180, `first page: ${first.result.length} rows`);
+  assert.ok(query.hasMoreResults);
+  const seen = first.result.map((t) => t.deviceId);
+  while (query.hasMoreResults) seen.push(...(await query.nextAsTwin()).result.map((t) => t.deviceId));
+  assert.deepEqual(seen, big);
+  for (const id of big) await registry.delete(id);
+});
+
 test('TOP n ends the result after n rows over every page', async () => {
   const [rows, pages] = await allPages(registry.createQuery('SELECT TOP 7 * FROM devices', 3));
   assert.deepEqual(rows.map((t) => t.deviceId), ids.slice(0, 7));
