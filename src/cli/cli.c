@@ -266,7 +266,8 @@ static int print_policy_cs(const struct cli_args *a, const char *kind, const str
 struct response {
 	long status;
 	struct buf body;
-	char error_name[128]; /* iothub-errorcode header */
+	char error_name[128];    /* iothub-errorcode header */
+	char continuation[1024]; /* x-ms-continuation header, "" when absent */
 };
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
@@ -278,25 +279,33 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 	return size * n;
 }
 
+/* Copies the value of header line p[0..len) into out when it is name
+ * ("name:" with its colon, any case). */
+static void header_value(const char *p, size_t len, const char *name, char *out, size_t outlen)
+{
+	size_t nl = strlen(name);
+	if (len <= nl || strncasecmp(p, name, nl) != 0)
+		return;
+	const char *v = p + nl;
+	size_t vl = len - nl;
+	while (vl > 0 && (*v == ' ' || *v == '\t')) {
+		v++;
+		vl--;
+	}
+	while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+		vl--;
+	if (vl >= outlen)
+		vl = outlen - 1;
+	memcpy(out, v, vl);
+	out[vl] = '\0';
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
 	struct response *r = ud;
 	size_t len = size * n;
-	static const char name[] = "iothub-errorcode:";
-	if (len > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
-		const char *v = p + sizeof name - 1;
-		size_t vl = len - (sizeof name - 1);
-		while (vl > 0 && (*v == ' ' || *v == '\t')) {
-			v++;
-			vl--;
-		}
-		while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
-			vl--;
-		if (vl >= sizeof r->error_name)
-			vl = sizeof r->error_name - 1;
-		memcpy(r->error_name, v, vl);
-		r->error_name[vl] = '\0';
-	}
+	header_value(p, len, "iothub-errorcode:", r->error_name, sizeof r->error_name);
+	header_value(p, len, "x-ms-continuation:", r->continuation, sizeof r->continuation);
 	return len;
 }
 
@@ -349,11 +358,13 @@ static void report_curl_error(const struct target *t, CURLcode cc, const char *e
 /* One REST call: method path (path may carry a query; api-version is
  * added). Returns 0 with r filled (any HTTP status), or CLI_USAGE /
  * CLI_UNREACHABLE after printing why. */
+/* One request; extra: more header lines ("Name: value"), NULL-terminated,
+ * or NULL. */
 static int http_call(const struct target *t, const char *method, const char *path, const char *body,
-                     const char *if_match, struct response *r)
+                     const char *const *extra, struct response *r)
 {
 	struct buf url = BUF_INIT, sr = BUF_INIT, tok = BUF_INIT, auth = BUF_INIT,
-	           connect_to = BUF_INIT, host = BUF_INIT, im = BUF_INIT;
+	           connect_to = BUF_INIT, host = BUF_INIT;
 	struct curl_slist *headers = NULL, *ct_list = NULL;
 	int rc = CLI_UNREACHABLE;
 	CURL *curl = NULL;
@@ -375,10 +386,8 @@ static int http_call(const struct target *t, const char *method, const char *pat
 	if (body)
 		headers =
 		    curl_slist_append(headers, "Content-Type: application/json; charset=utf-8");
-	if (if_match) {
-		buf_printf(&im, "If-Match: %s", if_match);
-		headers = curl_slist_append(headers, im.data);
-	}
+	for (size_t i = 0; extra && extra[i]; i++)
+		headers = curl_slist_append(headers, extra[i]);
 	curl = curl_easy_init();
 	if (!curl || !headers) {
 		fprintf(stderr, "error: cannot initialise libcurl\n");
@@ -437,7 +446,6 @@ done:
 	buf_free(&auth);
 	buf_free(&connect_to);
 	buf_free(&host);
-	buf_free(&im);
 	if (rc != 0)
 		buf_free(&r->body);
 	return rc;
@@ -531,8 +539,13 @@ static void print_json(json_t *o)
 static int call_status(const struct target *t, const char *method, const char *path,
                        const char *body, const char *if_match, json_t **out, long *refused)
 {
+	struct buf im = BUF_INIT;
+	if (if_match)
+		buf_printf(&im, "If-Match: %s", if_match);
+	const char *const extra[] = {im.data, NULL};
 	struct response r;
-	int rc = http_call(t, method, path, body, if_match, &r);
+	int rc = http_call(t, method, path, body, if_match ? extra : NULL, &r);
+	buf_free(&im);
 	if (rc != 0)
 		return rc;
 	if (r.status < 200 || r.status >= 300) {
@@ -999,6 +1012,137 @@ static int registration_show(const struct cli_args *a, const struct target *t)
 	return rc;
 }
 
+/* ---- query ---- */
+
+#define QUERY_PAGE "1000"
+#define TABLE_CELL_MAX 40
+
+/* A cell of the table: a string as it is, anything else as compact JSON,
+ * cut to TABLE_CELL_MAX characters. The caller frees it. */
+static char *table_cell(const json_t *v)
+{
+	char *text = !v ? strdup("-")
+	             : json_is_string(v) ? strdup(json_string_value(v))
+	                                 : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (text && strlen(text) > TABLE_CELL_MAX)
+		strcpy(text + TABLE_CELL_MAX - 3, "...");
+	return text;
+}
+
+/* Prints rows as a table: for twins their id, status, connection state and
+ * tags; for other rows (projections, groups) every member, in the order
+ * first seen. */
+static void print_table(json_t *rows)
+{
+	json_t *cols = json_array();
+	json_t *first = json_array_get(rows, 0);
+	if (json_object_get(first, "deviceId") && json_object_get(first, "properties")) {
+		const char *twin_cols[] = {"deviceId", "status", "connectionState", "tags"};
+		for (size_t i = 0; i < 4; i++)
+			json_array_append_new(cols, json_string(twin_cols[i]));
+	} else {
+		size_t i;
+		json_t *row;
+		json_array_foreach(rows, i, row)
+		{
+			const char *k;
+			json_t *v;
+			json_object_foreach(row, k, v)
+			{
+				bool seen = false;
+				for (size_t c = 0; c < json_array_size(cols); c++)
+					seen |= strcmp(json_string_value(json_array_get(cols, c)), k) == 0;
+				if (!seen)
+					json_array_append_new(cols, json_string(k));
+			}
+		}
+	}
+	size_t ncols = json_array_size(cols), nrows = json_array_size(rows);
+	size_t *width = calloc(ncols ? ncols : 1, sizeof *width);
+	char **cells = calloc((nrows + 1) * (ncols ? ncols : 1), sizeof *cells);
+	for (size_t c = 0; c < ncols; c++) {
+		cells[c] = strdup(json_string_value(json_array_get(cols, c)));
+		for (size_t r = 0; r < nrows; r++)
+			cells[(r + 1) * ncols + c] = table_cell(json_object_get(
+			    json_array_get(rows, r), json_string_value(json_array_get(cols, c))));
+	}
+	for (size_t i = 0; i < (nrows + 1) * ncols; i++)
+		if (cells[i] && strlen(cells[i]) > width[i % ncols])
+			width[i % ncols] = strlen(cells[i]);
+	for (size_t r = 0; r <= nrows; r++) {
+		for (size_t c = 0; c < ncols; c++) {
+			const char *cell = cells[r * ncols + c] ? cells[r * ncols + c] : "?";
+			printf("%s%-*s", c ? "  " : "", c + 1 < ncols ? (int)width[c] : 0, cell);
+		}
+		printf("\n");
+	}
+	for (size_t i = 0; i < (nrows + 1) * ncols; i++)
+		free(cells[i]);
+	free(cells);
+	free(width);
+	json_decref(cols);
+}
+
+/* fleethub query "SELECT ...": every page, printed as one JSON array or as
+ * a table. */
+static int query_run(const struct cli_args *a, const struct target *t)
+{
+	json_t *q = json_pack("{s:s}", "query", a->id);
+	if (!q) {
+		fprintf(stderr, "error: the query is not valid UTF-8\n");
+		return CLI_USAGE;
+	}
+	char *body = json_dumps(q, JSON_COMPACT);
+	json_decref(q);
+	json_t *all = json_array();
+	struct buf cont = BUF_INIT;
+	int rc = 0;
+	for (;;) {
+		const char *const extra[] = {"x-ms-max-item-count: " QUERY_PAGE,
+		                             cont.len ? cont.data : NULL, NULL};
+		struct response r;
+		rc = http_call(t, "POST", "/devices/query", body, extra, &r);
+		if (rc != 0)
+			break;
+		if (r.status < 200 || r.status >= 300) {
+			print_refusal(&r);
+			buf_free(&r.body);
+			rc = CLI_REFUSED;
+			break;
+		}
+		json_t *page = response_json(&r);
+		buf_free(&r.body);
+		if (!json_is_array(page)) {
+			if (page)
+				fprintf(stderr, "error: the server did not answer with a list\n");
+			json_decref(page);
+			rc = CLI_REFUSED;
+			break;
+		}
+		json_array_extend(all, page);
+		json_decref(page);
+		if (!r.continuation[0])
+			break;
+		if (cont.len && strcmp(cont.data + strlen("x-ms-continuation: "), r.continuation) == 0) {
+			fprintf(stderr, "error: the server gave the same continuation twice\n");
+			rc = CLI_REFUSED;
+			break;
+		}
+		buf_reset(&cont);
+		buf_printf(&cont, "x-ms-continuation: %s", r.continuation);
+	}
+	if (rc == 0) {
+		if (a->table)
+			print_table(all);
+		else
+			print_json(all);
+	}
+	json_decref(all);
+	buf_free(&cont);
+	free(body);
+	return rc;
+}
+
 static bool is_dps_command(enum cli_command c)
 {
 	return c >= CLI_CMD_ENROLLMENT_CREATE && c <= CLI_CMD_WEBHOOK_CALLS;
@@ -1053,6 +1197,7 @@ static int run(const struct cli_args *a)
 		                    : (printf("%s\n", t.cs), 0);
 		break;
 	case CLI_CMD_WEBHOOK_CALLS: rc = print_webhook_calls(&t, a->id); break;
+	case CLI_CMD_QUERY: rc = query_run(a, &t); break;
 	case CLI_CMD_HELP: break;
 	}
 	target_free(&t);

@@ -42,12 +42,13 @@ enum cli_command {
 	CLI_CMD_REGISTRATION_DELETE,
 	CLI_CMD_DPS_CONNECTION_STRING,
 	CLI_CMD_WEBHOOK_CALLS,
+	CLI_CMD_QUERY,
 };
 
 /* The parsed command line. Strings are borrowed from argv. */
 struct cli_args {
 	enum cli_command cmd;
-	const char *id; /* device, registration or group id, for commands that take one */
+	const char *id; /* device, registration or group id, or the query's text */
 	/* common options */
 	const char *data_dir; /* default "./fleethub-data" */
 	const char *hub;
@@ -63,6 +64,7 @@ struct cli_args {
 	const char *policy, *hubs, *webhook, *initial_twin, *reprovision, *device_id, *group;
 	/* connection-string: a policy other than the owner */
 	const char *policy_name;
+	bool table; /* query: a readable table instead of JSON */
 };
 
 /* Parses argv[1..argc) (argv[0] is the program): options may come before,

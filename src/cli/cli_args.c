@@ -28,6 +28,7 @@ enum opt_bit {
 	OPT_DEVICE_ID = 1 << 10,
 	OPT_GROUP = 1 << 11,
 	OPT_POLICY_NAME = 1 << 12,
+	OPT_TABLE = 1 << 13,
 };
 
 #define ENROLL_OPTS (OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE | OPT_ENROLL)
@@ -91,6 +92,7 @@ static const struct command commands[] = {
     {"dps", "connection-string", CLI_CMD_DPS_CONNECTION_STRING, false, OPT_POLICY_NAME,
      "dps connection-string [--policy-name NAME]"},
     {"webhook", "calls", CLI_CMD_WEBHOOK_CALLS, true, 0, "webhook calls REGISTRATION_ID"},
+    {"query", NULL, CLI_CMD_QUERY, true, OPT_TABLE, "query \"SELECT ...\" [--table]"},
     {"help", NULL, CLI_CMD_HELP, false, 0, "help"},
 };
 
@@ -127,6 +129,7 @@ static const struct option options[] = {
     {"device-id", OPT_DEVICE_ID, true, ARG(device_id)},
     {"group", OPT_GROUP, true, ARG(group)},
     {"policy-name", OPT_POLICY_NAME, true, ARG(policy_name)},
+    {"table", OPT_TABLE, false, ARG(table)},
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
@@ -134,6 +137,8 @@ static const struct option options[] = {
 /* What the command's ID argument is, from its usage line, and its rule. */
 static const char *id_name(const struct command *c)
 {
+	if (c->cmd == CLI_CMD_QUERY)
+		return "query";
 	if (strstr(c->usage, " GROUP_ID"))
 		return "group ID";
 	if (strstr(c->usage, " REGISTRATION_ID"))
@@ -144,6 +149,8 @@ static const char *id_name(const struct command *c)
 /* NULL when id is valid for c, else what is wrong with it. */
 static const char *id_problem(const struct command *c, const char *id)
 {
+	if (c->cmd == CLI_CMD_QUERY) /* sent in a JSON body: the server checks it */
+		return id[0] ? NULL : "empty";
 	if (strstr(c->usage, " GROUP_ID"))
 		return enrollment_groupid_valid(id) ? NULL
 						    : "1-128 characters: letters, digits and "

@@ -106,6 +106,12 @@ test('a page of large twins ends at its byte bound, and the next page goes on', 
   const seen = first.result.map((t) => t.deviceId);
   while (query.hasMoreResults) seen.push(...(await query.nextAsTwin()).result.map((t) => t.deviceId));
   assert.deepEqual(seen, big);
+  // The CLI pages through all of them too.
+  const table = server.cli(['query', "SELECT * FROM devices WHERE STARTSWITH(deviceId, 'r-big-')", '--table']);
+  assert.equal(table.code, 0, table.stderr);
+  const lines = table.stdout.trim().split('\n');
+  assert.match(lines[0], /^deviceId\s+status\s+connectionState\s+tags$/);
+  assert.deepEqual(lines.slice(1).map((l) => l.split(/\s+/)[0]), big);
   for (const id of big) await registry.delete(id);
 });
 
@@ -136,6 +142,25 @@ test('the tutorial back end: query by tag and by reported connectivity, update t
   } finally {
     await client.close();
   }
+});
+
+test('fleethub query prints JSON or a table, and a bad query\'s error', async () => {
+  const json = server.cli(['query', "SELECT * FROM devices WHERE tags.plant = 'Redmond43'"]);
+  assert.equal(json.code, 0, json.stderr);
+  const rows = JSON.parse(json.stdout);
+  assert.deepEqual(rows.map((t) => t.deviceId), ['q-00', 'q-03', 'q-06', 'q-09']);
+  assert.equal(rows[1].tags.plant, 'Redmond43');
+  const table = server.cli(['query', 'SELECT TOP 2 * FROM devices WHERE tags.floor >= 4', '--table']);
+  assert.equal(table.code, 0, table.stderr);
+  assert.deepEqual(table.stdout.trim().split('\n').map((l) => l.split(/\s+/)[0]), ['deviceId', 'q-04', 'q-05']);
+  assert.match(table.stdout, /\{"plant":"Oslo","floor":4\}/);
+  const empty = server.cli(['query', "SELECT * FROM devices WHERE tags.plant = 'nowhere'"]);
+  assert.equal(empty.code, 0);
+  assert.deepEqual(JSON.parse(empty.stdout), []);
+  const bad = server.cli(['query', 'SELECT * FROM devices WHERE']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^error: 400 .*not valid at position 27/);
+  assert.equal(server.cli(['query']).code, 2);
 });
 
 test('bad queries are 400s that say where; what is not served yet is a 501 that says so', async () => {

@@ -59,6 +59,18 @@ static void test_commands(void **state)
 	assert_int_equal(a.cmd, CLI_CMD_DEVICE_UPDATE);
 	assert_string_equal(a.status, "disabled");
 
+	/* The query is text, sent in a body: any characters, one argument. */
+	assert_int_equal(parse(&a, err, sizeof err, "fleethub", "query",
+	                       "SELECT * FROM devices WHERE tags.a = 'x/y z'", "--table", NULL),
+	                 0);
+	assert_int_equal(a.cmd, CLI_CMD_QUERY);
+	assert_string_equal(a.id, "SELECT * FROM devices WHERE tags.a = 'x/y z'");
+	assert_true(a.table);
+	assert_int_equal(parse(&a, err, sizeof err, "fleethub", "query", "", NULL), -1);
+	assert_int_equal(parse(&a, err, sizeof err, "fleethub", "device", "list", "--table", NULL),
+	                 -1);
+	assert_non_null(strstr(err, "--table does not apply"));
+
 	assert_int_equal(parse(&a, err, sizeof err, "fleethub", "twin", "update", "x", "--desired",
 	                       "{\"a\":1}", "--etag", "AAAA", NULL),
 	                 0);
