@@ -589,6 +589,8 @@ static void device_stats(struct route_args *a)
  * order, query_matches decides each, and the page's views come back to the
  * loop, which renders them with each device's live connection state.
  *
+ * Rows are twins for SELECT *, else projected objects (project).
+ *
  * Paging: x-ms-max-item-count rows a page (QUERY_PAGE_DEFAULT when absent,
  * at most QUERY_PAGE_MAX, fewer when they reach QUERY_PAGE_BYTES);
  * x-ms-continuation, present only when another
@@ -611,13 +613,40 @@ struct twin_query_job {
 	unsigned max;    /* rows for this page */
 	uint64_t before; /* rows returned by earlier pages */
 	char after[REGISTRY_ID_MAX + 1];
-	struct store_twin_view *views; /* [max] */
+	struct store_twin_view *views; /* [max]: SELECT * */
 	char **ids;                    /* [max] */
+	char **projected;              /* [max]: SELECT items, each row's JSON */
 	unsigned n;
 	size_t bytes; /* the page's rendered size so far */
 	bool more;
 	struct buf doc; /* scratch: a candidate rendered for query_matches */
 };
+
+/* A row of SELECT item [AS alias], ... for doc, as JSON text: each item
+ * under its alias, or a path's last segment, or "$<n>" (1-based) for
+ * another expression; an undefined value leaves its member out. */
+static char *project(const struct query *q, const json_t *doc)
+{
+	json_t *row = json_object();
+	for (size_t i = 0; i < q->nitems; i++) {
+		const struct query_node *e = q->items[i].expr;
+		json_t *v = query_value(e, doc);
+		if (!v)
+			continue;
+		char name[32];
+		const char *key = q->items[i].alias;
+		if (!key && e->kind == QN_PATH)
+			key = e->seg[e->nseg - 1].name;
+		if (!key) {
+			snprintf(name, sizeof name, "$%zu", i + 1);
+			key = name;
+		}
+		json_object_set_new(row, key, v);
+	}
+	char *text = json_dumps(row, JSON_COMPACT);
+	json_decref(row);
+	return text;
+}
 
 static int twin_query_each(void *arg, const char *id, struct store_twin_view *v)
 {
@@ -627,18 +656,26 @@ static int twin_query_each(void *arg, const char *id, struct store_twin_view *v)
 	buf_reset(&j->doc);
 	render_twin_view(&j->doc, id, v, false, 0);
 	json_t *doc = json_loadb(j->doc.data, j->doc.len, 0, NULL);
-	bool match = doc && query_matches(j->q.where, doc);
-	json_decref(doc);
-	if (!match)
+	if (!doc || !query_matches(j->q.where, doc)) {
+		json_decref(doc);
 		return 0;
+	}
 	if (j->n == j->max || j->bytes >= QUERY_PAGE_BYTES) {
+		json_decref(doc);
 		j->more = true;
 		return 1;
 	}
-	j->bytes += j->doc.len;
-	j->views[j->n] = *v;
-	memset(v, 0, sizeof *v);
-	j->ids[j->n++] = xstrdup(id);
+	j->ids[j->n] = xstrdup(id);
+	if (j->projected) {
+		j->projected[j->n] = project(&j->q, doc);
+		j->bytes += strlen(j->projected[j->n]);
+	} else {
+		j->bytes += j->doc.len;
+		j->views[j->n] = *v;
+		memset(v, 0, sizeof *v);
+	}
+	j->n++;
+	json_decref(doc);
 	return 0;
 }
 
@@ -660,7 +697,10 @@ static void twin_query_done(void *arg, int rc)
 		for (unsigned i = 0; i < j->n; i++) {
 			if (i)
 				buf_appendc(&body, ',');
-			render_twin_view_live(j->hub, &body, j->ids[i], &j->views[i]);
+			if (j->projected)
+				buf_appends(&body, j->projected[i]);
+			else
+				render_twin_view_live(j->hub, &body, j->ids[i], &j->views[i]);
 		}
 		buf_appendc(&body, ']');
 		uint64_t total = j->before + j->n;
@@ -669,8 +709,8 @@ static void twin_query_done(void *arg, int rc)
 		snprintf(token, sizeof token, "%llu %s", (unsigned long long)total,
 			 j->n ? j->ids[j->n - 1] : "");
 		b64_encode((const uint8_t *)token, strlen(token), encoded);
-		const char *headers[] = {"x-ms-item-type", "Twin", "x-ms-continuation", encoded,
-					 NULL};
+		const char *headers[] = {"x-ms-item-type", j->projected ? "raw" : "Twin",
+					 "x-ms-continuation", encoded, NULL};
 		if (!more)
 			headers[2] = NULL;
 		http_respond_json(j->ex, 200, headers, body.data);
@@ -679,7 +719,10 @@ static void twin_query_done(void *arg, int rc)
 	for (unsigned i = 0; i < j->n; i++) {
 		store_twin_view_clear(&j->views[i]);
 		free(j->ids[i]);
+		if (j->projected)
+			free(j->projected[i]);
 	}
+	free(j->projected);
 	free(j->views);
 	free(j->ids);
 	buf_free(&j->doc);
@@ -736,9 +779,12 @@ static bool twin_query_served(struct http_exchange *ex, const struct query *q)
 	}
 	if (q->from == QFROM_JOBS)
 		unserved = "job queries (FROM devices.jobs)";
-	else if (!q->star || q->aggregates || q->group_by)
-		unserved = "query projections, aggregates and GROUP BY";
-	else if (names_connection_state(q->where))
+	else if (q->aggregates || q->group_by)
+		unserved = "query aggregates and GROUP BY";
+	bool connection = names_connection_state(q->where);
+	for (size_t i = 0; i < q->nitems; i++)
+		connection |= names_connection_state(q->items[i].expr);
+	if (!unserved && connection)
 		unserved = "queries on connectionState and lastActivityTime";
 	if (unserved) {
 		respond_error(ex, 501, "NotImplemented", 501001, "fleethub does not serve %s yet",
@@ -802,6 +848,8 @@ static void twin_query(struct route_args *a)
 	snprintf(j->hub_name, sizeof j->hub_name, "%s", a->hub->name);
 	j->views = xcalloc(j->max, sizeof *j->views);
 	j->ids = xcalloc(j->max, sizeof *j->ids);
+	if (!j->q.star)
+		j->projected = xcalloc(j->max, sizeof *j->projected);
 	store_read_slow(a->hub->store, twin_query_work, twin_query_done, j);
 }
 

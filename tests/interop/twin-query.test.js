@@ -144,6 +144,22 @@ test('the tutorial back end: query by tag and by reported connectivity, update t
   }
 });
 
+test('projections: paths under their last name or alias, expressions, undefined left out', async () => {
+  const query = registry.createQuery(
+    'SELECT deviceId, tags.plant AS plant, tags.floor * 2, tags.missing FROM devices WHERE tags.floor < 3', 2);
+  const { result, message } = await query.next();
+  assert.equal(message.headers['x-ms-item-type'], 'raw');
+  assert.deepEqual(result, [{ deviceId: 'q-00', plant: 'Redmond43', $3: 0 }, { deviceId: 'q-01', plant: 'Oslo', $3: 2 }]);
+  assert.ok(query.hasMoreResults);
+  const next = await query.next(query.continuationToken);
+  assert.deepEqual(next.result, [{ deviceId: 'q-02', plant: 'Oslo', $3: 4 }]);
+  assert.ok(!query.hasMoreResults);
+  const reported = await registry.createQuery(
+    "SELECT properties.reported.connectivity.type, properties.desired.$version AS dv FROM devices WHERE deviceId = 'q-05'").next();
+  assert.equal(reported.result.length, 1);
+  assert.equal(typeof reported.result[0].dv, 'number');
+});
+
 test('fleethub query prints JSON or a table, and a bad query\'s error', async () => {
   const json = server.cli(['query', "SELECT * FROM devices WHERE tags.plant = 'Redmond43'"]);
   assert.equal(json.code, 0, json.stderr);
@@ -167,8 +183,9 @@ test('bad queries are 400s that say where; what is not served yet is a 501 that 
   const bad = await registry.createQuery('SELECT * FROM devices WHERE tags.a = = 1').next().then(() => null, (e) => e);
   assert.equal(bad?.response?.statusCode, 400);
   assert.match(bad.message, /not valid at position \d+/);
-  for (const [sql, what] of [['SELECT deviceId FROM devices', /projections/],
+  for (const [sql, what] of [['SELECT deviceId, connectionState FROM devices', /connectionState/],
     ['SELECT COUNT() AS n FROM devices', /aggregates/],
+    ['SELECT tags.plant, COUNT() AS n FROM devices GROUP BY tags.plant', /GROUP BY/],
     ["SELECT * FROM devices WHERE connectionState = 'Connected'", /connectionState/],
     ['SELECT * FROM devices.jobs', /job queries/]]) {
     const e = await registry.createQuery(sql).next().then(() => null, (x) => x);
