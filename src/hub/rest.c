@@ -21,20 +21,13 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
-#include "codec/query.h"
-#include "core/query_eval.h"
-#include "codec/query_plan.h"
 #include "core/registry.h"
 #include "core/twin.h"
 #include "internal.h"
+#include "rest_internal.h"
 
 #define LIST_MAX 1000
 
-struct route_args {
-	struct hub *hub;
-	struct http_exchange *ex;
-	char id[REGISTRY_ID_MAX + 1]; /* the {id} path segment, decoded */
-};
 
 typedef void (*route_fn)(struct route_args *a);
 
@@ -65,10 +58,7 @@ static void send_error(struct http_exchange *ex, int status, const char *name, i
 	json_decref(o);
 }
 
-static void respond_error(struct http_exchange *ex, int status, const char *name, int code,
-			  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-static void respond_error(struct http_exchange *ex, int status, const char *name, int code,
+void rest__respond_error(struct http_exchange *ex, int status, const char *name, int code,
 			  const char *fmt, ...)
 {
 	char msg[512];
@@ -103,14 +93,14 @@ static void respond_json(struct http_exchange *ex, int status, json_t *o)
 
 /* 404 for a missing device; otherwise 503 saying why: a write the store
  * refused (full or failing storage) or a read that failed. */
-static void respond_store_error(struct http_exchange *ex, int rc, const char *id, bool write)
+void rest__respond_store_error(struct http_exchange *ex, int rc, const char *id, bool write)
 {
 	if (rc == FH_ENOTFOUND)
-		respond_error(ex, 404, "DeviceNotFound", 404001, "device '%s' not found", id);
+		rest__respond_error(ex, 404, "DeviceNotFound", 404001, "device '%s' not found", id);
 	else if (write)
-		respond_error(ex, 503, "ServiceUnavailable", 503001, "%s", store_write_error(rc));
+		rest__respond_error(ex, 503, "ServiceUnavailable", 503001, "%s", store_write_error(rc));
 	else
-		respond_error(ex, 503, "ServiceUnavailable", 503001,
+		rest__respond_error(ex, 503, "ServiceUnavailable", 503001,
 			      "the store could not be read (%s); try again", fh_strerror(rc));
 }
 
@@ -167,7 +157,7 @@ static json_t *render_twin(struct hub *h, const char *id, const json_t *identity
  * identity members it shows (as render_twin takes them from
  * render_device), then the twin. Pure (the connection state is passed
  * in), so a worker may call it. */
-static void render_twin_view(struct buf *b, const char *id, const struct store_twin_view *v,
+void rest__render_twin_view(struct buf *b, const char *id, const struct store_twin_view *v,
 			     bool on, int64_t last)
 {
 	char etag[13], last_iso[32] = "0001-01-01T00:00:00Z";
@@ -199,19 +189,19 @@ static void render_twin_view(struct buf *b, const char *id, const struct store_t
 }
 
 /* render_twin_view with the device's live connection state: on the loop. */
-static void render_twin_view_live(struct hub *h, struct buf *b, const char *id,
+void rest__render_twin_view_live(struct hub *h, struct buf *b, const char *id,
 				  const struct store_twin_view *v)
 {
 	int64_t since = 0, last = 0;
 	bool on = hub_device_connected(h, id, &since, &last);
-	render_twin_view(b, id, v, on, last);
+	rest__render_twin_view(b, id, v, on, last);
 }
 
 static void respond_twin_view(struct hub *h, struct http_exchange *ex, const char *id,
 			      const struct store_twin_view *v)
 {
 	struct buf b = BUF_INIT;
-	render_twin_view_live(h, &b, id, v);
+	rest__render_twin_view_live(h, &b, id, v);
 	http_respond_json(ex, 200, NULL, b.data);
 	buf_free(&b);
 }
@@ -309,13 +299,13 @@ static void job_free(struct rest_job *j)
 
 /* Parses the request body as a JSON object; answers 400 and returns NULL
  * otherwise. */
-static json_t *body_object(struct http_exchange *ex)
+json_t *rest__body_object(struct http_exchange *ex)
 {
 	json_error_t jerr;
 	const struct buf *b = &ex->req->body;
 	json_t *o = json_loadb(b->data ? b->data : "", b->len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!o || !json_is_object(o)) {
-		respond_error(ex, 400, "ArgumentInvalid", 400004,
+		rest__respond_error(ex, 400, "ArgumentInvalid", 400004,
 			      "the request body is not a JSON object: %s",
 			      o ? "another JSON type" : jerr.text);
 		json_decref(o);
@@ -397,26 +387,26 @@ static void device_put_done(void *arg, int rc)
 		respond_json(j->ex, 200, o);
 		json_decref(o);
 	} else if (j->status == 409) {
-		respond_error(j->ex, 409, "DeviceAlreadyExists", 409001,
+		rest__respond_error(j->ex, 409, "DeviceAlreadyExists", 409001,
 			      "device '%s' already exists", j->id);
 	} else if (j->status == 404) {
-		respond_store_error(j->ex, FH_ENOTFOUND, j->id, true);
+		rest__respond_store_error(j->ex, FH_ENOTFOUND, j->id, true);
 	} else if (j->status == 412) {
-		respond_error(j->ex, 412, "PreconditionFailed", 412002,
+		rest__respond_error(j->ex, 412, "PreconditionFailed", 412002,
 			      "the etag in If-Match does not match device '%s'", j->id);
 	} else if (rc == FH_EINVAL) {
 		int status = j->rerr.status ? j->rerr.status : 400;
-		respond_error(j->ex, status, j->rerr.code[0] ? j->rerr.code : "ArgumentInvalid",
+		rest__respond_error(j->ex, status, j->rerr.code[0] ? j->rerr.code : "ArgumentInvalid",
 			      status * 1000 + 4, "%s", j->rerr.message);
 	} else {
-		respond_store_error(j->ex, rc, j->id, true);
+		rest__respond_store_error(j->ex, rc, j->id, true);
 	}
 	job_free(j);
 }
 
 static void device_put(struct route_args *a)
 {
-	json_t *body = body_object(a->ex);
+	json_t *body = rest__body_object(a->ex);
 	if (!body)
 		return;
 	struct rest_job *j = job_new(a);
@@ -449,10 +439,10 @@ static void device_delete_done(void *arg, int rc)
 				    "identity deleted");
 		http_respond(j->ex, 204, NULL, NULL, 0);
 	} else if (rc == FH_EPRECOND) {
-		respond_error(j->ex, 412, "PreconditionFailed", 412002,
+		rest__respond_error(j->ex, 412, "PreconditionFailed", 412002,
 			      "the etag in If-Match does not match device '%s'", j->id);
 	} else {
-		respond_store_error(j->ex, rc, j->id, true);
+		rest__respond_store_error(j->ex, rc, j->id, true);
 	}
 	job_free(j);
 }
@@ -469,7 +459,7 @@ static void device_get(struct route_args *a)
 	struct store_device d = {0};
 	int rc = store_device_get(store_reader(a->hub->store), a->hub->name, a->id, &d);
 	if (rc != 0) {
-		respond_store_error(a->ex, rc, a->id, false);
+		rest__respond_store_error(a->ex, rc, a->id, false);
 		return;
 	}
 	json_t *identity = json_loads(d.json, 0, NULL);
@@ -511,7 +501,7 @@ static void list_done(void *arg, int rc)
 {
 	struct list_job *j = arg;
 	if (rc != 0) {
-		respond_store_error(j->ex, rc, "", false);
+		rest__respond_store_error(j->ex, rc, "", false);
 	} else {
 		json_t *arr = json_array();
 		size_t i;
@@ -564,7 +554,7 @@ static void stats_done(void *arg, int rc)
 {
 	struct stats_job *j = arg;
 	if (rc != 0) {
-		respond_store_error(j->ex, rc, "", false);
+		rest__respond_store_error(j->ex, rc, "", false);
 	} else {
 		json_t *o = json_pack("{s:I,s:I,s:I}", "totalDeviceCount", (json_int_t)j->total,
 				      "enabledDeviceCount", (json_int_t)j->enabled,
@@ -583,283 +573,13 @@ static void device_stats(struct route_args *a)
 	store_read_slow(a->hub->store, stats_work, stats_done, j);
 }
 
-/* POST /devices/query: the IoT Hub query language over the hub's twins.
- * The scan runs on a worker (store_read_slow) against one snapshot: the
- * store selects candidates by the query's plan (codec/query_plan.h) in id
- * order, query_matches decides each, and the page's views come back to the
- * loop, which renders them with each device's live connection state.
- *
- * Rows are twins for SELECT *, else projected objects (project).
- *
- * Paging: x-ms-max-item-count rows a page (QUERY_PAGE_DEFAULT when absent,
- * at most QUERY_PAGE_MAX, fewer when they reach QUERY_PAGE_BYTES);
- * x-ms-continuation, present only when another
- * matching row exists, is "<rows returned so far> <last id>" in base64.
- * The next page starts after that id, so a page never repeats a row and
- * never skips one that existed when the first page was read, whatever is
- * written meanwhile. TOP n ends the result after n rows over all pages. */
-#define QUERY_PAGE_DEFAULT 100
-#define QUERY_PAGE_MAX 1000
-/* A page also ends once its rows hold this many bytes (1,000 twins near
- * their size limits would be a response of tens of megabytes). */
-#define QUERY_PAGE_BYTES (4u << 20)
-
-struct twin_query_job {
-	struct http_exchange *ex;
-	struct hub *hub;
-	char hub_name[256];
-	struct query q;
-	struct query_plan plan;
-	unsigned max;    /* rows for this page */
-	uint64_t before; /* rows returned by earlier pages */
-	char after[REGISTRY_ID_MAX + 1];
-	struct store_twin_view *views; /* [max]: SELECT * */
-	char **ids;                    /* [max] */
-	char **projected;              /* [max]: SELECT items, each row's JSON */
-	unsigned n;
-	size_t bytes; /* the page's rendered size so far */
-	bool more;
-	struct buf doc; /* scratch: a candidate rendered for query_matches */
-};
-
-/* A row of SELECT item [AS alias], ... for doc, as JSON text: each item
- * under its alias, or a path's last segment, or "$<n>" (1-based) for
- * another expression; an undefined value leaves its member out. */
-static char *project(const struct query *q, const json_t *doc)
-{
-	json_t *row = json_object();
-	for (size_t i = 0; i < q->nitems; i++) {
-		const struct query_node *e = q->items[i].expr;
-		json_t *v = query_value(e, doc);
-		if (!v)
-			continue;
-		char name[32];
-		const char *key = q->items[i].alias;
-		if (!key && e->kind == QN_PATH)
-			key = e->seg[e->nseg - 1].name;
-		if (!key) {
-			snprintf(name, sizeof name, "$%zu", i + 1);
-			key = name;
-		}
-		json_object_set_new(row, key, v);
-	}
-	char *text = json_dumps(row, JSON_COMPACT);
-	json_decref(row);
-	return text;
-}
-
-static int twin_query_each(void *arg, const char *id, struct store_twin_view *v)
-{
-	struct twin_query_job *j = arg;
-	/* The query names no connection state (twin_query refuses that), so
-	 * the worker may render without it. */
-	buf_reset(&j->doc);
-	render_twin_view(&j->doc, id, v, false, 0);
-	json_t *doc = json_loadb(j->doc.data, j->doc.len, 0, NULL);
-	if (!doc || !query_matches(j->q.where, doc)) {
-		json_decref(doc);
-		return 0;
-	}
-	if (j->n == j->max || j->bytes >= QUERY_PAGE_BYTES) {
-		json_decref(doc);
-		j->more = true;
-		return 1;
-	}
-	j->ids[j->n] = xstrdup(id);
-	if (j->projected) {
-		j->projected[j->n] = project(&j->q, doc);
-		j->bytes += strlen(j->projected[j->n]);
-	} else {
-		j->bytes += j->doc.len;
-		j->views[j->n] = *v;
-		memset(v, 0, sizeof *v);
-	}
-	j->n++;
-	json_decref(doc);
-	return 0;
-}
-
-static int twin_query_work(void *arg, struct store_txn *t)
-{
-	struct twin_query_job *j = arg;
-	int rc = store_twin_query(t, j->hub_name, &j->plan, j->after, twin_query_each, j);
-	return rc == 1 ? 0 : rc;
-}
-
-static void twin_query_done(void *arg, int rc)
-{
-	struct twin_query_job *j = arg;
-	if (rc != 0) {
-		respond_store_error(j->ex, rc, "", false);
-	} else {
-		struct buf body = BUF_INIT;
-		buf_appendc(&body, '[');
-		for (unsigned i = 0; i < j->n; i++) {
-			if (i)
-				buf_appendc(&body, ',');
-			if (j->projected)
-				buf_appends(&body, j->projected[i]);
-			else
-				render_twin_view_live(j->hub, &body, j->ids[i], &j->views[i]);
-		}
-		buf_appendc(&body, ']');
-		uint64_t total = j->before + j->n;
-		bool more = j->more && j->n > 0 && (!j->q.top || total < j->q.top);
-		char token[REGISTRY_ID_MAX + 32], encoded[2 * sizeof token];
-		snprintf(token, sizeof token, "%llu %s", (unsigned long long)total,
-			 j->n ? j->ids[j->n - 1] : "");
-		b64_encode((const uint8_t *)token, strlen(token), encoded);
-		const char *headers[] = {"x-ms-item-type", j->projected ? "raw" : "Twin",
-					 "x-ms-continuation", encoded, NULL};
-		if (!more)
-			headers[2] = NULL;
-		http_respond_json(j->ex, 200, headers, body.data);
-		buf_free(&body);
-	}
-	for (unsigned i = 0; i < j->n; i++) {
-		store_twin_view_clear(&j->views[i]);
-		free(j->ids[i]);
-		if (j->projected)
-			free(j->projected[i]);
-	}
-	free(j->projected);
-	free(j->views);
-	free(j->ids);
-	buf_free(&j->doc);
-	query_free(&j->q);
-	free(j);
-}
-
-/* Whether cond names a twin member fleethub cannot yet read on a worker. */
-static bool names_connection_state(const struct query_node *n)
-{
-	if (!n)
-		return false;
-	if (n->kind == QN_PATH)
-		return n->nseg > 0 && (strcmp(n->seg[0].name, "connectionState") == 0 ||
-				       strcmp(n->seg[0].name, "lastActivityTime") == 0);
-	if (names_connection_state(n->a) || names_connection_state(n->b))
-		return true;
-	for (size_t i = 0; i < n->nargs; i++)
-		if (names_connection_state(n->args[i]))
-			return true;
-	return false;
-}
-
-/* Reads x-ms-continuation into j (before, after); false when it is not a
- * token this server gave. */
-static bool read_continuation(const char *token, struct twin_query_job *j)
-{
-	uint8_t raw[REGISTRY_ID_MAX + 32];
-	size_t n = 0, tl = strlen(token);
-	if (tl == 0 || tl > 2 * sizeof raw || b64_decode(token, tl, raw, &n) != 0 || n >= sizeof raw)
-		return false;
-	raw[n] = 0;
-	char *sp = memchr(raw, ' ', n), *end;
-	if (!sp)
-		return false;
-	*sp = 0;
-	unsigned long long before = strtoull((char *)raw, &end, 10);
-	if (*end || end == (char *)raw || strlen(sp + 1) > REGISTRY_ID_MAX)
-		return false;
-	j->before = before;
-	snprintf(j->after, sizeof j->after, "%s", sp + 1);
-	return true;
-}
-
-/* Refuses (answering) what the query asks that fleethub does not serve. */
-static bool twin_query_served(struct http_exchange *ex, const struct query *q)
-{
-	const char *unserved = NULL;
-	if (q->from == QFROM_OTHER) {
-		respond_error(ex, 400, "ArgumentInvalid", 400004,
-			      "FROM %s: a hub query reads devices, devices.modules or devices.jobs",
-			      q->from_name);
-		return false;
-	}
-	if (q->from == QFROM_JOBS)
-		unserved = "job queries (FROM devices.jobs)";
-	else if (q->aggregates || q->group_by)
-		unserved = "query aggregates and GROUP BY";
-	bool connection = names_connection_state(q->where);
-	for (size_t i = 0; i < q->nitems; i++)
-		connection |= names_connection_state(q->items[i].expr);
-	if (!unserved && connection)
-		unserved = "queries on connectionState and lastActivityTime";
-	if (unserved) {
-		respond_error(ex, 501, "NotImplemented", 501001, "fleethub does not serve %s yet",
-			      unserved);
-		return false;
-	}
-	return true;
-}
-
-static void twin_query(struct route_args *a)
-{
-	json_t *body = body_object(a->ex);
-	if (!body)
-		return;
-	json_t *text = json_object_get(body, "query");
-	if (!json_is_string(text)) {
-		respond_error(a->ex, 400, "ArgumentInvalid", 400004,
-			      "the request body has no \"query\" string");
-		json_decref(body);
-		return;
-	}
-	struct twin_query_job *j = xcalloc(1, sizeof *j);
-	struct query_error err;
-	int rc = query_parse(json_string_value(text), json_string_length(text), &j->q, &err);
-	json_decref(body);
-	if (rc != 0) {
-		respond_error(a->ex, 400, "ArgumentInvalid", 400004,
-			      "the query is not valid at position %zu: %s", err.pos, err.message);
-		free(j);
-		return;
-	}
-	const char *mx = http_request_header(a->ex->req, "x-ms-max-item-count");
-	const char *cont = http_request_header(a->ex->req, "x-ms-continuation");
-	long max = mx ? strtol(mx, NULL, 10) : QUERY_PAGE_DEFAULT;
-	if (!twin_query_served(a->ex, &j->q)) {
-		query_free(&j->q);
-		free(j);
-		return;
-	}
-	if (cont && !read_continuation(cont, j)) {
-		respond_error(a->ex, 400, "ArgumentInvalid", 400004,
-			      "x-ms-continuation is not a token this hub gave");
-		query_free(&j->q);
-		free(j);
-		return;
-	}
-	j->max = (unsigned)(max < 1 ? QUERY_PAGE_DEFAULT : max > QUERY_PAGE_MAX ? QUERY_PAGE_MAX : max);
-	uint64_t left = j->q.top > j->before ? j->q.top - j->before : 0;
-	if (j->q.top && left < j->max)
-		j->max = (unsigned)left;
-	query_plan_build(&j->q, &j->plan);
-	if (j->plan.empty || j->max == 0) { /* devices.modules: no modules yet */
-		http_respond_json(a->ex, 200, (const char *const[]){"x-ms-item-type", "Twin", NULL},
-				  "[]");
-		query_free(&j->q);
-		free(j);
-		return;
-	}
-	j->ex = a->ex;
-	j->hub = a->hub;
-	snprintf(j->hub_name, sizeof j->hub_name, "%s", a->hub->name);
-	j->views = xcalloc(j->max, sizeof *j->views);
-	j->ids = xcalloc(j->max, sizeof *j->ids);
-	if (!j->q.star)
-		j->projected = xcalloc(j->max, sizeof *j->projected);
-	store_read_slow(a->hub->store, twin_query_work, twin_query_done, j);
-}
-
 /* GET /twins/{id} */
 static void twin_get(struct route_args *a)
 {
 	struct store_twin_view v;
 	int rc = store_twin_view_get(store_reader(a->hub->store), a->hub->name, a->id, &v);
 	if (rc != 0)
-		respond_store_error(a->ex, rc, a->id, false);
+		rest__respond_store_error(a->ex, rc, a->id, false);
 	else
 		respond_twin_view(a->hub, a->ex, a->id, &v);
 	store_twin_view_clear(&v);
@@ -902,13 +622,13 @@ static int twin_update_work(void *arg, struct store_txn *t)
 static void twin_update_error(struct rest_job *j, int rc)
 {
 	if (rc == FH_EPRECOND)
-		respond_error(j->ex, 412, "PreconditionFailed", 412002,
+		rest__respond_error(j->ex, 412, "PreconditionFailed", 412002,
 			      "the etag in If-Match does not match the twin of device '%s'",
 			      j->id);
 	else if (rc == FH_EINVAL)
-		respond_error(j->ex, 400, j->terr.name, j->terr.code, "%s", j->terr.message);
+		rest__respond_error(j->ex, 400, j->terr.name, j->terr.code, "%s", j->terr.message);
 	else
-		respond_store_error(j->ex, rc, j->id, true);
+		rest__respond_store_error(j->ex, rc, j->id, true);
 }
 
 static void twin_update_done(void *arg, int rc)
@@ -1012,7 +732,7 @@ static void twin_patch_submit(struct route_args *a, json_t *body, json_t *tags, 
 
 static void twin_update(struct route_args *a, bool replace)
 {
-	json_t *body = body_object(a->ex);
+	json_t *body = rest__body_object(a->ex);
 	if (!body)
 		return;
 	json_t *tags = json_object_get(body, "tags");
@@ -1028,7 +748,7 @@ static void twin_update(struct route_args *a, bool replace)
 	else if (desired && !json_is_object(desired))
 		bad = "properties.desired must be a JSON object";
 	if (bad) {
-		respond_error(a->ex, 400, "ArgumentInvalid", 400004, "%s", bad);
+		rest__respond_error(a->ex, 400, "ArgumentInvalid", 400004, "%s", bad);
 		json_decref(body);
 		return;
 	}
@@ -1038,7 +758,7 @@ static void twin_update(struct route_args *a, bool replace)
 	if ((tags && twin_check_patch(tags, TWIN_TAGS, replace, &a->hub->limits, &terr) != 0) ||
 	    (desired &&
 	     twin_check_patch(desired, TWIN_DESIRED, replace, &a->hub->limits, &terr) != 0)) {
-		respond_error(a->ex, 400, terr.name, terr.code, "%s", terr.message);
+		rest__respond_error(a->ex, 400, terr.name, terr.code, "%s", terr.message);
 		json_decref(body);
 		return;
 	}
@@ -1088,7 +808,7 @@ static const struct route routes[] = {
 	{HTTP_VERB_PUT, "/devices/{id}", device_put, HUB_RIGHT_REGISTRY_WRITE, true},
 	{HTTP_VERB_DELETE, "/devices/{id}", device_delete, HUB_RIGHT_REGISTRY_WRITE, true},
 	{HTTP_VERB_GET, "/statistics/devices", device_stats, HUB_RIGHT_REGISTRY_READ, false},
-	{HTTP_VERB_POST, "/devices/query", twin_query, HUB_RIGHT_REGISTRY_READ, false},
+	{HTTP_VERB_POST, "/devices/query", rest__twin_query, HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_GET, "/twins/{id}", twin_get,
 	 HUB_RIGHT_SERVICE_CONNECT | HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_PATCH, "/twins/{id}", twin_patch, HUB_RIGHT_SERVICE_CONNECT, true},
@@ -1157,7 +877,7 @@ void hub_http_request(struct hub *h, struct http_exchange *ex)
 {
 	struct http_request *req = ex->req;
 	if (req->upgrade) {
-		respond_error(ex, 404, "NotFound", 404000, "no WebSocket endpoint at %s",
+		rest__respond_error(ex, 404, "NotFound", 404000, "no WebSocket endpoint at %s",
 			      req->path);
 		return;
 	}
@@ -1168,7 +888,7 @@ void hub_http_request(struct hub *h, struct http_exchange *ex)
 	for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !u; i++) {
 		int m = match(routes[i].pattern, req->path, &a);
 		if (m < 0) {
-			respond_error(ex, 400, "ArgumentInvalid", 400004,
+			rest__respond_error(ex, 400, "ArgumentInvalid", 400004,
 				      "the device id in %s is not valid (1-128 characters: letters, "
 				      "digits and -:.+%%_#*?!(),=@$')",
 				      req->path);
@@ -1183,16 +903,16 @@ void hub_http_request(struct hub *h, struct http_exchange *ex)
 		}
 	}
 	if (u) {
-		respond_error(ex, 501, "NotImplemented", 501001, "fleethub does not serve %s yet",
+		rest__respond_error(ex, 501, "NotImplemented", 501001, "fleethub does not serve %s yet",
 			      u->feature);
 		return;
 	}
 	if (!r) {
 		if (path_known)
-			respond_error(ex, 405, "MethodNotAllowed", 405000, "%s is not allowed on %s",
+			rest__respond_error(ex, 405, "MethodNotAllowed", 405000, "%s is not allowed on %s",
 				      req->method, req->path);
 		else
-			respond_error(ex, 404, "NotFound", 404000, "no such resource: %s",
+			rest__respond_error(ex, 404, "NotFound", 404000, "no such resource: %s",
 				      req->path);
 		return;
 	}
@@ -1202,11 +922,11 @@ void hub_http_request(struct hub *h, struct http_exchange *ex)
 			      &rights, &why) != 0) {
 		log_at(LOG_INFO, "https %s: %s %s refused: %s", net_conn_peer(ex->conn), req->method,
 		       req->path, why);
-		respond_error(ex, 401, "IotHubUnauthorizedAccess", 401002, "unauthorized: %s", why);
+		rest__respond_error(ex, 401, "IotHubUnauthorizedAccess", 401002, "unauthorized: %s", why);
 		return;
 	}
 	if (!(rights & r->rights)) {
-		respond_error(ex, 401, "IotHubUnauthorizedAccess", 401002,
+		rest__respond_error(ex, 401, "IotHubUnauthorizedAccess", 401002,
 			      "the shared access policy lacks the right for %s %s", req->method,
 			      req->path);
 		return;

@@ -1,0 +1,40 @@
+/* Names shared by the hub's REST files (rest.c, rest_query.c) only. */
+#ifndef FH_HUB_REST_INTERNAL_H
+#define FH_HUB_REST_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "core/registry.h"
+#include "internal.h"
+#include "net/http_server.h"
+#include "store/store.h"
+
+struct route_args {
+	struct hub *hub;
+	struct http_exchange *ex;
+	char id[REGISTRY_ID_MAX + 1]; /* the {id} path segment, decoded */
+};
+
+/* Answers with the error body the SDKs parse (both shapes, and the
+ * iothub-errorcode header). */
+void rest__respond_error(struct http_exchange *ex, int status, const char *name, int code,
+			 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* 404 for a missing device; otherwise 503 saying why. */
+void rest__respond_store_error(struct http_exchange *ex, int rc, const char *id, bool write);
+/* The request body as a JSON object, or NULL after answering 400. */
+json_t *rest__body_object(struct http_exchange *ex);
+/* Appends the REST twin document of a store view to b, with the given
+ * connection state; pure, so a worker may call it. */
+void rest__render_twin_view(struct buf *b, const char *id, const struct store_twin_view *v,
+			    bool on, int64_t last);
+/* The same with the device's live connection state: on the loop only. */
+void rest__render_twin_view_live(struct hub *h, struct buf *b, const char *id,
+				 const struct store_twin_view *v);
+
+/* POST /devices/query (rest_query.c). */
+void rest__twin_query(struct route_args *a);
+
+#endif
