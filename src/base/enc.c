@@ -84,7 +84,7 @@ int b64_decode(const char *in, size_t n, uint8_t *out, size_t *outlen)
 	return 0;
 }
 
-static int hex_value(char c)
+int hex_value(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';

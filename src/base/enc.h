@@ -28,6 +28,8 @@ int pct_decode(const char *in, size_t n, char *out, size_t *outlen);
  * !'()* escaped too, uppercase hex. */
 void pct_encode(struct buf *b, const char *in, size_t n);
 
+/* The value of hex digit c (either case), or -1. */
+int hex_value(char c);
 void hex_encode(const uint8_t *in, size_t n, char *out); /* 2n chars + NUL, lowercase */
 /* v in decimal + NUL into out (at most 20 digits); returns the digit count. */
 size_t dec_u64(uint64_t v, char out[21]);

@@ -103,17 +103,6 @@ static bool name_char(char c, bool first)
 	       (!first && c >= '0' && c <= '9');
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Appends code point cp as UTF-8. */
 static size_t put_utf8(char *out, unsigned cp)
 {
@@ -158,7 +147,7 @@ static void lex_string(struct parser *p)
 		case 'u': {
 			unsigned cp = 0;
 			for (int k = 0; k < 4; k++) {
-				int h = p->i < p->n ? hexval(p->s[p->i]) : -1;
+				int h = p->i < p->n ? hex_value(p->s[p->i]) : -1;
 				if (h < 0) {
 					fail(p, p->i, "bad \\u escape in a string%s", NULL);
 					p->t = T_BAD;
@@ -206,8 +195,8 @@ static void lex_number(struct parser *p)
 		p->i += 2;
 		double v = 0;
 		size_t digits = 0;
-		while (p->i < p->n && hexval(p->s[p->i]) >= 0 && digits < 16) {
-			v = v * 16 + hexval(p->s[p->i++]);
+		while (p->i < p->n && hex_value(p->s[p->i]) >= 0 && digits < 16) {
+			v = v * 16 + hex_value(p->s[p->i++]);
 			digits++;
 		}
 		if (digits == 0 || (p->i < p->n && name_char(p->s[p->i], false))) {

@@ -242,7 +242,7 @@ void rest__twin_query(struct route_args *a)
 	json_decref(body);
 	if (rc != 0) {
 		rest__respond_error(a->ex, 400, "ArgumentInvalid", 400004,
-			      "the query is not valid at position %zu: %s", err.pos, err.message);
+			      "the query is not valid: %s", err.message);
 		free(j);
 		return;
 	}
