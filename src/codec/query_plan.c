@@ -109,11 +109,16 @@ static bool in_term(const struct query_node *c, struct qp_term *t)
 	return true;
 }
 
-/* Adds the terms of cond, a condition every matching row satisfies. */
+/* Adds the terms of cond, a condition every matching row satisfies;
+ * clears plan->complete for a part of it that is not a term. */
 static void collect(const struct query_node *cond, struct query_plan *plan)
 {
-	if (!cond || plan->nterms == QUERY_PLAN_MAX_TERMS)
+	if (!cond)
 		return;
+	if (plan->nterms == QUERY_PLAN_MAX_TERMS) {
+		plan->complete = false;
+		return;
+	}
 	if (cond->kind == QN_BINARY && cond->op == QO_AND) {
 		collect(cond->a, plan);
 		collect(cond->b, plan);
@@ -125,12 +130,37 @@ static void collect(const struct query_node *cond, struct query_plan *plan)
 	          (cond->kind == QN_IN && in_term(cond, t));
 	if (ok)
 		plan->nterms++;
+	else
+		plan->complete = false;
+}
+
+static bool path_of(const struct query_node *n, struct qp_path *p)
+{
+	return query_plan_source(n, &p->source, &p->seg, &p->nseg);
+}
+
+/* The aggregate part of the plan (see query_plan.h). */
+static void plan_aggregates(const struct query *q, struct query_plan *plan)
+{
+	plan->grouped = q->group_by != NULL;
+	plan->aggregable = !plan->grouped || path_of(q->group_by, &plan->group);
+	plan->naggs = q->nitems;
+	for (size_t i = 0; i < q->nitems; i++) {
+		struct qp_aggregate *a = &plan->aggs[i];
+		a->agg = q->items[i].agg;
+		a->whole = q->items[i].expr == NULL;
+		if (a->agg != QA_NONE && !a->whole && !path_of(q->items[i].expr, &a->path))
+			plan->aggregable = false;
+	}
 }
 
 void query_plan_build(const struct query *q, struct query_plan *plan)
 {
 	memset(plan, 0, sizeof *plan);
 	plan->empty = q->from != QFROM_DEVICES;
+	plan->complete = true;
 	if (!plan->empty)
 		collect(q->where, plan);
+	if (q->aggregates || q->group_by)
+		plan_aggregates(q, plan);
 }

@@ -58,10 +58,39 @@ struct qp_term {
 	size_t nvalues;
 };
 
+/* A path a store can read in one expression: the device id, or a value
+ * inside one of the three documents. */
+struct qp_path {
+	enum qp_source source;
+	const struct query_segment *seg;
+	size_t nseg;
+};
+
+/* An aggregate of SELECT: COUNT() (whole: no path) or SUM, AVG, MIN, MAX
+ * of a path. */
+struct qp_aggregate {
+	enum query_agg agg;
+	bool whole;
+	struct qp_path path;
+};
+
 struct query_plan {
 	bool empty; /* the source has no rows (FROM devices.modules for now) */
 	struct qp_term terms[QUERY_PLAN_MAX_TERMS];
 	size_t nterms;
+	/* The WHERE is exactly the AND of the terms (or there is none): a row
+	 * for which every term holds as the query language says matches, and
+	 * a store that can tell so for a row may skip query_matches. */
+	bool complete;
+	/* For aggregate queries: a store can compute them itself when
+	 * aggregable (GROUP BY absent or a path, every aggregate COUNT() or
+	 * over a path); aggs[i] is items[i]'s (agg QA_NONE for the GROUP BY
+	 * path itself). */
+	bool aggregable;
+	bool grouped;
+	struct qp_path group;
+	struct qp_aggregate aggs[QUERY_MAX_ITEMS];
+	size_t naggs;
 };
 
 /* Plans q, a parsed FROM devices or FROM devices.modules query. The plan
@@ -69,7 +98,7 @@ struct query_plan {
 void query_plan_build(const struct query *q, struct query_plan *plan);
 
 /* The source and sub-path of a twin path, or false when the path is not
- * one a term can name. */
+ * one a term (or a qp_path) can name. */
 bool query_plan_source(const struct query_node *path, enum qp_source *source,
                        const struct query_segment **seg, size_t *nseg);
 

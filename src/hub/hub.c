@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/clock.h"
 #include "base/crypto.h"
 #include "base/enc.h"
 #include "base/err.h"
@@ -24,7 +25,9 @@ static const struct {
 	{"registryReadWrite", HUB_RIGHT_REGISTRY_READ | HUB_RIGHT_REGISTRY_WRITE},
 };
 
-/* Start-up key loading: one store job per hub, run synchronously. */
+/* Start-up: the hub's keys loaded (or made), and the connection rows a
+ * crash left "connected" cleared; one store job per hub, run
+ * synchronously, before any device can connect. */
 struct keys_job {
 	struct hub *h;
 	const char *owner_key;
@@ -37,7 +40,8 @@ static int keys_work(void *arg, struct store_txn *t)
 	struct keys_job *j = arg;
 	char prefix[300];
 	snprintf(prefix, sizeof prefix, "hub/%s", j->h->name);
-	return store_policy_keys(t, prefix, j->h->policies, HUB_NPOLICIES, j->owner_key);
+	int rc = store_policy_keys(t, prefix, j->h->policies, HUB_NPOLICIES, j->owner_key);
+	return rc ? rc : store_connections_reset(t, j->h->name, clock_now_ms());
 }
 
 static void keys_done(void *arg, int rc)

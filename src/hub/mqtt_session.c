@@ -657,7 +657,7 @@ static bool handle_packet(struct hub_session *s, const struct mqtt_packet *pk)
 		on_connect(s, &pk->u.connect);
 		return true;
 	}
-	s->base.last_activity_ms = clock_now_ms();
+	sessions_activity(s->base.hub, &s->base);
 	switch (pk->type) {
 	case MQTT_PUBLISH:
 		return on_publish(s, &pk->u.publish);

@@ -84,6 +84,14 @@ static void respond_throttled(struct http_exchange *ex)
 		   1);
 }
 
+void rest__respond_scans_throttled(struct http_exchange *ex)
+{
+	send_error(ex, 429, "ThrottlingException", 429001,
+		   "too many queries and listings are waiting for the store; retry after "
+		   "Retry-After seconds",
+		   1);
+}
+
 static void respond_json(struct http_exchange *ex, int status, json_t *o)
 {
 	char *body = json_dumps(o, JSON_COMPACT);
@@ -155,14 +163,13 @@ static json_t *render_twin(struct hub *h, const char *id, const json_t *identity
 
 /* The REST twin document spliced from a store view, appended to b: the
  * identity members it shows (as render_twin takes them from
- * render_device), then the twin. Pure (the connection state is passed
- * in), so a worker may call it. */
-void rest__render_twin_view(struct buf *b, const char *id, const struct store_twin_view *v,
-			     bool on, int64_t last)
+ * render_device), then the twin, with the view's connection state. Pure,
+ * so a worker may call it. */
+void rest__render_twin_view(struct buf *b, const char *id, const struct store_twin_view *v)
 {
 	char etag[13], last_iso[32] = "0001-01-01T00:00:00Z";
-	if (on)
-		clock_iso8601(last, last_iso);
+	if (v->last_activity_ms > 0)
+		clock_iso8601(v->last_activity_ms, last_iso);
 	twin_etag(v->device_etag, etag);
 	buf_reserve(b, 512 + strlen(v->twin.desired) + strlen(v->twin.reported) +
 			       strlen(v->twin.tags) +
@@ -177,7 +184,7 @@ void rest__render_twin_view(struct buf *b, const char *id, const struct store_tw
 	buf_printf(b,
 		   ",\"connectionState\":\"%s\",\"lastActivityTime\":\"%s\","
 		   "\"cloudToDeviceMessageCount\":0,\"capabilities\":%s",
-		   on ? "Connected" : "Disconnected", last_iso,
+		   v->connected ? "Connected" : "Disconnected", last_iso,
 		   v->capabilities ? v->capabilities : "{\"iotEdge\":false}");
 	buf_printf(b, ",\"authenticationType\":%s,\"x509Thumbprint\":%s,",
 		   v->auth_type && v->auth_type[0] == '"' ? v->auth_type : "\"sas\"",
@@ -188,20 +195,23 @@ void rest__render_twin_view(struct buf *b, const char *id, const struct store_tw
 	buf_appendc(b, '}');
 }
 
-/* render_twin_view with the device's live connection state: on the loop. */
-void rest__render_twin_view_live(struct hub *h, struct buf *b, const char *id,
-				  const struct store_twin_view *v)
+/* rest__render_twin_view with the device's live connection state (the
+ * stored one lags it by a commit): on the loop. */
+static void render_twin_view_live(struct hub *h, struct buf *b, const char *id,
+				  struct store_twin_view *v)
 {
 	int64_t since = 0, last = 0;
-	bool on = hub_device_connected(h, id, &since, &last);
-	rest__render_twin_view(b, id, v, on, last);
+	v->connected = hub_device_connected(h, id, &since, &last);
+	if (v->connected)
+		v->last_activity_ms = last;
+	rest__render_twin_view(b, id, v);
 }
 
 static void respond_twin_view(struct hub *h, struct http_exchange *ex, const char *id,
-			      const struct store_twin_view *v)
+			      struct store_twin_view *v)
 {
 	struct buf b = BUF_INIT;
-	rest__render_twin_view_live(h, &b, id, v);
+	render_twin_view_live(h, &b, id, v);
 	http_respond_json(ex, 200, NULL, b.data);
 	buf_free(&b);
 }
@@ -520,6 +530,10 @@ static void list_done(void *arg, int rc)
 
 static void device_list(struct route_args *a)
 {
+	if (store_read_slow_waiting(a->hub->store) >= REST_MAX_SCANS) {
+		rest__respond_scans_throttled(a->ex);
+		return;
+	}
 	char top[16];
 	unsigned limit = LIST_MAX;
 	if (http_query_param(a->ex->req->query, "top", top, sizeof top)) {

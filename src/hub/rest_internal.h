@@ -22,17 +22,17 @@ struct route_args {
  * iothub-errorcode header). */
 void rest__respond_error(struct http_exchange *ex, int status, const char *name, int code,
 			 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* 429 (with Retry-After) for a scan while REST_MAX_SCANS wait for the
+ * store's worker: queries and listings queue no further. */
+#define REST_MAX_SCANS 16
+void rest__respond_scans_throttled(struct http_exchange *ex);
 /* 404 for a missing device; otherwise 503 saying why. */
 void rest__respond_store_error(struct http_exchange *ex, int rc, const char *id, bool write);
 /* The request body as a JSON object, or NULL after answering 400. */
 json_t *rest__body_object(struct http_exchange *ex);
-/* Appends the REST twin document of a store view to b, with the given
- * connection state; pure, so a worker may call it. */
-void rest__render_twin_view(struct buf *b, const char *id, const struct store_twin_view *v,
-			    bool on, int64_t last);
-/* The same with the device's live connection state: on the loop only. */
-void rest__render_twin_view_live(struct hub *h, struct buf *b, const char *id,
-				 const struct store_twin_view *v);
+/* Appends the REST twin document of a store view to b, with the view's
+ * (stored) connection state; pure, so a worker may call it. */
+void rest__render_twin_view(struct buf *b, const char *id, const struct store_twin_view *v);
 
 /* POST /devices/query (rest_query.c). */
 void rest__twin_query(struct route_args *a);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -130,6 +131,51 @@ static void queue_write(struct hub *h, const struct dev_session *s, bool exists,
 		store_submit(h->store, ses_work, ses_done, j);
 }
 
+/* ---- Connection state: written after the fact, never awaited ---- */
+
+struct conn_job {
+	struct hub *h;
+	char id[REGISTRY_ID_MAX + 1];
+	char generation[SESSION_GEN_MAX + 1];
+	struct store_connection c;
+};
+
+static int conn_work(void *arg, struct store_txn *t)
+{
+	struct conn_job *j = arg;
+	int rc = store_connection_put(t, j->h->name, j->id, j->generation, &j->c);
+	return rc == FH_ENOTFOUND ? 0 : rc; /* the device is gone: nothing to show */
+}
+
+static void conn_done(void *arg, int rc)
+{
+	struct conn_job *j = arg;
+	if (rc != 0)
+		log_at(LOG_WARN, "hub %s: device %s: its connection state could not be stored (%s)",
+		       j->h->name, j->id, fh_strerror(rc));
+	free(j);
+}
+
+static void store_connection(struct hub *h, struct dev_session *s, bool connected)
+{
+	struct conn_job *j = xcalloc(1, sizeof *j);
+	j->h = h;
+	memcpy(j->id, s->device_id, sizeof j->id);
+	memcpy(j->generation, s->generation, sizeof j->generation);
+	j->c.connected = connected;
+	j->c.updated_ms = connected ? s->connected_ms : clock_now_ms();
+	j->c.last_activity_ms = s->last_activity_ms;
+	s->activity_stored_ms = s->last_activity_ms;
+	store_submit(h->store, conn_work, conn_done, j);
+}
+
+void sessions_activity(struct hub *h, struct dev_session *s)
+{
+	s->last_activity_ms = clock_now_ms();
+	if (s->live && s->last_activity_ms - s->activity_stored_ms >= SESSIONS_ACTIVITY_STORE_MS)
+		store_connection(h, s, true);
+}
+
 bool sessions_attach(struct hub *h, struct dev_session *s, bool clean,
 		     const struct session_stored *stored)
 {
@@ -162,6 +208,7 @@ bool sessions_attach(struct hub *h, struct dev_session *s, bool clean,
 
 	map_put(&t->live, s->device_id, s);
 	s->live = true;
+	store_connection(h, s, true);
 	if (old && old != s) {
 		old->live = false;
 		log_at(LOG_INFO, "hub %s: device %s connected again (clean session %d%s); closing "
@@ -179,6 +226,8 @@ static void leave(struct hub *h, struct dev_session *s)
 {
 	if (s->live && s->durable && s->dirty)
 		queue_write(h, s, true, &s->subs, 0, NULL, NULL);
+	if (s->live)
+		store_connection(h, s, false);
 	s->dirty = false;
 	s->live = false;
 }

@@ -83,6 +83,7 @@ struct dev_session {
 	struct hub_subs subs;                  /* in force now */
 	int64_t connected_ms;
 	int64_t last_activity_ms;
+	int64_t activity_stored_ms; /* last_activity_ms as last written */
 };
 
 struct hub_sessions {
@@ -125,6 +126,11 @@ void sessions_detach(struct hub *h, struct dev_session *s);
  * acknowledgements keep the order of the requests. */
 int sessions_subscribe(struct hub *h, struct dev_session *s, const struct hub_subs *next,
 		       void (*done)(void *arg, int rc), void *arg);
+
+/* The device sent something: its lastActivityTime is now. Stored at most
+ * once a minute (SESSIONS_ACTIVITY_STORE_MS) and when it disconnects. */
+#define SESSIONS_ACTIVITY_STORE_MS 60000
+void sessions_activity(struct hub *h, struct dev_session *s);
 
 /* The live session of a device, or NULL. */
 struct dev_session *sessions_live(const struct hub *h, const char *device_id);

@@ -108,6 +108,12 @@ static const struct setting settings[] = {
      "MiB of request bodies queued for the store at most, as max_write_backlog\n"
      "(1..65536).",
      SRV(max_write_backlog_mb)},
+    {SCOPE_SERVER, "query_indexes", SET_LIST, 0, 0, NULL,
+     "Twin paths that twin queries compare often, comma-separated, e.g.\n"
+     "tags.plant, properties.reported.temperature: each gets an index, so that\n"
+     "an equality or a range on it reads the matching twins only (every index\n"
+     "costs some speed on each write of its section). Unset = none.",
+     SRV(query_indexes)},
     {SCOPE_HUB, "owner_key", SET_KEY, 16, 64, NULL,
      "Primary key of the iothubowner policy: base64 of 16..64 bytes.\n"
      "Unset = generated once and kept in the database.",
@@ -890,6 +896,7 @@ void config_free(struct config *cfg)
 	free(cfg->tls_cert);
 	free(cfg->tls_key);
 	free(cfg->log_level);
+	free(cfg->query_indexes);
 	for (size_t i = 0; i < cfg->nhubs; i++) {
 		free(cfg->hubs[i].name);
 		free(cfg->hubs[i].owner_key);

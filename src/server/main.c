@@ -14,10 +14,13 @@
 
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "cli/cli.h"
 #include "codec/mqtt.h"
+#include "codec/query.h"
+#include "codec/query_plan.h"
 #include "dps/dps.h"
 #include "hub/hub.h"
 #include "net/http_server.h"
@@ -545,6 +548,83 @@ static void print_banner(const char *ca_path)
 /* Start-up failed after the store opened: stop its writer thread and close
  * every handle before returning, so the process never exits with the
  * writer still running. */
+/* ---- query_indexes: the store's twin indexes, made at start-up ---- */
+
+struct index_job {
+	struct qp_path paths[QUERY_MAX_ITEMS];
+	size_t n;
+	int rc;
+	bool done;
+};
+
+static int index_work(void *arg, struct store_txn *t)
+{
+	struct index_job *j = arg;
+	return store_twin_indexes(t, j->paths, j->n);
+}
+
+static void index_done(void *arg, int rc)
+{
+	struct index_job *j = arg;
+	j->rc = rc;
+	j->done = true;
+}
+
+/* Reads query_indexes (each item a twin path, as a query writes it) and
+ * has the store index exactly those paths. 0, or -1 with err filled. */
+static int setup_query_indexes(char *err, size_t errlen)
+{
+	struct index_job j = {0};
+	struct query q[QUERY_MAX_ITEMS];
+	char *list = xstrdup(srv.cfg.query_indexes ? srv.cfg.query_indexes : "");
+	int rc = 0;
+	for (char *save = NULL, *item = strtok_r(list, ",", &save); item && rc == 0;
+	     item = strtok_r(NULL, ",", &save)) {
+		while (*item == ' ' || *item == '\t')
+			item++;
+		if (!*item)
+			continue;
+		struct buf text = BUF_INIT;
+		struct query_error qe;
+		buf_printf(&text, "SELECT %s FROM devices", item);
+		const struct query_node *e = NULL;
+		if (j.n < QUERY_MAX_ITEMS && query_parse(text.data, text.len, &q[j.n], &qe) == 0) {
+			e = q[j.n].nitems == 1 && q[j.n].items[0].agg == QA_NONE
+				? q[j.n].items[0].expr : NULL;
+			struct qp_path *p = &j.paths[j.n++];
+			if (!query_plan_source(e, &p->source, &p->seg, &p->nseg) ||
+			    p->source == QP_DEVICE_ID)
+				e = NULL;
+		}
+		if (!e) {
+			snprintf(err, errlen,
+				 "query_indexes: \"%s\" is not a path under tags or properties "
+				 "(e.g. tags.plant, properties.reported.temperature), or there are "
+				 "more than %d",
+				 item, QUERY_MAX_ITEMS);
+			rc = -1;
+		}
+		buf_free(&text);
+	}
+	if (rc == 0) {
+		store_submit(srv.store, index_work, index_done, &j);
+		while (!j.done)
+			uv_run(srv.loop, UV_RUN_ONCE);
+		if (j.rc != 0) {
+			snprintf(err, errlen, "query_indexes: the indexes could not be made: %s",
+				 j.rc == FH_EINVAL ? "a path cannot be indexed" : fh_strerror(j.rc));
+			rc = -1;
+		} else if (j.n) {
+			log_at(LOG_INFO, "store: twin queries use %zu index%s (query_indexes)", j.n,
+			       j.n == 1 ? "" : "es");
+		}
+	}
+	for (size_t i = 0; i < j.n; i++)
+		query_free(&q[i]);
+	free(list);
+	return rc;
+}
+
 static int fail_serve(const char *msg)
 {
 	fprintf(stderr, "fleethub: %s\n", msg);
@@ -590,6 +670,8 @@ static int serve(const char *config_path, const char *data_dir)
 	}
 	store_set_backlog_limit(srv.store, srv.cfg.max_write_backlog,
 				(size_t)srv.cfg.max_write_backlog_mb << 20);
+	if (setup_query_indexes(err, sizeof err) != 0)
+		return fail_serve(err);
 
 	srv.hubs.v = xcalloc(srv.cfg.nhubs, sizeof(struct hub *));
 	for (size_t i = 0; i < srv.cfg.nhubs; i++) {

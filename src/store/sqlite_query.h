@@ -15,11 +15,33 @@
 #ifndef FH_STORE_SQLITE_QUERY_H
 #define FH_STORE_SQLITE_QUERY_H
 
+#include <stdbool.h>
+
 #include "base/buf.h"
 #include "codec/query_plan.h"
 
 /* Appends the condition over the columns id, tags, desired and reported
  * of the twins table, named t, to sql: "1" when no term can be rendered. */
 void sqlite_query_where(const struct query_plan *plan, struct buf *sql);
+
+/* Appends a condition that holds only for twins that match the query
+ * (sufficient: "0" when the plan is not complete, or a term cannot be
+ * stated exactly; then query_matches decides). A row for which both hold
+ * needs no further check. */
+void sqlite_query_sure(const struct query_plan *plan, struct buf *sql);
+
+/* Appends the statement that computes an aggregable plan's groups over the
+ * twins of hub ?1 for which sqlite_query_sure holds: columns key (JSON text,
+ * or NULL for undefined and for no GROUP BY; one value may have several
+ * spellings, 1 and 1.0), count(*), then per
+ * aggs[i] count, total, min and max of its path's numbers (0, 0, NULL,
+ * NULL for COUNT() and the GROUP BY path). False (nothing appended) when
+ * the plan is not aggregable here. */
+bool sqlite_query_aggregate(const struct query_plan *plan, struct buf *sql);
+
+/* Appends the expression an index on path p is built on, the one the
+ * conditions above use for it; false when p cannot be indexed (the device
+ * id is the key already; a name SQLite's JSON path cannot spell). */
+bool sqlite_query_index_expr(const struct qp_path *p, struct buf *sql);
 
 #endif

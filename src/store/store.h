@@ -33,6 +33,7 @@
 #ifndef FH_STORE_STORE_H
 #define FH_STORE_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -88,6 +89,9 @@ void store_read(struct store *s, store_work_fn work, store_done_fn done, void *a
  * snapshot; done(arg, rc) then runs on the loop. Slow reads run one at a
  * time. The same rules as store_read: work touches only arg and the txn. */
 void store_read_slow(struct store *s, store_work_fn work, store_done_fn done, void *arg);
+/* Slow reads queued or running (their done has not run yet): a caller
+ * bounds its queue with it. Loop thread. */
+unsigned store_read_slow_waiting(const struct store *s);
 void store_submit(struct store *s, store_work_fn work, store_done_fn done, void *arg);
 
 /* What a client is told when the store refused a write with rc (FH_ENOSPC:
@@ -200,22 +204,55 @@ struct store_twin_view {
 	char *capabilities;        /* "capabilities" */
 	char *auth_type;           /* "authentication"."type" */
 	char *x509_thumbprint;     /* "authentication"."x509Thumbprint" */
+	bool connected;            /* the stored connection state (below) */
+	int64_t last_activity_ms;  /* 0: never */
 };
 /* FH_ENOTFOUND when the device or its twin does not exist. */
 int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
 			struct store_twin_view *out);
 void store_twin_view_clear(struct store_twin_view *v);
 
-/* Calls each(arg, id, view) for the twins of hub with id > after, in id
- * order, that may satisfy plan's terms (codec/query_plan.h: a necessary
- * condition only; the caller decides each row with query_matches), until
- * each returns nonzero, which is then returned; 0 when the rows end. each
+/* Calls each(arg, id, view, sure) for the twins of hub with id > after, in
+ * id order, that may satisfy plan's terms (codec/query_plan.h: a necessary
+ * condition; the caller decides each row with query_matches unless sure:
+ * the store found that the row matches the whole WHERE, which it can for a
+ * complete plan), until each returns nonzero, which is then returned; 0
+ * when the rows end. unsure_only: only the rows that are not sure. each
  * may keep the view: it copies *v and zeroes it. A scan: for
  * store_read_slow. */
 int store_twin_query(struct store_txn *t, const char *hub, const struct query_plan *plan,
-		     const char *after,
-		     int (*each)(void *arg, const char *id, struct store_twin_view *v),
+		     const char *after, bool unsure_only,
+		     int (*each)(void *arg, const char *id, struct store_twin_view *v, bool sure),
 		     void *arg);
+
+/* Makes the store's indexes for twin queries exactly those on paths[0..n)
+ * (codec/query_plan.h; tags or properties, not the device id): creates the
+ * missing ones (a scan of every twin each) and drops those no longer
+ * listed. FH_EINVAL when a path cannot be indexed. A write job, run at
+ * start-up. */
+struct qp_path;
+int store_twin_indexes(struct store_txn *t, const struct qp_path *paths, size_t n);
+
+/* A group an aggregate query's plan computed in the store. */
+struct store_group {
+	enum { STORE_KEY_NONE, STORE_KEY_NUMBER, STORE_KEY_JSON } key_type;
+	double key_number;
+	const char *key_json; /* JSON text of the key, as the store spells it */
+	uint64_t count;       /* rows */
+	struct {
+		uint64_t n; /* rows where the path is a number */
+		double sum, min, max;
+	} agg[32];            /* [plan->naggs] */
+};
+
+/* For an aggregable plan (codec/query_plan.h): calls each(arg, group) for
+ * every group of the twins of hub that are sure to match (as
+ * store_twin_query's sure; the others are the caller's, through
+ * store_twin_query with unsure_only), one group without GROUP BY (with
+ * count 0 when none matched). FH_EINVAL when the store cannot compute this
+ * plan (nothing called). A scan: for store_read_slow. */
+int store_twin_aggregate(struct store_txn *t, const char *hub, const struct query_plan *plan,
+			 int (*each)(void *arg, const struct store_group *g), void *arg);
 
 /* Calls each(arg, id, twin) for the twins of hub with id > after, in id
  * order, up to limit. */
@@ -241,6 +278,24 @@ int store_session_put(struct store_txn *t, const char *hub, const char *id,
 /* FH_ENOTFOUND when there was none. */
 int store_session_delete(struct store_txn *t, const char *hub, const char *id);
 void store_session_clear(struct store_session *ses);
+
+/* ---- Connection state -------------------------------------------------
+ * What queries see of a device's connection (connectionState,
+ * lastActivityTime): written by the hub after the fact, in the group
+ * commit, never awaited by a device (decisions.md 2). One row per device
+ * that ever connected; removed with the device. */
+struct store_connection {
+	bool connected;
+	int64_t updated_ms;       /* when the state last changed */
+	int64_t last_activity_ms; /* the device's last packet, as last flushed */
+};
+/* Inserts or replaces the row, only while the device exists with that
+ * generationId: else FH_ENOTFOUND and nothing is written. */
+int store_connection_put(struct store_txn *t, const char *hub, const char *id,
+			 const char *generation, const struct store_connection *c);
+/* At start-up: every device of hub stored as connected is disconnected
+ * (as of now_ms): this process holds no connection yet. */
+int store_connections_reset(struct store_txn *t, const char *hub, int64_t now_ms);
 
 /* Small settings (generated keys, ids): text values by key. */
 int store_setting_get(struct store_txn *t, const char *key, char **value_out);

@@ -2,14 +2,17 @@
 // with nextAsTwin() and next(), a WHERE on tags and on reported state,
 // paging that neither repeats nor skips while another client writes, TOP
 // across pages, the seed tutorial's back end (tag, query by tag and by
-// reported connectivity, update the found twins), live connectionState in
-// the rows, and clear errors for bad queries and for what is not served yet.
+// reported connectivity, update the found twins), aggregates and GROUP BY
+// (paged, over missing paths, with and without WHERE), connectionState and
+// lastActivityTime after a device connects, disconnects and the server is
+// killed, and clear errors for bad queries and for what is not served yet.
 'use strict';
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { Client } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
 const { Registry } = require('azure-iothub');
+const { NoRetry } = require('azure-iot-common');
 const { Server, deviceCs, rest, withTimeout, report } = require('./lib/server');
 
 let server;
@@ -145,7 +148,7 @@ test('the tutorial back end: query by tag and by reported connectivity, update t
       "SELECT * FROM devices WHERE tags.plant = 'Oslo' AND properties.reported.connectivity.type = 'cellular'").nextAsTwin();
     assert.deepEqual(cellular.result.map((t) => t.deviceId), ['q-01']);
     const found = cellular.result[0];
-    assert.equal(found.connectionState, 'Connected', 'rows carry the live connection state');
+    assert.equal(found.connectionState, 'Connected', 'rows carry the connection state');
     assert.equal(found.properties.reported.connectivity.type, 'cellular');
     await found.update({ tags: { network: 'cellular' } });
     const after = await registry.createQuery("SELECT * FROM devices WHERE tags.network = 'cellular'").next();
@@ -190,20 +193,106 @@ test('fleethub query prints JSON or a table, and a bad query\'s error', async ()
   assert.equal(server.cli(['query']).code, 2);
 });
 
+// Every page of query through next(); the rows.
+async function allRows(query) {
+  const rows = [];
+  do rows.push(...(await withTimeout(query.next(query.continuationToken), 10000, 'next')).result);
+  while (query.hasMoreResults);
+  return rows;
+}
+
+test('aggregates: COUNT, SUM, AVG, MIN, MAX with and without WHERE; GROUP BY paged and over missing paths', async () => {
+  const all = await registry.createQuery(
+    'SELECT COUNT() AS n, SUM(tags.floor) AS s, AVG(tags.floor) AS a, MIN(tags.floor) AS lo, MAX(tags.floor) AS hi FROM devices').next();
+  assert.equal(all.message.headers['x-ms-item-type'], 'raw');
+  assert.deepEqual(all.result, [{ n: 12, s: 66, a: 5.5, lo: 0, hi: 11 }]);
+  // The store's own aggregate (a WHERE it holds entirely) and the
+  // row-by-row one (a WHERE it cannot) agree.
+  // (An earlier test moved q-08 to plant Oslo-2.)
+  const twins = await allRows(registry.createQuery('SELECT * FROM devices'));
+  const osloFloors = twins.filter((t) => t.tags.plant === 'Oslo').map((t) => t.tags.floor);
+  assert.equal(osloFloors.length, 7);
+  const want = { n: 7, s: osloFloors.reduce((x, y) => x + y, 0), hi: Math.max(...osloFloors) };
+  const oslo = "tags.plant = 'Oslo'";
+  for (const where of [oslo, `(${oslo} OR tags.floor = 100) AND IS_NUMBER(tags.floor)`]) {
+    const r = await registry.createQuery(`SELECT COUNT() AS n, SUM(tags.floor) AS s, MAX(tags.floor) AS hi FROM devices WHERE ${where}`).next();
+    assert.deepEqual(r.result, [want], where);
+  }
+  const none = await registry.createQuery("SELECT COUNT() AS n, SUM(tags.floor) AS s FROM devices WHERE tags.plant = 'nowhere'").next();
+  assert.deepEqual(none.result, [{ n: 0 }], 'no rows: a count of 0, an undefined sum left out');
+  const byPlant = await registry.createQuery(
+    'SELECT tags.plant AS plant, COUNT() AS n, AVG(tags.floor) AS avgFloor FROM devices GROUP BY tags.plant').next();
+  assert.deepEqual(byPlant.result, [{ plant: 'Oslo', n: 7, avgFloor: want.s / 7 }, { plant: 'Oslo-2', n: 1, avgFloor: 8 },
+    { plant: 'Redmond43', n: 4, avgFloor: 4.5 }]);
+  const missing = await registry.createQuery('SELECT tags.missing, COUNT() AS n FROM devices GROUP BY tags.missing').next();
+  assert.deepEqual(missing.result, [{ n: 12 }], 'a missing path is one group whose key is left out');
+  const byStatus = await registry.createQuery('SELECT status, COUNT() AS n FROM devices GROUP BY status').next();
+  assert.deepEqual(byStatus.result, [{ status: 'enabled', n: 12 }]);
+  const paged = registry.createQuery('SELECT tags.floor AS floor, COUNT() AS n FROM devices GROUP BY tags.floor', 5);
+  const groups = await allRows(paged);
+  assert.equal(groups.length, 12);
+  assert.deepEqual(new Set(groups.map((g) => g.floor)), new Set(ids.map((_, i) => i)));
+  assert.ok(groups.every((g) => g.n === 1));
+  const cli = server.cli(['query', 'SELECT tags.plant AS plant, COUNT() AS n FROM devices GROUP BY tags.plant', '--table']);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.match(cli.stdout, /Oslo\s+7/);
+});
+
+test('connectionState and lastActivityTime: queryable as a device connects, disconnects, and after a kill -9', async () => {
+  const open = async (id) => {
+    const created = (await registry.get(id)).responseBody;
+    const client = Client.fromConnectionString(deviceCs('localhost', id, created.authentication.symmetricKey.primaryKey), Mqtt);
+    client.setRetryPolicy(new NoRetry());
+    await withTimeout(client.open(), 10000, 'device open');
+    return client;
+  };
+  // The state is written after CONNACK, in the next commit: poll briefly.
+  const connected = async (want) => {
+    let got;
+    for (let i = 0; i < 50; i++) {
+      got = (await registry.createQuery("SELECT deviceId FROM devices WHERE connectionState = 'Connected'").next())
+        .result.map((r) => r.deviceId);
+      if (JSON.stringify(got) === JSON.stringify(want)) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual(got, want);
+  };
+  const a = await open('q-02');
+  const b = await open('q-04');
+  await connected(['q-02', 'q-04']);
+  const row = (await registry.createQuery("SELECT * FROM devices WHERE deviceId = 'q-02'").nextAsTwin()).result[0];
+  assert.equal(row.connectionState, 'Connected');
+  assert.ok(Date.now() - Date.parse(row.lastActivityTime) < 60000, row.lastActivityTime);
+  await a.close();
+  await connected(['q-04']);
+  const gone = await registry.createQuery(
+    "SELECT deviceId, lastActivityTime FROM devices WHERE connectionState = 'Disconnected' AND deviceId = 'q-02'").next();
+  assert.equal(gone.result.length, 1);
+  assert.notEqual(gone.result[0].lastActivityTime, '0001-01-01T00:00:00Z', 'the last activity outlives the connection');
+  const counts = await registry.createQuery('SELECT connectionState, COUNT() AS n FROM devices GROUP BY connectionState').next();
+  assert.deepEqual(counts.result, [{ connectionState: 'Connected', n: 1 }, { connectionState: 'Disconnected', n: 11 }]);
+  // A crash leaves q-04's row saying Connected; the restart clears it.
+  b.on('error', () => {});
+  await server.kill();
+  await server.start();
+  await connected([]);
+  await b.close().catch(() => {});
+});
+
 test('bad queries are 400s that say where; what is not served yet is a 501 that says so', async () => {
   const bad = await registry.createQuery('SELECT * FROM devices WHERE tags.a = = 1').next().then(() => null, (e) => e);
   assert.equal(bad?.response?.statusCode, 400);
   assert.match(bad.message, /the query is not valid: at 37: /);
-  for (const [sql, what] of [['SELECT deviceId, connectionState FROM devices', /connectionState/],
-    ['SELECT COUNT() AS n FROM devices', /aggregates/],
-    ['SELECT tags.plant, COUNT() AS n FROM devices GROUP BY tags.plant', /GROUP BY/],
-    ["SELECT * FROM devices WHERE connectionState = 'Connected'", /connectionState/],
-    ['SELECT * FROM devices.jobs', /job queries/]]) {
+  for (const [sql, what] of [['SELECT tags.plant, COUNT() AS n FROM devices', /at 7: an aggregate cannot be mixed with other items without GROUP BY/],
+    ['SELECT tags.floor, COUNT() AS n FROM devices GROUP BY tags.plant', /at 7: with GROUP BY, a SELECT item is an aggregate or the grouped path/],
+    ['SELECT * FROM devices GROUP BY tags.plant', /at 31: GROUP BY needs an aggregate/]]) {
     const e = await registry.createQuery(sql).next().then(() => null, (x) => x);
-    assert.equal(e?.response?.statusCode, 501, sql);
-    assert.match(e.message, /^fleethub does not serve .* yet$/, sql);
+    assert.equal(e?.response?.statusCode, 400, sql);
     assert.match(e.message, what, sql);
   }
+  const jobs = await registry.createQuery('SELECT * FROM devices.jobs').next().then(() => null, (x) => x);
+  assert.equal(jobs?.response?.statusCode, 501);
+  assert.match(jobs.message, /^fleethub does not serve job queries \(FROM devices.jobs\) yet$/);
   const mods = await registry.createQuery('SELECT * FROM devices.modules').next();
   assert.deepEqual(mods.result, [], 'no modules yet: an empty set');
   const other = await rest(server.ownerCs(), 'POST', '/devices/query?api-version=2021-04-12', { query: 'SELECT * FROM enrollments' });

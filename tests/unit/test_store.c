@@ -24,6 +24,7 @@
 #include "base/buf.h"
 #include "core/twin.h"
 #include "codec/query_plan.h"
+#include "store/sqlite_query.h"
 #include "store/store.h"
 #include "support/test_where.h"
 
@@ -248,6 +249,7 @@ struct collect {
 	char ids[16][32];
 	int n;
 	int stop_after;
+	int sure;
 };
 
 static int collect_dev(void *arg, const char *id, const struct store_device *d)
@@ -324,13 +326,34 @@ static void test_list_count(void **state)
 	assert_int_equal(enabled, 0);
 }
 
-static int collect_view(void *arg, const char *id, struct store_twin_view *v)
+static int collect_view(void *arg, const char *id, struct store_twin_view *v, bool sure)
 {
 	struct collect *c = arg;
 	assert_non_null(v->twin.tags);
 	assert_non_null(v->status);
+	c->sure += sure;
 	snprintf(c->ids[c->n++], sizeof c->ids[0], "%s", id);
 	return c->stop_after && c->n >= c->stop_after ? 7 : 0;
+}
+
+struct groups {
+	char key[4][32];
+	uint64_t count[4];
+	double sum[4], max[4];
+	int n;
+};
+
+static int collect_group(void *arg, const struct store_group *sg)
+{
+	struct groups *g = arg;
+	assert_true(g->n < 4);
+	snprintf(g->key[g->n], sizeof g->key[0], "%s",
+		 sg->key_type == STORE_KEY_JSON ? sg->key_json : "");
+	g->count[g->n] = sg->count;
+	g->sum[g->n] = sg->agg[2].sum;
+	g->max[g->n] = sg->agg[3].max;
+	g->n++;
+	return 0;
 }
 
 /* Every twin of the hub that may match, in id order from after: the plan
@@ -360,34 +383,73 @@ static void test_twin_query(void **state)
 	run_until(&f->loop, &counter, 9);
 
 	struct query q;
-	parse_where("tags.kind = 'odd' AND tags.n >= 3", &q);
+	parse_where("tags.kind = 'odd' AND tags.n > 2", &q);
 	struct query_plan plan;
 	query_plan_build(&q, &plan);
 	struct store_txn *r = store_reader(f->s);
 	struct collect c = {0};
-	assert_int_equal(store_twin_query(r, "hubQ", &plan, "", collect_view, &c), 0);
+	assert_int_equal(store_twin_query(r, "hubQ", &plan, "", false, collect_view, &c), 0);
 	assert_int_equal(c.n, 3);
+	assert_int_equal(c.sure, 3); /* the plan holds the whole WHERE */
 	assert_string_equal(c.ids[0], "q3");
 	assert_string_equal(c.ids[2], "q7");
 	memset(&c, 0, sizeof c);
-	assert_int_equal(store_twin_query(r, "hubQ", &plan, "q3", collect_view, &c), 0);
+	assert_int_equal(store_twin_query(r, "hubQ", &plan, "q3", false, collect_view, &c), 0);
 	assert_int_equal(c.n, 2);
 	assert_string_equal(c.ids[0], "q5");
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_twin_query(r, "hubQ", &plan, "", true, collect_view, &c), 0);
+	assert_int_equal(c.n, 0);
 	query_free(&q);
 
 	parse_where("IS_DEFINED(tags.n)", &q);
 	query_plan_build(&q, &plan);
 	memset(&c, 0, sizeof c);
-	assert_int_equal(store_twin_query(r, "hubQ", &plan, "", collect_view, &c), 0);
+	assert_int_equal(store_twin_query(r, "hubQ", &plan, "", false, collect_view, &c), 0);
+	assert_int_equal(c.n, 8);
+	assert_int_equal(c.sure, 0); /* query_matches decides */
+	memset(&c, 0, sizeof c);
+	assert_int_equal(store_twin_query(r, "hubQ", &plan, "", true, collect_view, &c), 0);
 	assert_int_equal(c.n, 8);
 	memset(&c, 0, sizeof c);
 	c.stop_after = 2;
-	assert_int_equal(store_twin_query(r, "hubQ", &plan, "", collect_view, &c), 7);
+	assert_int_equal(store_twin_query(r, "hubQ", &plan, "", false, collect_view, &c), 7);
 	assert_int_equal(c.n, 2);
 	memset(&c, 0, sizeof c);
-	assert_int_equal(store_twin_query(r, "hubR", &plan, "", collect_view, &c), 0);
+	assert_int_equal(store_twin_query(r, "hubR", &plan, "", false, collect_view, &c), 0);
 	assert_int_equal(c.n, 1);
 	query_free(&q);
+
+	/* Aggregates: the groups of the rows the store is sure of. */
+	struct query aq;
+	struct query_error err;
+	const char *text = "SELECT tags.kind, COUNT(), SUM(tags.n), MAX(tags.n) FROM devices"
+			   " WHERE tags.n > 1.5 GROUP BY tags.kind";
+	assert_int_equal(query_parse(text, strlen(text), &aq, &err), 0);
+	query_plan_build(&aq, &plan);
+	struct groups g = {0};
+	assert_int_equal(store_twin_aggregate(r, "hubQ", &plan, collect_group, &g), 0);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.key[0], "\"even\"");
+	assert_int_equal(g.count[0], 3); /* 2, 4, 6 */
+	assert_true(g.sum[0] == 12 && g.max[0] == 6);
+	assert_string_equal(g.key[1], "\"odd\"");
+	assert_int_equal(g.count[1], 3); /* 3, 5, 7 */
+	assert_true(g.sum[1] == 15 && g.max[1] == 7);
+	query_free(&aq);
+	text = "SELECT COUNT() FROM devices WHERE tags.n > 100";
+	assert_int_equal(query_parse(text, strlen(text), &aq, &err), 0);
+	query_plan_build(&aq, &plan);
+	memset(&g, 0, sizeof g);
+	assert_int_equal(store_twin_aggregate(r, "hubQ", &plan, collect_group, &g), 0);
+	assert_int_equal(g.n, 1); /* no GROUP BY: one group, even of none */
+	assert_int_equal(g.count[0], 0);
+	query_free(&aq);
+	text = "SELECT COUNT() FROM devices GROUP BY status";
+	assert_int_equal(query_parse(text, strlen(text), &aq, &err), 0);
+	query_plan_build(&aq, &plan);
+	assert_int_equal(store_twin_aggregate(r, "hubQ", &plan, collect_group, &g), FH_EINVAL);
+	query_free(&aq);
 }
 
 struct del_job {
@@ -750,6 +812,147 @@ static void test_sessions(void **state)
 	assert_int_equal(rj.rc, FH_ENOTFOUND);
 }
 
+static int put_conn_on(struct store_txn *t)
+{
+	struct store_connection c = {true, 1000, 2000};
+	return store_connection_put(t, "h", "s1", "111", &c);
+}
+
+static int put_conn_other_gen(struct store_txn *t)
+{
+	struct store_connection c = {true, 1000, 2000};
+	return store_connection_put(t, "h", "s1", "222", &c);
+}
+
+static int reset_conns(struct store_txn *t)
+{
+	return store_connections_reset(t, "h", 5000);
+}
+
+static int put_s1_twin(struct store_txn *t)
+{
+	struct store_twin tw = {0};
+	store_twin_init_empty(&tw);
+	int rc = store_twin_put(t, "h", "s1", &tw);
+	store_twin_clear(&tw);
+	return rc;
+}
+
+/* Connection rows: written only for the device's generation, shown in the
+ * twin view, cleared by a start-up reset, removed with the device. */
+static void test_connections(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(run_fn(f, put_conn_on), FH_ENOTFOUND); /* no device yet */
+	assert_int_equal(run_fn(f, put_gen_device), 0);
+	assert_int_equal(run_fn(f, put_s1_twin), 0);
+	struct store_twin_view v;
+	assert_int_equal(store_twin_view_get(store_reader(f->s), "h", "s1", &v), 0);
+	assert_false(v.connected);
+	assert_int_equal(v.last_activity_ms, 0);
+	store_twin_view_clear(&v);
+	assert_int_equal(run_fn(f, put_conn_other_gen), FH_ENOTFOUND);
+	assert_int_equal(run_fn(f, put_conn_on), 0);
+	assert_int_equal(store_twin_view_get(store_reader(f->s), "h", "s1", &v), 0);
+	assert_true(v.connected);
+	assert_int_equal(v.last_activity_ms, 2000);
+	store_twin_view_clear(&v);
+	assert_int_equal(run_fn(f, reset_conns), 0);
+	assert_int_equal(store_twin_view_get(store_reader(f->s), "h", "s1", &v), 0);
+	assert_false(v.connected);
+	assert_int_equal(v.last_activity_ms, 2000); /* kept: when it was last seen */
+	store_twin_view_clear(&v);
+	assert_int_equal(run_fn(f, put_conn_on), 0);
+	assert_int_equal(run_fn(f, delete_s1), 0);
+	assert_int_equal(run_fn(f, put_gen_device), 0); /* the same id again */
+	assert_int_equal(run_fn(f, put_s1_twin), 0);
+	assert_int_equal(store_twin_view_get(store_reader(f->s), "h", "s1", &v), 0);
+	assert_false(v.connected); /* the old row went with the old device */
+	store_twin_view_clear(&v);
+}
+
+/* Twin indexes: the paths of the current list, exactly. */
+static struct qp_path index_paths[2];
+static size_t index_n;
+
+static int make_indexes(struct store_txn *t)
+{
+	return store_twin_indexes(t, index_paths, index_n);
+}
+
+/* The names of the query indexes in the database file, and whether
+ * SQLite serves sql (a query's SELECT) with one of them. */
+static int query_indexes(const char *path, const char *sql, bool *used)
+{
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master WHERE type ="
+						" 'index' AND name LIKE 'twins_q_%'",
+					    -1, &st, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	int n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (sql) {
+		struct buf e = BUF_INIT;
+		buf_printf(&e, "EXPLAIN QUERY PLAN %s", sql);
+		assert_int_equal(sqlite3_prepare_v2(db, e.data, -1, &st, NULL), SQLITE_OK);
+		*used = false;
+		while (sqlite3_step(st) == SQLITE_ROW)
+			*used |= strstr((const char *)sqlite3_column_text(st, 3), "twins_q_") != NULL;
+		sqlite3_finalize(st);
+		buf_free(&e);
+	}
+	sqlite3_close(db);
+	return n;
+}
+
+/* query_indexes: made for the listed paths, dropped when no longer
+ * listed, idempotent; an equality on an indexed path is served by its
+ * index (the plan's expression is the indexed one). */
+static void test_twin_indexes(void **state)
+{
+	struct fixture *f = *state;
+	struct query q1, q2;
+	parse_where("tags.kind = 'odd' AND properties.reported.temp > 3", &q1);
+	struct query_plan plan;
+	query_plan_build(&q1, &plan);
+	for (int i = 0; i < 2; i++) {
+		index_paths[i].source = plan.terms[i].source;
+		index_paths[i].seg = plan.terms[i].seg;
+		index_paths[i].nseg = plan.terms[i].nseg;
+	}
+	index_n = 2;
+	assert_int_equal(run_fn(f, make_indexes), 0);
+	assert_int_equal(run_fn(f, make_indexes), 0);
+	parse_where("tags.kind = 'odd'", &q2);
+	struct query_plan eq;
+	query_plan_build(&q2, &eq);
+	struct buf sql = BUF_INIT;
+	buf_appends(&sql, "SELECT t.id FROM twins t WHERE t.hub = 'h' AND t.id > '' AND (");
+	sqlite_query_where(&eq, &sql);
+	buf_appends(&sql, ") ORDER BY t.id");
+	bool used;
+	assert_int_equal(query_indexes(f->path, sql.data, &used), 2);
+	assert_true(used);
+	index_n = 1;
+	index_paths[0] = index_paths[1]; /* the reported path only */
+	assert_int_equal(run_fn(f, make_indexes), 0);
+	assert_int_equal(query_indexes(f->path, sql.data, &used), 1);
+	assert_false(used);
+	index_n = 0;
+	assert_int_equal(run_fn(f, make_indexes), 0);
+	assert_int_equal(query_indexes(f->path, NULL, NULL), 0);
+	/* The device id is the key already: not an index path. */
+	index_paths[0].source = QP_DEVICE_ID;
+	index_n = 1;
+	assert_int_equal(run_fn(f, make_indexes), FH_EINVAL);
+	buf_free(&sql);
+	query_free(&q1);
+	query_free(&q2);
+}
+
 /* store_read_slow: work on a worker thread (not the loop's), against its own
  * snapshot; done on the loop, once. */
 struct slow_job {
@@ -811,7 +1014,7 @@ static void test_newer_schema(void **state)
 	struct store *s = (struct store *)1;
 	assert_int_not_equal(store_open(&s, &f->loop, f->path, err, sizeof err), 0);
 	assert_null(s);
-	assert_string_equal(err, "database schema 99 is newer than this fleethub (4)");
+	assert_string_equal(err, "database schema 99 is newer than this fleethub (5)");
 }
 
 #define GROUP_N 1000
@@ -1561,6 +1764,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_documents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connections, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_twin_indexes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_slow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
