@@ -41,6 +41,47 @@ void devices_id(char *out, size_t outlen, const char *prefix, unsigned i)
 	snprintf(out, outlen, "%s%u", prefix, i);
 }
 
+int devices_mqtt_login(const char *hub, const char *group_key, const char *id, int64_t expiry,
+                       struct buf *user, struct buf *password)
+{
+	char key[45];
+	struct buf sr = BUF_INIT, enc = BUF_INIT;
+	buf_printf(user, "%s/%s/?api-version=2021-04-12", hub, id);
+	buf_printf(&sr, "%s/devices/%s", hub, id);
+	pct_encode(&enc, sr.data, sr.len);
+	int rc = sas_derive_key(group_key, id, key) == 0 &&
+	                 sas_build(password, enc.data, key, NULL, expiry) == 0
+	             ? 0
+	             : -1;
+	buf_free(&sr);
+	buf_free(&enc);
+	return rc;
+}
+
+int devices_owner_auth(const char *hub, const char *owner_key, int64_t expiry, struct buf *out)
+{
+	struct buf sr = BUF_INIT, tok = BUF_INIT;
+	pct_encode(&sr, hub, strlen(hub));
+	int rc = sas_build(&tok, sr.data, owner_key, "iothubowner", expiry);
+	if (rc == 0)
+		buf_printf(out, "Authorization: %s", tok.data);
+	buf_free(&sr);
+	buf_free(&tok);
+	return rc == 0 ? 0 : -1;
+}
+
+char *devices_owner_header(const char *hub, const char *owner_key)
+{
+	struct buf a = BUF_INIT;
+	if (devices_owner_auth(hub, owner_key, (int64_t)time(NULL) + DEVICES_TOKEN_LIFETIME_S,
+	                       &a) != 0) {
+		buf_free(&a);
+		fprintf(stderr, "loadgen: --owner-key is not valid base64\n");
+		return NULL;
+	}
+	return buf_steal(&a);
+}
+
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
 {
 	struct request *r = arg;
@@ -128,17 +169,14 @@ int devices_create(const struct devices_plan *p)
 	int rc = -1;
 	unsigned next = 0, done = 0, failed = 0;
 	struct request *active[PARALLEL] = {0}; /* slot k: a request in flight or NULL */
-	struct buf sr = BUF_INIT, tok = BUF_INIT, auth = BUF_INIT, ct = BUF_INIT;
+	struct buf auth = BUF_INIT, ct = BUF_INIT;
 	struct curl_slist *connect_to = NULL;
 	CURLM *m = NULL;
 
-	pct_encode(&sr, p->hub, strlen(p->hub));
-	if (sas_build(&tok, sr.data, p->owner_key, "iothubowner", (int64_t)time(NULL) + 3600) !=
-	    0) {
+	if (devices_owner_auth(p->hub, p->owner_key, (int64_t)time(NULL) + 3600, &auth) != 0) {
 		fprintf(stderr, "loadgen: --owner-key is not valid base64\n");
 		goto out;
 	}
-	buf_printf(&auth, "Authorization: %s", tok.data);
 	buf_printf(&ct, "%s:443:%s", p->hub, p->address);
 	connect_to = curl_slist_append(NULL, ct.data);
 	m = curl_multi_init();
@@ -207,8 +245,6 @@ out:
 	if (m)
 		curl_multi_cleanup(m);
 	curl_slist_free_all(connect_to);
-	buf_free(&sr);
-	buf_free(&tok);
 	buf_free(&auth);
 	buf_free(&ct);
 	return rc;

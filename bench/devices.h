@@ -8,11 +8,30 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "base/buf.h"
 
 /* Device i is named "<prefix><i>". Its primary key is derived from the
  * run's group key as DPS derives group members' keys (sas_derive_key), so
  * the generator can sign its SAS tokens without asking the server. */
 void devices_id(char *out, size_t outlen, const char *prefix, unsigned i);
+
+/* Appends the MQTT user name ("<hub>/<id>/?api-version=...") and password
+ * (a SAS token for <hub>/devices/<id>, signed with the key derived from
+ * group_key, valid until expiry, Unix seconds) device id presents to the
+ * hub. Returns 0, or -1 when group_key is not base64. */
+int devices_mqtt_login(const char *hub, const char *group_key, const char *id, int64_t expiry,
+                       struct buf *user, struct buf *password);
+
+/* Appends the header line "Authorization: SharedAccessSignature ..." (no
+ * CRLF) of the hub's iothubowner policy, valid until expiry (Unix
+ * seconds). Returns 0, or -1 when owner_key is not base64. */
+int devices_owner_auth(const char *hub, const char *owner_key, int64_t expiry, struct buf *out);
+/* That header line, valid for DEVICES_TOKEN_LIFETIME_S from now, as a new
+ * string; NULL (after saying why on stderr) when owner_key is not base64. */
+#define DEVICES_TOKEN_LIFETIME_S 7200
+char *devices_owner_header(const char *hub, const char *owner_key);
 
 struct devices_plan {
 	const char *hub;     /* hub host name: URL host, TLS name, SAS resource */

@@ -5,13 +5,18 @@
  *   httpc_send --> tlsconn_send
  *
  * The parser keeps its state between reads, so a response split across TLS
- * records needs no buffering beyond the kept body prefix. */
+ * records needs no buffering beyond the kept body prefix (max_body bytes)
+ * and the kept header. http-parser may hand a header's name and value over
+ * in pieces: a name piece after a value starts the next header, and the
+ * value of the wanted header is collected while its name matched. */
 #include "httpc.h"
 
 #include <http_parser.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "base/buf.h"
 #include "base/mem.h"
 
 enum state { ST_CONNECTING, ST_READY, ST_CLOSING };
@@ -22,9 +27,13 @@ struct httpc {
 	const struct httpc_handler *h;
 	void *app;
 	http_parser parser;
-	char body[HTTPC_MAX_BODY];
-	size_t body_len;
-	bool keep_alive; /* of the response being parsed */
+	struct buf body; /* the first max_body bytes of the response's body */
+	size_t max_body;
+	bool truncated;          /* the body was longer */
+	bool keep_alive;         /* of the response being parsed */
+	char *header;            /* the header to keep (NULL: none) */
+	struct buf field, value; /* the header being parsed; value only while it matches */
+	bool in_value, matched, have_value;
 };
 
 void *httpc_app(const struct httpc *c)
@@ -49,21 +58,82 @@ int httpc_send(struct httpc *c, const void *p, size_t n)
 	return tlsconn_send(c->t, p, n);
 }
 
+const char *httpc_header(const struct httpc *c)
+{
+	if (!c->have_value)
+		return NULL;
+	return c->value.data ? c->value.data : "";
+}
+
+bool httpc_truncated(const struct httpc *c)
+{
+	return c->truncated;
+}
+
+void httpc_keep(struct httpc *c, size_t max_body, const char *header)
+{
+	c->max_body = max_body;
+	free(c->header);
+	c->header = header ? xstrdup(header) : NULL;
+}
+
 static int on_message_begin(http_parser *p)
 {
 	struct httpc *c = p->data;
-	c->body_len = 0;
+	buf_reset(&c->body);
+	c->truncated = false;
+	buf_reset(&c->field);
+	buf_reset(&c->value);
+	c->in_value = c->matched = c->have_value = false;
+	return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+	struct httpc *c = p->data;
+	if (!c->header)
+		return 0;
+	if (c->in_value) { /* the previous header is complete */
+		buf_reset(&c->field);
+		c->in_value = false;
+	}
+	if (c->field.len + n <= HTTPC_MAX_HEADER)
+		buf_append(&c->field, at, n);
+	return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+	struct httpc *c = p->data;
+	if (!c->header)
+		return 0;
+	if (!c->in_value) { /* the first piece of this header's value */
+		c->in_value = true;
+		c->matched = c->field.data && strcasecmp(c->field.data, c->header) == 0;
+		if (c->matched) {
+			buf_reset(&c->value);
+			c->have_value = true;
+		}
+	}
+	if (!c->matched)
+		return 0;
+	if (c->value.len + n > HTTPC_MAX_HEADER) {
+		c->matched = c->have_value = false; /* too long to be one we expect */
+		return 0;
+	}
+	buf_append(&c->value, at, n);
 	return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n)
 {
 	struct httpc *c = p->data;
-	size_t room = sizeof c->body - c->body_len;
-	if (n > room)
+	size_t room = c->max_body - c->body.len;
+	if (n > room) {
 		n = room;
-	memcpy(c->body + c->body_len, at, n);
-	c->body_len += n;
+		c->truncated = true;
+	}
+	buf_append(&c->body, at, n);
 	return 0;
 }
 
@@ -72,12 +142,15 @@ static int on_message_complete(http_parser *p)
 	struct httpc *c = p->data;
 	c->keep_alive = http_should_keep_alive(p);
 	if (c->state == ST_READY)
-		c->h->on_response(c, (int)p->status_code, c->body, c->body_len);
+		c->h->on_response(c, (int)p->status_code, c->body.data ? c->body.data : "",
+		                  c->body.len);
 	return 0;
 }
 
 static const http_parser_settings settings = {
     .on_message_begin = on_message_begin,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
@@ -123,6 +196,10 @@ static void on_close(struct tlsconn *t, enum tlsconn_error e, const char *detail
 {
 	struct httpc *c = tlsconn_app(t);
 	c->h->on_close(c, e, detail);
+	buf_free(&c->body);
+	buf_free(&c->field);
+	buf_free(&c->value);
+	free(c->header);
 	free(c);
 }
 
@@ -138,6 +215,10 @@ struct httpc *httpc_open(uv_loop_t *loop, SSL_CTX *ctx, const struct sockaddr *a
 	c->app = app;
 	c->state = ST_CONNECTING;
 	c->keep_alive = true;
+	c->max_body = HTTPC_MAX_BODY;
+	buf_init(&c->body);
+	buf_init(&c->field);
+	buf_init(&c->value);
 	http_parser_init(&c->parser, HTTP_RESPONSE);
 	c->parser.data = c;
 	c->t = tlsconn_connect(loop, ctx, addr, tls_name, timeout_ms, &tls_handler, c);

@@ -6,7 +6,8 @@
  *   TLS open --> READY --response ... (Connection: close, error)--> CLOSED
  *
  * Only a response's status and the first HTTPC_MAX_BODY bytes of its body
- * are kept (enough for the error messages a run prints). Lifetime and
+ * are kept (enough for the error messages a run prints), unless the owner
+ * asks for more with httpc_keep (whole query pages, one header). Lifetime and
  * backpressure are the TLS connection's: on_close runs exactly once, from
  * libuv's close callback. */
 #ifndef FH_BENCH_HTTPC_H
@@ -20,6 +21,7 @@
 #include "tlsconn.h"
 
 #define HTTPC_MAX_BODY 1024
+#define HTTPC_MAX_HEADER 1024
 
 struct httpc;
 
@@ -47,5 +49,14 @@ bool httpc_ready(const struct httpc *c);
 int httpc_send(struct httpc *c, const void *p, size_t n);
 bool httpc_writable(const struct httpc *c);
 void httpc_close(struct httpc *c, bool graceful);
+/* Keeps up to max_body bytes of every response body from now on (instead
+ * of HTTPC_MAX_BODY), and the value of the response header named header
+ * (case-insensitive; NULL: none), at most HTTPC_MAX_HEADER bytes of it. */
+void httpc_keep(struct httpc *c, size_t max_body, const char *header);
+/* During on_response: the kept header's value (borrowed; NULL when the
+ * response had none or it was longer than HTTPC_MAX_HEADER), and whether
+ * the body was longer than what was kept. */
+const char *httpc_header(const struct httpc *c);
+bool httpc_truncated(const struct httpc *c);
 
 #endif

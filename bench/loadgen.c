@@ -11,6 +11,13 @@
  *   mqtt-publish   QoS 1 PUBLISH of --size B to --topic, timed to its PUBACK
  *   connections    ramp to N idle sessions at --rate per second and hold
  *                  them for --duration (the caller measures the server)
+ *   query-*        twin queries, one at a time on one HTTPS connection, each
+ *                  over all its pages and checked (queries.c); with
+ *                  --query-rate, a twin scenario also runs a query loop at
+ *                  that fixed rate beside its devices
+ *
+ * seed-twins (seed.c), the provisioning scenarios (dps.c) and the webhook
+ * (webhook.c) run their own loops.
  *
  * A run goes through these phases, each started by the previous one:
  *
@@ -50,19 +57,18 @@
 #include <uv.h>
 
 #include "base/buf.h"
-#include "base/enc.h"
 #include "base/mem.h"
 #include "client.h"
 #include "codec/mqtt.h"
-#include "codec/sas.h"
 #include "devices.h"
 #include "dps.h"
 #include "hist.h"
+#include "queries.h"
 #include "report.h"
 #include "rest.h"
+#include "seed.h"
 #include "webhook.h"
 
-#define API_VERSION "2021-04-12"
 #define MAX_DEVICES 100000
 #define MAX_INFLIGHT 1024
 #define MAX_SIZE 65536
@@ -73,6 +79,7 @@
 #define PAD_CHUNK 1000
 #define BATCH_BYTES 16384 /* one TLS record */
 #define DESIRED_WINDOW 64 /* twin-desired-latency: PATCHes in flight per connection */
+#define QUERY_TICK_MS 1   /* --query-rate: the loop's timer */
 
 enum scenario {
 	SC_TWIN_REPORTED,
@@ -84,11 +91,25 @@ enum scenario {
 	SC_DPS_REGISTER,   /* dps.c */
 	SC_TLS_HANDSHAKES, /* dps.c */
 	SC_WEBHOOK,        /* webhook.c */
+	SC_SEED,           /* seed.c */
+	SC_QUERY_TAG,      /* the query scenarios: queries.c, in this loop */
+	SC_QUERY_RANGE,
+	SC_QUERY_GROUP,
 	SC_COUNT
 };
-static const char *const scenario_names[] = {
-    "twin-reported",   "twin-get",     "mqtt-publish",   "connections", "twin-desired-latency",
-    "twin-rest-patch", "dps-register", "tls-handshakes", "webhook"};
+static const char *const scenario_names[] = {"twin-reported",
+                                             "twin-get",
+                                             "mqtt-publish",
+                                             "connections",
+                                             "twin-desired-latency",
+                                             "twin-rest-patch",
+                                             "dps-register",
+                                             "tls-handshakes",
+                                             "webhook",
+                                             "seed-twins",
+                                             "query-tag-eq",
+                                             "query-reported-range",
+                                             "query-group-count"};
 
 enum phase { PH_RAMP, PH_MEASURE, PH_DRAIN, PH_CLOSING, PH_DONE };
 
@@ -125,6 +146,8 @@ struct options {
 	const char *listen;   /* webhook: ip:port */
 	const char *tls_cert, *tls_key;
 	unsigned delay_ms; /* webhook: answer delay */
+	unsigned seeded;   /* queries: devices seed-twins seeded (0: --devices) */
+	double query_rate; /* twin scenarios: a query loop at this rate (0: none) */
 };
 
 struct slot {
@@ -192,6 +215,14 @@ static struct {
 	uint64_t desired_cap;  /* entries of desired_t0 */
 	uint64_t desired_low;  /* every seq below this is notified or given up */
 	uint64_t rest_errors;  /* REST answers other than 200 */
+	/* twin queries (query scenarios, --query-rate) */
+	bool queries_closed;
+	uint64_t check_errors;  /* queries answered 200 with wrong rows */
+	uint64_t rows, pages;   /* of the queries answered right */
+	uv_timer_t query_timer; /* --query-rate: the loop's sender */
+	uint64_t q_sent, q_ops, q_late_ops, q_errors;
+	uint64_t q_done[QUERIES_KINDS]; /* right answers by kind */
+	struct hist q_latency;
 } run;
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -207,16 +238,32 @@ static bool rest_scenario(void)
 	return opt.scenario == SC_TWIN_DESIRED || opt.scenario == SC_REST_PATCH;
 }
 
-/* MQTT sessions a run opens (twin-rest-patch only talks to the back end). */
+static bool query_scenario(void)
+{
+	return opt.scenario == SC_QUERY_TAG || opt.scenario == SC_QUERY_RANGE ||
+	       opt.scenario == SC_QUERY_GROUP;
+}
+
+/* Whether the run opens query connections (queries.c). */
+static bool uses_queries(void)
+{
+	return query_scenario() || opt.query_rate > 0;
+}
+
+/* MQTT sessions a run opens (twin-rest-patch and the query scenarios only
+ * talk to the back end; seed-twins opens its own). */
 static unsigned sessions_wanted(void)
 {
-	return opt.scenario == SC_REST_PATCH ? 0 : opt.devices;
+	return opt.scenario == SC_REST_PATCH || opt.scenario == SC_SEED || query_scenario()
+	           ? 0
+	           : opt.devices;
 }
 
 /* Requests (and, for twin-desired-latency, notifications) still owed. */
 static uint64_t outstanding(void)
 {
-	return run.inflight + (rest_scenario() ? rest_outstanding() : 0);
+	return run.inflight + (rest_scenario() ? rest_outstanding() : 0) +
+	       (uses_queries() ? queries_outstanding() : 0);
 }
 
 static double seconds(uint64_t ns)
@@ -419,18 +466,25 @@ static void ramp_check(void);
 static void maybe_done(void)
 {
 	if (run.phase != PH_CLOSING || run.open_sessions > 0 ||
-	    (rest_scenario() && !run.rest_closed))
+	    (rest_scenario() && !run.rest_closed) || (uses_queries() && !run.queries_closed))
 		return;
 	run.phase = PH_DONE;
 	uv_close((uv_handle_t *)&run.ramp_timer, NULL);
 	uv_close((uv_handle_t *)&run.phase_timer, NULL);
 	uv_close((uv_handle_t *)&run.sweep_timer, NULL);
 	uv_close((uv_handle_t *)&run.rate_timer, NULL);
+	uv_close((uv_handle_t *)&run.query_timer, NULL);
 }
 
 static void on_rest_closed(void)
 {
 	run.rest_closed = true;
+	maybe_done();
+}
+
+static void on_queries_closed(void)
+{
+	run.queries_closed = true;
 	maybe_done();
 }
 
@@ -469,6 +523,92 @@ static void rest_lost(unsigned n, const char *detail)
 }
 
 static const struct rest_hooks rest_hooks = {rest_connected, rest_answered, rest_lost};
+
+/* ---- twin queries ---------------------------------------------------------------- */
+
+static void on_query_tick(uv_timer_t *t);
+
+/* The kind a query scenario runs. */
+static enum queries_kind scenario_kind(void)
+{
+	return opt.scenario == SC_QUERY_TAG     ? QUERIES_TAG_EQ
+	       : opt.scenario == SC_QUERY_RANGE ? QUERIES_REPORTED_RANGE
+	                                        : QUERIES_GROUP_COUNT;
+}
+
+/* A query ended. The scenarios count it in the run's ops and latency and
+ * start the next one at once (closed loop); --query-rate counts it apart
+ * and starts the next when due. Only right answers count as done. */
+static void query_done(const struct queries_outcome *o)
+{
+	uint64_t now = uv_hrtime();
+	if (o->error) {
+		bool status = o->status != 200;
+		char d[400];
+		snprintf(d, sizeof d, "%s: %s", queries_kind_names[o->kind], o->error);
+		report(status ? &run.rest_errors : &run.check_errors,
+		       status ? "unexpected query answer" : "wrong query result", d);
+		run.q_errors++;
+	} else if (query_scenario()) {
+		hist_add(&run.latency, (now - o->t0_ns) / 1000);
+		if (run.phase == PH_MEASURE)
+			run.ops++;
+		else
+			run.drain_ops++;
+		run.rows += o->rows;
+		run.pages += o->pages;
+	} else {
+		hist_add(&run.q_latency, (now - o->t0_ns) / 1000);
+		if (run.phase == PH_MEASURE)
+			run.q_ops++;
+		else
+			run.q_late_ops++;
+		run.q_done[o->kind]++;
+	}
+	if (run.phase == PH_MEASURE) {
+		if (query_scenario() && queries_send(scenario_kind()))
+			run.sent++;
+		else if (opt.query_rate > 0)
+			on_query_tick(NULL);
+	}
+	if (run.phase == PH_DRAIN && outstanding() == 0)
+		uv_timer_start(&run.phase_timer, on_begin_closing, 0, 0);
+}
+
+static void query_lost(unsigned n, const char *detail)
+{
+	run.q_errors += n;
+	rest_lost(n, detail);
+}
+
+static const struct queries_hooks queries_hooks = {rest_connected, query_done, query_lost};
+
+/* The loop's n-th query: of every QUERY_MIX, one reported range (all its
+ * pages) and one GROUP BY, the others tag equalities: a back end's
+ * lookups, with a scan and an aggregate now and then. (The kinds in turn
+ * at 50/s would need about four cores of this machine: a range query of
+ * 10,000 twins costs the server ~160 ms, a GROUP BY over 100,000 ~75 ms.) */
+#define QUERY_MIX 50
+static enum queries_kind loop_kind(uint64_t n)
+{
+	return n % QUERY_MIX == QUERY_MIX - 2	? QUERIES_REPORTED_RANGE
+	       : n % QUERY_MIX == QUERY_MIX - 1 ? QUERIES_GROUP_COUNT
+						: QUERIES_TAG_EQ;
+}
+
+/* --query-rate: the loop starts query n (loop_kind) once n < rate x
+ * the time measured so far and its connection is free. A query that is
+ * due while the previous one still runs starts when that one ends, so
+ * the loop never runs ahead of the rate but may fall behind it. */
+static void on_query_tick(uv_timer_t *t)
+{
+	double due = opt.query_rate * seconds(uv_hrtime() - run.t_measure_ns);
+	while (run.q_sent < due) {
+		if (!queries_send(loop_kind(run.q_sent)))
+			return;
+		run.q_sent++;
+	}
+}
 
 /* twin-desired-latency: PATCHes at opt.patch_rate per second from the
  * start of MEASURE, each to device seq % devices; a tick that finds every
@@ -549,7 +689,8 @@ static void start_measure(void);
 static void ramp_check(void)
 {
 	if (run.phase != PH_RAMP || run.opened < sessions_wanted() || run.pending > 0 ||
-	    (rest_scenario() && rest_connecting() > 0))
+	    (rest_scenario() && rest_connecting() > 0) ||
+	    (uses_queries() && queries_connecting() > 0))
 		return;
 	run.t_ramp_end_ns = uv_hrtime();
 	uv_timer_stop(&run.ramp_timer);
@@ -559,7 +700,8 @@ static void ramp_check(void)
 	if (rest_scenario())
 		fprintf(stderr, "loadgen: %u of %u REST connections ready\n", rest_ready(),
 		        opt.connections);
-	if ((sessions_wanted() > 0 && run.ready == 0) || (rest_scenario() && rest_ready() == 0)) {
+	if ((sessions_wanted() > 0 && run.ready == 0) || (rest_scenario() && rest_ready() == 0) ||
+	    (uses_queries() && queries_ready() == 0)) {
 		begin_closing();
 		return;
 	}
@@ -672,8 +814,8 @@ static const struct mqttc_handler handler = {on_ready, on_packet, on_batch_end, 
 static void open_session(unsigned i)
 {
 	struct session *s = &run.sessions[i];
-	char id[128], user[512];
-	struct buf sr = BUF_INIT, tok = BUF_INIT;
+	char id[128];
+	struct buf user = BUF_INIT, tok = BUF_INIT;
 	s->index = i;
 	s->state = SS_CONNECTING;
 	s->t_open_ns = uv_hrtime();
@@ -685,19 +827,12 @@ static void open_session(unsigned i)
 	    .timeout_ms = (uint64_t)(opt.timeout_s * 1000),
 	};
 	if (!opt.no_auth) {
-		char key[45];
-		snprintf(user, sizeof user, "%s/%s/?api-version=" API_VERSION, opt.hub, id);
-		buf_printf(&sr, "%s/devices/%s", opt.hub, id);
-		struct buf enc = BUF_INIT;
-		pct_encode(&enc, sr.data, sr.len);
 		int64_t expiry = (int64_t)time(NULL) + 3600 + (int64_t)opt.duration_s;
-		if (sas_derive_key(opt.key, id, key) != 0 ||
-		    sas_build(&tok, enc.data, key, NULL, expiry) != 0) {
+		if (devices_mqtt_login(opt.hub, opt.key, id, expiry, &user, &tok) != 0) {
 			fprintf(stderr, "loadgen: --key is not valid base64\n");
 			exit(2);
 		}
-		buf_free(&enc);
-		cc.username = user;
+		cc.username = user.data;
 		cc.password = tok.data;
 	}
 	if (opt.scenario == SC_PUBLISH) {
@@ -716,7 +851,7 @@ static void open_session(unsigned i)
 	run.open_sessions++;
 	s->c = mqttc_open(run.loop, run.tls, (const struct sockaddr *)&run.addr, run.tls_name, &cc,
 	                  &handler, s);
-	buf_free(&sr);
+	buf_free(&user);
 	buf_free(&tok);
 }
 
@@ -763,6 +898,8 @@ static void on_sweep(uv_timer_t *t)
 	}
 	if (rest_scenario())
 		rest_sweep(now);
+	if (uses_queries())
+		queries_sweep(now);
 	if (opt.scenario == SC_TWIN_DESIRED)
 		desired_sweep(now, limit);
 	if (run.phase == PH_DRAIN && outstanding() == 0)
@@ -774,6 +911,7 @@ static void on_measure_end(uv_timer_t *t)
 	run.t_measure_end_ns = uv_hrtime();
 	run.phase = PH_DRAIN;
 	uv_timer_stop(&run.rate_timer);
+	uv_timer_stop(&run.query_timer);
 	if (rest_scenario())
 		rest_filling(false);
 	if (outstanding() == 0) {
@@ -799,6 +937,10 @@ static void start_measure(void)
 		rest_filling(true);
 	if (opt.scenario == SC_TWIN_DESIRED)
 		uv_timer_start(&run.rate_timer, on_rate_tick, 0, 1);
+	if (query_scenario() && queries_send(scenario_kind()))
+		run.sent++;
+	if (opt.query_rate > 0)
+		uv_timer_start(&run.query_timer, on_query_tick, 0, QUERY_TICK_MS);
 }
 
 static void on_force_close(uv_timer_t *t)
@@ -808,6 +950,8 @@ static void on_force_close(uv_timer_t *t)
 			mqttc_close(run.sessions[k].c, false);
 	if (rest_scenario())
 		rest_close(false, on_rest_closed);
+	if (uses_queries())
+		queries_close(false, on_queries_closed);
 }
 
 static void begin_closing(void)
@@ -835,12 +979,15 @@ static void begin_closing(void)
 	uv_timer_stop(&run.ramp_timer);
 	uv_timer_stop(&run.sweep_timer);
 	uv_timer_stop(&run.rate_timer);
+	uv_timer_stop(&run.query_timer);
 	uv_timer_start(&run.phase_timer, on_force_close, FORCE_CLOSE_MS, 0);
 	for (unsigned k = 0; k < run.opened; k++)
 		if (run.sessions[k].c)
 			mqttc_close(run.sessions[k].c, true);
 	if (rest_scenario())
 		rest_close(true, on_rest_closed);
+	if (uses_queries())
+		queries_close(true, on_queries_closed);
 	maybe_done();
 }
 
@@ -849,7 +996,7 @@ static void begin_closing(void)
 static uint64_t print_result(void)
 {
 	uint64_t errors = run.connect_errors + run.status_errors + run.timeouts + run.disconnects +
-	                  run.lost + run.rest_errors;
+	                  run.lost + run.rest_errors + run.check_errors;
 	double window = seconds(run.t_measure_end_ns - run.t_measure_ns);
 	if (run.t_measure_ns == 0)
 		window = 0;
@@ -866,14 +1013,37 @@ static uint64_t print_result(void)
 	       " status_errors=%" PRIu64 " timeouts=%" PRIu64 " disconnects=%" PRIu64
 	       " lost=%" PRIu64 " sent=%" PRIu64 " late_ops=%" PRIu64 " stalls=%" PRIu64
 	       " connect_per_s=%.1f connect_p99_us=%" PRIu64 " rest_errors=%" PRIu64
-	       " behind=%" PRIu64 " cpu_s=%.2f\n",
-	       scenario_names[opt.scenario], opt.scenario == SC_REST_PATCH ? opt.rest : opt.target,
-	       opt.devices, run.ready, opt.scenario == SC_CONNECTIONS ? 0 : opt.inflight,
+	       " behind=%" PRIu64,
+	       scenario_names[opt.scenario],
+	       opt.scenario == SC_REST_PATCH || query_scenario() ? opt.rest : opt.target,
+	       opt.devices, run.ready,
+	       opt.scenario == SC_CONNECTIONS ? 0
+	       : query_scenario()             ? 1
+	                                      : opt.inflight,
 	       opt.scenario == SC_PUBLISH ? 1 : opt.qos, opt.size, window, ops, ops_per_s,
 	       hist_percentile(h, 0.50), hist_percentile(h, 0.99), h->max, errors,
 	       run.connect_errors, run.status_errors, run.timeouts, run.disconnects, run.lost,
 	       run.sent, run.drain_ops, run.stalls, connect_rate,
-	       hist_percentile(&run.connect_time, 0.99), run.rest_errors, run.behind, self_cpu_s());
+	       hist_percentile(&run.connect_time, 0.99), run.rest_errors, run.behind);
+	if (uses_queries())
+		printf(" seeded=%u check_errors=%" PRIu64, opt.seeded, run.check_errors);
+	if (query_scenario())
+		printf(" rows=%" PRIu64 " pages=%" PRIu64, run.rows, run.pages);
+	if (opt.query_rate > 0) {
+		/* The loop: queries done right in the window (and after it),
+		 * their latency over all pages, the due count at the fixed rate. */
+		const struct hist *qh = &run.q_latency;
+		printf(" query_rate=%.1f queries=%" PRIu64 " queries_per_s=%.1f queries_due=%.0f"
+		       " late_queries=%" PRIu64 " query_errors=%" PRIu64 " query_p50_us=%" PRIu64
+		       " query_p99_us=%" PRIu64 " query_max_us=%" PRIu64 " queries_tag_eq=%" PRIu64
+		       " queries_reported_range=%" PRIu64 " queries_group_count=%" PRIu64,
+		       opt.query_rate, run.q_ops, window > 0 ? (double)run.q_ops / window : 0,
+		       opt.query_rate * window, run.q_late_ops, run.q_errors,
+		       hist_percentile(qh, 0.50), hist_percentile(qh, 0.99), qh->max,
+		       run.q_done[QUERIES_TAG_EQ], run.q_done[QUERIES_REPORTED_RANGE],
+		       run.q_done[QUERIES_GROUP_COUNT]);
+	}
+	printf(" cpu_s=%.2f\n", self_cpu_s());
 	fflush(stdout);
 	return errors;
 }
@@ -886,7 +1056,8 @@ static void usage(FILE *f)
 	    f,
 	    "usage: loadgen [SCENARIO] [options]\n"
 	    "Scenarios: twin-reported, twin-get, mqtt-publish, connections,\n"
-	    "  twin-desired-latency, twin-rest-patch, dps-register, tls-handshakes, webhook.\n"
+	    "  twin-desired-latency, twin-rest-patch, dps-register, tls-handshakes, webhook,\n"
+	    "  seed-twins, query-tag-eq, query-reported-range, query-group-count.\n"
 	    "Target (loopback 127.0.0.0/8 only):\n"
 	    "  --target IP:PORT      MQTT over TLS address (required for a scenario)\n"
 	    "  --hub NAME            hub host name: user name, SAS resource, default TLS name\n"
@@ -914,6 +1085,18 @@ static void usage(FILE *f)
 	    "  --connections K       HTTPS keep-alive connections (default 8); with\n"
 	    "                        twin-rest-patch each keeps --inflight PATCHes pipelined\n"
 	    "  --patch-rate R        twin-desired-latency: PATCHes per second (default 2000)\n"
+	    "Twin queries (needs --rest, --owner-key, --hub; bench/README.md):\n"
+	    "  seed-twins            give devices 0..--devices-1 the query fleet's tags (REST,\n"
+	    "                        --connections x --inflight pipelined) and reported\n"
+	    "                        properties (MQTT, --concurrency devices at a time;\n"
+	    "                        needs --target, --key)\n"
+	    "  query-tag-eq, query-reported-range, query-group-count\n"
+	    "                        one query at a time on one connection, all its pages,\n"
+	    "                        each answer checked against the seeded fleet\n"
+	    "  --seeded N            devices seed-twins seeded (default --devices)\n"
+	    "  --query-rate R        twin scenarios: also run queries at R per second on one\n"
+	    "                        connection, of every 50 one range and one GROUP BY,\n"
+	    "                        the others tag equalities (default 0)\n"
 	    "Provisioning (dps-register, tls-handshakes: --target is the DPS's MQTT address):\n"
 	    "  --scope S             id scope; --key is the enrollment group's key\n"
 	    "  --concurrency C       devices in flight, each on a new connection (default 100)\n"
@@ -996,6 +1179,8 @@ enum {
 	O_TLS_CERT,
 	O_TLS_KEY,
 	O_DELAY,
+	O_SEEDED,
+	O_QUERY_RATE,
 	O_HELP,
 };
 
@@ -1031,6 +1216,8 @@ static const struct option long_options[] = {
     {"tls-cert", required_argument, NULL, O_TLS_CERT},
     {"tls-key", required_argument, NULL, O_TLS_KEY},
     {"delay-ms", required_argument, NULL, O_DELAY},
+    {"seeded", required_argument, NULL, O_SEEDED},
+    {"query-rate", required_argument, NULL, O_QUERY_RATE},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -1065,6 +1252,8 @@ static const struct num_option num_options[] = {
     {O_PATCH_RATE, "--patch-rate", NULL, &opt.patch_rate, 1, 1e6},
     {O_DPS_CONCURRENCY, "--concurrency", &opt.concurrency, NULL, 1, MAX_DEVICES},
     {O_DELAY, "--delay-ms", &opt.delay_ms, NULL, 0, 600000},
+    {O_SEEDED, "--seeded", &opt.seeded, NULL, 1, MAX_DEVICES},
+    {O_QUERY_RATE, "--query-rate", NULL, &opt.query_rate, 0, 10000},
 };
 
 /* Sets numeric option id from optarg. Returns false when id is not one;
@@ -1153,17 +1342,24 @@ static int parse_options(int argc, char **argv)
 		                 "--listen, --tls-cert, --tls-key and --hub are required");
 	if (opt.scenario == SC_DPS_REGISTER && (!opt.scope || !opt.key))
 		return bad("dps-register", "--scope and --key are required");
-	if (opt.have_scenario && !opt.target && opt.scenario != SC_REST_PATCH)
+	if (opt.have_scenario && !opt.target && opt.scenario != SC_REST_PATCH && !query_scenario())
 		return bad("target", "--target IP:PORT is required");
-	if (opt.have_scenario && rest_scenario() && (!opt.rest || !opt.owner_key))
-		return bad("back end", "--rest and --owner-key are required");
+	if (opt.have_scenario && (rest_scenario() || uses_queries() || opt.scenario == SC_SEED) &&
+	    (!opt.rest || !opt.owner_key || !opt.hub))
+		return bad("back end", "--rest, --owner-key and --hub are required");
 	if (opt.have_scenario && !opt.ca_file && !opt.insecure)
 		return bad("TLS settings", "--ca FILE (or --insecure) is required");
 	if (opt.have_scenario && !opt.no_auth && (!opt.hub || !opt.key) &&
-	    opt.scenario != SC_TLS_HANDSHAKES && opt.scenario != SC_DPS_REGISTER)
+	    opt.scenario != SC_TLS_HANDSHAKES && opt.scenario != SC_DPS_REGISTER &&
+	    !query_scenario())
 		return bad("authentication", "--hub and --key are required (or --no-auth)");
-	if (opt.no_auth && twin_scenario())
+	if (opt.no_auth && (twin_scenario() || opt.scenario == SC_SEED))
 		return bad("authentication", "twin scenarios need a hub (--hub, --key)");
+	if (opt.query_rate > 0 && !twin_scenario())
+		return bad("--query-rate",
+		           "only with twin-reported, twin-get, twin-desired-latency");
+	if (!opt.seeded)
+		opt.seeded = opt.devices;
 	if (opt.create_devices && (!opt.rest || !opt.owner_key || !opt.hub || !opt.key))
 		return bad("--create-devices", "needs --rest, --owner-key, --hub and --key");
 	if (opt.create_devices && !opt.ca_file && !opt.insecure)
@@ -1284,12 +1480,38 @@ int main(int argc, char **argv)
 		SSL_CTX_free(run.tls);
 		return rc;
 	}
+	if (opt.scenario == SC_SEED) {
+		struct seed_plan plan = {
+		    .mqtt_addr = run.addr,
+		    .rest_addr = rest_addr,
+		    .target = opt.target,
+		    .rest = opt.rest,
+		    .tls_name = run.tls_name,
+		    .tls = run.tls,
+		    .hub = opt.hub,
+		    .owner_key = opt.owner_key,
+		    .group_key = opt.key,
+		    .prefix = opt.prefix,
+		    .devices = opt.devices,
+		    .connections = opt.connections,
+		    .window = opt.inflight,
+		    .concurrency = opt.concurrency,
+		    .keepalive = opt.keepalive,
+		    .timeout_s = opt.timeout_s,
+		    .max_errors = opt.max_errors,
+		};
+		rc = seed_run(&plan);
+		SSL_CTX_free(run.tls);
+		return rc;
+	}
 	make_payload();
 	hist_init(&run.latency);
 	hist_init(&run.connect_time);
+	hist_init(&run.q_latency);
 	buf_init(&run.out);
-	run.sessions = xcalloc(opt.devices, sizeof *run.sessions);
-	for (unsigned k = 0; k < opt.devices; k++)
+	unsigned nsessions = sessions_wanted();
+	run.sessions = xcalloc(nsessions, sizeof *run.sessions);
+	for (unsigned k = 0; k < nsessions; k++)
 		run.sessions[k].slots = xcalloc(opt.inflight, sizeof(struct slot));
 
 	run.loop = uv_default_loop();
@@ -1297,6 +1519,7 @@ int main(int argc, char **argv)
 	uv_timer_init(run.loop, &run.phase_timer);
 	uv_timer_init(run.loop, &run.sweep_timer);
 	uv_timer_init(run.loop, &run.rate_timer);
+	uv_timer_init(run.loop, &run.query_timer);
 	run.phase = PH_RAMP;
 	run.t_ramp_ns = uv_hrtime();
 	if (opt.scenario == SC_TWIN_DESIRED) {
@@ -1322,12 +1545,27 @@ int main(int argc, char **argv)
 		if (rest_start(&rc_cfg, &rest_hooks) != 0)
 			return 2;
 	}
+	if (uses_queries()) {
+		struct queries_config qc = {
+		    .loop = run.loop,
+		    .tls = run.tls,
+		    .addr = rest_addr,
+		    .hub = opt.hub,
+		    .owner_key = opt.owner_key,
+		    .prefix = opt.prefix,
+		    .seeded = opt.seeded,
+		    .connections = 1,
+		    .timeout_s = opt.timeout_s,
+		};
+		if (queries_start(&qc, &queries_hooks) != 0)
+			return 2;
+	}
 	uv_timer_start(&run.ramp_timer, on_ramp_tick, 0, RAMP_TICK_MS);
 	uv_run(run.loop, UV_RUN_DEFAULT);
 
 	uint64_t errors = print_result();
 	uv_loop_close(run.loop);
-	for (unsigned k = 0; k < opt.devices; k++) {
+	for (unsigned k = 0; k < nsessions; k++) {
 		free(run.sessions[k].slots);
 		free(run.sessions[k].topic);
 	}
@@ -1335,6 +1573,7 @@ int main(int argc, char **argv)
 	free(run.payload);
 	free(run.desired_t0);
 	rest_free();
+	queries_free();
 	buf_free(&run.out);
 	SSL_CTX_free(run.tls);
 	if (errors > opt.max_errors) {

@@ -15,14 +15,11 @@
 #include <time.h>
 
 #include "base/buf.h"
-#include "base/enc.h"
 #include "base/mem.h"
-#include "codec/sas.h"
 #include "devices.h"
 #include "httpc.h"
 
 #define API_VERSION "2021-04-12"
-#define TOKEN_LIFETIME_S 7200
 
 struct entry {
 	uint64_t t0_ns;
@@ -209,20 +206,9 @@ int rest_start(const struct rest_config *cfg, const struct rest_hooks *hooks)
 	r.cfg = *cfg;
 	r.hooks = hooks;
 	buf_init(&r.out);
-	struct buf sr = BUF_INIT, tok = BUF_INIT;
-	pct_encode(&sr, cfg->hub, strlen(cfg->hub));
-	int rc = sas_build(&tok, sr.data, cfg->owner_key, "iothubowner",
-	                   (int64_t)time(NULL) + TOKEN_LIFETIME_S);
-	buf_free(&sr);
-	if (rc != 0) {
-		buf_free(&tok);
-		fprintf(stderr, "loadgen: --owner-key is not valid base64\n");
+	r.auth = devices_owner_header(cfg->hub, cfg->owner_key);
+	if (!r.auth)
 		return -1;
-	}
-	struct buf a = BUF_INIT;
-	buf_printf(&a, "Authorization: %s", tok.data);
-	buf_free(&tok);
-	r.auth = buf_steal(&a);
 	/* {"properties":{"desired":{"seq":NNNNNN,"pad":""}}} is about 50 bytes. */
 	size_t pad = cfg->size > 50 ? cfg->size - 50 : 1;
 	if (pad > 4000)

@@ -217,9 +217,9 @@ void store_twin_view_clear(struct store_twin_view *v);
  * condition; the caller decides each row with query_matches unless sure:
  * the store found that the row matches the whole WHERE, which it can for a
  * complete plan), until each returns nonzero, which is then returned; 0
- * when the rows end. unsure_only: only the rows that are not sure. each
- * may keep the view: it copies *v and zeroes it. A scan: for
- * store_read_slow. */
+ * when the rows end. unsure_only: only the rows that are not sure. The
+ * view is the store's, valid during the call only (no copies are made per
+ * row; each copies what it keeps). A scan: for store_read_slow. */
 int store_twin_query(struct store_txn *t, const char *hub, const struct query_plan *plan,
 		     const char *after, bool unsure_only,
 		     int (*each)(void *arg, const char *id, struct store_twin_view *v, bool sure),

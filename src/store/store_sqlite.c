@@ -124,6 +124,9 @@
 /* The slow reader's memory map of the database (address space, not
  * memory: pages are the page cache's). */
 #define SLOW_MMAP_BYTES "1073741824"
+/* And its page cache (negative: KiB), for the pages of rows a query
+ * returns, which are spread over the file. */
+#define SLOW_CACHE_KIB "-65536"
 
 /* Append-only. Never edit a shipped entry: add a new one. */
 static const char *const migrations[] = {
@@ -305,6 +308,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 #define DOC_KINDS 6
 enum doc_op { DOC_GET, DOC_PUT, DOC_DEL, DOC_LIST, DOC_LIST_FROM, DOC_OPS };
 
+#define SCAN_CACHE 16
+
 struct store_txn {
 	sqlite3 *db;
 	int quiet_faults; /* the writer: storage faults are logged per episode */
@@ -314,6 +319,15 @@ struct store_txn {
 	int in_read;      /* that transaction is open */
 	sqlite3_stmt *st[ST_COUNT];
 	sqlite3_stmt *doc[DOC_KINDS][DOC_OPS]; /* prepared on first use */
+	/* Scans' statements (scan_prepare), kept by their text: a dashboard
+	 * repeats its queries, and preparing one costs more than a small
+	 * query's rows. The least recently used goes first. */
+	struct {
+		char *sql;
+		sqlite3_stmt *st;
+		uint64_t used;
+	} scans[SCAN_CACHE];
+	uint64_t scan_clock;
 };
 
 struct job {
@@ -479,6 +493,12 @@ static void txn_close(struct store_txn *t)
 			sqlite3_finalize(t->doc[k][o]);
 			t->doc[k][o] = NULL;
 		}
+	for (int i = 0; i < SCAN_CACHE; i++) {
+		sqlite3_finalize(t->scans[i].st);
+		free(t->scans[i].sql);
+		t->scans[i].st = NULL;
+		t->scans[i].sql = NULL;
+	}
 	if (t->db)
 		sqlite3_close(t->db);
 	t->db = NULL;
@@ -938,7 +958,9 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 	/* Scans (queries) read the file mapped rather than copied page by
 	 * page: about a third less time for a full scan. */
 	if (rc == 0)
-		rc = exec_sql(s->slow.db, "PRAGMA mmap_size=" SLOW_MMAP_BYTES, err, errlen);
+		rc = exec_sql(s->slow.db,
+			      "PRAGMA mmap_size=" SLOW_MMAP_BYTES "; PRAGMA cache_size=" SLOW_CACHE_KIB,
+			      err, errlen);
 	if (rc == 0)
 		rc = txn_prepare(&s->writer, err, errlen);
 	if (rc == 0)
@@ -1458,33 +1480,41 @@ int store_twin_patch_service(struct store_txn *t, const char *hub, const char *i
 	return ret;
 }
 
-static char *col_dup_or_null(sqlite3_stmt *st, int i)
+/* Column i as text: a copy (copy), or the statement's own bytes, valid
+ * until it steps again; NULL for SQL NULL when null_ok, else "". */
+static char *col_text(sqlite3_stmt *st, int i, bool copy, bool null_ok)
 {
-	return sqlite3_column_type(st, i) == SQLITE_NULL ? NULL : col_dup(st, i);
+	if (null_ok && sqlite3_column_type(st, i) == SQLITE_NULL)
+		return NULL;
+	const unsigned char *v = sqlite3_column_text(st, i);
+	const char *t = v ? (const char *)v : "";
+	return copy ? xstrdup(t) : (char *)t;
 }
 
-/* The view's columns from col on. */
-static void read_view(sqlite3_stmt *st, int col, struct store_twin_view *out)
+/* The view's columns from col on: copies (store_twin_view_clear frees
+ * them), or borrowed from the statement (!copy: valid until its next
+ * step; never cleared). */
+static void read_view(sqlite3_stmt *st, int col, struct store_twin_view *out, bool copy)
 {
 	struct store_twin *tw = &out->twin;
 	memset(out, 0, sizeof *out);
-	tw->tags = col_dup(st, col + 0);
-	tw->desired = col_dup(st, col + 1);
-	tw->reported = col_dup(st, col + 2);
-	out->meta_desired = col_dup_or_null(st, col + 3);
-	out->meta_reported = col_dup_or_null(st, col + 4);
+	tw->tags = col_text(st, col + 0, copy, false);
+	tw->desired = col_text(st, col + 1, copy, false);
+	tw->reported = col_text(st, col + 2, copy, false);
+	out->meta_desired = col_text(st, col + 3, copy, true);
+	out->meta_reported = col_text(st, col + 4, copy, true);
 	tw->version = sqlite3_column_int64(st, col + 5);
 	tw->desired_version = sqlite3_column_int64(st, col + 6);
 	tw->reported_version = sqlite3_column_int64(st, col + 7);
 	out->tags_len = (size_t)sqlite3_column_int64(st, col + 8);
 	out->desired_len = (size_t)sqlite3_column_int64(st, col + 9);
 	out->device_etag = sqlite3_column_int64(st, col + 10);
-	out->status = col_dup_or_null(st, col + 11);
-	out->status_reason = col_dup_or_null(st, col + 12);
-	out->status_updated_time = col_dup_or_null(st, col + 13);
-	out->capabilities = col_dup_or_null(st, col + 14);
-	out->auth_type = col_dup_or_null(st, col + 15);
-	out->x509_thumbprint = col_dup_or_null(st, col + 16);
+	out->status = col_text(st, col + 11, copy, true);
+	out->status_reason = col_text(st, col + 12, copy, true);
+	out->status_updated_time = col_text(st, col + 13, copy, true);
+	out->capabilities = col_text(st, col + 14, copy, true);
+	out->auth_type = col_text(st, col + 15, copy, true);
+	out->x509_thumbprint = col_text(st, col + 16, copy, true);
 	out->connected = sqlite3_column_int64(st, col + 17) != 0;
 	out->last_activity_ms = sqlite3_column_int64(st, col + 18);
 }
@@ -1499,7 +1529,7 @@ int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
 	int rc = sqlite3_step(st);
 	int ret = 0;
 	if (rc == SQLITE_ROW)
-		read_view(st, 0, out);
+		read_view(st, 0, out, true);
 	else if (rc == SQLITE_DONE)
 		ret = FH_ENOTFOUND;
 	else
@@ -1508,18 +1538,37 @@ int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
 	return ret;
 }
 
-/* A scan's statement, built in sql (freed here), prepared in the reader's
- * snapshot with ?1 bound to hub; NULL when it does not prepare. */
+/* A scan's statement, built in sql (freed here), from t's cache or
+ * prepared (and cached), in the reader's snapshot with ?1 bound to hub;
+ * NULL when it does not prepare. The caller ends it with stmt_end. */
 static sqlite3_stmt *scan_prepare(struct store_txn *t, struct buf *sql, const char *hub)
 {
 	read_begin(t);
-	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_prepare_v2(t->db, sql->data, -1, &st, NULL);
+	int slot = 0;
+	for (int i = 0; i < SCAN_CACHE; i++) {
+		if (t->scans[i].sql && strcmp(t->scans[i].sql, sql->data) == 0) {
+			slot = i;
+			break;
+		}
+		if (t->scans[i].used < t->scans[slot].used)
+			slot = i;
+	}
+	if (!t->scans[slot].sql || strcmp(t->scans[slot].sql, sql->data) != 0) {
+		sqlite3_finalize(t->scans[slot].st);
+		free(t->scans[slot].sql);
+		t->scans[slot].sql = NULL;
+		t->scans[slot].st = NULL;
+		if (sqlite3_prepare_v3(t->db, sql->data, -1, SQLITE_PREPARE_PERSISTENT,
+				       &t->scans[slot].st, NULL) != SQLITE_OK) {
+			buf_free(sql);
+			return NULL;
+		}
+		t->scans[slot].sql = buf_steal(sql);
+	}
 	buf_free(sql);
-	if (rc != SQLITE_OK)
-		return NULL;
-	bind_text(st, 1, hub);
-	return st;
+	t->scans[slot].used = ++t->scan_clock;
+	bind_text(t->scans[slot].st, 1, hub);
+	return t->scans[slot].st;
 }
 
 int store_twin_query(struct store_txn *t, const char *hub, const struct query_plan *plan,
@@ -1548,14 +1597,13 @@ int store_twin_query(struct store_txn *t, const char *hub, const struct query_pl
 	int rc;
 	while (ret == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct store_twin_view v;
-		read_view(st, 2, &v);
+		read_view(st, 2, &v, false);
 		ret = each(arg, (const char *)sqlite3_column_text(st, 0), &v,
 			   sqlite3_column_int(st, 1) != 0);
-		store_twin_view_clear(&v);
 	}
 	if (ret == 0 && rc != SQLITE_DONE)
 		ret = note_error(t, "twin query");
-	sqlite3_finalize(st);
+	stmt_end(st);
 	return ret;
 }
 
@@ -1649,7 +1697,7 @@ int store_twin_aggregate(struct store_txn *t, const char *hub, const struct quer
 	}
 	if (ret == 0 && rc != SQLITE_DONE)
 		ret = note_error(t, "twin aggregate");
-	sqlite3_finalize(st);
+	stmt_end(st);
 	return ret;
 }
 
