@@ -1607,11 +1607,11 @@ int store_twin_query(struct store_txn *t, const char *hub, const struct query_pl
 	return ret;
 }
 
-/* The name of the index on expr: "twins_q_" and its FNV-1a hash. */
-static void index_name(const char *expr, char out[32])
+/* The name of the index on cols: "twins_q_" and their FNV-1a hash. */
+static void index_name(const char *cols, char out[32])
 {
 	uint64_t h = 14695981039346656037u;
-	for (const unsigned char *c = (const unsigned char *)expr; *c; c++)
+	for (const unsigned char *c = (const unsigned char *)cols; *c; c++)
 		h = (h ^ *c) * 1099511628211u;
 	snprintf(out, 32, "twins_q_%016llx", (unsigned long long)h);
 }
@@ -1621,17 +1621,21 @@ int store_twin_indexes(struct store_txn *t, const struct qp_path *paths, size_t 
 	char (*names)[32] = xcalloc(n + 1, sizeof *names);
 	int rc = 0;
 	for (size_t i = 0; i < n && rc == 0; i++) {
-		struct buf expr = BUF_INIT, sql = BUF_INIT;
-		if (!sqlite_query_index_expr(&paths[i], &expr)) {
+		struct buf cols = BUF_INIT, sql = BUF_INIT;
+		/* id last: the rows of one value come in id order, the order a
+		 * query pages in, so no sort. */
+		buf_appends(&cols, "hub, ");
+		if (!sqlite_query_index_expr(&paths[i], &cols)) {
 			rc = FH_EINVAL;
 		} else {
-			index_name(expr.data, names[i]);
-			buf_printf(&sql, "CREATE INDEX IF NOT EXISTS %s ON twins (hub, %s)", names[i],
-				   expr.data);
+			buf_appends(&cols, ", id");
+			index_name(cols.data, names[i]);
+			buf_printf(&sql, "CREATE INDEX IF NOT EXISTS %s ON twins (%s)", names[i],
+				   cols.data);
 			if (sqlite3_exec(t->db, sql.data, NULL, NULL, NULL) != SQLITE_OK)
 				rc = note_error(t, "twin index");
 		}
-		buf_free(&expr);
+		buf_free(&cols);
 		buf_free(&sql);
 	}
 	sqlite3_stmt *st = NULL;
