@@ -621,11 +621,29 @@ static int create_print(const struct target *t, const char *path, const char *bo
 
 static int device_create(const struct cli_args *a, const struct target *t)
 {
-	json_t *body = json_pack(
-	    "{s:s,s:s,s:{s:s,s:{s:s,s:s}},s:{s:b}}", "deviceId", a->id, "status",
-	    a->disabled ? "disabled" : "enabled", "authentication", "type", "sas", "symmetricKey",
-	    "primaryKey", a->primary_key ? a->primary_key : "", "secondaryKey",
-	    a->secondary_key ? a->secondary_key : "", "capabilities", "iotEdge", a->edge);
+	if ((a->x509_thumbprint || a->x509_secondary) && (a->primary_key || a->secondary_key)) {
+		fprintf(stderr, "error: a device authenticates with keys or with a certificate "
+				"thumbprint, not both\n");
+		return CLI_USAGE;
+	}
+	if (a->x509_secondary && !a->x509_thumbprint) {
+		fprintf(stderr, "error: --x509-secondary-thumbprint needs --x509-thumbprint\n");
+		return CLI_USAGE;
+	}
+	json_t *body;
+	if (a->x509_thumbprint)
+		body = json_pack("{s:s,s:s,s:{s:s,s:{s:s,s:s?}},s:{s:b}}", "deviceId", a->id,
+				 "status", a->disabled ? "disabled" : "enabled", "authentication",
+				 "type", "selfSigned", "x509Thumbprint", "primaryThumbprint",
+				 a->x509_thumbprint, "secondaryThumbprint", a->x509_secondary,
+				 "capabilities", "iotEdge", a->edge);
+	else
+		body = json_pack(
+		    "{s:s,s:s,s:{s:s,s:{s:s,s:s}},s:{s:b}}", "deviceId", a->id, "status",
+		    a->disabled ? "disabled" : "enabled", "authentication", "type", "sas",
+		    "symmetricKey", "primaryKey", a->primary_key ? a->primary_key : "",
+		    "secondaryKey", a->secondary_key ? a->secondary_key : "", "capabilities",
+		    "iotEdge", a->edge);
 	if (!body) {
 		fprintf(stderr, "error: cannot build the request (bad UTF-8 in an argument?)\n");
 		return CLI_USAGE;
@@ -735,8 +753,17 @@ static int device_connection_string(const struct cli_args *a, const struct targe
 	int rc = simple_get(t, "/devices/", a->id, &dev);
 	if (rc != 0)
 		return rc;
-	const char *key = json_string_value(json_object_get(
-	    json_object_get(json_object_get(dev, "authentication"), "symmetricKey"), "primaryKey"));
+	json_t *auth = json_object_get(dev, "authentication");
+	const char *key = json_string_value(
+	    json_object_get(json_object_get(auth, "symmetricKey"), "primaryKey"));
+	const char *type = json_string_value(json_object_get(auth, "type"));
+	if (type && strcmp(type, "selfSigned") == 0) {
+		/* What the device SDKs take for a certificate device (setOptions
+		 * then gives the certificate and key). */
+		printf("HostName=%s;DeviceId=%s;x509=true\n", t->hub, a->id);
+		json_decref(dev);
+		return 0;
+	}
 	if (!key || !*key) {
 		fprintf(stderr, "error: device %s has no symmetric key\n", a->id);
 		json_decref(dev);

@@ -57,6 +57,7 @@ struct cli_args {
 	const char *ca;
 	/* command options */
 	const char *primary_key, *secondary_key;
+	const char *x509_thumbprint, *x509_secondary; /* a selfSigned device */
 	bool disabled, edge;
 	const char *status;
 	const char *tags, *desired, *etag;

@@ -29,6 +29,7 @@ enum opt_bit {
 	OPT_GROUP = 1 << 11,
 	OPT_POLICY_NAME = 1 << 12,
 	OPT_TABLE = 1 << 13,
+	OPT_X509 = 1 << 14, /* --x509-thumbprint --x509-secondary-thumbprint */
 };
 
 #define ENROLL_OPTS (OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE | OPT_ENROLL)
@@ -53,8 +54,9 @@ struct command {
 
 static const struct command commands[] = {
     {"device", "create", CLI_CMD_DEVICE_CREATE, true,
-     OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE,
-     "device create ID [--primary-key K] [--secondary-key K] [--disabled] [--edge]"},
+     OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE | OPT_X509,
+     "device create ID [--primary-key K] [--secondary-key K] [--disabled] [--edge]\n"
+     "      [--x509-thumbprint T [--x509-secondary-thumbprint T]]"},
     {"device", "show", CLI_CMD_DEVICE_SHOW, true, 0, "device show ID"},
     {"device", "list", CLI_CMD_DEVICE_LIST, false, 0, "device list"},
     {"device", "update", CLI_CMD_DEVICE_UPDATE, true, OPT_STATUS,
@@ -117,6 +119,8 @@ static const struct option options[] = {
     {"secondary-key", OPT_SECONDARY_KEY, true, ARG(secondary_key)},
     {"disabled", OPT_DISABLED, false, ARG(disabled)},
     {"edge", OPT_EDGE, false, ARG(edge)},
+    {"x509-thumbprint", OPT_X509, true, ARG(x509_thumbprint)},
+    {"x509-secondary-thumbprint", OPT_X509, true, ARG(x509_secondary)},
     {"status", OPT_STATUS, true, ARG(status)},
     {"tags", OPT_TAGS, true, ARG(tags)},
     {"desired", OPT_DESIRED, true, ARG(desired)},

@@ -387,6 +387,20 @@ const char *registry_secondary_key(const json_t *identity)
 	return sym_key(identity, "secondaryKey");
 }
 
+const char *registry_auth_type(const json_t *identity)
+{
+	const char *t = json_string_value(
+	    json_object_get(json_object_get(identity, "authentication"), "type"));
+	return t ? t : "sas";
+}
+
+const char *registry_thumbprint(const json_t *identity, bool primary)
+{
+	json_t *x5 = json_object_get(json_object_get(identity, "authentication"), "x509Thumbprint");
+	return json_string_value(
+	    json_object_get(x5, primary ? "primaryThumbprint" : "secondaryThumbprint"));
+}
+
 bool registry_access_changed(const json_t *old_identity, const json_t *new_identity)
 {
 	return !registry_enabled(new_identity) ||

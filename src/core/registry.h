@@ -52,6 +52,11 @@ json_t *registry_render(const json_t *identity, int64_t etag, bool connected,
 const char *registry_primary_key(const json_t *identity);
 const char *registry_secondary_key(const json_t *identity);
 bool registry_enabled(const json_t *identity);
+/* authentication.type: "sas" (also when absent), "selfSigned",
+ * "certificateAuthority" or "none". */
+const char *registry_auth_type(const json_t *identity);
+/* authentication.x509Thumbprint's primary or secondary thumbprint, or NULL. */
+const char *registry_thumbprint(const json_t *identity, bool primary);
 /* True when a device that could connect with the old identity may no
  * longer do so with the new one: it is disabled now, or its
  * authentication (keys, thumbprints, type) changed. Its live session must

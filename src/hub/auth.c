@@ -1,10 +1,12 @@
-/* SAS authentication for the hub: device tokens (MQTT password) and
- * service tokens (REST Authorization header). protocol.md §1: verify the
- * HMAC over the raw sr, then check what the decoded sr names. */
+/* Authentication for the hub: device SAS tokens (MQTT password), device
+ * X.509 certificates (the TLS client certificate), and service tokens
+ * (REST Authorization header). protocol.md §1: verify the HMAC over the raw
+ * sr, then check what the decoded sr names. */
 #include <string.h>
 
 #include "base/enc.h"
 #include "base/err.h"
+#include "base/x509.h"
 #include "codec/sas.h"
 #include "core/registry.h"
 #include "internal.h"
@@ -58,6 +60,23 @@ int hub__auth_device(const struct hub *h, const char *device_id, const json_t *i
 		return 0;
 	*why = "signature does not match the device keys";
 	return FH_EAUTH;
+}
+
+int hub__auth_device_x509(const json_t *identity, X509 *leaf, int64_t now_s, const char **why)
+{
+	const char *type = registry_auth_type(identity);
+	if (strcmp(type, "selfSigned") != 0) {
+		*why = strcmp(type, "certificateAuthority") == 0
+			   ? "CA-signed device certificates are not served yet"
+			   : "the device authenticates with a SAS token, not a certificate";
+		return FH_EAUTH;
+	}
+	if (!x509_thumbprint_matches(leaf, registry_thumbprint(identity, true)) &&
+	    !x509_thumbprint_matches(leaf, registry_thumbprint(identity, false))) {
+		*why = "the client certificate's thumbprint is not one of the device's";
+		return FH_EAUTH;
+	}
+	return x509_check_time(leaf, now_s, why);
 }
 
 int hub__auth_service(const struct hub *h, const char *header, int64_t now_s, unsigned *rights,

@@ -3,6 +3,7 @@
 #define FH_HUB_INTERNAL_H
 
 #include <jansson.h>
+#include <openssl/x509.h>
 #include <stdint.h>
 
 #include "hub.h"
@@ -14,6 +15,12 @@
  * Returns 0 or FH_EAUTH with a reason for the log in *why. */
 int hub__auth_device(const struct hub *h, const char *device_id, const json_t *identity,
 		     const char *token, size_t n, int64_t now_s, const char **why);
+
+/* Verifies a device's TLS client certificate (the leaf it sent) against
+ * its stored identity: a "selfSigned" device's primary or secondary
+ * thumbprint (SHA-1 or SHA-256, any case), and the certificate's validity
+ * at now_s. Returns 0 or FH_EAUTH with *why. */
+int hub__auth_device_x509(const json_t *identity, X509 *leaf, int64_t now_s, const char **why);
 
 /* Verifies a service SAS (an Authorization header value) and returns the
  * rights of its policy. Returns 0 or FH_EAUTH with *why. */

@@ -258,10 +258,16 @@ static void connect_finish(struct hub_session *s, struct connect_job *j, int rc)
 							: MQTT_RC_UNAVAILABLE);
 		return;
 	}
-	const char *why = "no password (SAS token) given";
-	rc = j->password ? hub__auth_device(h, j->device_id, j->identity, j->password,
-					    j->password_len, clock_now_ms() / 1000, &why)
-			 : FH_EAUTH;
+	/* A password is a SAS token; without one, the TLS client certificate
+	 * speaks for the device (protocol.md §2.1). */
+	const char *why = "no password (SAS token) and no client certificate given";
+	X509 *leaf = net_conn_peer_cert(s->conn);
+	int64_t now_s = clock_now_ms() / 1000;
+	if (j->password)
+		rc = hub__auth_device(h, j->device_id, j->identity, j->password, j->password_len,
+				      now_s, &why);
+	else
+		rc = leaf ? hub__auth_device_x509(j->identity, leaf, now_s, &why) : FH_EAUTH;
 	if (rc != 0) {
 		log_at(LOG_INFO, "mqtt %s: refused device %s on %s: %s", peer, j->device_id, h->name,
 		       why);

@@ -69,8 +69,12 @@ const char *net_conn_sni(const struct net_conn *c);
 const char *net_conn_local_ip(const struct net_conn *c);
 /* "ip:port" of the peer, for logs. */
 const char *net_conn_peer(const struct net_conn *c);
-/* The client certificate (an X509 *), or NULL. Borrowed. */
+/* The client certificate (an X509 *), or NULL. Borrowed. It is whatever
+ * the client sent: nothing about it is verified at the TLS layer. */
 void *net_conn_peer_cert(const struct net_conn *c);
+/* The certificates the client sent after its own (a STACK_OF(X509) *,
+ * possibly empty), or NULL. Borrowed. */
+void *net_conn_peer_chain(const struct net_conn *c);
 
 /* Queues data (copied). In ws mode it is sent as one binary frame. Returns
  * 0, or FH_EIO when the connection is closing/closed (data dropped). */

@@ -1,0 +1,149 @@
+// X.509 device authentication on the hub (issue 15, first part): the TLS
+// listeners ask every client for a certificate and accept whatever comes;
+// a "selfSigned" device connects with the official Node SDK over MQTT and
+// MQTT over WebSockets with the certificate whose SHA-1 or SHA-256
+// thumbprint the registry holds (any case), and is refused, with the
+// reason in the log, for an unknown certificate, an expired or not yet
+// valid one, no certificate at all, or a certificate offered for a SAS
+// device. SAS devices on the same listeners are unaffected (every other
+// test file runs with the certificate request in place).
+'use strict';
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const { Client } = require('azure-iot-device');
+const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
+const { NoRetry } = require('azure-iot-common');
+const { Registry } = require('azure-iothub');
+const { Server, tempDir, deviceCs, withTimeout, waitFor, report } = require('./lib/server');
+
+let server;
+let registry;
+let dir;
+
+// A self-signed device certificate with CN=cn, valid from start to end
+// (openssl ca dates, YYYYMMDDHHMMSSZ) or for 30 days from now; returns
+// { cert, key, sha1, sha256 }.
+function deviceCert(name, cn, start, end) {
+  const key = path.join(dir, `${name}.key`);
+  const pem = path.join(dir, `${name}.pem`);
+  if (!start) {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+      '-days', '30', '-subj', `/CN=${cn}`, '-keyout', key, '-out', pem], { stdio: 'ignore' });
+  } else {
+    // openssl ca signs with any dates; a minimal CA database in dir.
+    const db = path.join(dir, `${name}-db`);
+    fs.mkdirSync(db, { recursive: true });
+    fs.writeFileSync(path.join(db, 'index.txt'), '');
+    const conf = path.join(db, 'ca.cnf');
+    fs.writeFileSync(conf, `[ca]\ndefault_ca=d\n[d]\ndatabase=${db}/index.txt\nnew_certs_dir=${db}\n` +
+      'default_md=sha256\npolicy=p\nrand_serial=yes\n[p]\ncommonName=supplied\n');
+    const csr = path.join(db, 'req.csr');
+    execFileSync('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+      '-subj', `/CN=${cn}`, '-keyout', key, '-out', csr], { stdio: 'ignore' });
+    execFileSync('openssl', ['ca', '-batch', '-config', conf, '-selfsign', '-keyfile', key, '-in', csr,
+      '-startdate', start, '-enddate', end, '-out', pem, '-notext'], { stdio: 'ignore' });
+  }
+  const fp = (alg) => execFileSync('openssl', ['x509', '-in', pem, '-noout', '-fingerprint', `-${alg}`])
+    .toString().trim().split('=')[1].replace(/:/g, '');
+  return { cert: fs.readFileSync(pem, 'utf8'), key: fs.readFileSync(key, 'utf8'), sha1: fp('sha1'), sha256: fp('sha256') };
+}
+
+function x509Client(deviceId, cert, transport = Mqtt) {
+  const client = Client.fromConnectionString(`HostName=localhost;DeviceId=${deviceId};x509=true`, transport);
+  client.setOptions({ cert: cert.cert, key: cert.key });
+  client.setRetryPolicy(new NoRetry());
+  return client;
+}
+
+let a, b, other, expired, future;
+
+before(async () => {
+  dir = tempDir('x509');
+  a = deviceCert('a', 'x5-1');
+  b = deviceCert('b', 'x5-1');
+  other = deviceCert('other', 'x5-1');
+  expired = deviceCert('expired', 'x5-2', '20200101000000Z', '20200201000000Z');
+  future = deviceCert('future', 'x5-3', '20400101000000Z', '20400201000000Z');
+  server = await new Server({ name: 'x509' }).start();
+  registry = Registry.fromConnectionString(server.ownerCs());
+  // The primary as SHA-1 in lower case, the secondary as SHA-256.
+  await registry.create({ deviceId: 'x5-1', authentication: { x509Thumbprint: {
+    primaryThumbprint: a.sha1.toLowerCase(), secondaryThumbprint: b.sha256 } } });
+  await registry.create({ deviceId: 'x5-2', authentication: { x509Thumbprint: { primaryThumbprint: expired.sha1 } } });
+  await registry.create({ deviceId: 'x5-3', authentication: { x509Thumbprint: { primaryThumbprint: future.sha256 } } });
+  await registry.create({ deviceId: 'sas-1' });
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+test('a selfSigned device connects with its certificate over MQTT: twin GET, reported, desired', async () => {
+  const shown = (await registry.get('x5-1')).responseBody;
+  assert.equal(shown.authentication.type, 'selfSigned');
+  const client = x509Client('x5-1', a);
+  await withTimeout(client.open(), 10000, 'open');
+  try {
+    const twin = await withTimeout(client.getTwin(), 10000, 'getTwin');
+    await report(twin, { firmware: '2.0' });
+    const got = new Promise((resolve) => twin.on('properties.desired', (d) => { if (d.mode) resolve(d.mode); }));
+    await registry.updateTwin('x5-1', { properties: { desired: { mode: 'eco' } } }, '*');
+    assert.equal(await withTimeout(got, 10000, 'desired'), 'eco');
+    assert.equal((await registry.getTwin('x5-1')).responseBody.properties.reported.firmware, '2.0');
+  } finally {
+    await client.close();
+  }
+});
+
+test('the secondary thumbprint (SHA-256) works over MQTT over WebSockets', async () => {
+  const client = x509Client('x5-1', b, MqttWs);
+  await withTimeout(client.open(), 10000, 'open');
+  try {
+    const twin = await withTimeout(client.getTwin(), 10000, 'getTwin');
+    assert.equal(twin.properties.reported.firmware, '2.0');
+  } finally {
+    await client.close();
+  }
+});
+
+test('refused: an unknown, an expired and a not yet valid certificate, and a certificate for a SAS device', async () => {
+  for (const [id, cert, reason] of [['x5-1', other, /thumbprint is not one of the device's/],
+    ['x5-2', expired, /certificate has expired/], ['x5-3', future, /not valid yet/],
+    ['sas-1', a, /authenticates with a SAS token, not a certificate/]]) {
+    const client = x509Client(id, cert);
+    const err = await withTimeout(client.open().then(() => null, (e) => e), 10000, 'open');
+    assert.ok(err, `${id} must be refused`);
+    assert.match(err.constructor.name, /Unauthorized|NotConnected/, `${id}: ${err}`);
+    await client.close().catch(() => {});
+    await waitFor(() => reason.test(server.log), 5000, `the log says why ${id} was refused`);
+  }
+  // The server is still up and serving.
+  const client = x509Client('x5-1', a);
+  await withTimeout(client.open(), 10000, 'open after refusals');
+  await client.close();
+});
+
+test('fleethub device create --x509-thumbprint makes a selfSigned device that connects', async () => {
+  const made = server.cli(['device', 'create', 'x5-cli', '--x509-thumbprint', other.sha256.toLowerCase(),
+    '--x509-secondary-thumbprint', a.sha1]);
+  assert.equal(made.code, 0, made.stderr);
+  const shown = JSON.parse(server.cli(['device', 'show', 'x5-cli']).stdout);
+  assert.equal(shown.authentication.type, 'selfSigned');
+  assert.equal(shown.authentication.x509Thumbprint.primaryThumbprint, other.sha256.toLowerCase());
+  const cs = server.cli(['device', 'connection-string', 'x5-cli']);
+  assert.equal(cs.stdout.trim(), 'HostName=localhost;DeviceId=x5-cli;x509=true');
+  for (const cert of [other, a]) {
+    const client = x509Client('x5-cli', cert);
+    await withTimeout(client.open(), 10000, 'open');
+    await client.close();
+  }
+  const both = server.cli(['device', 'create', 'x5-bad', '--x509-thumbprint', a.sha1, '--primary-key', 'x']);
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /keys or with a certificate thumbprint, not both/);
+  const bad = server.cli(['device', 'create', 'x5-bad', '--x509-thumbprint', 'not-hex']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /40 or 64 hex characters/);
+});
