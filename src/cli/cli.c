@@ -774,6 +774,66 @@ static int device_connection_string(const struct cli_args *a, const struct targe
 	return 0;
 }
 
+/* ca upload: PUT the certificate, then ask for a verification code and
+ * say how to prove possession; ca verify: send the proof. */
+static int ca_send(const struct cli_args *a, const struct target *t, bool verify)
+{
+	if (!a->certificate) {
+		fprintf(stderr, "error: --certificate FILE is required\n");
+		return CLI_USAGE;
+	}
+	FILE *f = fopen(a->certificate, "r");
+	char text[20000];
+	size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+	if (!f || ferror(f) || n == sizeof text - 1) {
+		fprintf(stderr, "error: cannot read %s (a PEM certificate)\n", a->certificate);
+		if (f)
+			fclose(f);
+		return CLI_USAGE;
+	}
+	fclose(f);
+	text[n] = '\0';
+	json_t *body = verify ? json_pack("{s:s}", "certificate", text)
+			      : json_pack("{s:{s:s}}", "properties", "certificate", text);
+	char *json = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (!json) {
+		fprintf(stderr, "error: %s is not text\n", a->certificate);
+		return CLI_USAGE;
+	}
+	struct buf path = BUF_INIT;
+	id_path(&path, "/certificates/", a->id);
+	if (verify)
+		buf_appends(&path, "/verify");
+	json_t *res = NULL;
+	int rc = call(t, verify ? "POST" : "PUT", path.data, json, NULL, &res);
+	free(json);
+	if (rc == 0 && !verify) {
+		json_decref(res);
+		res = NULL;
+		buf_appends(&path, "/generateVerificationCode");
+		rc = call(t, "POST", path.data, "{}", NULL, &res);
+	}
+	if (rc == 0) {
+		print_json(res);
+		const char *code = json_string_value(
+		    json_object_get(json_object_get(res, "properties"), "verificationCode"));
+		if (code)
+			fprintf(stderr,
+				"Prove you hold the CA's key: sign a certificate whose subject CN is\n"
+				"  %s\nwith it, e.g.\n"
+				"  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+				"-subj /CN=%s -keyout v.key -out v.csr\n"
+				"  openssl x509 -req -in v.csr -CA CA.pem -CAkey CA.key -CAcreateserial "
+				"-days 1 -out v.pem\n"
+				"then run: fleethub ca verify %s --certificate v.pem\n",
+				code, code, a->id);
+	}
+	json_decref(res);
+	buf_free(&path);
+	return rc;
+}
+
 static json_t *parse_object_arg(const char *opt, const char *text)
 {
 	json_error_t je;
@@ -1225,6 +1285,18 @@ static int run(const struct cli_args *a)
 		break;
 	case CLI_CMD_WEBHOOK_CALLS: rc = print_webhook_calls(&t, a->id); break;
 	case CLI_CMD_QUERY: rc = query_run(a, &t); break;
+	case CLI_CMD_CA_UPLOAD: rc = ca_send(a, &t, false); break;
+	case CLI_CMD_CA_VERIFY: rc = ca_send(a, &t, true); break;
+	case CLI_CMD_CA_SHOW: rc = device_show(a, &t, "/certificates/"); break;
+	case CLI_CMD_CA_DELETE: rc = id_delete(a, &t, "/certificates/"); break;
+	case CLI_CMD_CA_LIST: {
+		json_t *res = NULL;
+		rc = call(&t, "GET", "/certificates", NULL, NULL, &res);
+		if (rc == 0)
+			print_json(json_object_get(res, "value"));
+		json_decref(res);
+		break;
+	}
 	case CLI_CMD_HELP: break;
 	}
 	target_free(&t);

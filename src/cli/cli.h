@@ -43,6 +43,11 @@ enum cli_command {
 	CLI_CMD_DPS_CONNECTION_STRING,
 	CLI_CMD_WEBHOOK_CALLS,
 	CLI_CMD_QUERY,
+	CLI_CMD_CA_UPLOAD,
+	CLI_CMD_CA_VERIFY,
+	CLI_CMD_CA_SHOW,
+	CLI_CMD_CA_LIST,
+	CLI_CMD_CA_DELETE,
 };
 
 /* The parsed command line. Strings are borrowed from argv. */
@@ -58,6 +63,7 @@ struct cli_args {
 	/* command options */
 	const char *primary_key, *secondary_key;
 	const char *x509_thumbprint, *x509_secondary; /* a selfSigned device */
+	const char *certificate; /* ca upload / verify: a PEM file */
 	bool disabled, edge;
 	const char *status;
 	const char *tags, *desired, *etag;

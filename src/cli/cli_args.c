@@ -30,6 +30,7 @@ enum opt_bit {
 	OPT_POLICY_NAME = 1 << 12,
 	OPT_TABLE = 1 << 13,
 	OPT_X509 = 1 << 14, /* --x509-thumbprint --x509-secondary-thumbprint */
+	OPT_CERTIFICATE = 1 << 15,
 };
 
 #define ENROLL_OPTS (OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE | OPT_ENROLL)
@@ -95,6 +96,13 @@ static const struct command commands[] = {
      "dps connection-string [--policy-name NAME]"},
     {"webhook", "calls", CLI_CMD_WEBHOOK_CALLS, true, 0, "webhook calls REGISTRATION_ID"},
     {"query", NULL, CLI_CMD_QUERY, true, OPT_TABLE, "query \"SELECT ...\" [--table]"},
+    {"ca", "upload", CLI_CMD_CA_UPLOAD, true, OPT_CERTIFICATE,
+     "ca upload NAME --certificate FILE"},
+    {"ca", "verify", CLI_CMD_CA_VERIFY, true, OPT_CERTIFICATE,
+     "ca verify NAME --certificate FILE"},
+    {"ca", "show", CLI_CMD_CA_SHOW, true, 0, "ca show NAME"},
+    {"ca", "list", CLI_CMD_CA_LIST, false, 0, "ca list"},
+    {"ca", "delete", CLI_CMD_CA_DELETE, true, 0, "ca delete NAME"},
     {"help", NULL, CLI_CMD_HELP, false, 0, "help"},
 };
 
@@ -134,6 +142,7 @@ static const struct option options[] = {
     {"group", OPT_GROUP, true, ARG(group)},
     {"policy-name", OPT_POLICY_NAME, true, ARG(policy_name)},
     {"table", OPT_TABLE, false, ARG(table)},
+    {"certificate", OPT_CERTIFICATE, true, ARG(certificate)},
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])

@@ -2,12 +2,14 @@
  * X.509 certificates (the TLS client certificate), and service tokens
  * (REST Authorization header). protocol.md §1: verify the HMAC over the raw
  * sr, then check what the decoded sr names. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/enc.h"
 #include "base/err.h"
 #include "base/x509.h"
 #include "codec/sas.h"
+#include "core/ca.h"
 #include "core/registry.h"
 #include "internal.h"
 
@@ -62,21 +64,41 @@ int hub__auth_device(const struct hub *h, const char *device_id, const json_t *i
 	return FH_EAUTH;
 }
 
-int hub__auth_device_x509(const json_t *identity, X509 *leaf, int64_t now_s, const char **why)
+int hub__auth_device_x509(const char *device_id, const json_t *identity, X509 *leaf,
+			  STACK_OF(X509) *chain, const json_t *cas, int64_t now_s, const char **why)
 {
 	const char *type = registry_auth_type(identity);
-	if (strcmp(type, "selfSigned") != 0) {
-		*why = strcmp(type, "certificateAuthority") == 0
-			   ? "CA-signed device certificates are not served yet"
-			   : "the device authenticates with a SAS token, not a certificate";
+	if (strcmp(type, "selfSigned") == 0) {
+		if (!x509_thumbprint_matches(leaf, registry_thumbprint(identity, true)) &&
+		    !x509_thumbprint_matches(leaf, registry_thumbprint(identity, false))) {
+			*why = "the client certificate's thumbprint is not one of the device's";
+			return FH_EAUTH;
+		}
+		return x509_check_time(leaf, now_s, why);
+	}
+	if (strcmp(type, "certificateAuthority") != 0) {
+		*why = "the device authenticates with a SAS token, not a certificate";
 		return FH_EAUTH;
 	}
-	if (!x509_thumbprint_matches(leaf, registry_thumbprint(identity, true)) &&
-	    !x509_thumbprint_matches(leaf, registry_thumbprint(identity, false))) {
-		*why = "the client certificate's thumbprint is not one of the device's";
+	char cn[REGISTRY_ID_MAX + 1];
+	if (x509_subject_cn(leaf, cn, sizeof cn) != 0 || strcmp(cn, device_id) != 0) {
+		*why = "the client certificate's subject CN is not the device id";
 		return FH_EAUTH;
 	}
-	return x509_check_time(leaf, now_s, why);
+	size_t n = json_array_size(cas);
+	X509 **anchors = calloc(n + 1, sizeof *anchors);
+	size_t k = 0;
+	for (size_t i = 0; anchors && i < n; i++) {
+		const char *pem = json_string_value(json_array_get(cas, i));
+		X509 *x = pem ? ca_parse(pem, strlen(pem)) : NULL;
+		if (x)
+			anchors[k++] = x;
+	}
+	int rc = ca_chain_verify(leaf, chain, anchors, k, HUB_X509_MAX_DEPTH, now_s, why);
+	for (size_t i = 0; i < k; i++)
+		X509_free(anchors[i]);
+	free(anchors);
+	return rc;
 }
 
 int hub__auth_service(const struct hub *h, const char *header, int64_t now_s, unsigned *rights,

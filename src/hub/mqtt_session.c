@@ -38,6 +38,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "codec/mqtt.h"
+#include "core/ca.h"
 #include "core/registry.h"
 #include "core/twin.h"
 #include "internal.h"
@@ -227,7 +228,17 @@ struct connect_job {
 	json_t *identity;
 	char generation[SESSION_GEN_MAX + 1];
 	struct session_stored stored;
+	json_t *cas; /* a certificateAuthority device: the hub's verified CAs (PEM) */
 };
+
+static int collect_ca(void *arg, const char *id, const char *json)
+{
+	json_t *rec = json_loads(json, 0, NULL);
+	if (rec && ca_verified(rec) && ca_certificate(rec))
+		json_array_append_new(arg, json_string(ca_certificate(rec)));
+	json_decref(rec);
+	return 0;
+}
 
 /* Step 2, inside a store read: touches only the job and the txn. */
 static int connect_load(void *arg, struct store_txn *t)
@@ -243,6 +254,13 @@ static int connect_load(void *arg, struct store_txn *t)
 		return FH_EIO;
 	const char *gen = json_string_value(json_object_get(j->identity, "generationId"));
 	snprintf(j->generation, sizeof j->generation, "%s", gen ? gen : "");
+	if (!j->password && strcmp(registry_auth_type(j->identity), "certificateAuthority") == 0) {
+		j->cas = json_array();
+		rc = store_doc_list(t, STORE_CA_CERT, j->h->name, "", "", HUB_MAX_CAS, collect_ca,
+				    j->cas);
+		if (rc != 0)
+			return rc;
+	}
 	return sessions_read(t, j->h->name, j->device_id, j->generation, &j->stored);
 }
 
@@ -267,7 +285,9 @@ static void connect_finish(struct hub_session *s, struct connect_job *j, int rc)
 		rc = hub__auth_device(h, j->device_id, j->identity, j->password, j->password_len,
 				      now_s, &why);
 	else
-		rc = leaf ? hub__auth_device_x509(j->identity, leaf, now_s, &why) : FH_EAUTH;
+		rc = leaf ? hub__auth_device_x509(j->device_id, j->identity, leaf,
+						  net_conn_peer_chain(s->conn), j->cas, now_s, &why)
+			  : FH_EAUTH;
 	if (rc != 0) {
 		log_at(LOG_INFO, "mqtt %s: refused device %s on %s: %s", peer, j->device_id, h->name,
 		       why);
@@ -308,6 +328,7 @@ static void connect_loaded(void *arg, int rc)
 	if (s->state == S_CONNECTING && s->conn)
 		connect_finish(s, j, rc);
 	json_decref(j->identity);
+	json_decref(j->cas);
 	if (j->password)
 		OPENSSL_clear_free(j->password, j->password_len + 1);
 	free(j);

@@ -221,7 +221,7 @@ static void respond_twin_view(struct hub *h, struct http_exchange *ex, const cha
 /* ---- If-Match ----------------------------------------------------------- */
 
 /* Copies the If-Match value without surrounding quotes; "" when absent. */
-static void if_match_value(const struct http_request *req, char out[128])
+void rest__if_match(const struct http_request *req, char out[128])
 {
 	const char *v = http_request_header(req, "If-Match");
 	out[0] = '\0';
@@ -295,7 +295,7 @@ static struct rest_job *job_new(struct route_args *a)
 	j->hub = a->hub;
 	j->ex = a->ex;
 	snprintf(j->id, sizeof j->id, "%s", a->id);
-	if_match_value(a->ex->req, j->if_match);
+	rest__if_match(a->ex->req, j->if_match);
 	clock_iso8601(clock_now_ms(), j->now);
 	return j;
 }
@@ -829,6 +829,14 @@ static const struct route routes[] = {
 	 HUB_RIGHT_SERVICE_CONNECT | HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_PATCH, "/twins/{id}", twin_patch, HUB_RIGHT_SERVICE_CONNECT, true},
 	{HTTP_VERB_PUT, "/twins/{id}", twin_put, HUB_RIGHT_SERVICE_CONNECT, true},
+	{HTTP_VERB_GET, "/certificates", rest__ca_list, HUB_RIGHT_REGISTRY_READ, false},
+	{HTTP_VERB_GET, "/certificates/{id}", rest__ca_get, HUB_RIGHT_REGISTRY_READ, false},
+	{HTTP_VERB_PUT, "/certificates/{id}", rest__ca_put, HUB_RIGHT_REGISTRY_WRITE, true},
+	{HTTP_VERB_DELETE, "/certificates/{id}", rest__ca_delete, HUB_RIGHT_REGISTRY_WRITE, true},
+	{HTTP_VERB_POST, "/certificates/{id}/generateVerificationCode", rest__ca_code,
+	 HUB_RIGHT_REGISTRY_WRITE, true},
+	{HTTP_VERB_POST, "/certificates/{id}/verify", rest__ca_verify, HUB_RIGHT_REGISTRY_WRITE,
+	 true},
 };
 
 /* Azure IoT Hub routes fleethub does not serve yet: their official clients

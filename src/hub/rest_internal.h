@@ -34,7 +34,18 @@ json_t *rest__body_object(struct http_exchange *ex);
  * (stored) connection state; pure, so a worker may call it. */
 void rest__render_twin_view(struct buf *b, const char *id, const struct store_twin_view *v);
 
+/* The If-Match value without quotes ("" when absent). */
+void rest__if_match(const struct http_request *req, char out[128]);
+
 /* POST /devices/query (rest_query.c). */
 void rest__twin_query(struct route_args *a);
+
+/* The hub's CA certificates (rest_ca.c). */
+void rest__ca_list(struct route_args *a);
+void rest__ca_get(struct route_args *a);
+void rest__ca_put(struct route_args *a);
+void rest__ca_delete(struct route_args *a);
+void rest__ca_code(struct route_args *a);
+void rest__ca_verify(struct route_args *a);
 
 #endif

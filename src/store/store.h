@@ -322,6 +322,7 @@ enum store_doc_kind {
 	STORE_OPERATION,        /* registration operation, id = operationId */
 	STORE_WEBHOOK_CALL,     /* webhook call log entry, id = "<registrationId>/<seq>" */
 	STORE_WEBHOOK_CALL_TIME, /* the same entries in time order, id = "<seq>/<registrationId>" */
+	STORE_CA_CERT,          /* a CA certificate, scope = hub or DPS host name, id = its name */
 };
 
 /* Gets the document; *json_out is owned by the caller. */

@@ -172,6 +172,9 @@ static const char *const migrations[] = {
 	"CREATE TABLE connections (hub TEXT NOT NULL, id TEXT NOT NULL,"
 	" connected INTEGER NOT NULL, updated INTEGER NOT NULL, last_activity INTEGER NOT NULL,"
 	" PRIMARY KEY (hub, id)) WITHOUT ROWID;",
+	/* 6: CA certificates of hubs and DPSs (store.h, STORE_CA_CERT) */
+	"CREATE TABLE ca_certs (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
+	" PRIMARY KEY (scope, id)) WITHOUT ROWID;",
 };
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -305,7 +308,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_CONN_DEL] = "DELETE FROM connections WHERE hub = ?1 AND id = ?2",
 };
 
-#define DOC_KINDS 6
+#define DOC_KINDS 7
 enum doc_op { DOC_GET, DOC_PUT, DOC_DEL, DOC_LIST, DOC_LIST_FROM, DOC_OPS };
 
 #define SCAN_CACHE 16
@@ -1867,6 +1870,7 @@ static const char *const doc_table[DOC_KINDS] = {
 	[STORE_OPERATION] = "operations",
 	[STORE_WEBHOOK_CALL] = "webhook_calls",
 	[STORE_WEBHOOK_CALL_TIME] = "webhook_call_times",
+	[STORE_CA_CERT] = "ca_certs",
 };
 
 static sqlite3_stmt *doc_stmt(struct store_txn *t, enum store_doc_kind kind, enum doc_op op)

@@ -17,7 +17,7 @@ const { Client } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const { NoRetry } = require('azure-iot-common');
 const { Registry } = require('azure-iothub');
-const { Server, tempDir, deviceCs, withTimeout, waitFor, report } = require('./lib/server');
+const { Server, tempDir, withTimeout, waitFor, report, rest } = require('./lib/server');
 
 let server;
 let registry;
@@ -146,4 +146,113 @@ test('fleethub device create --x509-thumbprint makes a selfSigned device that co
   const bad = server.cli(['device', 'create', 'x5-bad', '--x509-thumbprint', 'not-hex']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /40 or 64 hex characters/);
+});
+
+// openssl with the arguments; returns stdout.
+function ossl(...args) {
+  return execFileSync('openssl', args, { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+}
+
+// A CA (root when signer is absent) or a leaf signed by signer; returns
+// { pem, key } paths and the PEM text.
+function issue(name, cn, signer, isCa) {
+  const key = path.join(dir, `${name}.key`);
+  const pem = path.join(dir, `${name}.pem`);
+  const ext = path.join(dir, `${name}.ext`);
+  fs.writeFileSync(ext, isCa ? 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n'
+    : 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n');
+  if (!signer) {
+    ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '30',
+      '-subj', `/CN=${cn}`, '-keyout', key, '-out', pem, '-addext', 'basicConstraints=critical,CA:TRUE',
+      '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  } else {
+    const csr = path.join(dir, `${name}.csr`);
+    ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', `/CN=${cn}`,
+      '-keyout', key, '-out', csr);
+    ossl('x509', '-req', '-in', csr, '-CA', signer.pem, '-CAkey', signer.key, '-CAcreateserial',
+      '-days', '30', '-extfile', ext, '-out', pem);
+  }
+  return { pem, key, text: fs.readFileSync(pem, 'utf8'), keyText: fs.readFileSync(key, 'utf8') };
+}
+
+test('certificateAuthority devices: a CA uploaded, proven and verified; leaf and intermediate chains; CN, unverified and deleted CA refused', async () => {
+  const cs = server.ownerCs();
+  const api = '?api-version=2021-04-12';
+  const root = issue('root', 'fleethub test root', null, true);
+  const inter = issue('inter', 'fleethub test intermediate', root, true);
+  const leaf2 = issue('ca-dev-2', 'ca-dev-2', root, false);
+  const leaf1 = issue('ca-dev-1', 'ca-dev-1', inter, false);
+  const stranger = issue('stranger', 'stranger root', null, true);
+  await registry.create({ deviceId: 'ca-dev-1', authentication: { type: 'certificateAuthority' } });
+  await registry.create({ deviceId: 'ca-dev-2', authentication: { type: 'certificateAuthority' } });
+  const connect = async (id, certText, keyText) => {
+    const client = x509Client(id, { cert: certText, key: keyText });
+    const err = await withTimeout(client.open().then(() => null, (e) => e), 10000, 'open');
+    await client.close().catch(() => {});
+    return err;
+  };
+
+  const put = await rest(cs, 'PUT', `/certificates/root${api}`, { properties: { certificate: root.text } });
+  assert.equal(put.status, 200, JSON.stringify(put.body));
+  assert.equal(put.body.properties.isVerified, false);
+  assert.match(put.body.properties.subject, /fleethub test root/);
+  assert.equal(put.body.properties.verificationCode, undefined);
+  assert.ok(await connect('ca-dev-2', leaf2.text, leaf2.keyText), 'an unverified CA is not trusted');
+  await waitFor(() => /no verified CA certificate/.test(server.log), 5000, 'the reason in the log');
+
+  const code = await rest(cs, 'POST', `/certificates/root/generateVerificationCode${api}`, null,
+    { 'If-Match': put.body.etag });
+  assert.equal(code.status, 200, JSON.stringify(code.body));
+  const vc = code.body.properties.verificationCode;
+  assert.match(vc, /^[0-9A-F]{32}$/);
+  const proof = issue('proof', vc, root, false);
+  const forged = issue('forged', vc, stranger, false);
+  const bad = await rest(cs, 'POST', `/certificates/root/verify${api}`, { certificate: forged.text });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.Message, /not signed by this CA's key/);
+  const stale = await rest(cs, 'POST', `/certificates/root/verify${api}`, { certificate: proof.text }, { 'If-Match': put.body.etag });
+  assert.equal(stale.status, 412);
+  const ok = await rest(cs, 'POST', `/certificates/root/verify${api}`, { certificate: proof.text });
+  assert.equal(ok.status, 200, JSON.stringify(ok.body));
+  assert.equal(ok.body.properties.isVerified, true);
+  const list = await rest(cs, 'GET', `/certificates${api}`);
+  assert.deepEqual(list.body.value.map((c) => [c.name, c.properties.isVerified]), [['root', true]]);
+
+  assert.equal(await connect('ca-dev-2', leaf2.text, leaf2.keyText), null, 'a leaf signed by the verified root');
+  assert.equal(await connect('ca-dev-1', leaf1.text + inter.text, leaf1.keyText), null,
+    'a leaf signed by an intermediate, the chain sent by the device');
+  assert.ok(await connect('ca-dev-1', leaf1.text, leaf1.keyText), 'without its intermediate the chain is broken');
+  await waitFor(() => /does not chain to a verified CA/.test(server.log), 5000, 'the chain reason in the log');
+  assert.ok(await connect('ca-dev-2', leaf1.text + inter.text, leaf1.keyText), 'another device\'s certificate');
+  await waitFor(() => /subject CN is not the device id/.test(server.log), 5000, 'the CN reason in the log');
+
+  const del = await rest(cs, 'DELETE', `/certificates/root${api}`);
+  assert.equal(del.status, 200);
+  assert.ok(await connect('ca-dev-2', leaf2.text, leaf2.keyText), 'a deleted CA is no longer trusted');
+  assert.equal((await rest(cs, 'GET', `/certificates/root${api}`)).status, 404);
+  const notCert = await rest(cs, 'PUT', `/certificates/junk${api}`, { properties: { certificate: 'hello' } });
+  assert.equal(notCert.status, 400);
+  assert.match(notCert.body.Message, /not a certificate/);
+});
+
+test('fleethub ca upload, verify, list, show and delete', async () => {
+  const root = issue('cli-root', 'fleethub cli root', null, true);
+  const up = server.cli(['ca', 'upload', 'cli-root', '--certificate', root.pem]);
+  assert.equal(up.code, 0, up.stderr);
+  const code = JSON.parse(up.stdout).properties.verificationCode;
+  assert.match(code, /^[0-9A-F]{32}$/);
+  assert.match(up.stderr, new RegExp(`fleethub ca verify cli-root --certificate v.pem`));
+  const proof = issue('cli-proof', code, root, false);
+  const ver = server.cli(['ca', 'verify', 'cli-root', '--certificate', proof.pem]);
+  assert.equal(ver.code, 0, ver.stderr);
+  assert.equal(JSON.parse(ver.stdout).properties.isVerified, true);
+  const list = JSON.parse(server.cli(['ca', 'list']).stdout);
+  assert.deepEqual(list.map((c) => c.name), ['cli-root']);
+  assert.equal(JSON.parse(server.cli(['ca', 'show', 'cli-root']).stdout).properties.isVerified, true);
+  const again = server.cli(['ca', 'verify', 'cli-root', '--certificate', proof.pem]);
+  assert.equal(again.code, 1, 'a verification code is used once');
+  assert.match(again.stderr, /no verification code is pending/);
+  assert.equal(server.cli(['ca', 'delete', 'cli-root']).code, 0);
+  assert.equal(server.cli(['ca', 'show', 'cli-root']).code, 1);
+  assert.equal(server.cli(['ca', 'upload', 'x']).code, 2, '--certificate is required');
 });

@@ -1,0 +1,61 @@
+/* CA certificates a hub (or a DPS) trusts for device certificates, with
+ * Azure's proof of possession: a certificate is uploaded unverified, the
+ * server hands out a verification code, and the owner proves they hold the
+ * CA's key by uploading a certificate whose subject CN is that code,
+ * signed by the CA (decisions.md 10). Records are JSON, as the store keeps
+ * them:
+ *
+ *   {"name":N,"etag":"<n>","properties":{"subject":..,"expiry":..,
+ *    "thumbprint":<SHA-1>,"isVerified":bool,"created":..,"updated":..,
+ *    "certificate":<PEM>,"verificationCode":<hex, while one is pending>}}
+ *
+ * Pure: OpenSSL and jansson, no I/O. Certificate text is untrusted input
+ * parsed by OpenSSL (PEM, or the base64 of the DER). */
+#ifndef FH_CORE_CA_H
+#define FH_CORE_CA_H
+
+#include <jansson.h>
+#include <openssl/x509.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CA_MAX_TEXT 16384 /* bytes of certificate text accepted */
+
+/* The certificate in text (PEM, or base64 DER), or NULL. */
+X509 *ca_parse(const char *text, size_t n);
+
+/* A record for name holding the certificate text (a PUT's
+ * properties.certificate), after old (NULL: new): the same certificate
+ * keeps old's state; another starts unverified. NULL with err filled
+ * when the text is not a certificate. */
+json_t *ca_record_build(const char *name, const char *text, size_t n, const json_t *old,
+			const char *now_iso, char *err, size_t errlen);
+
+/* Gives rec a fresh verification code (and a new etag). */
+void ca_new_verification_code(json_t *rec, const char *now_iso);
+
+/* Verifies proof of possession: cert_text is a certificate whose subject
+ * CN is rec's pending verification code, signed by rec's certificate's key,
+ * valid at now_s. On success marks rec verified (the code is used up) and
+ * returns 0; else FH_EAUTH (or FH_EINVAL for text that is no certificate)
+ * with *why. */
+int ca_verify_possession(json_t *rec, const char *cert_text, size_t n, int64_t now_s,
+			 const char *now_iso, const char **why);
+
+/* The record as the REST API shows it (the verification code only when
+ * with_code: the answer of generateVerificationCode). New reference. */
+json_t *ca_render(const json_t *rec, bool with_code);
+
+bool ca_verified(const json_t *rec);
+const char *ca_certificate(const json_t *rec);
+
+/* Verifies a device's certificate chain: leaf, with the certificates the
+ * device sent after it (untrusted, may be NULL), must chain to one of
+ * anchors[0..n) (verified CAs of the hub; an intermediate among them is
+ * trusted as it is), within max_depth certificates, everything valid at
+ * now_s. 0, or FH_EAUTH with *why. */
+int ca_chain_verify(X509 *leaf, STACK_OF(X509) *untrusted, X509 *const *anchors, size_t n,
+		    int max_depth, int64_t now_s, const char **why);
+
+#endif
