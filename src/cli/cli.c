@@ -621,9 +621,11 @@ static int create_print(const struct target *t, const char *path, const char *bo
 
 static int device_create(const struct cli_args *a, const struct target *t)
 {
-	if ((a->x509_thumbprint || a->x509_secondary) && (a->primary_key || a->secondary_key)) {
-		fprintf(stderr, "error: a device authenticates with keys or with a certificate "
-				"thumbprint, not both\n");
+	int kinds = (a->x509_thumbprint || a->x509_secondary) + (a->primary_key || a->secondary_key) +
+		    a->x509_ca;
+	if (kinds > 1) {
+		fprintf(stderr, "error: a device authenticates with keys, a certificate thumbprint or a "
+				"CA-signed certificate: give one of them\n");
 		return CLI_USAGE;
 	}
 	if (a->x509_secondary && !a->x509_thumbprint) {
@@ -631,7 +633,11 @@ static int device_create(const struct cli_args *a, const struct target *t)
 		return CLI_USAGE;
 	}
 	json_t *body;
-	if (a->x509_thumbprint)
+	if (a->x509_ca)
+		body = json_pack("{s:s,s:s,s:{s:s},s:{s:b}}", "deviceId", a->id, "status",
+				 a->disabled ? "disabled" : "enabled", "authentication", "type",
+				 "certificateAuthority", "capabilities", "iotEdge", a->edge);
+	else if (a->x509_thumbprint)
 		body = json_pack("{s:s,s:s,s:{s:s,s:{s:s,s:s?}},s:{s:b}}", "deviceId", a->id,
 				 "status", a->disabled ? "disabled" : "enabled", "authentication",
 				 "type", "selfSigned", "x509Thumbprint", "primaryThumbprint",
@@ -757,7 +763,7 @@ static int device_connection_string(const struct cli_args *a, const struct targe
 	const char *key = json_string_value(
 	    json_object_get(json_object_get(auth, "symmetricKey"), "primaryKey"));
 	const char *type = json_string_value(json_object_get(auth, "type"));
-	if (type && strcmp(type, "selfSigned") == 0) {
+	if (type && (strcmp(type, "selfSigned") == 0 || strcmp(type, "certificateAuthority") == 0)) {
 		/* What the device SDKs take for a certificate device (setOptions
 		 * then gives the certificate and key). */
 		printf("HostName=%s;DeviceId=%s;x509=true\n", t->hub, a->id);

@@ -63,6 +63,7 @@ struct cli_args {
 	/* command options */
 	const char *primary_key, *secondary_key;
 	const char *x509_thumbprint, *x509_secondary; /* a selfSigned device */
+	bool x509_ca;                                 /* a certificateAuthority device */
 	const char *certificate; /* ca upload / verify: a PEM file */
 	bool disabled, edge;
 	const char *status;

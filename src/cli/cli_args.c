@@ -57,7 +57,7 @@ static const struct command commands[] = {
     {"device", "create", CLI_CMD_DEVICE_CREATE, true,
      OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE | OPT_X509,
      "device create ID [--primary-key K] [--secondary-key K] [--disabled] [--edge]\n"
-     "      [--x509-thumbprint T [--x509-secondary-thumbprint T]]"},
+     "      [--x509-thumbprint T [--x509-secondary-thumbprint T] | --x509-ca]"},
     {"device", "show", CLI_CMD_DEVICE_SHOW, true, 0, "device show ID"},
     {"device", "list", CLI_CMD_DEVICE_LIST, false, 0, "device list"},
     {"device", "update", CLI_CMD_DEVICE_UPDATE, true, OPT_STATUS,
@@ -129,6 +129,7 @@ static const struct option options[] = {
     {"edge", OPT_EDGE, false, ARG(edge)},
     {"x509-thumbprint", OPT_X509, true, ARG(x509_thumbprint)},
     {"x509-secondary-thumbprint", OPT_X509, true, ARG(x509_secondary)},
+    {"x509-ca", OPT_X509, false, ARG(x509_ca)},
     {"status", OPT_STATUS, true, ARG(status)},
     {"tags", OPT_TAGS, true, ARG(tags)},
     {"desired", OPT_DESIRED, true, ARG(desired)},

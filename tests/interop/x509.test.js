@@ -142,7 +142,7 @@ test('fleethub device create --x509-thumbprint makes a selfSigned device that co
   }
   const both = server.cli(['device', 'create', 'x5-bad', '--x509-thumbprint', a.sha1, '--primary-key', 'x']);
   assert.equal(both.code, 2);
-  assert.match(both.stderr, /keys or with a certificate thumbprint, not both/);
+  assert.match(both.stderr, /give one of them/);
   const bad = server.cli(['device', 'create', 'x5-bad', '--x509-thumbprint', 'not-hex']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /40 or 64 hex characters/);
@@ -183,7 +183,9 @@ test('certificateAuthority devices: a CA uploaded, proven and verified; leaf and
   const leaf2 = issue('ca-dev-2', 'ca-dev-2', root, false);
   const leaf1 = issue('ca-dev-1', 'ca-dev-1', inter, false);
   const stranger = issue('stranger', 'stranger root', null, true);
-  await registry.create({ deviceId: 'ca-dev-1', authentication: { type: 'certificateAuthority' } });
+  const viaCli = server.cli(['device', 'create', 'ca-dev-1', '--x509-ca']);
+  assert.equal(viaCli.code, 0, viaCli.stderr);
+  assert.equal((await registry.get('ca-dev-1')).responseBody.authentication.type, 'certificateAuthority');
   await registry.create({ deviceId: 'ca-dev-2', authentication: { type: 'certificateAuthority' } });
   const connect = async (id, certText, keyText) => {
     const client = x509Client(id, { cert: certText, key: keyText });
