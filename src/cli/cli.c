@@ -1303,7 +1303,11 @@ static int run(const struct cli_args *a)
 		json_decref(res);
 		break;
 	}
-	case CLI_CMD_HELP: break;
+	case CLI_CMD_HELP:
+	case CLI_CMD_CERT_ROOT:
+	case CLI_CMD_CERT_INTERMEDIATE:
+	case CLI_CMD_CERT_DEVICE:
+	case CLI_CMD_CERT_VERIFICATION: break; /* not here: cli_main */
 	}
 	target_free(&t);
 	return rc;
@@ -1325,6 +1329,8 @@ int cli_main(int argc, char **argv)
 		cli_usage(stdout);
 		return CLI_OK;
 	}
+	if (a.cmd >= CLI_CMD_CERT_ROOT && a.cmd <= CLI_CMD_CERT_VERIFICATION)
+		return cli_cert(&a);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "error: cannot initialise libcurl\n");
 		return CLI_UNREACHABLE;

@@ -48,6 +48,10 @@ enum cli_command {
 	CLI_CMD_CA_SHOW,
 	CLI_CMD_CA_LIST,
 	CLI_CMD_CA_DELETE,
+	CLI_CMD_CERT_ROOT,
+	CLI_CMD_CERT_INTERMEDIATE,
+	CLI_CMD_CERT_DEVICE,
+	CLI_CMD_CERT_VERIFICATION,
 };
 
 /* The parsed command line. Strings are borrowed from argv. */
@@ -65,6 +69,7 @@ struct cli_args {
 	const char *x509_thumbprint, *x509_secondary; /* a selfSigned device */
 	bool x509_ca;                                 /* a certificateAuthority device */
 	const char *certificate; /* ca upload / verify: a PEM file */
+	const char *issuer, *days; /* cert: the signing CA's file prefix, validity */
 	bool disabled, edge;
 	const char *status;
 	const char *tags, *desired, *etag;
@@ -88,5 +93,9 @@ void cli_usage(FILE *f);
 
 /* Runs one command; returns the process exit code (CLI_*). */
 int cli_main(int argc, char **argv);
+
+/* `fleethub cert ...` (cli_cert.c): development certificates, made
+ * locally; no server is involved. Returns a CLI_* exit code. */
+int cli_cert(const struct cli_args *a);
 
 #endif

@@ -31,6 +31,7 @@ enum opt_bit {
 	OPT_TABLE = 1 << 13,
 	OPT_X509 = 1 << 14, /* --x509-thumbprint --x509-secondary-thumbprint */
 	OPT_CERTIFICATE = 1 << 15,
+	OPT_CERT = 1 << 16, /* --issuer --days */
 };
 
 #define ENROLL_OPTS (OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE | OPT_ENROLL)
@@ -103,6 +104,13 @@ static const struct command commands[] = {
     {"ca", "show", CLI_CMD_CA_SHOW, true, 0, "ca show NAME"},
     {"ca", "list", CLI_CMD_CA_LIST, false, 0, "ca list"},
     {"ca", "delete", CLI_CMD_CA_DELETE, true, 0, "ca delete NAME"},
+    {"cert", "root", CLI_CMD_CERT_ROOT, true, OPT_CERT, "cert root NAME [--days N]"},
+    {"cert", "intermediate", CLI_CMD_CERT_INTERMEDIATE, true, OPT_CERT,
+     "cert intermediate NAME --issuer CA [--days N]"},
+    {"cert", "device", CLI_CMD_CERT_DEVICE, true, OPT_CERT,
+     "cert device DEVICE_ID [--issuer CA] [--days N]"},
+    {"cert", "verification", CLI_CMD_CERT_VERIFICATION, true, OPT_CERT,
+     "cert verification CODE --issuer CA"},
     {"help", NULL, CLI_CMD_HELP, false, 0, "help"},
 };
 
@@ -144,6 +152,8 @@ static const struct option options[] = {
     {"policy-name", OPT_POLICY_NAME, true, ARG(policy_name)},
     {"table", OPT_TABLE, false, ARG(table)},
     {"certificate", OPT_CERTIFICATE, true, ARG(certificate)},
+    {"issuer", OPT_CERT, true, ARG(issuer)},
+    {"days", OPT_CERT, true, ARG(days)},
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
@@ -153,6 +163,8 @@ static const char *id_name(const struct command *c)
 {
 	if (c->cmd == CLI_CMD_QUERY)
 		return "query";
+	if (c->cmd >= CLI_CMD_CERT_ROOT && c->cmd <= CLI_CMD_CERT_VERIFICATION)
+		return "file name";
 	if (strstr(c->usage, " GROUP_ID"))
 		return "group ID";
 	if (strstr(c->usage, " REGISTRATION_ID"))
@@ -165,6 +177,8 @@ static const char *id_problem(const struct command *c, const char *id)
 {
 	if (c->cmd == CLI_CMD_QUERY) /* sent in a JSON body: the server checks it */
 		return id[0] ? NULL : "empty";
+	if (c->cmd >= CLI_CMD_CERT_ROOT && c->cmd <= CLI_CMD_CERT_VERIFICATION)
+		return id[0] ? NULL : "empty"; /* a path; cli_cert checks its last part */
 	if (strstr(c->usage, " GROUP_ID"))
 		return enrollment_groupid_valid(id) ? NULL
 						    : "1-128 characters: letters, digits and "

@@ -29,23 +29,12 @@
 
 #include "base/buf.h"
 #include "base/mem.h"
+#include "base/x509.h"
 #include "server/devca.h"
 
 #define CA_DAYS 3650
 #define SERVER_DAYS 825
 #define RENEW_BEFORE_S (30L * 24 * 3600)
-
-static void ssl_fail(char *err, size_t errlen, const char *what)
-{
-	char detail[256];
-	unsigned long e = ERR_get_error();
-	if (e)
-		ERR_error_string_n(e, detail, sizeof detail);
-	else
-		snprintf(detail, sizeof detail, "unknown error");
-	ERR_clear_error();
-	snprintf(err, errlen, "%s: %s", what, detail);
-}
 
 static int ensure_dir(const char *path, char *err, size_t errlen)
 {
@@ -59,94 +48,6 @@ static int ensure_dir(const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
-}
-
-static X509 *read_cert(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return NULL;
-	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
-	ERR_clear_error();
-	return x;
-}
-
-static EVP_PKEY *read_key(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return NULL;
-	EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-	fclose(f);
-	ERR_clear_error();
-	return k;
-}
-
-/* Writes a PEM object (cert when x, else key) to path via path.tmp, 0600. */
-static int write_pem(const char *path, X509 *x, EVP_PKEY *k, char *err, size_t errlen)
-{
-	struct buf tmp = BUF_INIT;
-	buf_printf(&tmp, "%s.tmp", path);
-	int rc = -1;
-	FILE *f = NULL;
-	unlink(tmp.data);
-	int fd = open(tmp.data, O_WRONLY | O_CREAT | O_EXCL, 0600);
-	if (fd < 0 || fchmod(fd, 0600) != 0) {
-		snprintf(err, errlen, "cannot create %s: %s", tmp.data, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		goto done;
-	}
-	f = fdopen(fd, "w");
-	if (!f) {
-		close(fd);
-		snprintf(err, errlen, "cannot write %s: %s", tmp.data, strerror(errno));
-		goto done;
-	}
-	int ok = x ? PEM_write_X509(f, x) : PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0)
-		ok = 0;
-	if (fclose(f) != 0)
-		ok = 0;
-	if (!ok) {
-		ssl_fail(err, errlen, "cannot write PEM file");
-		unlink(tmp.data);
-		goto done;
-	}
-	if (rename(tmp.data, path) != 0) {
-		snprintf(err, errlen, "cannot rename %s: %s", tmp.data, strerror(errno));
-		unlink(tmp.data);
-		goto done;
-	}
-	rc = 0;
-done:
-	buf_free(&tmp);
-	return rc;
-}
-
-static int add_ext(X509 *x, X509 *issuer, int nid, const char *value)
-{
-	X509V3_CTX ctx;
-	X509V3_set_ctx_nodb(&ctx);
-	X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
-	X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
-	if (!e)
-		return -1;
-	int ok = X509_add_ext(x, e, -1);
-	X509_EXTENSION_free(e);
-	return ok ? 0 : -1;
-}
-
-static int set_random_serial(X509 *x)
-{
-	BIGNUM *bn = BN_new();
-	int rc = -1;
-	if (bn && BN_rand(bn, 127, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) &&
-	    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)))
-		rc = 0;
-	BN_free(bn);
-	return rc;
 }
 
 /* The SAN extension value for names and ips, or NULL on a bad entry. */
@@ -186,54 +87,6 @@ static GENERAL_NAMES *make_san(const char *const *names, size_t nn, const char *
 	return gens;
 fail:
 	GENERAL_NAMES_free(gens);
-	return NULL;
-}
-
-/* Makes a certificate for key's public half. issuer == NULL: self-signed CA. */
-static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key, long days,
-                       const char *const *names, size_t nn, const char *const *ips, size_t ni)
-{
-	X509 *x = X509_new();
-	if (!x || !X509_set_version(x, 2) || set_random_serial(x) != 0 ||
-	    !X509_gmtime_adj(X509_getm_notBefore(x), -3600) ||
-	    !X509_time_adj_ex(X509_getm_notAfter(x), (int)days, 0, NULL) ||
-	    !X509_set_pubkey(x, key))
-		goto fail;
-	X509_NAME *subj = X509_get_subject_name(x);
-	if (!X509_NAME_add_entry_by_txt(subj, "O", MBSTRING_UTF8, (const unsigned char *)"fleethub",
-	                                -1, -1, 0) ||
-	    !X509_NAME_add_entry_by_txt(subj, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1,
-	                                -1, 0))
-		goto fail;
-	if (!X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subj))
-		goto fail;
-	X509 *iss = issuer ? issuer : x;
-	if (!issuer) {
-		if (add_ext(x, iss, NID_basic_constraints, "critical,CA:TRUE") ||
-		    add_ext(x, iss, NID_key_usage, "critical,keyCertSign,cRLSign") ||
-		    add_ext(x, iss, NID_subject_key_identifier, "hash") ||
-		    add_ext(x, iss, NID_authority_key_identifier, "keyid"))
-			goto fail;
-	} else {
-		if (add_ext(x, iss, NID_basic_constraints, "critical,CA:FALSE") ||
-		    add_ext(x, iss, NID_key_usage, "critical,digitalSignature") ||
-		    add_ext(x, iss, NID_ext_key_usage, "serverAuth") ||
-		    add_ext(x, iss, NID_subject_key_identifier, "hash") ||
-		    add_ext(x, iss, NID_authority_key_identifier, "keyid:always"))
-			goto fail;
-		GENERAL_NAMES *san = make_san(names, nn, ips, ni);
-		if (!san)
-			goto fail;
-		int ok = X509_add1_ext_i2d(x, NID_subject_alt_name, san, 0, 0);
-		GENERAL_NAMES_free(san);
-		if (ok != 1)
-			goto fail;
-	}
-	if (!X509_sign(x, issuer ? issuer_key : key, EVP_sha256()))
-		goto fail;
-	return x;
-fail:
-	X509_free(x);
 	return NULL;
 }
 
@@ -391,30 +244,30 @@ int devca_ensure(const char *data_dir, const char *const *names, size_t nnames,
 	if (ensure_dir(data_dir, err, errlen) != 0 || ensure_dir(dir.data, err, errlen) != 0)
 		goto done;
 
-	ca = read_cert(ca_pem.data);
-	ca_key = read_key(ca_keyp.data);
+	ca = x509_read_file(ca_pem.data);
+	ca_key = x509_read_key_file(ca_keyp.data);
 	if (!ca || !ca_key || X509_check_private_key(ca, ca_key) != 1) {
 		ERR_clear_error();
 		X509_free(ca);
 		EVP_PKEY_free(ca_key);
 		ca_key = EVP_EC_gen("P-256");
 		if (!ca_key) {
-			ssl_fail(err, errlen, "cannot generate the CA key");
+			x509_ssl_error(err, errlen, "cannot generate the CA key");
 			goto done;
 		}
-		ca = make_cert(ca_key, "fleethub development CA", NULL, NULL, CA_DAYS, NULL, 0,
-		               NULL, 0);
+		ca = x509_issue(ca_key, "fleethub development CA", NULL, NULL, CA_DAYS, X509_ROLE_ROOT,
+				NULL);
 		if (!ca) {
-			ssl_fail(err, errlen, "cannot make the CA certificate");
+			x509_ssl_error(err, errlen, "cannot make the CA certificate");
 			goto done;
 		}
-		if (write_pem(ca_keyp.data, NULL, ca_key, err, errlen) != 0 ||
-		    write_pem(ca_pem.data, ca, NULL, err, errlen) != 0)
+		if (x509_write_pem(ca_keyp.data, NULL, ca_key, err, errlen) != 0 ||
+		    x509_write_pem(ca_pem.data, ca, NULL, err, errlen) != 0)
 			goto done;
 	}
 
-	cert = read_cert(srv_pem.data);
-	key = read_key(srv_keyp.data);
+	cert = x509_read_file(srv_pem.data);
+	key = x509_read_key_file(srv_keyp.data);
 	if (!server_cert_usable(cert, key, ca_key, &want)) {
 		X509_free(cert);
 		cert = NULL;
@@ -422,20 +275,22 @@ int devca_ensure(const char *data_dir, const char *const *names, size_t nnames,
 		EVP_PKEY_free(key);
 		key = EVP_EC_gen("P-256");
 		if (!key) {
-			ssl_fail(err, errlen, "cannot generate the server key");
+			x509_ssl_error(err, errlen, "cannot generate the server key");
 			goto done;
 		}
 		/* X.509 caps a CN at 64 characters; the SAN is what clients check. */
 		const char *cn = nnames ? names[0] : ips[0];
 		if (strlen(cn) > 64)
 			cn = "fleethub server";
-		cert = make_cert(key, cn, ca, ca_key, SERVER_DAYS, names, nnames, ips, nips);
+		GENERAL_NAMES *san = make_san(names, nnames, ips, nips);
+		cert = san ? x509_issue(key, cn, ca, ca_key, SERVER_DAYS, X509_ROLE_SERVER, san) : NULL;
+		GENERAL_NAMES_free(san);
 		if (!cert) {
-			ssl_fail(err, errlen, "cannot make the server certificate");
+			x509_ssl_error(err, errlen, "cannot make the server certificate");
 			goto done;
 		}
-		if (write_pem(srv_keyp.data, NULL, key, err, errlen) != 0 ||
-		    write_pem(srv_pem.data, cert, NULL, err, errlen) != 0)
+		if (x509_write_pem(srv_keyp.data, NULL, key, err, errlen) != 0 ||
+		    x509_write_pem(srv_pem.data, cert, NULL, err, errlen) != 0)
 			goto done;
 	}
 	*cert_path = buf_steal(&srv_pem);

@@ -237,24 +237,51 @@ test('certificateAuthority devices: a CA uploaded, proven and verified; leaf and
   assert.match(notCert.body.Message, /not a certificate/);
 });
 
-test('fleethub ca upload, verify, list, show and delete', async () => {
-  const root = issue('cli-root', 'fleethub cli root', null, true);
-  const up = server.cli(['ca', 'upload', 'cli-root', '--certificate', root.pem]);
+test('fleethub cert and fleethub ca: a root, its proof, an intermediate, a device certificate with its chain; a self-signed device', async () => {
+  const at = (name) => path.join(dir, name);
+  const cert = (...args) => {
+    const r = server.cli(['cert', ...args]);
+    assert.equal(r.code, 0, `cert ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  cert('root', at('cli-root'));
+  const up = server.cli(['ca', 'upload', 'cli-root', '--certificate', at('cli-root.pem')]);
   assert.equal(up.code, 0, up.stderr);
   const code = JSON.parse(up.stdout).properties.verificationCode;
   assert.match(code, /^[0-9A-F]{32}$/);
-  assert.match(up.stderr, new RegExp(`fleethub ca verify cli-root --certificate v.pem`));
-  const proof = issue('cli-proof', code, root, false);
-  const ver = server.cli(['ca', 'verify', 'cli-root', '--certificate', proof.pem]);
+  assert.match(up.stderr, /fleethub ca verify cli-root --certificate v.pem/);
+  cert('verification', at(code), '--issuer', at('cli-root'));
+  const ver = server.cli(['ca', 'verify', 'cli-root', '--certificate', at(`${code}.pem`)]);
   assert.equal(ver.code, 0, ver.stderr);
   assert.equal(JSON.parse(ver.stdout).properties.isVerified, true);
   const list = JSON.parse(server.cli(['ca', 'list']).stdout);
-  assert.deepEqual(list.map((c) => c.name), ['cli-root']);
+  assert.ok(list.some((c) => c.name === 'cli-root' && c.properties.isVerified));
   assert.equal(JSON.parse(server.cli(['ca', 'show', 'cli-root']).stdout).properties.isVerified, true);
-  const again = server.cli(['ca', 'verify', 'cli-root', '--certificate', proof.pem]);
+  const again = server.cli(['ca', 'verify', 'cli-root', '--certificate', at(`${code}.pem`)]);
   assert.equal(again.code, 1, 'a verification code is used once');
   assert.match(again.stderr, /no verification code is pending/);
+
+  cert('intermediate', at('cli-inter'), '--issuer', at('cli-root'));
+  cert('device', at('cli-dev'), '--issuer', at('cli-inter'));
+  const chainPem = fs.readFileSync(at('cli-dev.pem'), 'utf8');
+  assert.equal((chainPem.match(/BEGIN CERTIFICATE/g) || []).length, 2, 'the device file carries its intermediate');
+  assert.equal(server.cli(['device', 'create', 'cli-dev', '--x509-ca']).code, 0);
+  let client = x509Client('cli-dev', { cert: chainPem, key: fs.readFileSync(at('cli-dev.key'), 'utf8') });
+  await withTimeout(client.open(), 10000, 'CA device open');
+  await client.close();
+
+  const self = cert('device', at('cli-self'));
+  const sha256 = /sha256=([0-9A-F]{64})/.exec(self)[1];
+  assert.equal(server.cli(['device', 'create', 'cli-self', '--x509-thumbprint', sha256]).code, 0);
+  client = x509Client('cli-self', { cert: fs.readFileSync(at('cli-self.pem'), 'utf8'), key: fs.readFileSync(at('cli-self.key'), 'utf8') });
+  await withTimeout(client.open(), 10000, 'self-signed device open');
+  await client.close();
+
   assert.equal(server.cli(['ca', 'delete', 'cli-root']).code, 0);
   assert.equal(server.cli(['ca', 'show', 'cli-root']).code, 1);
   assert.equal(server.cli(['ca', 'upload', 'x']).code, 2, '--certificate is required');
+  assert.equal(server.cli(['cert', 'intermediate', at('x')]).code, 2, '--issuer is required');
+  const noIssuer = server.cli(['cert', 'device', at('y'), '--issuer', at('missing')]);
+  assert.equal(noIssuer.code, 1);
+  assert.match(noIssuer.stderr, /are not a certificate and its key/);
 });
