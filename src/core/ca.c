@@ -82,9 +82,16 @@ static json_t *props(const json_t *rec)
 	return json_object_get(rec, "properties");
 }
 
+/* member's string value, or def when it is not a string. */
+static const char *str_or(const json_t *o, const char *member, const char *def)
+{
+	const char *v = json_string_value(json_object_get(o, member));
+	return v ? v : def;
+}
+
 static void bump_etag(json_t *rec)
 {
-	long n = strtol(json_string_value(json_object_get(rec, "etag")) ?: "0", NULL, 10);
+	long n = strtol(str_or(rec, "etag", "0"), NULL, 10);
 	char e[24];
 	snprintf(e, sizeof e, "%ld", n + 1);
 	json_object_set_new(rec, "etag", json_string(e));
@@ -118,11 +125,9 @@ json_t *ca_record_build(const char *name, const char *text, size_t n, const json
 	if (same) {
 		rec = json_deep_copy(old);
 	} else {
-		rec = json_pack("{s:s,s:s,s:{s:b,s:s}}", "name", name, "etag",
-				old ? json_string_value(json_object_get(old, "etag")) ?: "0" : "0",
+		rec = json_pack("{s:s,s:s,s:{s:b,s:s}}", "name", name, "etag", str_or(old, "etag", "0"),
 				"properties", "isVerified", 0, "created",
-				old ? json_string_value(json_object_get(props(old), "created")) ?: now_iso
-				    : now_iso);
+				str_or(props(old), "created", now_iso));
 	}
 	json_t *p = props(rec);
 	json_object_set_new(p, "subject", json_string(subject));
