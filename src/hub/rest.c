@@ -114,17 +114,31 @@ void rest__respond_store_error(struct http_exchange *ex, int rc, const char *id,
 
 /* ---- rendering ----------------------------------------------------------- */
 
-static json_t *render_device(struct hub *h, const char *id, const json_t *identity,
-			     int64_t etag)
+/* The device document with its live connection state, or (stored, when
+ * not NULL and the device is not connected here) the times of its stored
+ * connection row: when it disconnected, and its last activity. */
+static json_t *render_device_stored(struct hub *h, const char *id, const json_t *identity,
+				    int64_t etag, const struct store_connection *stored)
 {
 	int64_t since = 0, last = 0;
 	bool on = hub_device_connected(h, id, &since, &last);
-	char since_iso[32], last_iso[32];
-	if (on) {
-		clock_iso8601(since, since_iso);
-		clock_iso8601(last, last_iso);
+	if (!on && stored) {
+		since = stored->updated_ms;
+		last = stored->last_activity_ms;
 	}
-	return registry_render(identity, etag, on, on ? since_iso : NULL, on ? last_iso : NULL);
+	char since_iso[32], last_iso[32];
+	if (since > 0)
+		clock_iso8601(since, since_iso);
+	if (last > 0)
+		clock_iso8601(last, last_iso);
+	return registry_render(identity, etag, on, since > 0 ? since_iso : NULL,
+			       last > 0 ? last_iso : NULL);
+}
+
+static json_t *render_device(struct hub *h, const char *id, const json_t *identity,
+			     int64_t etag)
+{
+	return render_device_stored(h, id, identity, etag, NULL);
 }
 
 static json_t *render_twin(struct hub *h, const char *id, const json_t *identity, int64_t etag,
@@ -475,7 +489,10 @@ static void device_get(struct route_args *a)
 		return;
 	}
 	json_t *identity = json_loads(d.json, 0, NULL);
-	json_t *o = render_device(a->hub, a->id, identity, d.etag);
+	struct store_connection conn;
+	bool stored = store_connection_get(store_reader(a->hub->store), a->hub->name, a->id,
+					   &conn) == 0;
+	json_t *o = render_device_stored(a->hub, a->id, identity, d.etag, stored ? &conn : NULL);
 	respond_json(a->ex, 200, o);
 	json_decref(o);
 	json_decref(identity);

@@ -293,6 +293,9 @@ struct store_connection {
  * generationId: else FH_ENOTFOUND and nothing is written. */
 int store_connection_put(struct store_txn *t, const char *hub, const char *id,
 			 const char *generation, const struct store_connection *c);
+/* The stored row: 0, or FH_ENOTFOUND (never connected), or FH_EIO. */
+int store_connection_get(struct store_txn *t, const char *hub, const char *id,
+			 struct store_connection *out);
 /* At start-up: every device of hub stored as connected is disconnected
  * (as of now_ms): this process holds no connection yet. */
 int store_connections_reset(struct store_txn *t, const char *hub, int64_t now_ms);

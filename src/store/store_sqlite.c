@@ -207,6 +207,7 @@ enum stmt_id {
 	ST_SES_PUT,
 	ST_SES_DEL,
 	ST_CONN_PUT,
+	ST_CONN_GET,
 	ST_CONN_RESET,
 	ST_CONN_DEL,
 	ST_COUNT
@@ -303,6 +304,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 			" WHERE hub = ?1 AND id = ?2 AND json_extract(json, '$.generationId') = ?3)"
 			" ON CONFLICT (hub, id) DO UPDATE SET connected = excluded.connected,"
 			" updated = excluded.updated, last_activity = excluded.last_activity",
+	[ST_CONN_GET] = "SELECT connected, updated, last_activity FROM connections"
+			" WHERE hub = ?1 AND id = ?2",
 	[ST_CONN_RESET] = "UPDATE connections SET connected = 0, updated = ?2"
 			  " WHERE hub = ?1 AND connected = 1",
 	[ST_CONN_DEL] = "DELETE FROM connections WHERE hub = ?1 AND id = ?2",
@@ -1809,6 +1812,24 @@ int store_connection_put(struct store_txn *t, const char *hub, const char *id,
 	if (rc == 0 && sqlite3_changes(t->db) == 0)
 		return FH_ENOTFOUND;
 	return rc;
+}
+
+int store_connection_get(struct store_txn *t, const char *hub, const char *id,
+			 struct store_connection *out)
+{
+	sqlite3_stmt *st = stmt(t, ST_CONN_GET);
+	bind_text(st, 1, hub);
+	bind_text(st, 2, id);
+	int rc = sqlite3_step(st), ret = 0;
+	if (rc == SQLITE_ROW) {
+		out->connected = sqlite3_column_int(st, 0) != 0;
+		out->updated_ms = sqlite3_column_int64(st, 1);
+		out->last_activity_ms = sqlite3_column_int64(st, 2);
+	} else {
+		ret = rc == SQLITE_DONE ? FH_ENOTFOUND : note_error(t, "connection get");
+	}
+	stmt_end(st);
+	return ret;
 }
 
 int store_connections_reset(struct store_txn *t, const char *hub, int64_t now_ms)

@@ -269,6 +269,10 @@ test('connectionState and lastActivityTime: queryable as a device connects, disc
     "SELECT deviceId, lastActivityTime FROM devices WHERE connectionState = 'Disconnected' AND deviceId = 'q-02'").next();
   assert.equal(gone.result.length, 1);
   assert.notEqual(gone.result[0].lastActivityTime, '0001-01-01T00:00:00Z', 'the last activity outlives the connection');
+  const dev = (await registry.get('q-02')).responseBody;
+  assert.equal(dev.connectionState, 'Disconnected');
+  assert.equal(dev.lastActivityTime, gone.result[0].lastActivityTime, 'the device document shows the stored last activity');
+  assert.ok(Date.now() - Date.parse(dev.connectionStateUpdatedTime) < 60000, dev.connectionStateUpdatedTime);
   const counts = await registry.createQuery('SELECT connectionState, COUNT() AS n FROM devices GROUP BY connectionState').next();
   assert.deepEqual(counts.result, [{ connectionState: 'Connected', n: 1 }, { connectionState: 'Disconnected', n: 11 }]);
   // A crash leaves q-04's row saying Connected; the restart clears it.

@@ -857,7 +857,13 @@ static void test_connections(void **state)
 	assert_true(v.connected);
 	assert_int_equal(v.last_activity_ms, 2000);
 	store_twin_view_clear(&v);
+	struct store_connection c;
+	assert_int_equal(store_connection_get(store_reader(f->s), "h", "s1", &c), 0);
+	assert_true(c.connected && c.updated_ms == 1000 && c.last_activity_ms == 2000);
+	assert_int_equal(store_connection_get(store_reader(f->s), "h", "nobody", &c), FH_ENOTFOUND);
 	assert_int_equal(run_fn(f, reset_conns), 0);
+	assert_int_equal(store_connection_get(store_reader(f->s), "h", "s1", &c), 0);
+	assert_true(!c.connected && c.updated_ms == 5000);
 	assert_int_equal(store_twin_view_get(store_reader(f->s), "h", "s1", &v), 0);
 	assert_false(v.connected);
 	assert_int_equal(v.last_activity_ms, 2000); /* kept: when it was last seen */
