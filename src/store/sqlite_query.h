@@ -44,4 +44,12 @@ bool sqlite_query_aggregate(const struct query_plan *plan, struct buf *sql);
  * id is the key already; a name SQLite's JSON path cannot spell). */
 bool sqlite_query_index_expr(const struct qp_path *p, struct buf *sql);
 
+/* The statement store_twin_query runs for plan over hub (?1) from id ?2:
+ * the loose condition, the sure one as its second column, and an index
+ * hint when a range on an indexed path holds few twins (a probe of t's
+ * snapshot says). Exposed so that tests can ask SQLite for its plan. */
+struct store_txn;
+void sqlite_twin_query_sql(struct store_txn *t, const char *hub, const struct query_plan *plan,
+			   bool unsure_only, struct buf *sql);
+
 #endif

@@ -214,7 +214,7 @@ enum stmt_id {
 };
 
 /* What a twin view reads (store_twin_view_get, store_twin_query): the
- * twin, named t, and the identity members it shows, d. */
+ * twin, named t, and the identity members it shows, d; then its joins. */
 #define TWIN_VIEW_COLUMNS                                                                   \
 	"t.tags, t.desired, t.reported, t.meta -> '$.desired', t.meta -> '$.reported',"      \
 	" t.version, t.desired_version, t.reported_version, length(CAST(t.tags AS BLOB)),"  \
@@ -222,8 +222,10 @@ enum stmt_id {
 	" d.json -> '$.statusReason', d.json -> '$.statusUpdatedTime',"                     \
 	" d.json -> '$.capabilities', d.json -> '$.authentication.type',"                   \
 	" d.json -> '$.authentication.x509Thumbprint', coalesce(c.connected, 0),"            \
-	" coalesce(c.last_activity, 0)"                                                       \
-	" FROM twins t JOIN devices d ON d.hub = t.hub AND d.id = t.id"                      \
+	" coalesce(c.last_activity, 0)"
+/* ... joined to the twins table t (after "FROM twins t", and an index hint). */
+#define TWIN_VIEW_JOINS                                                                     \
+	" JOIN devices d ON d.hub = t.hub AND d.id = t.id"                                   \
 	" LEFT JOIN connections c ON c.hub = t.hub AND c.id = t.id"
 
 static const char *const stmt_sql[ST_COUNT] = {
@@ -285,7 +287,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_TWIN_EXISTS] = "SELECT 1 FROM twins WHERE hub = ?1 AND id = ?2",
 	/* One row for the REST twin document: the twin's texts, the metadata
 	 * of the two property sections, and the identity members it shows. */
-	[ST_TWIN_VIEW] = "SELECT " TWIN_VIEW_COLUMNS " WHERE t.hub = ?1 AND t.id = ?2",
+	[ST_TWIN_VIEW] = "SELECT " TWIN_VIEW_COLUMNS " FROM twins t" TWIN_VIEW_JOINS
+			 " WHERE t.hub = ?1 AND t.id = ?2",
 	[ST_SET_GET] = "SELECT value FROM settings WHERE key = ?1",
 	[ST_SET_PUT] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
 		       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -1577,24 +1580,86 @@ static sqlite3_stmt *scan_prepare(struct store_txn *t, struct buf *sql, const ch
 	return t->scans[slot].st;
 }
 
+static void index_name(const char *cols, char out[32]);
+
+/* Without statistics of the values, SQLite reads a range on an indexed
+ * path in id order through every twin (the order a query pages in), a
+ * good plan only when the range holds a large share. A range whose
+ * matches are few (at most RANGE_INDEX_MAX in the hub: a probe of as many
+ * index steps says) is read through its index instead, its rows sorted. */
+#define RANGE_INDEX_MAX 2000
+
+/* The name of the index serving such a range term of plan, into out. */
+static bool selective_range_index(struct store_txn *t, const char *hub,
+				  const struct query_plan *plan, char out[32])
+{
+	for (size_t i = 0; i < plan->nterms; i++) {
+		const struct qp_term *term = &plan->terms[i];
+		struct qp_path p = {term->source, term->seg, term->nseg};
+		struct buf cols = BUF_INIT, sql = BUF_INIT;
+		buf_appends(&cols, "hub, ");
+		bool range = !term->in && term->op != QO_EQ;
+		if (!range || !sqlite_query_index_expr(&p, &cols)) {
+			buf_free(&cols);
+			continue;
+		}
+		buf_appends(&cols, ", id");
+		char name[32];
+		index_name(cols.data, name);
+		buf_free(&cols);
+		buf_printf(&sql, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = '%s'",
+			   name);
+		sqlite3_stmt *st = scan_prepare(t, &sql, hub);
+		bool exists = st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0;
+		if (st)
+			stmt_end(st);
+		if (!exists)
+			continue;
+		struct query_plan one = {.nterms = 1};
+		one.terms[0] = *term;
+		buf_printf(&sql, "SELECT 1 FROM twins t INDEXED BY %s WHERE t.hub = ?1 AND (", name);
+		sqlite_query_where(&one, &sql);
+		buf_printf(&sql, ") LIMIT 1 OFFSET %d", RANGE_INDEX_MAX);
+		st = scan_prepare(t, &sql, hub);
+		bool few = st && sqlite3_step(st) == SQLITE_DONE;
+		if (st)
+			stmt_end(st);
+		if (few) {
+			memcpy(out, name, 32);
+			return true;
+		}
+	}
+	return false;
+}
+
+void sqlite_twin_query_sql(struct store_txn *t, const char *hub, const struct query_plan *plan,
+			   bool unsure_only, struct buf *sql)
+{
+	char index[32];
+	buf_appends(sql, "SELECT t.id, ");
+	if (unsure_only)
+		buf_appendc(sql, '0');
+	else
+		sqlite_query_sure(plan, sql);
+	buf_appends(sql, ", " TWIN_VIEW_COLUMNS " FROM twins t");
+	if (selective_range_index(t, hub, plan, index))
+		buf_printf(sql, " INDEXED BY %s", index);
+	buf_appends(sql, TWIN_VIEW_JOINS " WHERE t.hub = ?1 AND t.id > ?2 AND (");
+	sqlite_query_where(plan, sql);
+	if (unsure_only) {
+		buf_appends(sql, ") AND NOT (");
+		sqlite_query_sure(plan, sql);
+	}
+	buf_appends(sql, ") ORDER BY t.id");
+}
+
 int store_twin_query(struct store_txn *t, const char *hub, const struct query_plan *plan,
 		     const char *after, bool unsure_only,
 		     int (*each)(void *arg, const char *id, struct store_twin_view *v, bool sure),
 		     void *arg)
 {
 	struct buf sql = BUF_INIT;
-	buf_appends(&sql, "SELECT t.id, ");
-	if (unsure_only)
-		buf_appendc(&sql, '0');
-	else
-		sqlite_query_sure(plan, &sql);
-	buf_appends(&sql, ", " TWIN_VIEW_COLUMNS " WHERE t.hub = ?1 AND t.id > ?2 AND (");
-	sqlite_query_where(plan, &sql);
-	if (unsure_only) {
-		buf_appends(&sql, ") AND NOT (");
-		sqlite_query_sure(plan, &sql);
-	}
-	buf_appends(&sql, ") ORDER BY t.id");
+	sqlite_twin_query_sql(t, hub, plan, unsure_only, &sql);
 	sqlite3_stmt *st = scan_prepare(t, &sql, hub);
 	if (!st)
 		return note_error(t, "twin query");
