@@ -826,14 +826,12 @@ static int ca_send(const struct cli_args *a, const struct target *t, bool verify
 		    json_object_get(json_object_get(res, "properties"), "verificationCode"));
 		if (code)
 			fprintf(stderr,
-				"Prove you hold the CA's key: sign a certificate whose subject CN is\n"
-				"  %s\nwith it, e.g.\n"
-				"  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-				"-subj /CN=%s -keyout v.key -out v.csr\n"
-				"  openssl x509 -req -in v.csr -CA CA.pem -CAkey CA.key -CAcreateserial "
-				"-days 1 -out v.pem\n"
-				"then run: fleethub ca verify %s --certificate v.pem\n",
-				code, code, a->id);
+				"Prove you hold the CA's key (CA.pem, CA.key): sign a certificate whose\n"
+				"subject CN is %s with it, and send it:\n"
+				"  fleethub cert verification %s --issuer CA\n"
+				"  fleethub ca verify %s --certificate %s.pem\n"
+				"(or sign one with openssl, CN=%s, and send that)\n",
+				code, code, a->id, code, code);
 	}
 	json_decref(res);
 	buf_free(&path);

@@ -249,7 +249,7 @@ test('fleethub cert and fleethub ca: a root, its proof, an intermediate, a devic
   assert.equal(up.code, 0, up.stderr);
   const code = JSON.parse(up.stdout).properties.verificationCode;
   assert.match(code, /^[0-9A-F]{32}$/);
-  assert.match(up.stderr, /fleethub ca verify cli-root --certificate v.pem/);
+  assert.match(up.stderr, new RegExp(`fleethub cert verification ${code} --issuer CA\\n  fleethub ca verify cli-root --certificate ${code}.pem`));
   cert('verification', at(code), '--issuer', at('cli-root'));
   const ver = server.cli(['ca', 'verify', 'cli-root', '--certificate', at(`${code}.pem`)]);
   assert.equal(ver.code, 0, ver.stderr);
