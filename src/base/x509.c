@@ -39,12 +39,9 @@ int x509_thumbprints(X509 *cert, char sha1[41], char sha256[65])
 	return 0;
 }
 
-bool x509_thumbprint_matches(X509 *cert, const char *hex)
+bool x509_thumbprint_is(const char *hex, const char *sha1, const char *sha256)
 {
-	char sha1[41], sha256[65];
-	if (!hex || !*hex || x509_thumbprints(cert, sha1, sha256) != 0)
-		return false;
-	return strcasecmp(hex, sha1) == 0 || strcasecmp(hex, sha256) == 0;
+	return hex && *hex && (strcasecmp(hex, sha1) == 0 || strcasecmp(hex, sha256) == 0);
 }
 
 int x509_subject_cn(X509 *cert, char *out, size_t outlen)

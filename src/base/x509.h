@@ -15,9 +15,10 @@
  * as Azure shows thumbprints. 0, or FH_EIO. */
 int x509_thumbprints(X509 *cert, char sha1[41], char sha256[65]);
 
-/* Whether hex is cert's SHA-1 or SHA-256 thumbprint, compared without
- * regard to case (decisions.md 6). False for NULL or "". */
-bool x509_thumbprint_matches(X509 *cert, const char *hex);
+/* Whether hex is one of a certificate's thumbprints (x509_thumbprints'
+ * sha1 or sha256), compared without regard to case (decisions.md 6).
+ * False for NULL or "". */
+bool x509_thumbprint_is(const char *hex, const char *sha1, const char *sha256);
 
 /* The subject's (last) common name into out, NUL-terminated. 0, or
  * FH_ENOTFOUND (none, or one with a NUL inside or longer than out). */

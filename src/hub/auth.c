@@ -69,8 +69,12 @@ int hub__auth_device_x509(const char *device_id, const json_t *identity, X509 *l
 {
 	const char *type = registry_auth_type(identity);
 	if (strcmp(type, "selfSigned") == 0) {
-		if (!x509_thumbprint_matches(leaf, registry_thumbprint(identity, true)) &&
-		    !x509_thumbprint_matches(leaf, registry_thumbprint(identity, false))) {
+		char sha1[41], sha256[65];
+		bool match = x509_thumbprints(leaf, sha1, sha256) == 0;
+		const char *primary = registry_thumbprint(identity, true);
+		const char *secondary = registry_thumbprint(identity, false);
+		if (!match || (!x509_thumbprint_is(primary, sha1, sha256) &&
+			       !x509_thumbprint_is(secondary, sha1, sha256))) {
 			*why = "the client certificate's thumbprint is not one of the device's";
 			return FH_EAUTH;
 		}

@@ -156,7 +156,7 @@ static void conn_done(void *arg, int rc)
 	free(j);
 }
 
-static void store_connection(struct hub *h, struct dev_session *s, bool connected)
+static void write_connection(struct hub *h, struct dev_session *s, bool connected)
 {
 	struct conn_job *j = xcalloc(1, sizeof *j);
 	j->h = h;
@@ -173,7 +173,7 @@ void sessions_activity(struct hub *h, struct dev_session *s)
 {
 	s->last_activity_ms = clock_now_ms();
 	if (s->live && s->last_activity_ms - s->activity_stored_ms >= SESSIONS_ACTIVITY_STORE_MS)
-		store_connection(h, s, true);
+		write_connection(h, s, true);
 }
 
 bool sessions_attach(struct hub *h, struct dev_session *s, bool clean,
@@ -208,7 +208,7 @@ bool sessions_attach(struct hub *h, struct dev_session *s, bool clean,
 
 	map_put(&t->live, s->device_id, s);
 	s->live = true;
-	store_connection(h, s, true);
+	write_connection(h, s, true);
 	if (old && old != s) {
 		old->live = false;
 		log_at(LOG_INFO, "hub %s: device %s connected again (clean session %d%s); closing "
@@ -227,7 +227,7 @@ static void leave(struct hub *h, struct dev_session *s)
 	if (s->live && s->durable && s->dirty)
 		queue_write(h, s, true, &s->subs, 0, NULL, NULL);
 	if (s->live)
-		store_connection(h, s, false);
+		write_connection(h, s, false);
 	s->dirty = false;
 	s->live = false;
 }

@@ -70,13 +70,17 @@ static void test_thumbprints(void **state)
 	char lower[65];
 	for (size_t i = 0; i <= 64; i++)
 		lower[i] = (char)tolower((unsigned char)sha256[i]);
-	assert_true(x509_thumbprint_matches(a, sha1));
-	assert_true(x509_thumbprint_matches(a, lower));
-	assert_false(x509_thumbprint_matches(b, sha1)); /* same subject, another key */
-	assert_false(x509_thumbprint_matches(a, ""));
-	assert_false(x509_thumbprint_matches(a, NULL));
-	sha1[39] = '\0'; /* a prefix is not a match */
-	assert_false(x509_thumbprint_matches(a, sha1));
+	char b1[41], b256[65];
+	assert_int_equal(x509_thumbprints(b, b1, b256), 0);
+	assert_true(x509_thumbprint_is(sha1, sha1, sha256));
+	assert_true(x509_thumbprint_is(lower, sha1, sha256));
+	assert_false(x509_thumbprint_is(sha1, b1, b256)); /* same subject, another key */
+	assert_false(x509_thumbprint_is("", sha1, sha256));
+	assert_false(x509_thumbprint_is(NULL, sha1, sha256));
+	char prefix[41];
+	memcpy(prefix, sha1, 39);
+	prefix[39] = '\0'; /* a prefix is not a match */
+	assert_false(x509_thumbprint_is(prefix, sha1, sha256));
 	X509_free(a);
 	X509_free(b);
 }
