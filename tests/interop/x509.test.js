@@ -285,3 +285,29 @@ test('fleethub cert and fleethub ca: a root, its proof, an intermediate, a devic
   assert.equal(noIssuer.code, 1);
   assert.match(noIssuer.stderr, /are not a certificate and its key/);
 });
+
+test('a certificate device rides out a kill -9: the SDK reconnects with its certificate by itself, and the CA records are still there', async () => {
+  const root = issue('k-root', 'fleethub kill root', null, true);
+  const put = await rest(server.ownerCs(), 'PUT', '/certificates/k-root?api-version=2021-04-12', { properties: { certificate: root.text } });
+  assert.equal(put.status, 200);
+  const client = Client.fromConnectionString('HostName=localhost;DeviceId=x5-1;x509=true', Mqtt);
+  client.setOptions({ cert: a.cert, key: a.key }); // the SDK's default retry policy
+  await withTimeout(client.open(), 10000, 'open');
+  try {
+    const twin = await withTimeout(client.getTwin(), 10000, 'getTwin');
+    const seen = [];
+    twin.on('properties.desired', (d) => seen.push(d));
+    await server.kill();
+    await server.start();
+    registry = Registry.fromConnectionString(server.ownerCs());
+    await waitFor(async () => (await registry.get('x5-1')).responseBody.connectionState === 'Connected', 30000,
+      'the SDK to reconnect with its certificate');
+    await registry.updateTwin('x5-1', { properties: { desired: { after: 'kill' } } }, '*');
+    await waitFor(() => seen.some((d) => d.after === 'kill'), 10000, 'the desired change after the restart');
+    const kept = await rest(server.ownerCs(), 'GET', '/certificates/k-root?api-version=2021-04-12');
+    assert.equal(kept.status, 200);
+    assert.equal(kept.body.etag, put.body.etag);
+  } finally {
+    await client.close().catch(() => {});
+  }
+});
