@@ -119,7 +119,7 @@ const struct alloc_hub *alloc_hashed(const char *registration_id,
 /* The record is redacted by enrollment_redacted (no key material leaves
  * the DPS); payload is shared by reference, the rest is copied. */
 json_t *alloc_webhook_request(const json_t *record, enum enrollment_kind kind,
-                              const char *registration_id, const json_t *payload,
+                              const json_t *attested, const char *registration_id, const json_t *payload,
                               const char *current_hub, const char *current_device,
                               const struct alloc_hub *const *candidates, size_t n)
 {
@@ -133,7 +133,8 @@ json_t *alloc_webhook_request(const json_t *record, enum enrollment_kind kind,
 	const char *type = enrollment_attestation_type(record);
 	if (type && (strcmp(type, "symmetricKey") == 0 || strcmp(type, "x509") == 0 ||
 	             strcmp(type, "tpm") == 0))
-		json_object_set_new(ctx, type, json_object());
+		json_object_set_new(ctx, type,
+		                    attested ? json_deep_copy(attested) : json_object());
 	if (payload)
 		json_object_set(ctx, "payload", (json_t *)payload);
 	if (current_hub)

@@ -34,12 +34,16 @@ const struct alloc_hub *alloc_hashed(const char *registration_id,
 
 /* The AllocationRequest body sent to the webhook:
  *   {"individualEnrollment"|"enrollmentGroup": <record without keys>,
- *    "deviceRuntimeContext": {"registrationId", "symmetricKey":{} | "x509":{} |
+ *    "deviceRuntimeContext": {"registrationId", "symmetricKey":{} | "x509":{..} |
  *        "tpm":{}, "payload": <device payload, when given>,
  *        "currentIotHubHostName", "currentDeviceId" (re-registration only)},
  *    "linkedHubs": [<candidate hub names>]}
- * payload, current_hub and current_device may be NULL. Caller owns. */
+ * attested: what the attestation proved, the value of its member (for x509
+ * the X509RegistrationResult: certificateInfo, enrollmentGroupId,
+ * signingCertificateInfo), NULL = {}. payload, current_hub and
+ * current_device may be NULL. Caller owns. */
 json_t *alloc_webhook_request(const json_t *record, enum enrollment_kind kind,
+                              const json_t *attested,
 			      const char *registration_id, const json_t *payload,
 			      const char *current_hub, const char *current_device,
 			      const struct alloc_hub *const *candidates, size_t n);

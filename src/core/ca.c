@@ -2,6 +2,8 @@
 #include "core/ca.h"
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509_vfy.h>
 #include <stdio.h>
@@ -38,8 +40,27 @@ X509 *ca_parse(const char *text, size_t n)
 	return x;
 }
 
-/* The certificate as PEM text (what records keep). */
-static char *pem_of(X509 *x)
+int ca_parse_chain(const char *pem, X509 **leaf, STACK_OF(X509) **rest)
+{
+	*leaf = NULL;
+	*rest = NULL;
+	BIO *bio = pem ? BIO_new_mem_buf(pem, -1) : NULL;
+	STACK_OF(X509) *all = sk_X509_new_null();
+	X509 *x;
+	while (bio && all && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+		sk_X509_push(all, x);
+	ERR_clear_error(); /* the end of the text reads as an error */
+	BIO_free(bio);
+	if (!all || sk_X509_num(all) == 0) {
+		sk_X509_free(all);
+		return FH_EINVAL;
+	}
+	*leaf = sk_X509_shift(all);
+	*rest = all;
+	return 0;
+}
+
+char *ca_pem(X509 *x)
 {
 	BIO *bio = BIO_new(BIO_s_mem());
 	char *out = NULL;
@@ -77,6 +98,27 @@ static void time_text(const ASN1_TIME *t, char out[32])
 		snprintf(out, 32, "0001-01-01T00:00:00Z");
 }
 
+json_t *ca_cert_info(X509 *x)
+{
+	char sha1[41], sha256[65], subject[512], issuer[512], from[32], to[32], serial[128] = "";
+	if (x509_thumbprints(x, sha1, sha256) != 0)
+		return NULL;
+	name_text(X509_get_subject_name(x), subject, sizeof subject);
+	name_text(X509_get_issuer_name(x), issuer, sizeof issuer);
+	time_text(X509_get0_notBefore(x), from);
+	time_text(X509_get0_notAfter(x), to);
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+	char *hex = bn ? BN_bn2hex(bn) : NULL;
+	if (hex)
+		snprintf(serial, sizeof serial, "%s", hex);
+	OPENSSL_free(hex);
+	BN_free(bn);
+	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "subjectName", subject,
+			 "sha1Thumbprint", sha1, "sha256Thumbprint", sha256, "issuerName", issuer,
+			 "notBeforeUtc", from, "notAfterUtc", to, "serialNumber", serial, "version",
+			 (json_int_t)X509_get_version(x) + 1);
+}
+
 static json_t *props(const json_t *rec)
 {
 	return json_object_get(rec, "properties");
@@ -107,7 +149,7 @@ json_t *ca_record_build(const char *name, const char *text, size_t n, const json
 			 CA_MAX_TEXT);
 		return NULL;
 	}
-	char *pem = pem_of(x);
+	char *pem = ca_pem(x);
 	char sha1[41], sha256[65], subject[512], expiry[32];
 	if (!pem || x509_thumbprints(x, sha1, sha256) != 0) {
 		free(pem);
@@ -189,6 +231,42 @@ int ca_verify_possession(json_t *rec, const char *cert_text, size_t n, int64_t n
 	return rc;
 }
 
+int ca_apply(enum ca_change change, const char *name, const json_t *old, const char *if_match,
+	     const char *text, size_t n, int64_t now_s, const char *now_iso, json_t **out,
+	     char *msg, size_t msglen)
+{
+	*out = NULL;
+	if (!old && change != CA_PUT) {
+		snprintf(msg, msglen, "no CA certificate named '%s'", name);
+		return 404;
+	}
+	const char *etag = old ? str_or(old, "etag", NULL) : NULL;
+	if (if_match[0] && strcmp(if_match, "*") != 0 && (!etag || strcmp(etag, if_match) != 0)) {
+		snprintf(msg, msglen, "the etag in If-Match does not match the certificate");
+		return 412;
+	}
+	const char *why;
+	switch (change) {
+	case CA_PUT:
+		*out = ca_record_build(name, text, n, old, now_iso, msg, msglen);
+		return *out ? 0 : 400;
+	case CA_DELETE: return 0;
+	case CA_CODE:
+		*out = json_deep_copy(old);
+		ca_new_verification_code(*out, now_iso);
+		return 0;
+	case CA_VERIFY:
+		*out = json_deep_copy(old);
+		if (ca_verify_possession(*out, text, n, now_s, now_iso, &why) == 0)
+			return 0;
+		json_decref(*out);
+		*out = NULL;
+		snprintf(msg, msglen, "%s", why);
+		return 400;
+	}
+	return 400;
+}
+
 json_t *ca_render(const json_t *rec, bool with_code)
 {
 	json_t *o = json_deep_copy(rec);
@@ -207,11 +285,38 @@ const char *ca_certificate(const json_t *rec)
 	return json_string_value(json_object_get(props(rec), "certificate"));
 }
 
+int ca_collect_verified(void *arg, const char *id, const char *json)
+{
+	json_t *rec = json_loads(json, 0, NULL);
+	if (rec && ca_verified(rec) && ca_certificate(rec))
+		json_array_append_new(arg, json_string(ca_certificate(rec)));
+	json_decref(rec);
+	return 0;
+}
+
+int ca_chain_verify_pems(X509 *leaf, STACK_OF(X509) *untrusted, const json_t *pems, int max_depth,
+			 int64_t now_s, const char **why)
+{
+	size_t n = json_array_size(pems), k = 0;
+	X509 **anchors = calloc(n + 1, sizeof *anchors);
+	for (size_t i = 0; anchors && i < n; i++) {
+		const char *pem = json_string_value(json_array_get(pems, i));
+		X509 *x = pem ? ca_parse(pem, strlen(pem)) : NULL;
+		if (x)
+			anchors[k++] = x;
+	}
+	int rc = ca_chain_verify(leaf, untrusted, anchors, k, max_depth, now_s, why);
+	for (size_t i = 0; i < k; i++)
+		X509_free(anchors[i]);
+	free(anchors);
+	return rc;
+}
+
 int ca_chain_verify(X509 *leaf, STACK_OF(X509) *untrusted, X509 *const *anchors, size_t n,
 		    int max_depth, int64_t now_s, const char **why)
 {
 	if (n == 0) {
-		*why = "the hub has no verified CA certificate";
+		*why = "no verified CA certificate can vouch for it";
 		return FH_EAUTH;
 	}
 	X509_STORE *store = X509_STORE_new();
@@ -235,7 +340,7 @@ int ca_chain_verify(X509 *leaf, STACK_OF(X509) *untrusted, X509 *const *anchors,
 					   ? "the certificate is not valid yet"
 				       : e == X509_V_ERR_CERT_CHAIN_TOO_LONG
 					   ? "the certificate chain is longer than allowed"
-					   : "the certificate does not chain to a verified CA of the hub";
+					   : "the certificate does not chain to a trusted CA certificate";
 			}
 		}
 	}

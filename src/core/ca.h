@@ -25,6 +25,20 @@
 /* The certificate in text (PEM, or base64 DER), or NULL. */
 X509 *ca_parse(const char *text, size_t n);
 
+/* PEM text of several certificates: the first into *leaf, the others
+ * into *rest (a new stack, maybe empty). 0, or FH_EINVAL when there is
+ * no certificate (nothing is returned then). */
+int ca_parse_chain(const char *pem, X509 **leaf, STACK_OF(X509) **rest);
+
+/* x as PEM text (malloc'd), or NULL. */
+char *ca_pem(X509 *x);
+
+/* What Azure shows of a certificate (X509CertificateInfo): subjectName,
+ * sha1Thumbprint, sha256Thumbprint, issuerName, notBeforeUtc,
+ * notAfterUtc, serialNumber (hex), version. Names in RFC 2253 form
+ * ("CN=..,O=.."). New reference, or NULL. */
+json_t *ca_cert_info(X509 *x);
+
 /* A record for name holding the certificate text (a PUT's
  * properties.certificate), after old (NULL: new): the same certificate
  * keeps old's state; another starts unverified. NULL with err filled
@@ -43,6 +57,19 @@ void ca_new_verification_code(json_t *rec, const char *now_iso);
 int ca_verify_possession(json_t *rec, const char *cert_text, size_t n, int64_t now_s,
 			 const char *now_iso, const char **why);
 
+/* A change to the CA certificate name, as its REST API asks for it. */
+enum ca_change { CA_PUT, CA_DELETE, CA_CODE, CA_VERIFY };
+
+/* Decides change on the stored record old (NULL: none): if_match ("" for
+ * none; "*" matches anything) must be its etag; PUT builds from text[0..n)
+ * (the certificate), VERIFY checks text as the verification certificate.
+ * Returns 0 with *out the record to store (NULL for a DELETE: remove it),
+ * or the HTTP status of the refusal (404 no such record, 412 etag, 400)
+ * with msg. */
+int ca_apply(enum ca_change change, const char *name, const json_t *old, const char *if_match,
+	     const char *text, size_t n, int64_t now_s, const char *now_iso, json_t **out,
+	     char *msg, size_t msglen);
+
 /* The record as the REST API shows it (the verification code only when
  * with_code: the answer of generateVerificationCode). New reference. */
 json_t *ca_render(const json_t *rec, bool with_code);
@@ -57,5 +84,14 @@ const char *ca_certificate(const json_t *rec);
  * now_s. 0, or FH_EAUTH with *why. */
 int ca_chain_verify(X509 *leaf, STACK_OF(X509) *untrusted, X509 *const *anchors, size_t n,
 		    int max_depth, int64_t now_s, const char **why);
+
+/* A store_doc_list callback over CA records: appends the certificate
+ * (PEM) of each verified one to the JSON array arg. Returns 0. */
+int ca_collect_verified(void *arg, const char *id, const char *json);
+
+/* ca_chain_verify with the anchors given as a JSON array of PEM texts
+ * (ca_collect_verified's). */
+int ca_chain_verify_pems(X509 *leaf, STACK_OF(X509) *untrusted, const json_t *pems, int max_depth,
+			 int64_t now_s, const char **why);
 
 #endif

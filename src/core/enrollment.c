@@ -24,6 +24,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -31,6 +32,7 @@
 #include "base/enc.h"
 #include "base/err.h"
 #include "codec/sas.h"
+#include "core/ca.h"
 #include "core/registry.h"
 
 #define KEY_MIN_BYTES 16
@@ -250,8 +252,32 @@ static int tpm(enum enrollment_kind kind, const json_t *att, struct enrollment_e
 	return 0;
 }
 
-/* clientCertificates / signingCertificates: {primary: {..}, secondary?: {..}};
- * caReferences: {primary: "name", secondary?: "name"}. */
+/* One certificate of clientCertificates / signingCertificates:
+ * {"certificate": PEM or base64 DER}, stored as {"certificate": PEM,
+ * "info": X509CertificateInfo} (the info the body may carry is replaced). */
+static json_t *certificate_entry(const json_t *e, const char *path, struct enrollment_error *err)
+{
+	json_t *c = member(e, "certificate");
+	X509 *x = json_is_string(c) ? ca_parse(json_string_value(c), json_string_length(c)) : NULL;
+	char *pem = x ? ca_pem(x) : NULL;
+	json_t *info = x ? ca_cert_info(x) : NULL;
+	X509_free(x);
+	if (!pem || !info) {
+		free(pem);
+		json_decref(info);
+		fail(err, "%s.certificate must be a certificate (PEM, or the base64 of its DER, "
+		          "at most %d bytes)",
+		     path, CA_MAX_TEXT);
+		return NULL;
+	}
+	json_t *o = json_pack("{s:s,s:o}", "certificate", pem, "info", info);
+	free(pem);
+	return o;
+}
+
+/* clientCertificates / signingCertificates: {primary: {certificate},
+ * secondary?: {certificate}}; caReferences: {primary: "name",
+ * secondary?: "name"}. */
 static int x509_section(const json_t *x, const char *name, bool refs, struct enrollment_error *err,
                         json_t *out)
 {
@@ -271,9 +297,20 @@ static int x509_section(const json_t *x, const char *name, bool refs, struct enr
 		            name, refs ? "\"name\"" : "{\"certificate\":..}",
 		            refs ? "\"name\"" : "{..}");
 	json_t *o = json_object();
-	json_object_set_new(o, "primary", json_deep_copy(p));
-	if (sec)
-		json_object_set_new(o, "secondary", json_deep_copy(sec));
+	for (int i = 0; i < 2; i++) {
+		const char *slot = i ? "secondary" : "primary";
+		json_t *v = i ? sec : p;
+		if (!v)
+			continue;
+		char path[96];
+		snprintf(path, sizeof path, "attestation.x509.%s.%s", name, slot);
+		json_t *e = refs ? json_deep_copy(v) : certificate_entry(v, path, err);
+		if (!e) {
+			json_decref(o);
+			return FH_EINVAL;
+		}
+		json_object_set_new(o, slot, e);
+	}
 	json_object_set_new(out, name, o);
 	return 0;
 }

@@ -88,6 +88,7 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	d->webhook_log_age_ms =
 	    (uint64_t)(cfg->webhook_log_max_age_h ? cfg->webhook_log_max_age_h : 168) * 3600000;
 	d->max_assigning = cfg->max_assigning ? cfg->max_assigning : 10000;
+	d->x509_depth = cfg->x509_max_intermediates;
 	rate_table_init(&d->rate, &cfg->rate, cfg->rate_keys);
 	rate_table_init(&d->attest_fail, &cfg->rate, cfg->rate_keys);
 	uint32_t ar = cfg->attestation_rate ? cfg->attestation_rate : 50000;
@@ -320,6 +321,8 @@ int dps__auth_service(const struct dps *d, const char *header, int64_t now_s, un
 void dps__auth_clear(struct dps_auth *a)
 {
 	json_decref(a->record);
+	json_decref(a->x509);
+	free(a->certificates);
 	memset(a, 0, sizeof *a);
 }
 
@@ -383,16 +386,14 @@ int dps__groups_load(struct dps *d)
 	return 0;
 }
 
-/* The enrollment groups; NULL when they could not be read. */
-static json_t *groups(struct dps *d)
+json_t *dps__groups(struct dps *d)
 {
 	if (!d->groups)
 		dps__groups_load(d); /* only after a failed read at start-up */
 	return d->groups;
 }
 
-/* A failed attestation of regid: counted against its failure rate. */
-static int failed(struct dps *d, const char *regid, int64_t now_ms)
+int dps__attest_failed(struct dps *d, const char *regid, int64_t now_ms)
 {
 	rate_table_take(&d->attest_fail, regid, strlen(regid), now_ms);
 	return FH_EAUTH;
@@ -438,7 +439,7 @@ int dps__authenticate(struct dps *d, const char *regid, const char *token, size_
 		if (!rec || !key_signed(rec, ENROLLMENT_INDIVIDUAL, regid, &t, &which)) {
 			json_decref(rec);
 			*why = "signature does not match the individual enrollment's keys";
-			return failed(d, regid, now_ms);
+			return dps__attest_failed(d, regid, now_ms);
 		}
 		out->record = rec;
 		out->kind = ENROLLMENT_INDIVIDUAL;
@@ -448,7 +449,7 @@ int dps__authenticate(struct dps *d, const char *regid, const char *token, size_
 	}
 	if (rc != FH_ENOTFOUND)
 		return FH_EIO;
-	json_t *all = groups(d);
+	json_t *all = dps__groups(d);
 	if (!all)
 		return FH_EIO;
 	/* Trying every group costs up to 4 HMACs each (two keys, each derived
@@ -477,5 +478,5 @@ int dps__authenticate(struct dps *d, const char *regid, const char *token, size_
 	}
 	*why = "no enrollment matches: no individual enrollment for this registration id "
 	       "and no group key derives the signing key";
-	return failed(d, regid, now_ms);
+	return dps__attest_failed(d, regid, now_ms);
 }

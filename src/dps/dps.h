@@ -103,6 +103,7 @@ struct dps {
 	 * attestation: read at start-up, then kept in step one group at a
 	 * time (dps__group_changed). NULL = not loaded (a failed read). */
 	json_t *groups;
+	unsigned x509_depth; /* intermediates allowed in a device's chain */
 	bool stopping;
 };
 
@@ -121,6 +122,7 @@ struct dps_config {
 	struct rate_limit rate;     /* per registration id; rate 0 = none */
 	size_t rate_keys;           /* registration ids busy at once (sizes the rate table) */
 	uint32_t attestation_rate;  /* group key checks per second; 0 = 50,000 */
+	unsigned x509_max_intermediates; /* in a device's certificate chain */
 };
 
 /* Sets up the DPS (keys and id scope loaded or generated and stored; runs
@@ -159,8 +161,11 @@ bool dps_mqtt_username_matches(const struct dps *d, const char *username, size_t
 void dps_mqtt_accept(struct dps *d, struct net_conn *c, const uint8_t *pending, size_t n);
 
 /* True when an HTTPS request path belongs to the DPS: "/<idScope>/registrations/..."
- * (device API) or "/enrollments", "/enrollmentGroups", "/registrations"
- * (service API; case-insensitive). */
+ * (device API) or "/enrollments", "/enrollmentGroups", "/registrations",
+ * "/dps/certificates" (service API; case-insensitive). A hub and the DPS
+ * may share a host name (both are "localhost" by default): paths alone
+ * tell them apart, so the DPS's CA certificates are not at a hub's
+ * "/certificates". */
 bool dps_http_path_matches(const struct dps *d, const char *path);
 void dps_http_request(struct dps *d, struct http_exchange *ex);
 

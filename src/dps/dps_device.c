@@ -4,10 +4,14 @@
  * Both authenticate the registration SAS token and hand the request to the
  * operations (dps_ops.c); answers go back through a dps_reply.
  *
+ * A device proves itself with a SAS token (the MQTT password, the HTTPS
+ * Authorization header) or, without one, with its TLS client certificate
+ * (X.509 attestation, dps_x509.c).
+ *
  * MQTT session states: AWAIT_CONNECT --CONNECT ok--> CONNECTED --> CLOSED.
- * The token of the CONNECT is checked at once (CONNACK 5 when it does not
- * match any enrollment) and again on every register, so an expired token
- * or a changed enrollment key is noticed. */
+ * The token or certificate of the CONNECT is checked at once (CONNACK 5
+ * when it does not match any enrollment) and again on every register, so
+ * an expired token or certificate or a changed enrollment is noticed. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,9 +137,32 @@ static bool throttled(struct dps *d, const char *regid, struct dps_reply *r)
 	return true;
 }
 
+/* Authenticates a request for regid: with its SAS token when it has one
+ * (token[0..n)), else with the TLS client certificate of conn. */
+static int authenticate(struct dps *d, const char *regid, const char *token, size_t n,
+                        struct net_conn *conn, struct dps_auth *out, const char **why,
+                        unsigned *wait)
+{
+	int64_t now_s = clock_now_ms() / 1000;
+	if (token)
+		return dps__authenticate(d, regid, token, n, now_s, out, why, wait);
+	X509 *leaf = net_conn_peer_cert(conn);
+	*wait = 0;
+	if (!leaf) {
+		*why = "no SAS token and no client certificate";
+		return FH_EAUTH;
+	}
+	return dps__authenticate_x509(d, regid, leaf, net_conn_peer_chain(conn), now_s, out, why,
+	                              wait);
+}
+
 /* Answers a failed authentication: 503 (store), 429 with retry-after (a
- * rate of dps__authenticate), else 401. */
-static void refuse_auth(struct dps_reply *r, int rc, const char *why, unsigned wait)
+ * rate of dps__authenticate), else 401: for a SAS token without saying
+ * which check failed, for a certificate with the reason (what is wrong
+ * with a certificate is the device owner's to fix, and says nothing of
+ * any key). */
+static void refuse_auth(struct dps_reply *r, int rc, const char *why, unsigned wait,
+                        bool with_token)
 {
 	if (rc == FH_EIO) {
 		reply_error(r, 503, 503000, "the service cannot read its store; try again");
@@ -143,10 +170,14 @@ static void refuse_auth(struct dps_reply *r, int rc, const char *why, unsigned w
 		char *json = dps__error_json(429001, why);
 		r->fn(r, 429, json, wait);
 		free(json);
-	} else {
+	} else if (with_token) {
 		reply_error(r, 401, 401002,
 		            "Unauthorized: the SAS token does not match an enrollment of this "
 		            "registration id");
+	} else {
+		char msg[300];
+		snprintf(msg, sizeof msg, "Unauthorized: %s", why);
+		reply_error(r, 401, 401002, msg);
 	}
 }
 
@@ -155,8 +186,9 @@ static void refuse_auth(struct dps_reply *r, int rc, const char *why, unsigned w
 /* Register with body[0..n): {"registrationId":..,"payload":..} (both
  * optional; an empty body is no payload). */
 static void do_register(struct dps *d, const char *regid, const char *token, size_t token_len,
-                        const char *body, size_t n, const char *peer, struct dps_reply *r)
+                        struct net_conn *conn, const char *body, size_t n, struct dps_reply *r)
 {
+	const char *peer = net_conn_peer(conn);
 	json_t *payload;
 	char msg[300];
 	if (dps__wire_register_body(regid, body, n, &payload, msg, sizeof msg) != 0) {
@@ -164,16 +196,14 @@ static void do_register(struct dps *d, const char *regid, const char *token, siz
 		return;
 	}
 	struct dps_auth auth;
-	const char *why = "no SAS token";
-	unsigned wait = 0;
-	int rc = token ? dps__authenticate(d, regid, token, token_len, clock_now_ms() / 1000, &auth,
-	                                   &why, &wait)
-	               : FH_EAUTH;
+	const char *why;
+	unsigned wait;
+	int rc = authenticate(d, regid, token, token_len, conn, &auth, &why, &wait);
 	if (rc != 0) {
 		json_decref(payload);
 		log_at(LOG_INFO, "dps %s: %s: registration %s refused: %s", d->name, peer, regid,
 		       rc == FH_EIO ? "store unavailable" : why);
-		refuse_auth(r, rc, why, wait);
+		refuse_auth(r, rc, why, wait, token != NULL);
 		return;
 	}
 	if (throttled(d, regid, r)) {
@@ -214,12 +244,10 @@ static bool on_connect(struct dsession *s, const struct mqtt_connect *c)
 		return true;
 	}
 	struct dps_auth auth;
-	const char *why = "no password (SAS token) given";
-	unsigned wait = 0;
-	int rc = c->has_password
-	             ? dps__authenticate(d, regid, (const char *)c->password, c->password_len,
-	                                 clock_now_ms() / 1000, &auth, &why, &wait)
-	             : FH_EAUTH;
+	const char *why;
+	unsigned wait;
+	int rc = authenticate(d, regid, c->has_password ? (const char *)c->password : NULL,
+	                      c->password_len, s->conn, &auth, &why, &wait);
 	if (rc != 0) {
 		log_at(LOG_INFO, "dps %s: mqtt %s: refused %s: %s", d->name, peer, regid,
 		       rc == FH_EIO ? "store unavailable" : why);
@@ -230,10 +258,12 @@ static bool on_connect(struct dsession *s, const struct mqtt_connect *c)
 	}
 	dps__auth_clear(&auth);
 	snprintf(s->regid, sizeof s->regid, "%s", regid);
-	s->token = xmalloc(c->password_len + 1u);
-	memcpy(s->token, c->password, c->password_len);
-	s->token[c->password_len] = '\0';
-	s->token_len = c->password_len;
+	if (c->has_password) { /* else the certificate is checked again */
+		s->token = xmalloc(c->password_len + 1u);
+		memcpy(s->token, c->password, c->password_len);
+		s->token[c->password_len] = '\0';
+		s->token_len = c->password_len;
+	}
 	s->connected = true;
 	net_conn_set_idle_timeout(s->conn, c->keepalive ? (uint64_t)c->keepalive * 1500 : 0);
 	struct buf b = BUF_INIT;
@@ -267,8 +297,8 @@ static bool on_publish(struct dsession *s, const struct mqtt_publish *pub)
 		return false;
 	}
 	if (kind == DPS_TOPIC_REGISTER) {
-		do_register(s->d, s->regid, s->token, s->token_len, (const char *)pub->payload,
-		            pub->payload_len, peer, mqtt_reply_new(s, rid));
+		do_register(s->d, s->regid, s->token, s->token_len, s->conn,
+		            (const char *)pub->payload, pub->payload_len, mqtt_reply_new(s, rid));
 	} else if (!op[0]) {
 		reply_error(mqtt_reply_new(s, rid), 400, 400004,
 		            "the operation status request names no operationId");
@@ -386,8 +416,8 @@ void dps__device_http(struct dps *d, struct http_exchange *ex)
 	}
 	const char *auth = http_request_header(req, "Authorization");
 	if (route == DPS_PATH_REGISTER && req->verb == HTTP_VERB_PUT) {
-		do_register(d, regid, auth, auth ? strlen(auth) : 0, req->body.data, req->body.len,
-		            peer, http_reply_new(ex));
+		do_register(d, regid, auth, auth ? strlen(auth) : 0, ex->conn, req->body.data,
+		            req->body.len, http_reply_new(ex));
 		return;
 	}
 	bool is_poll = route == DPS_PATH_OPERATION && req->verb == HTTP_VERB_GET;
@@ -397,14 +427,12 @@ void dps__device_http(struct dps *d, struct http_exchange *ex)
 		return;
 	}
 	struct dps_auth a;
-	const char *why = "no Authorization header";
-	unsigned wait = 0;
-	int rc = auth ? dps__authenticate(d, regid, auth, strlen(auth), clock_now_ms() / 1000, &a,
-	                                  &why, &wait)
-	              : FH_EAUTH;
+	const char *why;
+	unsigned wait;
+	int rc = authenticate(d, regid, auth, auth ? strlen(auth) : 0, ex->conn, &a, &why, &wait);
 	if (rc != 0) {
 		log_at(LOG_INFO, "dps %s: https %s: %s refused: %s", d->name, peer, regid, why);
-		refuse_auth(http_reply_new(ex), rc, why, wait);
+		refuse_auth(http_reply_new(ex), rc, why, wait, auth != NULL);
 		return;
 	}
 	dps__auth_clear(&a);

@@ -39,6 +39,8 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "codec/sas.h"
+#include "base/x509.h"
+#include "core/ca.h"
 #include "core/registry.h"
 #include "core/twin.h"
 #include "internal.h"
@@ -46,6 +48,7 @@
 #define WEBHOOK_MAX_RESPONSE (256 * 1024)
 #define REMOTE_TIMEOUT_MS 10000
 #define HUB_API_VERSION "2021-04-12"
+#define HUB_CAS_MAX 100 /* CA certificates of a hub read for an identity */
 
 enum remote_step { STEP_READ_TWIN, STEP_PUT_DEVICE, STEP_PUT_TWIN, STEP_DELETE_OLD, STEP_COMMIT };
 
@@ -147,6 +150,10 @@ static json_t *op_doc(const struct op *o)
 				"createdDateTimeUtc", o->created);
 	if (o->payload)
 		json_object_set(doc, "payload", o->payload);
+	if (o->auth.x509) {
+		json_object_set(doc, "x509", o->auth.x509);
+		json_object_set_new(doc, "certificates", json_string(o->auth.certificates));
+	}
 	return doc;
 }
 
@@ -199,9 +206,11 @@ static void state_tail(const struct op *o, json_t *s, const char *now)
 	snprintf(etag, sizeof etag, "\"%s\"", uuid);
 	json_object_set_new(s, "lastUpdatedDateTimeUtc", json_string(now));
 	json_object_set_new(s, "etag", json_string(etag));
+	if (o->auth.x509)
+		json_object_set(s, "x509", o->auth.x509);
 	if (o->auth.kind == ENROLLMENT_GROUP) {
 		const char *type = enrollment_attestation_type(o->auth.record);
-		if (strcmp(type, "symmetricKey") == 0 || strcmp(type, "x509") == 0)
+		if (strcmp(type, "symmetricKey") == 0)
 			json_object_set_new(s, type,
 					    json_pack("{s:s}", "enrollmentGroupId",
 						      o->auth.enrollment_id));
@@ -242,6 +251,46 @@ static int twin_from_json(struct store_twin *tw, const json_t *src, const char *
 	return rc;
 }
 
+/* Whether local hub trusts the certificate the device registered with:
+ * its CN is the device id and it chains to one of the hub's verified CA
+ * certificates (then the identity is certificateAuthority, decisions.md
+ * 8). On the writer thread. */
+static bool hub_trusts(struct op *o, struct store_txn *t, const char *hub)
+{
+	X509 *leaf;
+	STACK_OF(X509) *chain;
+	if (ca_parse_chain(o->auth.certificates, &leaf, &chain) != 0)
+		return false;
+	char cn[ENROLLMENT_ID_MAX + 1];
+	json_t *cas = json_array();
+	const char *why;
+	bool ok = x509_subject_cn(leaf, cn, sizeof cn) == 0 && strcmp(cn, o->device_id) == 0 &&
+		  store_doc_list(t, STORE_CA_CERT, hub, "", "", HUB_CAS_MAX, ca_collect_verified,
+				 cas) == 0 &&
+		  ca_chain_verify_pems(leaf, chain, cas, (int)o->d->x509_depth,
+				       clock_now_ms() / 1000, &why) == 0;
+	json_decref(cas);
+	X509_free(leaf);
+	sk_X509_pop_free(chain, X509_free);
+	return ok;
+}
+
+/* The authentication of the device's identity on its hub: the enrollment's
+ * symmetric keys (o->keys), or for a certificate the CA when trusted, else
+ * the certificate's SHA-1 thumbprint. */
+static json_t *identity_auth(const struct op *o, bool trusted)
+{
+	if (!o->auth.x509)
+		return json_pack("{s:s,s:{s:s,s:s}}", "type", "sas", "symmetricKey", "primaryKey",
+				 o->keys[0], "secondaryKey", o->keys[1]);
+	if (trusted)
+		return json_pack("{s:s}", "type", "certificateAuthority");
+	const char *sha1 = json_string_value(json_object_get(
+		json_object_get(o->auth.x509, "certificateInfo"), "sha1Thumbprint"));
+	return json_pack("{s:s,s:{s:s}}", "type", "selfSigned", "x509Thumbprint",
+			 "primaryThumbprint", sha1 ? sha1 : "");
+}
+
 /* The local half of an assignment, on the writer thread. */
 static int assign_local(struct op *o, struct store_txn *t, const char *now)
 {
@@ -254,9 +303,8 @@ static int assign_local(struct op *o, struct store_txn *t, const char *now)
 	json_t *existing = existed ? json_loads(dev.json, 0, NULL) : NULL;
 	/* No "status": a new device is enabled, an existing one keeps the
 	 * status its operator gave it on the hub. */
-	json_t *body = json_pack("{s:s,s:{s:s,s:{s:s,s:s}}}", "deviceId", o->device_id,
-				 "authentication", "type", "sas", "symmetricKey", "primaryKey",
-				 o->keys[0], "secondaryKey", o->keys[1]);
+	json_t *body = json_pack("{s:s,s:o}", "deviceId", o->device_id, "authentication",
+				 identity_auth(o, o->auth.x509 && hub_trusts(o, t, hub)));
 	json_t *caps = json_object_get(o->auth.record, "capabilities");
 	if (caps)
 		json_object_set(body, "capabilities", caps);
@@ -589,10 +637,8 @@ static void remote_next(struct op *o)
 		case STEP_PUT_DEVICE:
 			if (!o->target->local) {
 				/* No "status", as for a local hub. */
-				json_t *b = json_pack(
-					"{s:s,s:{s:s,s:{s:s,s:s}}}", "deviceId", o->device_id,
-					"authentication", "type", "sas", "symmetricKey", "primaryKey",
-					o->keys[0], "secondaryKey", o->keys[1]);
+				json_t *b = json_pack("{s:s,s:o}", "deviceId", o->device_id,
+						      "authentication", identity_auth(o, false));
 				remote_call(o, o->target, "PUT", "devices", b);
 				json_decref(b);
 				return;
@@ -660,7 +706,7 @@ static void assign(struct op *o, const char *hub)
 		       "dps %s: %s: previous hub %s is no longer linked; its twin cannot be "
 		       "migrated, the initial twin is used",
 		       d->name, o->regid, prev_hub);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; !o->auth.x509 && i < 2; i++)
 		if (enrollment_device_key(o->auth.record, o->auth.kind, o->regid,
 					  i ^ o->auth.key_index, o->keys[i]) != 0) {
 			fail(o, 400007, "the enrollment has no symmetric keys for the device");
@@ -770,7 +816,8 @@ static void call_webhook(struct op *o)
 	const char *cur_dev = NULL;
 	if (cur_hub)
 		cur_dev = json_string_value(json_object_get(o->prev, "deviceId"));
-	json_t *req = alloc_webhook_request(o->auth.record, o->auth.kind, o->regid, o->payload,
+	json_t *req = alloc_webhook_request(o->auth.record, o->auth.kind, o->auth.x509, o->regid,
+					    o->payload,
 					    cur_hub, cur_dev, c, n);
 	char *body = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
@@ -1062,6 +1109,12 @@ static void resume_one(struct dps *d, const char *key, json_t *doc)
 	o->auth.key_index = (int)json_integer_value(json_object_get(doc, "keyIndex")) & 1;
 	json_t *p = json_object_get(doc, "payload");
 	o->payload = p ? json_incref(p) : NULL;
+	json_t *x509 = json_object_get(doc, "x509");
+	const char *certs = json_string_value(json_object_get(doc, "certificates"));
+	if (json_is_object(x509) && certs) {
+		o->auth.x509 = json_incref(x509);
+		o->auth.certificates = xstrdup(certs);
+	}
 	const char *created = json_string_value(json_object_get(doc, "createdDateTimeUtc"));
 	snprintf(o->created, sizeof o->created, "%s", created ? created : "");
 	char *text = NULL;

@@ -1,8 +1,9 @@
 /* The DPS service REST API (protocol.md §7, as npm
  * azure-iot-provisioning-service uses it): individual enrollments,
  * enrollment groups, registration states, queries with paging, bulk
- * operations, attestation mechanisms, and fleethub's webhook call log
- * (GET /registrations/{id}/webhookcalls).
+ * operations, attestation mechanisms, fleethub's webhook call log
+ * (GET /registrations/{id}/webhookcalls) and its CA certificates
+ * (/dps/certificates, dps_ca.c).
  *
  * One table row per operation (method, path pattern, handler, right); the
  * dispatcher authenticates once. Changes run as store jobs and are answered
@@ -680,6 +681,36 @@ static void bulk(struct req *r)
 	store_submit(r->d->store, bulk_work, bulk_done, j);
 }
 
+static void ca_list(struct req *r)
+{
+	dps__ca_list(r->d, r->ex);
+}
+
+static void ca_get(struct req *r)
+{
+	dps__ca_get(r->d, r->ex, r->id);
+}
+
+static void ca_put(struct req *r)
+{
+	dps__ca_change(r->d, r->ex, r->id, CA_PUT);
+}
+
+static void ca_delete(struct req *r)
+{
+	dps__ca_change(r->d, r->ex, r->id, CA_DELETE);
+}
+
+static void ca_code(struct req *r)
+{
+	dps__ca_change(r->d, r->ex, r->id, CA_CODE);
+}
+
+static void ca_verify(struct req *r)
+{
+	dps__ca_change(r->d, r->ex, r->id, CA_VERIFY);
+}
+
 static const struct route routes[] = {
 	{HTTP_VERB_POST, "/enrollments/query", enrollment_query, DPS_RIGHT_ENROLLMENT_READ},
 	{HTTP_VERB_POST, "/enrollments", bulk, DPS_RIGHT_ENROLLMENT_WRITE},
@@ -703,9 +734,17 @@ static const struct route routes[] = {
 	 DPS_RIGHT_REGISTRATION_WRITE},
 	{HTTP_VERB_GET, "/registrations/{r}/webhookcalls", webhook_calls,
 	 DPS_RIGHT_REGISTRATION_READ},
+	{HTTP_VERB_GET, "/dps/certificates", ca_list, DPS_RIGHT_ENROLLMENT_READ},
+	{HTTP_VERB_GET, "/dps/certificates/{c}", ca_get, DPS_RIGHT_ENROLLMENT_READ},
+	{HTTP_VERB_PUT, "/dps/certificates/{c}", ca_put, DPS_RIGHT_SERVICE_CONFIG},
+	{HTTP_VERB_DELETE, "/dps/certificates/{c}", ca_delete, DPS_RIGHT_SERVICE_CONFIG},
+	{HTTP_VERB_POST, "/dps/certificates/{c}/generateVerificationCode", ca_code,
+	 DPS_RIGHT_SERVICE_CONFIG},
+	{HTTP_VERB_POST, "/dps/certificates/{c}/verify", ca_verify, DPS_RIGHT_SERVICE_CONFIG},
 };
 
-/* {r}: a registration id, {g}: an enrollment group id. */
+/* {r}: a registration id, {g}: an enrollment group id, {c}: a CA
+ * certificate's name (as a group id). */
 static bool dps_id_valid(const char *name, const char *id)
 {
 	return name[1] == 'r' ? enrollment_regid_valid(id) : enrollment_groupid_valid(id);
@@ -731,7 +770,8 @@ bool dps_http_path_matches(const struct dps *d, const char *path)
 {
 	return dps__wire_is_device_path(d->id_scope, path) || starts_with_segment(path, "/enrollments") ||
 	       starts_with_segment(path, "/enrollmentGroups") ||
-	       starts_with_segment(path, "/registrations");
+	       starts_with_segment(path, "/registrations") ||
+	       starts_with_segment(path, "/dps/certificates");
 }
 
 void dps_http_request(struct dps *d, struct http_exchange *ex)

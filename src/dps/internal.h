@@ -3,9 +3,11 @@
 #define FH_DPS_INTERNAL_H
 
 #include <jansson.h>
+#include <openssl/x509.h>
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "core/ca.h"
 #include "core/enrollment.h"
 #include "dps.h"
 
@@ -15,13 +17,19 @@
 int dps__auth_service(const struct dps *d, const char *header, int64_t now_s, unsigned *rights,
                       const char **why);
 
-/* What a device proved with its registration SAS token: the enrollment
- * whose symmetric key signed it. */
+/* What a device proved: the enrollment whose symmetric key signed its
+ * registration SAS token, or that its client certificate matched. */
 struct dps_auth {
 	json_t *record; /* the enrollment record, owned */
 	enum enrollment_kind kind;
 	char enrollment_id[ENROLLMENT_ID_MAX + 1];
-	int key_index; /* 0 primary, 1 secondary */
+	int key_index; /* symmetric keys: 0 primary, 1 secondary */
+	/* X.509 only (else NULL): the X509RegistrationResult (certificateInfo,
+	 * enrollmentGroupId, signingCertificateInfo) the registration state and
+	 * the webhook show, and the device's certificate and the chain it sent
+	 * as PEM text, to decide the identity on the hub it is assigned to. */
+	json_t *x509;
+	char *certificates;
 };
 
 /* The enrollment groups are kept parsed for attestation (struct
@@ -32,6 +40,12 @@ struct dps_auth {
 void dps__group_changed(struct dps *d, const char *id, const json_t *record);
 /* Reads every group (at start-up: the loop is not serving yet). */
 int dps__groups_load(struct dps *d);
+/* The enrollment groups ({id: record}), read again when the start-up read
+ * failed; NULL when they cannot be read. */
+json_t *dps__groups(struct dps *d);
+/* Counts a failed attestation against regid's failure rate; returns
+ * FH_EAUTH. */
+int dps__attest_failed(struct dps *d, const char *regid, int64_t now_ms);
 /* Checks token[0..n) (sr = "<idScope>/registrations/<regid>") against the
  * individual enrollment of regid, else against every enrollment group
  * (keys derived per registration id). Cheap checks come before any HMAC:
@@ -44,6 +58,17 @@ int dps__groups_load(struct dps *d);
 int dps__authenticate(struct dps *d, const char *regid, const char *token, size_t n, int64_t now_s,
                       struct dps_auth *out, const char **why, unsigned *retry_after);
 void dps__auth_clear(struct dps_auth *a);
+
+/* X.509 attestation (dps_x509.c, decisions.md 7): leaf (the TLS client
+ * certificate, its CN the registration id) and chain (the certificates the
+ * device sent after it, may be NULL) against the individual enrollment of
+ * regid, else the x509 enrollment group whose signing certificate or
+ * verified CA (caReferences, this DPS's CA certificates) is nearest the
+ * leaf, with at most d->x509_depth intermediates, all valid at now_s.
+ * Returns as dps__authenticate. */
+int dps__authenticate_x509(struct dps *d, const char *regid, X509 *leaf, STACK_OF(X509) *chain,
+                           int64_t now_s, struct dps_auth *out, const char **why,
+                           unsigned *retry_after);
 
 /* An answer to a device request, sent by whoever made the request (MQTT
  * session or HTTPS exchange). fn sends status and the JSON body (with
@@ -82,6 +107,14 @@ void dps__calls_sweep(struct dps *d);
 /* The sweep's timer, started by dps_init and closed by dps_shutdown. */
 void dps__calls_start(struct dps *d);
 void dps__calls_stop(struct dps *d);
+
+/* The DPS's CA certificates over HTTPS (dps_ca.c): a change (PUT,
+ * DELETE, a verification code, a proof of possession) to name, one read,
+ * the list. */
+void dps__ca_change(struct dps *d, struct http_exchange *ex, const char *name,
+                    enum ca_change op);
+void dps__ca_get(struct dps *d, struct http_exchange *ex, const char *name);
+void dps__ca_list(struct dps *d, struct http_exchange *ex);
 
 /* The device API over HTTPS (dps_device.c). */
 void dps__device_http(struct dps *d, struct http_exchange *ex);

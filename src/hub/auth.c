@@ -64,8 +64,9 @@ int hub__auth_device(const struct hub *h, const char *device_id, const json_t *i
 	return FH_EAUTH;
 }
 
-int hub__auth_device_x509(const char *device_id, const json_t *identity, X509 *leaf,
-			  STACK_OF(X509) *chain, const json_t *cas, int64_t now_s, const char **why)
+int hub__auth_device_x509(const struct hub *h, const char *device_id, const json_t *identity,
+			  X509 *leaf, STACK_OF(X509) *chain, const json_t *cas, int64_t now_s,
+			  const char **why)
 {
 	const char *type = registry_auth_type(identity);
 	if (strcmp(type, "selfSigned") == 0) {
@@ -89,20 +90,7 @@ int hub__auth_device_x509(const char *device_id, const json_t *identity, X509 *l
 		*why = "the client certificate's subject CN is not the device id";
 		return FH_EAUTH;
 	}
-	size_t n = json_array_size(cas);
-	X509 **anchors = calloc(n + 1, sizeof *anchors);
-	size_t k = 0;
-	for (size_t i = 0; anchors && i < n; i++) {
-		const char *pem = json_string_value(json_array_get(cas, i));
-		X509 *x = pem ? ca_parse(pem, strlen(pem)) : NULL;
-		if (x)
-			anchors[k++] = x;
-	}
-	int rc = ca_chain_verify(leaf, chain, anchors, k, HUB_X509_MAX_DEPTH, now_s, why);
-	for (size_t i = 0; i < k; i++)
-		X509_free(anchors[i]);
-	free(anchors);
-	return rc;
+	return ca_chain_verify_pems(leaf, chain, cas, (int)h->x509_depth, now_s, why);
 }
 
 int hub__auth_service(const struct hub *h, const char *header, int64_t now_s, unsigned *rights,

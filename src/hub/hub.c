@@ -60,6 +60,7 @@ int hub_init(struct hub *h, const char *name, const char *owner_key, struct stor
 	h->limits = twin_limits_default;
 	h->max_packet = max_packet;
 	h->max_inflight = 64;
+	h->x509_depth = 8;
 	sessions_init(&h->sessions);
 	for (int i = 0; i < HUB_NPOLICIES; i++) {
 		h->policies[i].name = policy_table[i].name;
@@ -86,9 +87,10 @@ void hub_add_alias(struct hub *h, const char *alias)
 }
 
 void hub_set_limits(struct hub *h, unsigned max_inflight, const struct rate_limit *rate,
-		    size_t devices)
+		    size_t devices, unsigned x509_max_intermediates)
 {
 	h->max_inflight = max_inflight;
+	h->x509_depth = x509_max_intermediates;
 	rate_table_free(&h->rate);
 	rate_table_init(&h->rate, rate, devices);
 }

@@ -45,6 +45,7 @@ struct hub {
 	struct twin_limits limits;
 	size_t max_packet;           /* largest MQTT packet accepted */
 	unsigned max_inflight;       /* twin operations in flight per session */
+	unsigned x509_depth;         /* intermediates allowed in a device's chain */
 	struct rate_table rate;      /* per-device request rate (twin operations) */
 	struct hub_sessions sessions; /* live and durable device sessions */
 	struct device_events *events; /* raised after identity changes; borrowed */
@@ -68,9 +69,11 @@ int hub_init(struct hub *h, const char *name, const char *owner_key, struct stor
 void hub_add_alias(struct hub *h, const char *alias);
 /* Overload limits: twin operations in flight per MQTT session (default 64),
  * and each device's request rate (default none). devices sizes the rate
- * table: how many devices may be busy at once (say max_connections). */
+ * table: how many devices may be busy at once (say max_connections).
+ * x509_max_intermediates bounds a certificateAuthority device's chain
+ * (default 8). */
 void hub_set_limits(struct hub *h, unsigned max_inflight, const struct rate_limit *rate,
-		    size_t devices);
+		    size_t devices, unsigned x509_max_intermediates);
 /* Closes every live session (before the store closes: their last
  * answers are queued). */
 void hub_shutdown(struct hub *h);

@@ -21,12 +21,12 @@ int hub__auth_device(const struct hub *h, const char *device_id, const json_t *i
  * or secondary thumbprint (SHA-1 or SHA-256, any case) and validity; a
  * "certificateAuthority" device's subject CN equal to device_id and a
  * chain to one of cas (PEM texts of the hub's verified CA certificates)
- * within HUB_X509_MAX_DEPTH, all valid at now_s. Returns 0 or FH_EAUTH
- * with *why. */
-#define HUB_X509_MAX_DEPTH 8
+ * with at most h->x509_depth intermediates, all valid at now_s. Returns 0
+ * or FH_EAUTH with *why. */
 #define HUB_MAX_CAS 100
-int hub__auth_device_x509(const char *device_id, const json_t *identity, X509 *leaf,
-			  STACK_OF(X509) *chain, const json_t *cas, int64_t now_s, const char **why);
+int hub__auth_device_x509(const struct hub *h, const char *device_id, const json_t *identity,
+			  X509 *leaf, STACK_OF(X509) *chain, const json_t *cas, int64_t now_s,
+			  const char **why);
 
 /* Verifies a service SAS (an Authorization header value) and returns the
  * rights of its policy. Returns 0 or FH_EAUTH with *why. */

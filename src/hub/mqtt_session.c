@@ -231,15 +231,6 @@ struct connect_job {
 	json_t *cas; /* a certificateAuthority device: the hub's verified CAs (PEM) */
 };
 
-static int collect_ca(void *arg, const char *id, const char *json)
-{
-	json_t *rec = json_loads(json, 0, NULL);
-	if (rec && ca_verified(rec) && ca_certificate(rec))
-		json_array_append_new(arg, json_string(ca_certificate(rec)));
-	json_decref(rec);
-	return 0;
-}
-
 /* Step 2, inside a store read: touches only the job and the txn. */
 static int connect_load(void *arg, struct store_txn *t)
 {
@@ -256,7 +247,7 @@ static int connect_load(void *arg, struct store_txn *t)
 	snprintf(j->generation, sizeof j->generation, "%s", gen ? gen : "");
 	if (!j->password && strcmp(registry_auth_type(j->identity), "certificateAuthority") == 0) {
 		j->cas = json_array();
-		rc = store_doc_list(t, STORE_CA_CERT, j->h->name, "", "", HUB_MAX_CAS, collect_ca,
+		rc = store_doc_list(t, STORE_CA_CERT, j->h->name, "", "", HUB_MAX_CAS, ca_collect_verified,
 				    j->cas);
 		if (rc != 0)
 			return rc;
@@ -285,7 +276,7 @@ static void connect_finish(struct hub_session *s, struct connect_job *j, int rc)
 		rc = hub__auth_device(h, j->device_id, j->identity, j->password, j->password_len,
 				      now_s, &why);
 	else
-		rc = leaf ? hub__auth_device_x509(j->device_id, j->identity, leaf,
+		rc = leaf ? hub__auth_device_x509(h, j->device_id, j->identity, leaf,
 						  net_conn_peer_chain(s->conn), j->cas, now_s, &why)
 			  : FH_EAUTH;
 	if (rc != 0) {

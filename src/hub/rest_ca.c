@@ -14,6 +14,7 @@
  * in one transaction). A verified CA is trusted for certificateAuthority
  * devices at their next CONNECT; deleting it stops that at once for new
  * connections. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/clock.h"
@@ -24,28 +25,20 @@
 
 #define CA_LIST_MAX 100
 
-enum ca_op { CA_PUT, CA_DELETE, CA_CODE, CA_VERIFY };
-
 struct ca_job {
 	struct http_exchange *ex;
 	char hub[256];
 	char name[REGISTRY_ID_MAX + 1];
 	char if_match[128];
 	char now[32];
-	enum ca_op op;
+	enum ca_change op;
 	char *text; /* PUT: the certificate; VERIFY: the verification certificate */
 	size_t text_len;
 	/* results */
 	json_t *rec;
-	int status; /* an error decided in work */
+	int status; /* a refusal decided in work */
 	char error[300];
 };
-
-static void job_error(struct ca_job *j, int status, const char *msg)
-{
-	j->status = status;
-	snprintf(j->error, sizeof j->error, "%s", msg);
-}
 
 static int ca_work(void *arg, struct store_txn *t)
 {
@@ -58,46 +51,13 @@ static int ca_work(void *arg, struct store_txn *t)
 	free(json);
 	if (rc == 0 && !old)
 		return FH_EIO;
-	if (!old && j->op != CA_PUT) {
-		job_error(j, 404, "no such CA certificate");
-		return 0;
-	}
-	const char *etag = old ? json_string_value(json_object_get(old, "etag")) : NULL;
-	if (j->if_match[0] && strcmp(j->if_match, "*") != 0 &&
-	    (!etag || strcmp(etag, j->if_match) != 0)) {
-		job_error(j, 412, "the etag in If-Match does not match the certificate");
-		json_decref(old);
-		return 0;
-	}
-	const char *why = NULL;
-	char err[200];
-	switch (j->op) {
-	case CA_PUT:
-		j->rec = ca_record_build(j->name, j->text, j->text_len, old, j->now, err, sizeof err);
-		if (!j->rec)
-			job_error(j, 400, err);
-		break;
-	case CA_DELETE:
-		rc = store_doc_delete(t, STORE_CA_CERT, j->hub, j->name);
-		json_decref(old);
-		return rc;
-	case CA_CODE:
-		j->rec = json_incref(old);
-		ca_new_verification_code(j->rec, j->now);
-		break;
-	case CA_VERIFY:
-		j->rec = json_incref(old);
-		if (ca_verify_possession(j->rec, j->text, j->text_len, clock_now_ms() / 1000, j->now,
-					 &why) != 0) {
-			job_error(j, 400, why);
-			json_decref(j->rec);
-			j->rec = NULL;
-		}
-		break;
-	}
+	j->status = ca_apply(j->op, j->name, old, j->if_match, j->text, j->text_len,
+			     clock_now_ms() / 1000, j->now, &j->rec, j->error, sizeof j->error);
 	json_decref(old);
-	if (!j->rec)
+	if (j->status)
 		return 0;
+	if (j->op == CA_DELETE)
+		return store_doc_delete(t, STORE_CA_CERT, j->hub, j->name);
 	char *text = json_dumps(j->rec, JSON_COMPACT);
 	rc = store_doc_put(t, STORE_CA_CERT, j->hub, j->name, text);
 	free(text);
@@ -110,8 +70,7 @@ static void ca_done(void *arg, int rc)
 	if (rc != 0) {
 		rest__respond_store_error(j->ex, rc, j->name, true);
 	} else if (j->status == 404) {
-		rest__respond_error(j->ex, 404, "CertificateNotFound", 404001,
-			      "no CA certificate named '%s'", j->name);
+		rest__respond_error(j->ex, 404, "CertificateNotFound", 404001, "%s", j->error);
 	} else if (j->status) {
 		rest__respond_error(j->ex, j->status,
 			      j->status == 412 ? "PreconditionFailed" : "ArgumentInvalid",
@@ -131,7 +90,7 @@ static void ca_done(void *arg, int rc)
 }
 
 /* Queues op on the {name} of a; text: the certificate of a PUT or VERIFY. */
-static void ca_submit(struct route_args *a, enum ca_op op, const char *text, size_t n)
+static void ca_submit(struct route_args *a, enum ca_change op, const char *text, size_t n)
 {
 	struct ca_job *j = xcalloc(1, sizeof *j);
 	j->ex = a->ex;

@@ -108,6 +108,11 @@ static const struct setting settings[] = {
      "MiB of request bodies queued for the store at most, as max_write_backlog\n"
      "(1..65536).",
      SRV(max_write_backlog_mb)},
+    {SCOPE_SERVER, "x509_max_intermediates", SET_UINT, 0, 16, "8",
+     "Most intermediate CA certificates between a device certificate and the\n"
+     "CA certificate it is trusted through (a hub's CA, an enrollment group's\n"
+     "signing certificate or CA), at the hubs and the DPS (0..16).",
+     SRV(x509_max_intermediates)},
     {SCOPE_SERVER, "query_indexes", SET_LIST, 0, 0, NULL,
      "Twin paths that twin queries compare often, comma-separated, e.g.\n"
      "tags.plant, properties.reported.temperature: each gets an index, so that\n"

@@ -77,6 +77,7 @@ struct config {
 	unsigned device_request_burst;   /* 2000 */
 	unsigned max_write_backlog;      /* 20000 store jobs */
 	unsigned max_write_backlog_mb;   /* 64 MiB of request bodies */
+	unsigned x509_max_intermediates; /* 8: CA certificates between a device's and its anchor */
 	char *query_indexes;             /* twin paths to index, comma-separated */
 	struct config_hub *hubs;
 	size_t nhubs;

@@ -455,6 +455,7 @@ static int setup_dps(char *err, size_t errlen)
 		.attestation_rate = c->attestation_rate,
 		.rate = device_rate(),
 		.rate_keys = srv.cfg.max_connections,
+		.x509_max_intermediates = srv.cfg.x509_max_intermediates,
 	};
 	if (dps_init(srv.dps, &dc, srv.store, srv.loop, (size_t)srv.cfg.max_packet_kb * 1024, err,
 		     errlen) != 0)
@@ -682,7 +683,8 @@ static int serve(const char *config_path, const char *data_dir)
 			return fail_serve(err);
 		}
 		struct rate_limit rate = device_rate();
-		hub_set_limits(h, srv.cfg.max_inflight, &rate, srv.cfg.max_connections);
+		hub_set_limits(h, srv.cfg.max_inflight, &rate, srv.cfg.max_connections,
+			       srv.cfg.x509_max_intermediates);
 		add_ip_aliases(h, &srv.cfg.hubs[i].mqtt_listen);
 		add_ip_aliases(h, &srv.cfg.hubs[i].https_listen);
 		hub_listen_events(h, &srv.events);

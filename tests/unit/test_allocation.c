@@ -200,7 +200,7 @@ static void test_webhook_request(void **state)
 	                           "\"apiVersion\":\"2021-10-01\"}");
 	const struct alloc_hub *c[] = {&linked[1], &linked[0]};
 	json_t *payload = parse("{\"modelId\":\"toaster\"}");
-	json_t *req = alloc_webhook_request(rec, ENROLLMENT_GROUP, "dev-1", payload,
+	json_t *req = alloc_webhook_request(rec, ENROLLMENT_GROUP, NULL, "dev-1", payload,
 	                                    "hub1.example.test", "dev-1-id", c, 2);
 	char *text = json_dumps(req, JSON_COMPACT);
 	assert_null(strstr(text, GROUP_KEY)); /* no key material */
@@ -233,7 +233,7 @@ static void test_webhook_request(void **state)
 	json_decref(req);
 
 	/* first registration: no current hub or device, no payload */
-	req = alloc_webhook_request(rec, ENROLLMENT_GROUP, "dev-1", NULL, NULL, NULL, c, 2);
+	req = alloc_webhook_request(rec, ENROLLMENT_GROUP, NULL, "dev-1", NULL, NULL, NULL, c, 2);
 	ctx = json_object_get(req, "deviceRuntimeContext");
 	assert_int_equal(json_object_size(ctx), 2); /* registrationId, symmetricKey */
 	assert_null(json_object_get(ctx, "currentIotHubHostName"));
@@ -258,8 +258,8 @@ static void test_webhook_request(void **state)
 		snprintf(rt, sizeof rt, "{\"registrationId\":\"dev-2\",\"attestation\":%s}",
 		         kinds[i].attestation);
 		rec = parse(rt);
-		req = alloc_webhook_request(rec, ENROLLMENT_INDIVIDUAL, "dev-2", NULL, NULL, NULL,
-		                            c, 1);
+		req = alloc_webhook_request(rec, ENROLLMENT_INDIVIDUAL, NULL, "dev-2", NULL, NULL,
+		                            NULL, c, 1);
 		assert_null(json_object_get(req, "enrollmentGroup"));
 		assert_string_equal(
 		    json_string_value(json_object_get(json_object_get(req, "individualEnrollment"),
@@ -279,6 +279,17 @@ static void test_webhook_request(void **state)
 		json_decref(req);
 		json_decref(rec);
 	}
+	/* What an X.509 attestation proved goes to the webhook as it is. */
+	rec = parse("{\"registrationId\":\"dev-3\",\"attestation\":{\"type\":\"x509\"}}");
+	json_t *proved = parse("{\"certificateInfo\":{\"subjectName\":\"CN=dev-3\"},"
+	                       "\"enrollmentGroupId\":\"g\"}");
+	req = alloc_webhook_request(rec, ENROLLMENT_INDIVIDUAL, proved, "dev-3", NULL, NULL, NULL,
+	                            c, 1);
+	assert_true(json_equal(json_object_get(json_object_get(req, "deviceRuntimeContext"), "x509"),
+	                       proved));
+	json_decref(req);
+	json_decref(proved);
+	json_decref(rec);
 }
 
 /* ---- webhook response ---------------------------------------------------- */

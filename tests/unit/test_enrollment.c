@@ -14,6 +14,7 @@
 
 #include "base/enc.h"
 #include "base/err.h"
+#include "base/x509.h"
 #include "core/enrollment.h"
 
 static const char *T1 = "2026-01-01T00:00:01.000Z";
@@ -24,6 +25,26 @@ static const struct enrollment_hubs HUBS = {HUB_NAMES, 2};
 
 #define GROUP_KEY "Z3JvdXAta2V5LTAxMjM0NTY3ODlhYmNkZWYwMTIzNDU="
 #define KEY2 "c2Vjb25kYXJ5LWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE="
+
+/* Two self-signed certificates as the base64 of their DER (what the
+ * service SDK sends too), made at start-up, and their SHA-256 thumbprints. */
+static char CERT_A[2048], CERT_B[2048], SHA_A[65], SHA_B[65];
+
+static void make_cert(const char *cn, char *b64, char *sha256)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *x = x509_issue(key, cn, NULL, NULL, 30, X509_ROLE_CLIENT, NULL);
+	unsigned char *der = NULL;
+	int n = x ? i2d_X509(x, &der) : -1;
+	if (n <= 0 || B64_ENCODED_LEN((size_t)n) >= sizeof CERT_A)
+		abort();
+	b64_encode(der, (size_t)n, b64);
+	char sha1[41];
+	x509_thumbprints(x, sha1, sha256);
+	OPENSSL_free(der);
+	X509_free(x);
+	EVP_PKEY_free(key);
+}
 
 static json_t *J(const char *text)
 {
@@ -222,18 +243,31 @@ static void test_group(void **state)
 	       "\"ca1\"}}}}");
 	assert_string_equal(enrollment_attestation_type(r), "x509");
 	json_decref(r);
-	r = ok(ENROLLMENT_GROUP, "g-x509b",
-	       "{\"attestation\":{\"type\":\"x509\",\"x509\":{\"signingCertificates\":{\"primary\":"
-	       "{\"certificate\":\"MII\"},\"secondary\":{\"certificate\":\"MIJ\"}}}}}");
-	assert_string_equal(
-	    json_string_value(json_object_get(
-	        json_object_get(
-	            json_object_get(json_object_get(json_object_get(r, "attestation"), "x509"),
-	                            "signingCertificates"),
-	            "secondary"),
-	        "certificate")),
-	    "MIJ");
+	char body[8192];
+	snprintf(body, sizeof body,
+	         "{\"attestation\":{\"type\":\"x509\",\"x509\":{\"signingCertificates\":{"
+	         "\"primary\":{\"certificate\":\"%s\"},\"secondary\":{\"certificate\":\"%s\","
+	         "\"info\":{\"subjectName\":\"made up\"}}}}}}",
+	         CERT_A, CERT_B);
+	r = ok(ENROLLMENT_GROUP, "g-x509b", body);
+	json_t *sc = json_object_get(
+	    json_object_get(json_object_get(r, "attestation"), "x509"), "signingCertificates");
+	/* Each certificate is kept as PEM with its info computed (the body's
+	 * info is not believed). */
+	json_t *sec = json_object_get(sc, "secondary");
+	assert_non_null(strstr(str_at(sec, "certificate", NULL), "-----BEGIN CERTIFICATE-----"));
+	assert_string_equal(str_at(sec, "info", "sha256Thumbprint"), SHA_B);
+	assert_string_equal(str_at(sec, "info", "subjectName"), "CN=cert-b,O=fleethub");
+	assert_string_equal(str_at(sec, "info", "issuerName"), "CN=cert-b,O=fleethub");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(sec, "info"), "version")),
+	                 3);
+	assert_string_equal(str_at(json_object_get(sc, "primary"), "info", "sha256Thumbprint"),
+	                    SHA_A);
 	json_decref(r);
+	refused(ENROLLMENT_GROUP, "g-x509c",
+	        "{\"attestation\":{\"type\":\"x509\",\"x509\":{\"signingCertificates\":{"
+	        "\"primary\":{\"certificate\":\"MIIB\"}}}}}",
+	        "attestation.x509.signingCertificates.primary.certificate must be a certificate");
 }
 
 static void test_attestation_rules(void **state)
@@ -579,9 +613,12 @@ static void test_redacted(void **state)
 	json_decref(v);
 	json_decref(r);
 
-	r = ok(ENROLLMENT_INDIVIDUAL, "x-r",
-	       "{\"attestation\":{\"type\":\"x509\",\"x509\":{\"clientCertificates\":{\"primary\":"
-	       "{\"certificate\":\"MII\"}}}}}");
+	char body[4096];
+	snprintf(body, sizeof body,
+	         "{\"attestation\":{\"type\":\"x509\",\"x509\":{\"clientCertificates\":{"
+	         "\"primary\":{\"certificate\":\"%s\"}}}}}",
+	         CERT_A);
+	r = ok(ENROLLMENT_INDIVIDUAL, "x-r", body);
 	v = enrollment_redacted(r);
 	assert_true(
 	    json_equal(json_object_get(v, "attestation"), json_object_get(r, "attestation")));
@@ -634,6 +671,8 @@ static void test_device_key(void **state)
 
 int main(void)
 {
+	make_cert("cert-a", CERT_A, SHA_A);
+	make_cert("cert-b", CERT_B, SHA_B);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_individual_defaults),
 	    cmocka_unit_test(test_individual_full),

@@ -10,6 +10,7 @@ const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
 const { Http } = require('azure-iot-provisioning-device-http');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
+const { X509Security } = require('azure-iot-security-x509');
 const { withTimeout } = require('./server');
 
 const CERTS = process.env.FLEETHUB_TEST_CERTS;
@@ -32,6 +33,15 @@ async function register(idScope, transport, regId, key, payload) {
   const client = ProvisioningDeviceClient.create(host, idScope, t, new SymmetricKeySecurityClient(regId, key));
   if (payload !== undefined) client.setProvisioningPayload(payload);
   return withTimeout(client.register(), 30000, `register ${regId} over ${transport}`);
+}
+
+// Registers regId with a client certificate ({ cert, key }: PEM texts, the
+// cert possibly followed by its chain) over transport, as register does.
+async function registerX509(idScope, transport, regId, cert, payload) {
+  const [host, t] = transports[transport]();
+  const client = ProvisioningDeviceClient.create(host, idScope, t, new X509Security(regId, cert));
+  if (payload !== undefined) client.setProvisioningPayload(payload);
+  return withTimeout(client.register(), 30000, `register ${regId} over ${transport} with a certificate`);
 }
 
 // A webhook: handler(req, body) returns { status, body, delayMs } or null
@@ -94,4 +104,4 @@ class Webhook {
   }
 }
 
-module.exports = { DPS, deriveKey, register, Webhook, CERTS };
+module.exports = { DPS, deriveKey, register, registerX509, Webhook, CERTS };
