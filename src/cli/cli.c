@@ -780,35 +780,51 @@ static int device_connection_string(const struct cli_args *a, const struct targe
 	return 0;
 }
 
+/* Where the CA certificates are: a hub's, or with --dps the DPS's. */
+static const char *ca_prefix(const struct cli_args *a)
+{
+	return a->dps ? "/dps/certificates/" : "/certificates/";
+}
+
+/* The text of a PEM certificate file (at most 20,000 bytes) as a JSON
+ * string, or NULL after saying why. */
+static json_t *certificate_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char text[20000];
+	size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+	if (!f || ferror(f) || n == sizeof text - 1) {
+		fprintf(stderr, "error: cannot read %s (a PEM certificate)\n", path);
+		if (f)
+			fclose(f);
+		return NULL;
+	}
+	fclose(f);
+	text[n] = '\0';
+	json_t *s = json_string(text);
+	if (!s)
+		fprintf(stderr, "error: %s is not text\n", path);
+	return s;
+}
+
 /* ca upload: PUT the certificate, then ask for a verification code and
- * say how to prove possession; ca verify: send the proof. */
+ * say how to prove possession; ca verify: send the proof. With --dps, the
+ * DPS's CA certificates (/dps/certificates). */
 static int ca_send(const struct cli_args *a, const struct target *t, bool verify)
 {
 	if (!a->certificate) {
 		fprintf(stderr, "error: --certificate FILE is required\n");
 		return CLI_USAGE;
 	}
-	FILE *f = fopen(a->certificate, "r");
-	char text[20000];
-	size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
-	if (!f || ferror(f) || n == sizeof text - 1) {
-		fprintf(stderr, "error: cannot read %s (a PEM certificate)\n", a->certificate);
-		if (f)
-			fclose(f);
+	json_t *text = certificate_file(a->certificate);
+	if (!text)
 		return CLI_USAGE;
-	}
-	fclose(f);
-	text[n] = '\0';
-	json_t *body = verify ? json_pack("{s:s}", "certificate", text)
-			      : json_pack("{s:{s:s}}", "properties", "certificate", text);
-	char *json = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_t *body = verify ? json_pack("{s:o}", "certificate", text)
+			      : json_pack("{s:{s:o}}", "properties", "certificate", text);
+	char *json = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
-	if (!json) {
-		fprintf(stderr, "error: %s is not text\n", a->certificate);
-		return CLI_USAGE;
-	}
 	struct buf path = BUF_INIT;
-	id_path(&path, "/certificates/", a->id);
+	id_path(&path, ca_prefix(a), a->id);
 	if (verify)
 		buf_appends(&path, "/verify");
 	json_t *res = NULL;
@@ -829,9 +845,9 @@ static int ca_send(const struct cli_args *a, const struct target *t, bool verify
 				"Prove you hold the CA's key (CA.pem, CA.key): sign a certificate whose\n"
 				"subject CN is %s with it, and send it:\n"
 				"  fleethub cert verification %s --issuer CA\n"
-				"  fleethub ca verify %s --certificate %s.pem\n"
+				"  fleethub ca verify %s --certificate %s.pem%s\n"
 				"(or sign one with openssl, CN=%s, and send that)\n",
-				code, code, a->id, code, code);
+				code, code, a->id, code, a->dps ? " --dps" : "", code);
 	}
 	json_decref(res);
 	buf_free(&path);
@@ -887,12 +903,53 @@ static int twin_update(const struct cli_args *a, const struct target *t)
 
 /* ---- DPS commands ---- */
 
-/* Sets on enrollment record b what the options give. Returns false after
- * printing why when an option's value is unusable. */
-static bool apply_enrollment_options(json_t *b, const struct cli_args *a)
+/* The attestation.x509 of --certificate / --secondary-certificate (the
+ * device's own for an individual enrollment, the signing certificate of a
+ * group) or --ca-ref / --secondary-ca-ref (the DPS's CA certificates);
+ * NULL after saying why. */
+static json_t *x509_attestation(const struct cli_args *a, bool group)
+{
+	bool files = a->certificate || a->secondary_certificate;
+	bool refs = a->ca_ref || a->secondary_ca_ref;
+	if (files == refs || (files && !a->certificate) || (refs && !a->ca_ref)) {
+		fprintf(stderr, "error: X.509 attestation takes --certificate FILE [--secondary-certificate "
+		                "FILE] or --ca-ref NAME [--secondary-ca-ref NAME]\n");
+		return NULL;
+	}
+	json_t *section = json_object();
+	const char *slot[2] = {"primary", "secondary"};
+	const char *given[2] = {files ? a->certificate : a->ca_ref,
+	                        files ? a->secondary_certificate : a->secondary_ca_ref};
+	for (int i = 0; i < 2; i++) {
+		if (!given[i])
+			continue;
+		json_t *v = refs ? json_string(given[i]) : certificate_file(given[i]);
+		if (!v) {
+			json_decref(section);
+			return NULL;
+		}
+		json_object_set_new(section, slot[i],
+		                    refs ? v : json_pack("{s:o}", "certificate", v));
+	}
+	const char *name = refs ? "caReferences"
+	                   : group ? "signingCertificates" : "clientCertificates";
+	return json_pack("{s:o}", name, section);
+}
+
+/* Sets on enrollment record b (a group's when group) what the options
+ * give. Returns false after printing why when an option's value is
+ * unusable. */
+static bool apply_enrollment_options(json_t *b, const struct cli_args *a, bool group)
 {
 	if (a->device_id)
 		json_object_set_new(b, "deviceId", json_string(a->device_id));
+	if (a->certificate || a->secondary_certificate || a->ca_ref || a->secondary_ca_ref) {
+		json_t *x509 = x509_attestation(a, group);
+		if (!x509)
+			return false;
+		json_object_set_new(b, "attestation",
+		                    json_pack("{s:s,s:o}", "type", "x509", "x509", x509));
+	}
 	if (a->primary_key || a->secondary_key) {
 		json_t *att = json_object_get(b, "attestation");
 		json_t *sk = json_object_get(att, "symmetricKey");
@@ -950,7 +1007,7 @@ static json_t *enrollment_body(const struct cli_args *a, bool group)
 	                    json_string(a->disabled ? "disabled" : "enabled"));
 	json_object_set_new(b, "capabilities", json_pack("{s:b}", "iotEdge", a->edge));
 	json_object_set_new(b, "allocationPolicy", json_string("hashed"));
-	if (!apply_enrollment_options(b, a)) {
+	if (!apply_enrollment_options(b, a, group)) {
 		json_decref(b);
 		return NULL;
 	}
@@ -998,7 +1055,7 @@ static int enrollment_update(const struct cli_args *a, const struct target *t, b
 	if (!json_is_object(rec)) {
 		fprintf(stderr, "error: the server did not answer with an enrollment\n");
 		rc = CLI_REFUSED;
-	} else if (!apply_enrollment_options(rec, a) || !(text = request_text(rec))) {
+	} else if (!apply_enrollment_options(rec, a, group) || !(text = request_text(rec))) {
 		rc = CLI_USAGE;
 	} else {
 		struct buf path = BUF_INIT;
@@ -1242,7 +1299,7 @@ static bool is_dps_command(enum cli_command c)
 static int run(const struct cli_args *a)
 {
 	struct target t;
-	int rc = find_target(a, is_dps_command(a->cmd), &t);
+	int rc = find_target(a, is_dps_command(a->cmd) || a->dps, &t);
 	if (rc != 0) {
 		target_free(&t);
 		return rc;
@@ -1291,11 +1348,12 @@ static int run(const struct cli_args *a)
 	case CLI_CMD_QUERY: rc = query_run(a, &t); break;
 	case CLI_CMD_CA_UPLOAD: rc = ca_send(a, &t, false); break;
 	case CLI_CMD_CA_VERIFY: rc = ca_send(a, &t, true); break;
-	case CLI_CMD_CA_SHOW: rc = device_show(a, &t, "/certificates/"); break;
-	case CLI_CMD_CA_DELETE: rc = id_delete(a, &t, "/certificates/"); break;
+	case CLI_CMD_CA_SHOW: rc = device_show(a, &t, ca_prefix(a)); break;
+	case CLI_CMD_CA_DELETE: rc = id_delete(a, &t, ca_prefix(a)); break;
 	case CLI_CMD_CA_LIST: {
 		json_t *res = NULL;
-		rc = call(&t, "GET", "/certificates", NULL, NULL, &res);
+		rc = call(&t, "GET", a->dps ? "/dps/certificates" : "/certificates", NULL, NULL,
+		          &res);
 		if (rc == 0)
 			print_json(json_object_get(res, "value"));
 		json_decref(res);

@@ -68,7 +68,10 @@ struct cli_args {
 	const char *primary_key, *secondary_key;
 	const char *x509_thumbprint, *x509_secondary; /* a selfSigned device */
 	bool x509_ca;                                 /* a certificateAuthority device */
-	const char *certificate; /* ca upload / verify: a PEM file */
+	const char *certificate; /* ca upload / verify, enrollments: a PEM file */
+	const char *secondary_certificate;     /* enrollments: X.509 attestation */
+	const char *ca_ref, *secondary_ca_ref; /* enrollments: the DPS's CA names */
+	bool dps;                /* ca: the DPS's CA certificates, not a hub's */
 	const char *issuer, *days; /* cert: the signing CA's file prefix, validity */
 	bool disabled, edge;
 	const char *status;

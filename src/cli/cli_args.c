@@ -32,19 +32,27 @@ enum opt_bit {
 	OPT_X509 = 1 << 14, /* --x509-thumbprint --x509-secondary-thumbprint */
 	OPT_CERTIFICATE = 1 << 15,
 	OPT_CERT = 1 << 16, /* --issuer --days */
+	OPT_DPS = 1 << 17,
+	OPT_X509_ENROLL = 1 << 18, /* --secondary-certificate --ca-ref --secondary-ca-ref */
 };
 
-#define ENROLL_OPTS (OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE | OPT_ENROLL)
+#define ENROLL_OPTS                                                                                \
+	(OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_DISABLED | OPT_EDGE | OPT_ENROLL |             \
+	 OPT_CERTIFICATE | OPT_X509_ENROLL)
 #define ENROLL_USAGE                                                                               \
-	"[--primary-key K] [--secondary-key K] [--policy hashed|static|geoLatency|custom]\n"       \
-	"      [--hubs HUB,...] [--webhook URL] [--initial-twin JSON]\n"                           \
-	"      [--reprovision migrate|reset|never] [--disabled] [--edge]"
+	"[--primary-key K] [--secondary-key K]\n"                                                  \
+	"      [--certificate FILE [--secondary-certificate FILE] | --ca-ref NAME [--secondary-ca-ref NAME]]\n" \
+	"      [--policy hashed|static|geoLatency|custom] [--hubs HUB,...] [--webhook URL]\n"      \
+	"      [--initial-twin JSON] [--reprovision migrate|reset|never] [--disabled] [--edge]"
 /* update: only what is given changes */
-#define UPDATE_OPTS (OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_STATUS | OPT_ENROLL)
+#define UPDATE_OPTS                                                                                \
+	(OPT_PRIMARY_KEY | OPT_SECONDARY_KEY | OPT_STATUS | OPT_ENROLL | OPT_CERTIFICATE |          \
+	 OPT_X509_ENROLL)
 #define UPDATE_USAGE                                                                               \
-	"[--primary-key K] [--secondary-key K] [--policy hashed|static|geoLatency|custom]\n"       \
-	"      [--hubs HUB,...] [--webhook URL] [--initial-twin JSON]\n"                           \
-	"      [--reprovision migrate|reset|never] [--status enabled|disabled]"
+	"[--primary-key K] [--secondary-key K]\n"                                                  \
+	"      [--certificate FILE [--secondary-certificate FILE] | --ca-ref NAME [--secondary-ca-ref NAME]]\n" \
+	"      [--policy hashed|static|geoLatency|custom] [--hubs HUB,...] [--webhook URL]\n"      \
+	"      [--initial-twin JSON] [--reprovision migrate|reset|never] [--status enabled|disabled]"
 
 struct command {
 	const char *group, *verb; /* verb NULL: one-word command */
@@ -97,13 +105,13 @@ static const struct command commands[] = {
      "dps connection-string [--policy-name NAME]"},
     {"webhook", "calls", CLI_CMD_WEBHOOK_CALLS, true, 0, "webhook calls REGISTRATION_ID"},
     {"query", NULL, CLI_CMD_QUERY, true, OPT_TABLE, "query \"SELECT ...\" [--table]"},
-    {"ca", "upload", CLI_CMD_CA_UPLOAD, true, OPT_CERTIFICATE,
-     "ca upload NAME --certificate FILE"},
-    {"ca", "verify", CLI_CMD_CA_VERIFY, true, OPT_CERTIFICATE,
-     "ca verify NAME --certificate FILE"},
-    {"ca", "show", CLI_CMD_CA_SHOW, true, 0, "ca show NAME"},
-    {"ca", "list", CLI_CMD_CA_LIST, false, 0, "ca list"},
-    {"ca", "delete", CLI_CMD_CA_DELETE, true, 0, "ca delete NAME"},
+    {"ca", "upload", CLI_CMD_CA_UPLOAD, true, OPT_CERTIFICATE | OPT_DPS,
+     "ca upload NAME --certificate FILE [--dps]"},
+    {"ca", "verify", CLI_CMD_CA_VERIFY, true, OPT_CERTIFICATE | OPT_DPS,
+     "ca verify NAME --certificate FILE [--dps]"},
+    {"ca", "show", CLI_CMD_CA_SHOW, true, OPT_DPS, "ca show NAME [--dps]"},
+    {"ca", "list", CLI_CMD_CA_LIST, false, OPT_DPS, "ca list [--dps]"},
+    {"ca", "delete", CLI_CMD_CA_DELETE, true, OPT_DPS, "ca delete NAME [--dps]"},
     {"cert", "root", CLI_CMD_CERT_ROOT, true, OPT_CERT, "cert root NAME [--days N]"},
     {"cert", "intermediate", CLI_CMD_CERT_INTERMEDIATE, true, OPT_CERT,
      "cert intermediate NAME --issuer CA [--days N]"},
@@ -152,6 +160,10 @@ static const struct option options[] = {
     {"policy-name", OPT_POLICY_NAME, true, ARG(policy_name)},
     {"table", OPT_TABLE, false, ARG(table)},
     {"certificate", OPT_CERTIFICATE, true, ARG(certificate)},
+    {"secondary-certificate", OPT_X509_ENROLL, true, ARG(secondary_certificate)},
+    {"ca-ref", OPT_X509_ENROLL, true, ARG(ca_ref)},
+    {"secondary-ca-ref", OPT_X509_ENROLL, true, ARG(secondary_ca_ref)},
+    {"dps", OPT_DPS, false, ARG(dps)},
     {"issuer", OPT_CERT, true, ARG(issuer)},
     {"days", OPT_CERT, true, ARG(days)},
 };
@@ -222,6 +234,7 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 	const char *words[8];
 	size_t nwords = 0;
 	unsigned used = 0;
+	bool seen[NOPTIONS] = {false}; /* which options were given */
 	bool only_words = false;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -276,6 +289,7 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 			*(const char **)(void *)field = v;
 		}
 		used |= o->bit;
+		seen[o - options] = true;
 	}
 	if (nwords == 0) {
 		snprintf(err, errlen, "no command given");
@@ -323,7 +337,7 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 	}
 	unsigned extra = used & ~(c->opts | OPT_COMMON);
 	for (size_t k = 0; k < NOPTIONS; k++)
-		if (extra & options[k].bit) {
+		if (seen[k] && (extra & options[k].bit)) {
 			snprintf(err, errlen, "--%s does not apply; usage: fleethub %s",
 			         options[k].name, c->usage);
 			return -1;

@@ -11,6 +11,7 @@
 'use strict';
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const https = require('node:https');
 const path = require('node:path');
 const { Client } = require('azure-iot-device');
@@ -144,10 +145,12 @@ test('individual enrollments: the device\'s own certificate over MQTT and HTTPS,
   assert.equal((await Registry.fromConnectionString(server.ownerCs(H2)).get('x509-ind-b')).responseBody
     .authentication.x509Thumbprint.primaryThumbprint, b.sha1);
   (await hubConnect(sb, b)).close();
-  // Registering again with the same certificate gives the same identity.
-  const again = await registerX509(SCOPE, 'https', 'x509-ind-b', b);
+  // Registering again, over MQTT over WebSockets, with the same certificate
+  // gives the same identity.
+  const again = await registerX509(SCOPE, 'ws', 'x509-ind-b', b);
   assert.equal(again.deviceId, 'x509-ind-b');
-  assert.equal(again.substatus, 'initialAssignment');
+  assert.equal(again.assignedHub, H2);
+  (await hubConnect(again, b)).close();
 });
 
 test('groups: a root signing certificate over HTTPS, an intermediate as a verified DPS CA over MQTT; the identity trusts the hub\'s CA where it has one', async () => {
@@ -349,4 +352,79 @@ test('disabled: an individual enrollment, a group, a device on its hub; symmetri
     attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: key, secondaryKey: key } } });
   const sas = await register(SCOPE, 'mqtt', 'sas-beside-x509', deriveKey(key, 'sas-beside-x509'));
   assert.equal(sas.status, 'assigned');
+});
+
+test('an X.509 registration interrupted by a kill -9 is finished after the restart, with the certificate\'s identity', async () => {
+  const root = issue('k-root', 'crash root', null, true);
+  const dev = issue('k-dev', 'x509-k-dev', root, false);
+  await svc.createOrUpdateEnrollmentGroup({
+    enrollmentGroupId: 'crash-group', allocationPolicy: 'custom',
+    customAllocationDefinition: { webhookUrl: hook.url('/crash'), apiVersion: '2021-10-01' },
+    attestation: { type: 'x509', x509: { signingCertificates: { primary: { certificate: root.text } } } },
+  });
+  hook.calls = [];
+  hook.handler = () => null; // the first call hangs
+  const pending = registerX509(SCOPE, 'https', 'x509-k-dev', device(dev)).catch((e) => e);
+  await waitFor(() => hook.calls.length > 0, 10000, 'the webhook call');
+  await server.kill();
+  await pending;
+  hook.handler = (req, body) => ({ status: 200, body: { iotHubHostName: H1,
+    payload: { subject: body.deviceRuntimeContext.x509.certificateInfo.subjectName } } });
+  await server.start();
+  svc = ProvisioningServiceClient.fromConnectionString(server.dpsCs);
+  const st = await waitFor(async () => {
+    const s = (await svc.getDeviceRegistrationState('x509-k-dev').catch(() => null))?.responseBody;
+    return s?.status === 'assigned' ? s : null;
+  }, 15000, 'the resumed registration');
+  assert.deepEqual(st.payload, { subject: 'CN=x509-k-dev' }, 'the resumed call carried the certificate');
+  assert.equal(st.x509.enrollmentGroupId, 'crash-group');
+  const identity = (await Registry.fromConnectionString(server.ownerCs(H1)).get('x509-k-dev')).responseBody;
+  assert.equal(identity.authentication.x509Thumbprint.primaryThumbprint, dev.sha1);
+  (await hubConnect(st, device(dev))).close();
+});
+
+test('the CLI: a DPS CA with fleethub cert and fleethub ca --dps, an enrollment group on it, an individual enrollment by certificate; the device registers and connects', async () => {
+  const at = (name) => path.join(dir, name);
+  const cli = (...args) => {
+    const r = server.cli(args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+  cli('cert', 'root', at('walk-root'));
+  const up = cli('ca', 'upload', 'walk-root', '--certificate', at('walk-root.pem'), '--dps');
+  const code = JSON.parse(up.stdout).properties.verificationCode;
+  assert.match(up.stderr, new RegExp(`fleethub ca verify walk-root --certificate ${code}.pem --dps`));
+  cli('cert', 'verification', at(code), '--issuer', at('walk-root'));
+  const ver = cli('ca', 'verify', 'walk-root', '--certificate', at(`${code}.pem`), '--dps');
+  assert.equal(JSON.parse(ver.stdout).properties.isVerified, true);
+  assert.ok(JSON.parse(cli('ca', 'list', '--dps').stdout).some((c) => c.name === 'walk-root'));
+  assert.equal(JSON.parse(cli('ca', 'show', 'walk-root', '--dps').stdout).properties.isVerified, true);
+  assert.equal(server.cli(['ca', 'show', 'walk-root']).code, 1, 'the hub has no such CA');
+
+  const g = JSON.parse(cli('enrollment-group', 'create', 'walk-fleet', '--ca-ref', 'walk-root',
+    '--policy', 'static', '--hubs', H1).stdout);
+  assert.deepEqual(g.attestation, { type: 'x509', x509: { caReferences: { primary: 'walk-root' } } });
+  cli('cert', 'device', at('walk-sensor-1'), '--issuer', at('walk-root'));
+  const cert = { cert: fs.readFileSync(at('walk-sensor-1.pem'), 'utf8'),
+    key: fs.readFileSync(at('walk-sensor-1.key'), 'utf8') };
+  const state = await registerX509(SCOPE, 'mqtt', 'walk-sensor-1', cert);
+  assert.equal(state.assignedHub, H1);
+  const client = await hubConnect(state, cert);
+  await withTimeout(client.getTwin(), 10000, 'getTwin');
+  await client.close();
+
+  // An individual enrollment from the device's own certificate file.
+  cli('cert', 'device', at('walk-solo'));
+  const e = JSON.parse(cli('enrollment', 'create', 'walk-solo', '--certificate', at('walk-solo.pem'),
+    '--policy', 'static', '--hubs', H2).stdout);
+  assert.match(e.attestation.x509.clientCertificates.primary.info.sha256Thumbprint, /^[0-9A-F]{64}$/);
+  const solo = { cert: fs.readFileSync(at('walk-solo.pem'), 'utf8'),
+    key: fs.readFileSync(at('walk-solo.key'), 'utf8') };
+  assert.equal((await registerX509(SCOPE, 'https', 'walk-solo', solo)).assignedHub, H2);
+  // Usage errors: both kinds, a secondary alone, keys with a certificate.
+  assert.equal(server.cli(['enrollment', 'create', 'x1', '--certificate', at('walk-solo.pem'), '--ca-ref', 'walk-root']).code, 2);
+  assert.equal(server.cli(['enrollment-group', 'create', 'x2', '--secondary-ca-ref', 'walk-root']).code, 2);
+  const keys = server.cli(['enrollment', 'create', 'x3', '--certificate', at('walk-solo.pem'), '--primary-key', 'a2V5']);
+  assert.equal(keys.code, 2);
+  assert.match(keys.stderr, /symmetric-key attestation only/);
 });

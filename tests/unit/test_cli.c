@@ -92,6 +92,34 @@ static void test_commands(void **state)
 	assert_int_equal(parse(&a, err, sizeof err, "fleethub", "device", "--help", NULL), 0);
 	assert_int_equal(a.cmd, CLI_CMD_HELP);
 
+	/* X.509: CA certificates of a hub or (--dps) of the DPS; enrollments by
+	 * certificate file or CA name. */
+	assert_int_equal(parse(&a, err, sizeof err, "fleethub", "ca", "upload", "root",
+	                       "--certificate", "root.pem", "--dps", NULL),
+	                 0);
+	assert_int_equal(a.cmd, CLI_CMD_CA_UPLOAD);
+	assert_true(a.dps);
+	assert_string_equal(a.certificate, "root.pem");
+	assert_int_equal(parse(&a, err, sizeof err, "fleethub", "ca", "list", NULL), 0);
+	assert_false(a.dps);
+	assert_int_equal(parse(&a, err, sizeof err, "fleethub", "enrollment-group", "create", "g",
+	                       "--ca-ref", "root", "--secondary-ca-ref", "old-root", NULL),
+	                 0);
+	assert_string_equal(a.ca_ref, "root");
+	assert_string_equal(a.secondary_ca_ref, "old-root");
+	assert_int_equal(parse(&a, err, sizeof err, "fleethub", "enrollment", "update", "r",
+	                       "--certificate", "d.pem", "--secondary-certificate", "d2.pem", NULL),
+	                 0);
+	assert_string_equal(a.certificate, "d.pem");
+	assert_string_equal(a.secondary_certificate, "d2.pem");
+	assert_int_equal(parse(&a, err, sizeof err, "fleethub", "device", "list", "--dps", NULL),
+	                 -1);
+	assert_non_null(strstr(err, "--dps does not apply"));
+	assert_int_equal(parse(&a, err, sizeof err, "fleethub", "ca", "upload", "x", "--ca-ref",
+	                       "y", NULL),
+	                 -1);
+	assert_non_null(strstr(err, "--ca-ref does not apply"));
+
 	/* "--" lets an ID start with a dash. */
 	assert_int_equal(
 	    parse(&a, err, sizeof err, "fleethub", "device", "show", "--", "-odd", NULL), 0);
