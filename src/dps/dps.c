@@ -89,6 +89,7 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	    (uint64_t)(cfg->webhook_log_max_age_h ? cfg->webhook_log_max_age_h : 168) * 3600000;
 	d->max_assigning = cfg->max_assigning ? cfg->max_assigning : 10000;
 	d->x509_depth = cfg->x509_max_intermediates;
+	snprintf(d->ca_scope, sizeof d->ca_scope, "dps:%s", d->name);
 	rate_table_init(&d->rate, &cfg->rate, cfg->rate_keys);
 	rate_table_init(&d->attest_fail, &cfg->rate, cfg->rate_keys);
 	uint32_t ar = cfg->attestation_rate ? cfg->attestation_rate : 50000;

@@ -104,6 +104,7 @@ struct dps {
 	 * time (dps__group_changed). NULL = not loaded (a failed read). */
 	json_t *groups;
 	unsigned x509_depth; /* intermediates allowed in a device's chain */
+	char ca_scope[264];  /* its CA certificates' store scope: "dps:" + name */
 	bool stopping;
 };
 

@@ -60,7 +60,7 @@ static int ca_work(void *arg, struct store_txn *t)
 {
 	struct ca_job *j = arg;
 	char *json = NULL;
-	int rc = store_doc_get(t, STORE_CA_CERT, j->d->name, j->name, &json);
+	int rc = store_doc_get(t, STORE_CA_CERT, j->d->ca_scope, j->name, &json);
 	if (rc != 0 && rc != FH_ENOTFOUND)
 		return rc;
 	json_t *old = json ? json_loads(json, 0, NULL) : NULL;
@@ -73,9 +73,9 @@ static int ca_work(void *arg, struct store_txn *t)
 	if (j->status)
 		return 0;
 	if (j->op == CA_DELETE)
-		return store_doc_delete(t, STORE_CA_CERT, j->d->name, j->name);
+		return store_doc_delete(t, STORE_CA_CERT, j->d->ca_scope, j->name);
 	char *text = json_dumps(j->rec, JSON_COMPACT);
-	rc = store_doc_put(t, STORE_CA_CERT, j->d->name, j->name, text);
+	rc = store_doc_put(t, STORE_CA_CERT, j->d->ca_scope, j->name, text);
 	free(text);
 	return rc;
 }
@@ -154,7 +154,7 @@ void dps__ca_change(struct dps *d, struct http_exchange *ex, const char *name,
 void dps__ca_get(struct dps *d, struct http_exchange *ex, const char *name)
 {
 	char *json = NULL;
-	int rc = store_doc_get(store_reader(d->store), STORE_CA_CERT, d->name, name, &json);
+	int rc = store_doc_get(store_reader(d->store), STORE_CA_CERT, d->ca_scope, name, &json);
 	json_t *rec = json ? json_loads(json, 0, NULL) : NULL;
 	free(json);
 	if (rc == FH_ENOTFOUND) {
@@ -181,7 +181,7 @@ static int list_each(void *arg, const char *id, const char *json)
 void dps__ca_list(struct dps *d, struct http_exchange *ex)
 {
 	json_t *value = json_array();
-	if (store_doc_list(store_reader(d->store), STORE_CA_CERT, d->name, "", "", CA_LIST_MAX,
+	if (store_doc_list(store_reader(d->store), STORE_CA_CERT, d->ca_scope, "", "", CA_LIST_MAX,
 	                   list_each, value) != 0) {
 		respond_error(ex, 503, 503000, "the service cannot read its store; try again");
 	} else {

@@ -121,7 +121,7 @@ static void collect(struct dps *d, const char *group, const json_t *x509,
 	for (int i = 0; i < 2; i++) {
 		const char *name = json_string_value(json_object_get(refs, slots[i]));
 		char *text = NULL;
-		if (!name || store_doc_get(store_reader(d->store), STORE_CA_CERT, d->name, name,
+		if (!name || store_doc_get(store_reader(d->store), STORE_CA_CERT, d->ca_scope, name,
 		                           &text) != 0)
 			continue;
 		json_t *rec = json_loads(text, 0, NULL);

@@ -325,7 +325,8 @@ enum store_doc_kind {
 	STORE_OPERATION,        /* registration operation, id = operationId */
 	STORE_WEBHOOK_CALL,     /* webhook call log entry, id = "<registrationId>/<seq>" */
 	STORE_WEBHOOK_CALL_TIME, /* the same entries in time order, id = "<seq>/<registrationId>" */
-	STORE_CA_CERT,          /* a CA certificate, scope = hub or DPS host name, id = its name */
+	STORE_CA_CERT,          /* a CA certificate, scope = hub name or "dps:" + DPS name
+	                           (a hub and the DPS may share a name), id = its name */
 };
 
 /* Gets the document; *json_out is owned by the caller. */

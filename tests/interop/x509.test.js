@@ -266,3 +266,24 @@ test('a certificate device rides out a kill -9: the SDK reconnects with its cert
     await client.close().catch(() => {});
   }
 });
+
+test('a hub and the DPS both named localhost keep their CA certificates apart', async () => {
+  const at = (name) => path.join(dir, name);
+  assert.equal(server.cli(['cert', 'root', at('apart-ca')]).code, 0);
+  const up = server.cli(['ca', 'upload', 'apart-ca', '--certificate', at('apart-ca.pem'), '--dps']);
+  assert.equal(up.code, 0, up.stderr);
+  const code = JSON.parse(up.stdout).properties.verificationCode;
+  assert.equal(server.cli(['cert', 'verification', at(code), '--issuer', at('apart-ca')]).code, 0);
+  assert.equal(server.cli(['ca', 'verify', 'apart-ca', '--certificate', at(`${code}.pem`), '--dps']).code, 0);
+  assert.ok(JSON.parse(server.cli(['ca', 'list', '--dps']).stdout).some((c) => c.name === 'apart-ca'));
+  assert.ok(!JSON.parse(server.cli(['ca', 'list']).stdout).some((c) => c.name === 'apart-ca'),
+    'the DPS\'s CA is not the hub\'s');
+  // A certificateAuthority device of the hub is not trusted through the DPS's CA.
+  assert.equal(server.cli(['cert', 'device', at('apart-dev'), '--issuer', at('apart-ca')]).code, 0);
+  assert.equal(server.cli(['device', 'create', 'apart-dev', '--x509-ca']).code, 0);
+  const client = x509Client('apart-dev', { cert: fs.readFileSync(at('apart-dev.pem'), 'utf8'),
+    key: fs.readFileSync(at('apart-dev.key'), 'utf8') });
+  const err = await withTimeout(client.open().then(() => null, (e) => e), 10000, 'open');
+  await client.close().catch(() => {});
+  assert.ok(err, 'the hub must refuse it');
+});
