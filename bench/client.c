@@ -184,6 +184,8 @@ struct mqttc *mqttc_open(uv_loop_t *loop, SSL_CTX *ctx, const struct sockaddr *a
 	}
 	mqtt_encode_connect(&c->connect_pkt, &m);
 	c->t = tlsconn_connect(loop, ctx, addr, tls_name, cc->timeout_ms, &tls_handler, c);
+	if (cc->cert)
+		tlsconn_use_cert(c->t, cc->cert, cc->key);
 	return c;
 }
 

@@ -54,6 +54,8 @@ struct mqttc_connect {
 	uint16_t keepalive;   /* seconds; a PINGREQ goes out every keepalive/2 */
 	bool clean;
 	uint64_t timeout_ms; /* deadline for TCP + TLS + CONNACK */
+	X509 *cert;          /* a TLS client certificate (with key), or NULL */
+	EVP_PKEY *key;
 };
 
 /* Starts connecting to addr. tls_name is sent as SNI and verified against

@@ -119,11 +119,16 @@ static struct request *request_new(const struct devices_plan *p, unsigned i, con
 		request_free(r);
 		return NULL;
 	}
-	buf_printf(
-	    &r->body,
-	    "{\"deviceId\":\"%s\",\"status\":\"enabled\",\"authentication\":{\"type\":\"sas\","
-	    "\"symmetricKey\":{\"primaryKey\":\"%s\"}}}",
-	    r->id, key);
+	if (p->x509_ca)
+		buf_printf(&r->body,
+		           "{\"deviceId\":\"%s\",\"status\":\"enabled\",\"authentication\":{"
+		           "\"type\":\"certificateAuthority\"}}",
+		           r->id);
+	else
+		buf_printf(&r->body,
+		           "{\"deviceId\":\"%s\",\"status\":\"enabled\",\"authentication\":{"
+		           "\"type\":\"sas\",\"symmetricKey\":{\"primaryKey\":\"%s\"}}}",
+		           r->id, key);
 	struct buf url = BUF_INIT;
 	buf_printf(&url, "https://%s/devices/", p->hub);
 	pct_encode(&url, r->id, strlen(r->id));

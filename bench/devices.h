@@ -42,6 +42,7 @@ struct devices_plan {
 	const char *group_key; /* base64; device keys are derived from it */
 	const char *prefix;
 	unsigned count;
+	bool x509_ca; /* certificateAuthority devices (no keys) instead of SAS ones */
 };
 
 /* Creates devices 0..count-1, or updates them when they exist (If-Match

@@ -56,6 +56,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "base/x509.h"
 #include "base/buf.h"
 #include "base/mem.h"
 #include "client.h"
@@ -145,6 +146,7 @@ struct options {
 	unsigned concurrency; /* dps-register, tls-handshakes: devices in flight */
 	const char *listen;   /* webhook: ip:port */
 	const char *tls_cert, *tls_key;
+	const char *x509_ca, *x509_ca_key; /* devices authenticate with certificates it signs */
 	unsigned delay_ms; /* webhook: answer delay */
 	unsigned seeded;   /* queries: devices seed-twins seeded (0: --devices) */
 	double query_rate; /* twin scenarios: a query loop at this rate (0: none) */
@@ -193,6 +195,8 @@ static struct {
 	struct sockaddr_in addr;
 	char tls_name[256];
 	struct session *sessions;
+	X509 **certs;  /* --x509-ca: each session's certificate */
+	EVP_PKEY *cert_key; /* their (one) key */
 	enum phase phase;
 	uv_timer_t ramp_timer, phase_timer, sweep_timer;
 	unsigned opened, pending, ready, open_sessions;
@@ -811,6 +815,38 @@ static void on_close(struct mqttc *c, enum tlsconn_error e, const char *detail)
 
 static const struct mqttc_handler handler = {on_ready, on_packet, on_batch_end, on_drain, on_close};
 
+/* --x509-ca: a certificate for each of the n devices (CN = its id), signed
+ * by the CA before the run so that the ramp measures the server alone. */
+static int make_certs(unsigned n)
+{
+	X509 *ca = x509_read_file(opt.x509_ca);
+	EVP_PKEY *ca_key = x509_read_key_file(opt.x509_ca_key);
+	run.cert_key = EVP_EC_gen("P-256");
+	if (!ca || !ca_key || !run.cert_key) {
+		fprintf(stderr, "loadgen: --x509-ca and --x509-ca-key must be a CA's PEM "
+		                "certificate and key\n");
+		X509_free(ca);
+		EVP_PKEY_free(ca_key);
+		return -1;
+	}
+	uint64_t t0 = uv_hrtime();
+	run.certs = xcalloc(n, sizeof *run.certs);
+	for (unsigned i = 0; i < n; i++) {
+		char id[128];
+		devices_id(id, sizeof id, opt.prefix, i);
+		run.certs[i] = x509_issue(run.cert_key, id, ca, ca_key, 2, X509_ROLE_CLIENT, NULL);
+		if (!run.certs[i]) {
+			fprintf(stderr, "loadgen: cannot sign a device certificate\n");
+			abort();
+		}
+	}
+	fprintf(stderr, "loadgen: %u device certificates signed in %.2f s\n", n,
+	        seconds(uv_hrtime() - t0));
+	X509_free(ca);
+	EVP_PKEY_free(ca_key);
+	return 0;
+}
+
 static void open_session(unsigned i)
 {
 	struct session *s = &run.sessions[i];
@@ -833,7 +869,11 @@ static void open_session(unsigned i)
 			exit(2);
 		}
 		cc.username = user.data;
-		cc.password = tok.data;
+		cc.password = run.certs ? NULL : tok.data;
+	}
+	if (run.certs) {
+		cc.cert = run.certs[i];
+		cc.key = run.cert_key;
 	}
 	if (opt.scenario == SC_PUBLISH) {
 		struct buf t = BUF_INIT;
@@ -1109,7 +1149,11 @@ static void usage(FILE *f)
 	    "  --create-devices      create or update the devices first (REST, then exit if\n"
 	    "                        no scenario is given); needs --rest, --owner-key, --key\n"
 	    "  --rest IP:PORT        the hub's HTTPS address\n"
-	    "  --owner-key B64       the hub's iothubowner key\n",
+	    "  --owner-key B64       the hub's iothubowner key\n"
+	    "  --x509-ca FILE, --x509-ca-key FILE   devices are certificateAuthority ones:\n"
+	    "                        created so, and connecting (MQTT scenarios) with a\n"
+	    "                        certificate this CA signs (CN = the device id, made\n"
+	    "                        before the run) instead of a SAS token\n",
 	    MAX_DEVICES, MAX_INFLIGHT, MAX_SIZE);
 }
 
@@ -1181,6 +1225,8 @@ enum {
 	O_DELAY,
 	O_SEEDED,
 	O_QUERY_RATE,
+	O_X509_CA,
+	O_X509_CA_KEY,
 	O_HELP,
 };
 
@@ -1218,6 +1264,8 @@ static const struct option long_options[] = {
     {"delay-ms", required_argument, NULL, O_DELAY},
     {"seeded", required_argument, NULL, O_SEEDED},
     {"query-rate", required_argument, NULL, O_QUERY_RATE},
+    {"x509-ca", required_argument, NULL, O_X509_CA},
+    {"x509-ca-key", required_argument, NULL, O_X509_CA_KEY},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -1312,6 +1360,8 @@ static int parse_options(int argc, char **argv)
 		case O_LISTEN: opt.listen = optarg; break;
 		case O_TLS_CERT: opt.tls_cert = optarg; break;
 		case O_TLS_KEY: opt.tls_key = optarg; break;
+		case O_X509_CA: opt.x509_ca = optarg; break;
+		case O_X509_CA_KEY: opt.x509_ca_key = optarg; break;
 		case O_HELP: usage(stdout); exit(0);
 		default:
 			if (!set_number(c, &rc))
@@ -1349,6 +1399,8 @@ static int parse_options(int argc, char **argv)
 		return bad("back end", "--rest, --owner-key and --hub are required");
 	if (opt.have_scenario && !opt.ca_file && !opt.insecure)
 		return bad("TLS settings", "--ca FILE (or --insecure) is required");
+	if (!opt.x509_ca != !opt.x509_ca_key)
+		return bad("--x509-ca", "--x509-ca and --x509-ca-key go together");
 	if (opt.have_scenario && !opt.no_auth && (!opt.hub || !opt.key) &&
 	    opt.scenario != SC_TLS_HANDSHAKES && opt.scenario != SC_DPS_REGISTER &&
 	    !query_scenario())
@@ -1437,6 +1489,7 @@ int main(int argc, char **argv)
 		    .group_key = opt.key,
 		    .prefix = opt.prefix,
 		    .count = opt.devices,
+		    .x509_ca = opt.x509_ca != NULL,
 		};
 		uint64_t t0 = uv_hrtime();
 		rc = devices_create(&plan);
@@ -1513,6 +1566,8 @@ int main(int argc, char **argv)
 	run.sessions = xcalloc(nsessions, sizeof *run.sessions);
 	for (unsigned k = 0; k < nsessions; k++)
 		run.sessions[k].slots = xcalloc(opt.inflight, sizeof(struct slot));
+	if (opt.x509_ca && make_certs(nsessions) != 0)
+		return 2;
 
 	run.loop = uv_default_loop();
 	uv_timer_init(run.loop, &run.ramp_timer);
@@ -1570,6 +1625,10 @@ int main(int argc, char **argv)
 		free(run.sessions[k].topic);
 	}
 	free(run.sessions);
+	for (unsigned k = 0; run.certs && k < nsessions; k++)
+		X509_free(run.certs[k]);
+	free(run.certs);
+	EVP_PKEY_free(run.cert_key);
 	free(run.payload);
 	free(run.desired_t0);
 	rest_free();

@@ -415,6 +415,39 @@ fi
 connections connections "$fh_pid" "${HUB_ARGS[@]}"
 connections mosquitto-connections "$mq_pid" "${MOSQ_ARGS[@]}"
 
+# ---- connections with client certificates: the same ramp with
+# certificateAuthority devices (a development CA the hub verified; each
+# device's certificate, CN = its id, signed by loadgen before the run), half
+# of them seeded and the server restarted as for the SAS ramp above ----
+X509_ARGS=(--prefix bench-x509- --x509-ca "$work/bench-ca.pem" --x509-ca-key "$work/bench-ca.key")
+"$FLEETHUB" cert root "$work/bench-ca" >>"$work/cli.out" 2>&1 ||
+	{ log "fleethub cert root failed"; exit 2; }
+"$FLEETHUB" ca upload bench-ca --certificate "$work/bench-ca.pem" --data-dir "$work/fleethub-data" \
+	--server $HUB_IP:$HTTPS_PORT --ca "$work/ca.pem" >"$work/ca-upload.json" 2>>"$work/cli.out" ||
+	{ log "fleethub ca upload failed:"; sed 's/^/  /' "$work/cli.out" >&2; exit 2; }
+code=$(sed -n 's/.*"verificationCode": *"\([0-9A-F]*\)".*/\1/p' "$work/ca-upload.json")
+"$FLEETHUB" cert verification "$work/$code" --issuer "$work/bench-ca" >>"$work/cli.out" 2>&1 ||
+	{ log "fleethub cert verification failed"; exit 2; }
+cli ca verify bench-ca --certificate "$work/$code.pem"
+log "creating $CONN_DEVICES certificateAuthority devices"
+if ! "$LOADGEN" --create-devices --devices $CONN_DEVICES --rest $HUB_IP:$HTTPS_PORT \
+	--owner-key "$OWNER_KEY" --hub $HUB --key "$GROUP_KEY" --ca "$work/ca.pem" \
+	"${X509_ARGS[@]}" 2>"$work/create-x509.err"; then
+	failed=1
+	sed 's/^/  /' "$work/create-x509.err" >&2
+fi
+if ! "$LOADGEN" connections "${HUB_ARGS[@]}" "${X509_ARGS[@]}" --devices $SEED \
+	--rate $CONN_RATE --connect-concurrency 500 --duration 0.001 --timeout 30 \
+	--clean-session 0 >"$work/seed-x509.out" 2>"$work/seed-x509.err"; then
+	failed=1
+	log "seeding certificate sessions failed:"
+	sed 's/^/  /' "$work/seed-x509.err" >&2
+fi
+kill -TERM "$fh_pid"
+wait "$fh_pid" 2>/dev/null || true
+start_fleethub
+connections connections-x509 "$fh_pid" "${HUB_ARGS[@]}" "${X509_ARGS[@]}"
+
 # ---- webhooks' own counts ----
 for p in "${hooks[@]}"; do
 	kill -TERM "$p" 2>/dev/null || true
@@ -469,6 +502,10 @@ p99_ms() {
 		"$(cat "$work/mosquitto-connections.rss")" "<=24,<=1.5x"
 	bench_line connections-rate "$(field connections ops_per_s)" conn/s \
 		"$(field mosquitto-connections ops_per_s)" "-,1.0x"
+	bench_line connections-x509 "$(field connections-x509 ops_per_s)" conn/s \
+		"$(field connections ops_per_s)" "-,0.7x"
+	bench_line connections-x509-rss "$(cat "$work/connections-x509.rss")" KiB/conn \
+		"$(cat "$work/connections.rss")" "-"
 	bench_line restart "$(field restart value_s)" s - "<=2"
 	bench_line query-tag-eq "$(field query-tag-eq ops_per_s)" queries/s - 2000
 	bench_line query-reported-range "$(field query-reported-range ops_per_s)" queries/s - 20

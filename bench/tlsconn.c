@@ -524,6 +524,14 @@ struct tlsconn *tlsconn_connect(uv_loop_t *loop, SSL_CTX *ctx, const struct sock
 	return c;
 }
 
+void tlsconn_use_cert(struct tlsconn *c, X509 *cert, EVP_PKEY *key)
+{
+	if (SSL_use_certificate(c->ssl, cert) != 1 || SSL_use_PrivateKey(c->ssl, key) != 1) {
+		fprintf(stderr, "loadgen: the client certificate cannot be used\n");
+		abort();
+	}
+}
+
 struct tlsconn *tlsconn_accept(uv_stream_t *server, SSL_CTX *ctx, uint64_t timeout_ms,
                                const struct tlsconn_handler *h, void *app)
 {

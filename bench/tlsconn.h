@@ -86,6 +86,11 @@ SSL_CTX *tlsconn_server_ctx(const char *cert_file, const char *key_file, char *e
 /* Starts connecting to addr. tls_name is sent as SNI and verified against
  * the certificate; an IP literal is verified as an IP address and sends no
  * SNI. ctx must outlive the connection. timeout_ms bounds TCP + TLS. */
+/* Presents cert (with key) as this client's certificate: call right
+ * after tlsconn_connect, before its handshake starts. Both are
+ * referenced, not copied. */
+void tlsconn_use_cert(struct tlsconn *c, X509 *cert, EVP_PKEY *key);
+
 struct tlsconn *tlsconn_connect(uv_loop_t *loop, SSL_CTX *ctx, const struct sockaddr *addr,
                                 const char *tls_name, uint64_t timeout_ms,
                                 const struct tlsconn_handler *h, void *app);

@@ -294,19 +294,51 @@ int ca_collect_verified(void *arg, const char *id, const char *json)
 	return 0;
 }
 
+void ca_cache_init(struct ca_cache *c)
+{
+	map_init(&c->m);
+}
+
+static void free_entry(void *arg, const char *key, void *value)
+{
+	X509_free(value);
+}
+
+void ca_cache_free(struct ca_cache *c)
+{
+	map_each(&c->m, free_entry, NULL);
+	map_free(&c->m);
+}
+
+X509 *ca_cache_get(struct ca_cache *c, const char *pem)
+{
+	X509 *x = map_get(&c->m, pem);
+	if (x)
+		return x;
+	x = ca_parse(pem, strlen(pem));
+	if (!x)
+		return NULL;
+	if (c->m.count >= CA_CACHE_MAX) {
+		ca_cache_free(c);
+		ca_cache_init(c);
+	}
+	map_put(&c->m, pem, x);
+	return x;
+}
+
 int ca_chain_verify_pems(X509 *leaf, STACK_OF(X509) *untrusted, const json_t *pems, int max_depth,
-			 int64_t now_s, const char **why)
+			 int64_t now_s, struct ca_cache *cache, const char **why)
 {
 	size_t n = json_array_size(pems), k = 0;
 	X509 **anchors = calloc(n + 1, sizeof *anchors);
 	for (size_t i = 0; anchors && i < n; i++) {
 		const char *pem = json_string_value(json_array_get(pems, i));
-		X509 *x = pem ? ca_parse(pem, strlen(pem)) : NULL;
+		X509 *x = !pem ? NULL : cache ? ca_cache_get(cache, pem) : ca_parse(pem, strlen(pem));
 		if (x)
 			anchors[k++] = x;
 	}
 	int rc = ca_chain_verify(leaf, untrusted, anchors, k, max_depth, now_s, why);
-	for (size_t i = 0; i < k; i++)
+	for (size_t i = 0; !cache && i < k; i++)
 		X509_free(anchors[i]);
 	free(anchors);
 	return rc;

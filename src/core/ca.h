@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/map.h"
+
 #define CA_MAX_TEXT 16384 /* bytes of certificate text accepted */
 
 /* The certificate in text (PEM, or base64 DER), or NULL. */
@@ -89,9 +91,25 @@ int ca_chain_verify(X509 *leaf, STACK_OF(X509) *untrusted, X509 *const *anchors,
  * (PEM) of each verified one to the JSON array arg. Returns 0. */
 int ca_collect_verified(void *arg, const char *id, const char *json);
 
+/* Parsed CA certificates by their PEM text: OpenSSL 3 takes ~150 us to
+ * parse a certificate (its public key goes through the decoder
+ * framework), as long as the signature check itself, so those verifying
+ * many devices against the same few CAs keep them parsed. Bounded (it
+ * starts over past CA_CACHE_MAX entries); one thread only. */
+#define CA_CACHE_MAX 256
+struct ca_cache {
+	struct map m; /* PEM text -> X509 * */
+};
+void ca_cache_init(struct ca_cache *c);
+/* The certificate of pem, parsed now or earlier; NULL when it is not
+ * one. Borrowed: valid until the next call or ca_cache_free. */
+X509 *ca_cache_get(struct ca_cache *c, const char *pem);
+void ca_cache_free(struct ca_cache *c);
+
 /* ca_chain_verify with the anchors given as a JSON array of PEM texts
- * (ca_collect_verified's). */
+ * (ca_collect_verified's), parsed through cache (NULL: parsed for this
+ * call). */
 int ca_chain_verify_pems(X509 *leaf, STACK_OF(X509) *untrusted, const json_t *pems, int max_depth,
-			 int64_t now_s, const char **why);
+			 int64_t now_s, struct ca_cache *cache, const char **why);
 
 #endif

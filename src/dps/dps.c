@@ -90,6 +90,7 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	d->max_assigning = cfg->max_assigning ? cfg->max_assigning : 10000;
 	d->x509_depth = cfg->x509_max_intermediates;
 	snprintf(d->ca_scope, sizeof d->ca_scope, "dps:%s", d->name);
+	ca_cache_init(&d->anchors);
 	rate_table_init(&d->rate, &cfg->rate, cfg->rate_keys);
 	rate_table_init(&d->attest_fail, &cfg->rate, cfg->rate_keys);
 	uint32_t ar = cfg->attestation_rate ? cfg->attestation_rate : 50000;
@@ -233,6 +234,7 @@ void dps_free(struct dps *d)
 	d->groups = NULL;
 	rate_table_free(&d->rate);
 	rate_table_free(&d->attest_fail);
+	ca_cache_free(&d->anchors);
 }
 
 struct dps_linked_hub *dps__linked_find(struct dps *d, const char *name)

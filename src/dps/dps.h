@@ -35,6 +35,7 @@
 #include "base/map.h"
 #include "codec/sas.h"
 #include "core/allocation.h"
+#include "core/ca.h"
 #include "core/device_events.h"
 #include "core/ratelimit.h"
 #include "net/http_client.h"
@@ -105,6 +106,7 @@ struct dps {
 	json_t *groups;
 	unsigned x509_depth; /* intermediates allowed in a device's chain */
 	char ca_scope[264];  /* its CA certificates' store scope: "dps:" + name */
+	struct ca_cache anchors; /* enrollment and CA certificates, parsed (loop thread) */
 	bool stopping;
 };
 

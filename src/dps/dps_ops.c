@@ -268,7 +268,7 @@ static bool hub_trusts(struct op *o, struct store_txn *t, const char *hub)
 		  store_doc_list(t, STORE_CA_CERT, hub, "", "", HUB_CAS_MAX, ca_collect_verified,
 				 cas) == 0 &&
 		  ca_chain_verify_pems(leaf, chain, cas, (int)o->d->x509_depth,
-				       clock_now_ms() / 1000, &why) == 0;
+				       clock_now_ms() / 1000, NULL, &why) == 0;
 	json_decref(cas);
 	X509_free(leaf);
 	sk_X509_pop_free(chain, X509_free);

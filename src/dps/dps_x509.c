@@ -127,7 +127,7 @@ static void collect(struct dps *d, const char *group, const json_t *x509,
 		json_t *rec = json_loads(text, 0, NULL);
 		free(text);
 		const char *pem = ca_certificate(rec);
-		X509 *x = pem ? ca_parse(pem, strlen(pem)) : NULL;
+		X509 *x = pem ? ca_cache_get(&d->anchors, pem) : NULL;
 		json_t *info = x ? ca_cert_info(x) : NULL;
 		int pos = info ? position(info, p) : -1;
 		if (pos > 0 && !ca_verified(rec))
@@ -135,7 +135,6 @@ static void collect(struct dps *d, const char *group, const json_t *x509,
 		if (pos > 0 && ca_verified(rec))
 			consider(as, group, pos, json_incref(info), strdup(pem));
 		json_decref(info);
-		X509_free(x);
 		json_decref(rec);
 	}
 }
@@ -148,11 +147,10 @@ static int verify(struct dps *d, X509 *leaf, STACK_OF(X509) *chain, const struct
 	*why = as->unverified_ca ? "the CA certificate the enrollment references is not verified"
 	                         : "no enrollment trusts a certificate of this chain";
 	for (size_t i = 0; i < as->n; i++) {
-		X509 *anchor = ca_parse(as->v[i].pem, strlen(as->v[i].pem));
+		X509 *anchor = ca_cache_get(&d->anchors, as->v[i].pem);
 		int rc = anchor ? ca_chain_verify(leaf, chain, &anchor, 1, (int)d->x509_depth, now_s,
 		                                  why)
 		                : FH_EAUTH;
-		X509_free(anchor);
 		if (rc == 0)
 			return (int)i;
 	}

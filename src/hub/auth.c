@@ -64,7 +64,7 @@ int hub__auth_device(const struct hub *h, const char *device_id, const json_t *i
 	return FH_EAUTH;
 }
 
-int hub__auth_device_x509(const struct hub *h, const char *device_id, const json_t *identity,
+int hub__auth_device_x509(struct hub *h, const char *device_id, const json_t *identity,
 			  X509 *leaf, STACK_OF(X509) *chain, const json_t *cas, int64_t now_s,
 			  const char **why)
 {
@@ -90,7 +90,8 @@ int hub__auth_device_x509(const struct hub *h, const char *device_id, const json
 		*why = "the client certificate's subject CN is not the device id";
 		return FH_EAUTH;
 	}
-	return ca_chain_verify_pems(leaf, chain, cas, (int)h->x509_depth, now_s, why);
+	return ca_chain_verify_pems(leaf, chain, cas, (int)h->x509_depth, now_s,
+				    &h->cas, why);
 }
 
 int hub__auth_service(const struct hub *h, const char *header, int64_t now_s, unsigned *rights,

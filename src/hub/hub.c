@@ -61,6 +61,7 @@ int hub_init(struct hub *h, const char *name, const char *owner_key, struct stor
 	h->max_packet = max_packet;
 	h->max_inflight = 64;
 	h->x509_depth = 8;
+	ca_cache_init(&h->cas);
 	sessions_init(&h->sessions);
 	for (int i = 0; i < HUB_NPOLICIES; i++) {
 		h->policies[i].name = policy_table[i].name;
@@ -107,6 +108,7 @@ void hub_free(struct hub *h)
 		free(h->aliases[i]);
 	h->naliases = 0;
 	rate_table_free(&h->rate);
+	ca_cache_free(&h->cas);
 }
 
 bool hub_name_matches(const struct hub *h, const char *host, size_t len)

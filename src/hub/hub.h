@@ -15,6 +15,7 @@
 
 #include "base/map.h"
 #include "codec/sas.h"
+#include "core/ca.h"
 #include "core/device_events.h"
 #include "core/ratelimit.h"
 #include "core/twin.h"
@@ -46,6 +47,7 @@ struct hub {
 	size_t max_packet;           /* largest MQTT packet accepted */
 	unsigned max_inflight;       /* twin operations in flight per session */
 	unsigned x509_depth;         /* intermediates allowed in a device's chain */
+	struct ca_cache cas;         /* its CA certificates, parsed (loop thread) */
 	struct rate_table rate;      /* per-device request rate (twin operations) */
 	struct hub_sessions sessions; /* live and durable device sessions */
 	struct device_events *events; /* raised after identity changes; borrowed */

@@ -24,7 +24,7 @@ int hub__auth_device(const struct hub *h, const char *device_id, const json_t *i
  * with at most h->x509_depth intermediates, all valid at now_s. Returns 0
  * or FH_EAUTH with *why. */
 #define HUB_MAX_CAS 100
-int hub__auth_device_x509(const struct hub *h, const char *device_id, const json_t *identity,
+int hub__auth_device_x509(struct hub *h, const char *device_id, const json_t *identity,
 			  X509 *leaf, STACK_OF(X509) *chain, const json_t *cas, int64_t now_s,
 			  const char **why);
 

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -173,6 +174,37 @@ static void test_chains(void **state)
 	assert_int_equal(ca_chain_verify(leaf.x, NULL, NULL, 0, 8, now, &why), FH_EAUTH);
 	assert_non_null(strstr(why, "no verified CA"));
 	sk_X509_free(chain);
+
+	/* The anchors as PEM texts, through the cache and without it; the
+	 * cache parses each text once and keeps it. */
+	struct ca_cache cache;
+	ca_cache_init(&cache);
+	char *root_pem = pem(root.x), *stranger_pem = pem(stranger.x);
+	json_t *pems = json_pack("[s,s]", stranger_pem, root_pem);
+	assert_int_equal(ca_chain_verify_pems(leaf.x, NULL, pems, 8, now, &cache, &why), 0);
+	assert_int_equal(ca_chain_verify_pems(leaf.x, NULL, pems, 8, now, NULL, &why), 0);
+	assert_int_equal(cache.m.count, 2);
+	X509 *cached = ca_cache_get(&cache, root_pem);
+	assert_ptr_equal(ca_cache_get(&cache, root_pem), cached);
+	assert_int_equal(X509_cmp(cached, root.x), 0);
+	assert_null(ca_cache_get(&cache, "not a certificate"));
+	json_t *none = json_pack("[s]", stranger_pem);
+	assert_int_equal(ca_chain_verify_pems(leaf.x, NULL, none, 8, now, &cache, &why), FH_EAUTH);
+	/* Past CA_CACHE_MAX entries it starts over, and still answers. */
+	for (int i = 0; i < CA_CACHE_MAX + 1; i++) {
+		struct cert t = make("churn", NULL, true, -60, 86400);
+		char *t_pem = pem(t.x);
+		assert_non_null(ca_cache_get(&cache, t_pem));
+		free(t_pem);
+		drop(&t);
+	}
+	assert_true(cache.m.count <= CA_CACHE_MAX);
+	assert_int_equal(ca_chain_verify_pems(leaf.x, NULL, pems, 8, now, &cache, &why), 0);
+	ca_cache_free(&cache);
+	json_decref(pems);
+	json_decref(none);
+	free(root_pem);
+	free(stranger_pem);
 	struct cert *all[] = {&root, &inter, &inter2, &leaf, &deep, &old, &stranger};
 	for (size_t i = 0; i < 7; i++)
 		drop(all[i]);
