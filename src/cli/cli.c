@@ -943,6 +943,21 @@ static bool apply_enrollment_options(json_t *b, const struct cli_args *a, bool g
 {
 	if (a->device_id)
 		json_object_set_new(b, "deviceId", json_string(a->device_id));
+	if (a->tpm_srk && !a->tpm_ek) {
+		fprintf(stderr, "error: --tpm-srk needs --tpm-ek\n");
+		return false;
+	}
+	if (a->tpm_ek && (a->certificate || a->secondary_certificate || a->ca_ref ||
+	                  a->secondary_ca_ref)) {
+		fprintf(stderr, "error: an enrollment has one attestation: --tpm-ek or "
+		                "certificates, not both\n");
+		return false;
+	}
+	if (a->tpm_ek)
+		json_object_set_new(b, "attestation",
+		                    json_pack("{s:s,s:{s:s,s:s*}}", "type", "tpm", "tpm",
+		                              "endorsementKey", a->tpm_ek, "storageRootKey",
+		                              a->tpm_srk));
 	if (a->certificate || a->secondary_certificate || a->ca_ref || a->secondary_ca_ref) {
 		json_t *x509 = x509_attestation(a, group);
 		if (!x509)

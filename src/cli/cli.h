@@ -72,6 +72,7 @@ struct cli_args {
 	const char *secondary_certificate;     /* enrollments: X.509 attestation */
 	const char *ca_ref, *secondary_ca_ref; /* enrollments: the DPS's CA names */
 	bool dps;                /* ca: the DPS's CA certificates, not a hub's */
+	const char *tpm_ek, *tpm_srk; /* enrollments: TPM attestation (base64 TPM2B_PUBLIC) */
 	const char *issuer, *days; /* cert: the signing CA's file prefix, validity */
 	bool disabled, edge;
 	const char *status;

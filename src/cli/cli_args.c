@@ -34,6 +34,7 @@ enum opt_bit {
 	OPT_CERT = 1 << 16, /* --issuer --days */
 	OPT_DPS = 1 << 17,
 	OPT_X509_ENROLL = 1 << 18, /* --secondary-certificate --ca-ref --secondary-ca-ref */
+	OPT_TPM = 1 << 19,         /* --tpm-ek --tpm-srk */
 };
 
 #define ENROLL_OPTS                                                                                \
@@ -79,10 +80,14 @@ static const struct command commands[] = {
      "twin update ID [--tags JSON] [--desired JSON] [--etag ETAG]"},
     {"hub", "connection-string", CLI_CMD_HUB_CONNECTION_STRING, false, OPT_POLICY_NAME,
      "hub connection-string [--hub NAME] [--policy-name NAME]"},
-    {"enrollment", "create", CLI_CMD_ENROLLMENT_CREATE, true, ENROLL_OPTS | OPT_DEVICE_ID,
-     "enrollment create REGISTRATION_ID [--device-id ID] " ENROLL_USAGE},
-    {"enrollment", "update", CLI_CMD_ENROLLMENT_UPDATE, true, UPDATE_OPTS | OPT_DEVICE_ID,
-     "enrollment update REGISTRATION_ID [--device-id ID] " UPDATE_USAGE},
+    {"enrollment", "create", CLI_CMD_ENROLLMENT_CREATE, true,
+     ENROLL_OPTS | OPT_DEVICE_ID | OPT_TPM,
+     "enrollment create REGISTRATION_ID [--device-id ID] [--tpm-ek B64 [--tpm-srk B64]]\n"
+     "      " ENROLL_USAGE},
+    {"enrollment", "update", CLI_CMD_ENROLLMENT_UPDATE, true,
+     UPDATE_OPTS | OPT_DEVICE_ID | OPT_TPM,
+     "enrollment update REGISTRATION_ID [--device-id ID] [--tpm-ek B64 [--tpm-srk B64]]\n"
+     "      " UPDATE_USAGE},
     {"enrollment", "show", CLI_CMD_ENROLLMENT_SHOW, true, 0, "enrollment show REGISTRATION_ID"},
     {"enrollment", "list", CLI_CMD_ENROLLMENT_LIST, false, 0, "enrollment list"},
     {"enrollment", "delete", CLI_CMD_ENROLLMENT_DELETE, true, 0,
@@ -164,6 +169,8 @@ static const struct option options[] = {
     {"ca-ref", OPT_X509_ENROLL, true, ARG(ca_ref)},
     {"secondary-ca-ref", OPT_X509_ENROLL, true, ARG(secondary_ca_ref)},
     {"dps", OPT_DPS, false, ARG(dps)},
+    {"tpm-ek", OPT_TPM, true, ARG(tpm_ek)},
+    {"tpm-srk", OPT_TPM, true, ARG(tpm_srk)},
     {"issuer", OPT_CERT, true, ARG(issuer)},
     {"days", OPT_CERT, true, ARG(days)},
 };
@@ -359,7 +366,7 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 		return -1;
 	}
 	if ((c->cmd == CLI_CMD_ENROLLMENT_UPDATE || c->cmd == CLI_CMD_GROUP_UPDATE) &&
-	    !(used & (UPDATE_OPTS | OPT_DEVICE_ID))) {
+	    !(used & (UPDATE_OPTS | OPT_DEVICE_ID | OPT_TPM))) {
 		snprintf(err, errlen, "nothing to change; usage: fleethub %s", c->usage);
 		return -1;
 	}

@@ -34,6 +34,7 @@
 #include "codec/sas.h"
 #include "core/ca.h"
 #include "core/registry.h"
+#include "core/tpm.h"
 
 #define KEY_MIN_BYTES 16
 #define KEY_MAX_BYTES 64
@@ -245,6 +246,20 @@ static int tpm(enum enrollment_kind kind, const json_t *att, struct enrollment_e
 		return FH_EINVAL;
 	if (!ek)
 		return fail(err, "attestation.tpm.endorsementKey is required for tpm attestation");
+	const char *names[2] = {"endorsementKey", "storageRootKey"}, *keys[2] = {ek, srk};
+	for (int i = 0; i < 2; i++) {
+		uint8_t raw[TPM_PUBLIC_MAX + 3];
+		size_t n = keys[i] ? strlen(keys[i]) : 0, len = 0;
+		struct tpm_rsa_public pub;
+		const char *why = "it is not base64";
+		if (keys[i] && (n > B64_ENCODED_LEN(TPM_PUBLIC_MAX) ||
+		                b64_decode(keys[i], n, raw, &len) != 0 ||
+		                tpm_parse_public(raw, len, &pub, &why) != 0))
+			return fail(err,
+			            "attestation.tpm.%s must be the base64 of the TPM2B_PUBLIC of an "
+			            "RSA storage key, as the TPM gives it: %s",
+			            names[i], why);
+	}
 	json_t *o = json_pack("{s:s}", "endorsementKey", ek);
 	if (srk)
 		json_object_set_new(o, "storageRootKey", json_string(srk));

@@ -89,6 +89,7 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	    (uint64_t)(cfg->webhook_log_max_age_h ? cfg->webhook_log_max_age_h : 168) * 3600000;
 	d->max_assigning = cfg->max_assigning ? cfg->max_assigning : 10000;
 	d->x509_depth = cfg->x509_max_intermediates;
+	d->tpm_ttl_s = cfg->tpm_challenge_ttl_s ? cfg->tpm_challenge_ttl_s : 3600;
 	snprintf(d->ca_scope, sizeof d->ca_scope, "dps:%s", d->name);
 	ca_cache_init(&d->anchors);
 	rate_table_init(&d->rate, &cfg->rate, cfg->rate_keys);
@@ -326,6 +327,7 @@ void dps__auth_clear(struct dps_auth *a)
 	json_decref(a->record);
 	json_decref(a->x509);
 	free(a->certificates);
+	json_decref(a->tpm);
 	memset(a, 0, sizeof *a);
 }
 
@@ -417,8 +419,8 @@ int dps__authenticate(struct dps *d, const char *regid, const char *token, size_
 	}
 	size_t sl = strlen(d->id_scope);
 	if (strncasecmp(t.resource, d->id_scope, sl) != 0 ||
-	    strncmp(t.resource + sl, "/registrations/", 15) != 0 ||
-	    strcmp(t.resource + sl + 15, regid) != 0) {
+	    strncasecmp(t.resource + sl, "/registrations/", 15) != 0 ||
+	    strcasecmp(t.resource + sl + 15, regid) != 0) {
 		*why = "token resource is not <idScope>/registrations/<registrationId>";
 		return FH_EAUTH;
 	}
@@ -438,8 +440,14 @@ int dps__authenticate(struct dps *d, const char *regid, const char *token, size_
 		/* An individual enrollment takes precedence over any group. */
 		json_t *rec = json_loads(text, 0, NULL);
 		free(text);
-		int which;
-		if (!rec || !key_signed(rec, ENROLLMENT_INDIVIDUAL, regid, &t, &which)) {
+		int which = 0;
+		if (rec && strcmp(enrollment_attestation_type(rec), "tpm") == 0) {
+			rc = dps__tpm_authenticate(d, regid, rec, &t, now_s, &out->tpm, why);
+			if (rc != 0) {
+				json_decref(rec);
+				return rc == FH_EAUTH ? dps__attest_failed(d, regid, now_ms) : rc;
+			}
+		} else if (!rec || !key_signed(rec, ENROLLMENT_INDIVIDUAL, regid, &t, &which)) {
 			json_decref(rec);
 			*why = "signature does not match the individual enrollment's keys";
 			return dps__attest_failed(d, regid, now_ms);

@@ -105,6 +105,7 @@ struct dps {
 	 * time (dps__group_changed). NULL = not loaded (a failed read). */
 	json_t *groups;
 	unsigned x509_depth; /* intermediates allowed in a device's chain */
+	unsigned tpm_ttl_s;  /* a TPM challenge's lifetime */
 	char ca_scope[264];  /* its CA certificates' store scope: "dps:" + name */
 	struct ca_cache anchors; /* enrollment and CA certificates, parsed (loop thread) */
 	bool stopping;
@@ -126,6 +127,7 @@ struct dps_config {
 	size_t rate_keys;           /* registration ids busy at once (sizes the rate table) */
 	uint32_t attestation_rate;  /* group key checks per second; 0 = 50,000 */
 	unsigned x509_max_intermediates; /* in a device's certificate chain */
+	unsigned tpm_challenge_ttl_s;    /* 0 = 3600 */
 };
 
 /* Sets up the DPS (keys and id scope loaded or generated and stored; runs

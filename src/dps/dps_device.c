@@ -137,6 +137,10 @@ static bool throttled(struct dps *d, const char *regid, struct dps_reply *r)
 	return true;
 }
 
+static const char tpm_https_only[] =
+    "TPM attestation is served over HTTPS only (the official SDKs register TPM devices "
+    "over HTTPS or AMQP, never MQTT)";
+
 /* Authenticates a request for regid: with its SAS token when it has one
  * (token[0..n)), else with the TLS client certificate of conn. */
 static int authenticate(struct dps *d, const char *regid, const char *token, size_t n,
@@ -150,6 +154,15 @@ static int authenticate(struct dps *d, const char *regid, const char *token, siz
 	*wait = 0;
 	if (!leaf) {
 		*why = "no SAS token and no client certificate";
+		char *text = NULL;
+		json_t *rec = NULL;
+		if (store_doc_get(store_reader(d->store), STORE_ENROLLMENT, d->name, regid, &text) ==
+		    0)
+			rec = json_loads(text, 0, NULL);
+		free(text);
+		if (rec && strcmp(enrollment_attestation_type(rec), "tpm") == 0)
+			*why = tpm_https_only;
+		json_decref(rec);
 		return FH_EAUTH;
 	}
 	return dps__authenticate_x509(d, regid, leaf, net_conn_peer_chain(conn), now_s, out, why,
@@ -183,18 +196,35 @@ static void refuse_auth(struct dps_reply *r, int rc, const char *why, unsigned w
 
 /* ---- shared by both transports ------------------------------------------ */
 
-/* Register with body[0..n): {"registrationId":..,"payload":..} (both
- * optional; an empty body is no payload). */
+/* Register with body[0..n): {"registrationId":..,"payload":..,"tpm":..}
+ * (all optional; an empty body is no payload). A TPM device's first PUT
+ * (tpm, over HTTPS, no SAS token, no certificate) gets its challenge. */
 static void do_register(struct dps *d, const char *regid, const char *token, size_t token_len,
-                        struct net_conn *conn, const char *body, size_t n, struct dps_reply *r)
+                        struct net_conn *conn, bool https, const char *body, size_t n,
+                        struct dps_reply *r)
 {
 	const char *peer = net_conn_peer(conn);
-	json_t *payload;
+	json_t *payload, *tpm;
 	char msg[300];
-	if (dps__wire_register_body(regid, body, n, &payload, msg, sizeof msg) != 0) {
+	if (dps__wire_register_body(regid, body, n, &payload, &tpm, msg, sizeof msg) != 0) {
 		reply_error(r, 400, 400004, msg);
 		return;
 	}
+	if (tpm && !https) {
+		json_decref(payload);
+		json_decref(tpm);
+		log_at(LOG_INFO, "dps %s: mqtt %s: registration %s refused: TPM over MQTT", d->name,
+		       peer, regid);
+		reply_error(r, 400, 400004, tpm_https_only);
+		return;
+	}
+	if (tpm && !token && !net_conn_peer_cert(conn)) {
+		json_decref(payload);
+		dps__tpm_challenge(d, regid, tpm, peer, r);
+		json_decref(tpm);
+		return;
+	}
+	json_decref(tpm);
 	struct dps_auth auth;
 	const char *why;
 	unsigned wait;
@@ -297,7 +327,7 @@ static bool on_publish(struct dsession *s, const struct mqtt_publish *pub)
 		return false;
 	}
 	if (kind == DPS_TOPIC_REGISTER) {
-		do_register(s->d, s->regid, s->token, s->token_len, s->conn,
+		do_register(s->d, s->regid, s->token, s->token_len, s->conn, false,
 		            (const char *)pub->payload, pub->payload_len, mqtt_reply_new(s, rid));
 	} else if (!op[0]) {
 		reply_error(mqtt_reply_new(s, rid), 400, 400004,
@@ -416,7 +446,7 @@ void dps__device_http(struct dps *d, struct http_exchange *ex)
 	}
 	const char *auth = http_request_header(req, "Authorization");
 	if (route == DPS_PATH_REGISTER && req->verb == HTTP_VERB_PUT) {
-		do_register(d, regid, auth, auth ? strlen(auth) : 0, ex->conn, req->body.data,
+		do_register(d, regid, auth, auth ? strlen(auth) : 0, ex->conn, true, req->body.data,
 		            req->body.len, http_reply_new(ex));
 		return;
 	}

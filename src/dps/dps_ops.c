@@ -35,6 +35,7 @@
 
 #include "base/clock.h"
 #include "base/crypto.h"
+#include "base/enc.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -76,6 +77,7 @@ struct op {
 	char hub[256];
 	char device_id[ENROLLMENT_ID_MAX + 1];
 	char keys[2][96];
+	uint8_t tpm_hub_key[32]; /* a TPM device's hub key (keys[0] is its base64) */
 	json_t *initial_twin; /* for NEW/RESET */
 	json_t *ret_payload;  /* the webhook's payload for the device */
 	json_t *source_twin;  /* MIGRATE from a remote hub: its twin JSON */
@@ -154,6 +156,8 @@ static json_t *op_doc(const struct op *o)
 		json_object_set(doc, "x509", o->auth.x509);
 		json_object_set_new(doc, "certificates", json_string(o->auth.certificates));
 	}
+	if (o->auth.tpm)
+		json_object_set(doc, "tpm", o->auth.tpm);
 	return doc;
 }
 
@@ -524,6 +528,19 @@ static void succeed(struct op *o)
 		json_object_set(o->state, "payload", o->ret_payload);
 	json_object_set_new(o->state, "_initialHub",
 			    json_string(o->initial_hub[0] ? o->initial_hub : o->hub));
+	if (o->auth.tpm) {
+		/* The hub key, for this TPM only; kept to wrap again next time. */
+		char *blob = NULL;
+		const char *why;
+		if (dps__tpm_blob(o->auth.tpm, o->tpm_hub_key, sizeof o->tpm_hub_key, &blob, &why) !=
+		    0) {
+			fail(o, 400209, "the hub key cannot be wrapped for this TPM: %s", why);
+			return;
+		}
+		json_object_set_new(o->state, "tpm", json_pack("{s:s}", "authenticationKey", blob));
+		json_object_set_new(o->state, "_tpmHubKey", json_string(o->keys[0]));
+		free(blob);
+	}
 	state_tail(o, o->state, now);
 	commit_outcome(o, o->target->local || (leaving_old(o) && o->old->local));
 }
@@ -706,7 +723,16 @@ static void assign(struct op *o, const char *hub)
 		       "dps %s: %s: previous hub %s is no longer linked; its twin cannot be "
 		       "migrated, the initial twin is used",
 		       d->name, o->regid, prev_hub);
-	for (int i = 0; !o->auth.x509 && i < 2; i++)
+	if (o->auth.tpm) {
+		/* The hub key stays the device's across registrations; the
+		 * secondary follows from it (the device never uses it). */
+		uint8_t secondary[32];
+		dps__tpm_hub_key(o->prev, o->tpm_hub_key);
+		crypto_hmac_sha256(o->tpm_hub_key, sizeof o->tpm_hub_key, "secondary", 9, secondary);
+		b64_encode(o->tpm_hub_key, sizeof o->tpm_hub_key, o->keys[0]);
+		b64_encode(secondary, sizeof secondary, o->keys[1]);
+	}
+	for (int i = 0; !o->auth.x509 && !o->auth.tpm && i < 2; i++)
 		if (enrollment_device_key(o->auth.record, o->auth.kind, o->regid,
 					  i ^ o->auth.key_index, o->keys[i]) != 0) {
 			fail(o, 400007, "the enrollment has no symmetric keys for the device");
@@ -816,7 +842,8 @@ static void call_webhook(struct op *o)
 	const char *cur_dev = NULL;
 	if (cur_hub)
 		cur_dev = json_string_value(json_object_get(o->prev, "deviceId"));
-	json_t *req = alloc_webhook_request(o->auth.record, o->auth.kind, o->auth.x509, o->regid,
+	json_t *req = alloc_webhook_request(o->auth.record, o->auth.kind,
+					    o->auth.x509 ? o->auth.x509 : o->auth.tpm, o->regid,
 					    o->payload,
 					    cur_hub, cur_dev, c, n);
 	char *body = json_dumps(req, JSON_COMPACT);
@@ -1109,6 +1136,9 @@ static void resume_one(struct dps *d, const char *key, json_t *doc)
 	o->auth.key_index = (int)json_integer_value(json_object_get(doc, "keyIndex")) & 1;
 	json_t *p = json_object_get(doc, "payload");
 	o->payload = p ? json_incref(p) : NULL;
+	json_t *tpm = json_object_get(doc, "tpm");
+	if (json_is_object(tpm))
+		o->auth.tpm = json_incref(tpm);
 	json_t *x509 = json_object_get(doc, "x509");
 	const char *certs = json_string_value(json_object_get(doc, "certificates"));
 	if (json_is_object(x509) && certs) {

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "base/enc.h"
+#include "core/tpm.h"
 #include "internal.h"
 
 static const char REGISTRATIONS[] = "/registrations/";
@@ -97,10 +98,24 @@ enum dps_topic dps__wire_topic(const char *topic, size_t len, char rid[DPS_RID_M
 	return kind;
 }
 
+/* A base64 member of the tpm object: absent (when optional), or the
+ * encoding of 1..TPM_PUBLIC_MAX bytes. */
+static bool tpm_key_ok(const json_t *tpm, const char *name, bool optional)
+{
+	json_t *v = json_object_get(tpm, name);
+	if (!v)
+		return optional;
+	size_t len = json_string_length(v), out_len;
+	uint8_t out[B64_DECODED_MAX(B64_ENCODED_LEN(TPM_PUBLIC_MAX))];
+	return json_is_string(v) && len > 0 && len <= B64_ENCODED_LEN(TPM_PUBLIC_MAX) &&
+	       b64_decode(json_string_value(v), len, out, &out_len) == 0 && out_len > 0;
+}
+
 int dps__wire_register_body(const char *regid, const char *body, size_t n, json_t **payload,
-                            char *msg, size_t msglen)
+                            json_t **tpm, char *msg, size_t msglen)
 {
 	*payload = NULL;
+	*tpm = NULL;
 	size_t i = 0;
 	while (i < n && (body[i] == ' ' || body[i] == '\r' || body[i] == '\n' || body[i] == '\t'))
 		i++;
@@ -123,8 +138,22 @@ int dps__wire_register_body(const char *regid, const char *body, size_t n, json_
 		         "registrationId in the body differs from the one in the request");
 		return -1;
 	}
+	json_t *t = json_object_get(o, "tpm");
+	if (t && !json_is_null(t) &&
+	    (!json_is_object(t) || !tpm_key_ok(t, "endorsementKey", false) ||
+	     !tpm_key_ok(t, "storageRootKey", true))) {
+		json_decref(o);
+		snprintf(msg, msglen,
+		         "tpm must be {\"endorsementKey\":..,\"storageRootKey\":..}, each the base64 "
+		         "of a TPM2B_PUBLIC of at most %d bytes",
+		         TPM_PUBLIC_MAX);
+		return -1;
+	}
 	json_t *p = json_object_get(o, "payload");
 	*payload = p ? json_incref(p) : NULL;
+	if (t && !json_is_null(t))
+		*tpm = json_pack("{s:O,s:O*}", "endorsementKey", json_object_get(t, "endorsementKey"),
+		                 "storageRootKey", json_object_get(t, "storageRootKey"));
 	json_decref(o);
 	return 0;
 }

@@ -30,6 +30,10 @@ struct dps_auth {
 	 * as PEM text, to decide the identity on the hub it is assigned to. */
 	json_t *x509;
 	char *certificates;
+	/* TPM only (else NULL): {"endorsementKey", "storageRootKey"} of the
+	 * TPM the registration's challenge was made for (base64 TPM2B_PUBLIC),
+	 * to wrap the hub key for and to show the webhook. */
+	json_t *tpm;
 };
 
 /* The enrollment groups are kept parsed for attestation (struct
@@ -108,6 +112,30 @@ void dps__calls_sweep(struct dps *d);
 void dps__calls_start(struct dps *d);
 void dps__calls_stop(struct dps *d);
 
+/* ---- TPM attestation (dps_tpm.c) ---- */
+
+/* The first register PUT of a TPM device (no Authorization; tpm = its
+ * {"endorsementKey", "storageRootKey"}): answers 401 with a fresh
+ * authenticationKey once the challenge is stored, or refuses (400, 401
+ * without a key, 429, 503). */
+void dps__tpm_challenge(struct dps *d, const char *regid, const json_t *tpm, const char *peer,
+                        struct dps_reply *r);
+/* For dps__authenticate, rec being a TPM enrollment: t must be signed with
+ * the key of regid's current challenge, unexpired, made for the
+ * enrollment's EK. 0 with *tpm_out (the challenge's keys, a new
+ * reference), FH_EAUTH with *why, or FH_EIO. */
+int dps__tpm_authenticate(struct dps *d, const char *regid, const json_t *rec,
+                          const struct sas_token *t, int64_t now_s, json_t **tpm_out,
+                          const char **why);
+/* The authenticationKey delivering key[0..keylen) to the TPM of tpm
+ * ({"endorsementKey", "storageRootKey"}), base64 in *b64_out (malloc'd).
+ * 0, or FH_EINVAL with *why. */
+int dps__tpm_blob(const json_t *tpm, const uint8_t *key, size_t keylen, char **b64_out,
+                  const char **why);
+/* The device's hub key: the one its previous registration state keeps
+ * (returns 0), else a new random one (returns 1). */
+int dps__tpm_hub_key(const json_t *prev_state, uint8_t key[32]);
+
 /* The DPS's CA certificates over HTTPS (dps_ca.c): a change (PUT,
  * DELETE, a verification code, a proof of possession) to name, one read,
  * the list. */
@@ -144,9 +172,12 @@ enum dps_topic dps__wire_topic(const char *topic, size_t len, char rid[DPS_RID_M
 
 /* A register body[0..n): empty, or a JSON object whose optional
  * registrationId must equal regid. Returns 0 with *payload (the "payload"
- * member, a new reference, or NULL), or -1 with a message for the device. */
+ * member, a new reference, or NULL) and *tpm (a TPM device's "tpm":
+ * {"endorsementKey", "storageRootKey"}, each the base64 of at most
+ * TPM_PUBLIC_MAX bytes, the storage root key optional; a new reference, or
+ * NULL), or -1 with a message for the device. */
 int dps__wire_register_body(const char *regid, const char *body, size_t n, json_t **payload,
-                            char *msg, size_t msglen);
+                            json_t **tpm, char *msg, size_t msglen);
 
 /* True when path is "/<scope>/registrations/..." (the device API). */
 bool dps__wire_is_device_path(const char *scope, const char *path);

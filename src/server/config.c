@@ -189,6 +189,12 @@ static const struct setting settings[] = {
      "retry-after, so invented registration ids cannot take the server's\n"
      "CPU (100..10000000).",
      DPS(attestation_rate)},
+    {SCOPE_DPS, "tpm_challenge_ttl_s", SET_UINT, 1, 86400, "3600",
+     "Seconds a TPM device's challenge key (the authenticationKey of the\n"
+     "401) signs its registration and status polls; a new register starts\n"
+     "a new challenge (1..86400). An attestation also costs 400 of\n"
+     "attestation_rate: it is RSA work.",
+     DPS(tpm_challenge_ttl_s)},
     {SCOPE_DPS, "max_assigning", SET_UINT, 1, 1000000, "10000",
      "Registrations in progress (assigning, e.g. waiting for a webhook) at\n"
      "most; new ones beyond are answered 429 with retry-after (1..1000000).",

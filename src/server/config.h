@@ -58,6 +58,7 @@ struct config_dps {
 	unsigned retry_after_s;      /* 1 */
 	unsigned max_assigning;      /* 10000: registrations in progress at once */
 	unsigned attestation_rate;   /* 50000 group key checks per second */
+	unsigned tpm_challenge_ttl_s; /* 3600 */
 	struct config_addrs mqtt_listen;
 	struct config_addrs https_listen;
 };

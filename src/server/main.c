@@ -453,6 +453,7 @@ static int setup_dps(char *err, size_t errlen)
 		.retry_after_s = c->retry_after_s,
 		.max_assigning = c->max_assigning,
 		.attestation_rate = c->attestation_rate,
+		.tpm_challenge_ttl_s = c->tpm_challenge_ttl_s,
 		.rate = device_rate(),
 		.rate_keys = srv.cfg.max_connections,
 		.x509_max_intermediates = srv.cfg.x509_max_intermediates,

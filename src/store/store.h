@@ -327,6 +327,8 @@ enum store_doc_kind {
 	STORE_WEBHOOK_CALL_TIME, /* the same entries in time order, id = "<seq>/<registrationId>" */
 	STORE_CA_CERT,          /* a CA certificate, scope = hub name or "dps:" + DPS name
 	                           (a hub and the DPS may share a name), id = its name */
+	STORE_TPM_CHALLENGE,    /* the key a TPM registration's SAS is signed with, while
+	                           it lasts; scope = DPS name, id = registrationId */
 };
 
 /* Gets the document; *json_out is owned by the caller. */

@@ -175,6 +175,9 @@ static const char *const migrations[] = {
 	/* 6: CA certificates of hubs and DPSs (store.h, STORE_CA_CERT) */
 	"CREATE TABLE ca_certs (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
 	" PRIMARY KEY (scope, id)) WITHOUT ROWID;",
+	/* 7: the TPM challenge of each registration id (store.h, STORE_TPM_CHALLENGE) */
+	"CREATE TABLE tpm_challenges (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
+	" PRIMARY KEY (scope, id)) WITHOUT ROWID;",
 };
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -314,7 +317,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_CONN_DEL] = "DELETE FROM connections WHERE hub = ?1 AND id = ?2",
 };
 
-#define DOC_KINDS 7
+#define DOC_KINDS 8
 enum doc_op { DOC_GET, DOC_PUT, DOC_DEL, DOC_LIST, DOC_LIST_FROM, DOC_OPS };
 
 #define SCAN_CACHE 16
@@ -1957,6 +1960,7 @@ static const char *const doc_table[DOC_KINDS] = {
 	[STORE_WEBHOOK_CALL] = "webhook_calls",
 	[STORE_WEBHOOK_CALL_TIME] = "webhook_call_times",
 	[STORE_CA_CERT] = "ca_certs",
+	[STORE_TPM_CHALLENGE] = "tpm_challenges",
 };
 
 static sqlite3_stmt *doc_stmt(struct store_txn *t, enum store_doc_kind kind, enum doc_op op)

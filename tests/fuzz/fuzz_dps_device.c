@@ -48,14 +48,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				check_in_input(op, data, size);
 		}
 	} else if (mode == 2) {
-		json_t *payload = (json_t *)1;
+		json_t *payload = (json_t *)1, *tpm = (json_t *)1;
 		char msg[300] = "";
-		int rc = dps__wire_register_body("dev-1", in, n, &payload, msg, sizeof msg);
+		int rc = dps__wire_register_body("dev-1", in, n, &payload, &tpm, msg, sizeof msg);
 		if (rc == 0) {
-			if (msg[0])
+			if (msg[0] || (tpm && !json_is_string(json_object_get(tpm, "endorsementKey"))))
 				abort();
 			json_decref(payload);
-		} else if (rc != -1 || payload || !msg[0]) {
+			json_decref(tpm);
+		} else if (rc != -1 || payload || tpm || !msg[0]) {
 			abort();
 		}
 	} else {

@@ -16,6 +16,7 @@
 #include "base/err.h"
 #include "base/x509.h"
 #include "core/enrollment.h"
+#include "core/tpm.h"
 
 static const char *T1 = "2026-01-01T00:00:01.000Z";
 static const char *T2 = "2026-01-01T00:00:02.000Z";
@@ -29,6 +30,19 @@ static const struct enrollment_hubs HUBS = {HUB_NAMES, 2};
 /* Two self-signed certificates as the base64 of their DER (what the
  * service SDK sends too), made at start-up, and their SHA-256 thumbprints. */
 static char CERT_A[2048], CERT_B[2048], SHA_A[65], SHA_B[65];
+/* A TPM's endorsement and storage root keys (base64 TPM2B_PUBLIC). */
+static char EK_B64[512], SRK_B64[512];
+
+static void make_tpm_key(bool ek, char *out)
+{
+	EVP_PKEY *k = EVP_RSA_gen(2048);
+	uint8_t pub[400];
+	int n = k ? tpm_marshal_public(k, ek, pub, sizeof pub) : -1;
+	if (n <= 0)
+		abort();
+	b64_encode(pub, (size_t)n, out);
+	EVP_PKEY_free(k);
+}
 
 static void make_cert(const char *cn, char *b64, char *sha256)
 {
@@ -321,11 +335,24 @@ static void test_attestation_rules(void **state)
 	        "{\"primary\":{}}}}}",
 	        "attestation.x509.caReferences must be");
 
-	json_t *r = ok(I, "d",
-	               "{\"attestation\":{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":\"AToA\","
-	               "\"storageRootKey\":\"ARsA\",\"other\":1}}}");
-	json_t *want = J("{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":\"AToA\","
-	                 "\"storageRootKey\":\"ARsA\"}}");
+	/* TPM keys: the public areas a TPM gives, checked as such. */
+	refused(I, "d", "{\"attestation\":{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":\"AToA\"}}}",
+	        "attestation.tpm.endorsementKey must be the base64 of the TPM2B_PUBLIC");
+	char tpm_body[2048], tpm_want[2048];
+	snprintf(tpm_body, sizeof tpm_body,
+	         "{\"attestation\":{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":\"%s\","
+	         "\"storageRootKey\":\"%s\"}}}",
+	         EK_B64, "AToA");
+	refused(I, "d", tpm_body, "attestation.tpm.storageRootKey must be the base64");
+	snprintf(tpm_body, sizeof tpm_body,
+	         "{\"attestation\":{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":\"%s\","
+	         "\"storageRootKey\":\"%s\",\"other\":1}}}",
+	         EK_B64, SRK_B64);
+	snprintf(tpm_want, sizeof tpm_want,
+	         "{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":\"%s\",\"storageRootKey\":\"%s\"}}",
+	         EK_B64, SRK_B64);
+	json_t *r = ok(I, "d", tpm_body);
+	json_t *want = J(tpm_want);
 	json_t *att = enrollment_attestation(r);
 	assert_true(json_equal(att, want));
 	json_decref(att);
@@ -603,9 +630,12 @@ static void test_redacted(void **state)
 	json_decref(v);
 	json_decref(r);
 
-	r = ok(ENROLLMENT_INDIVIDUAL, "t-r",
-	       "{\"attestation\":{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":\"AToA\","
-	       "\"storageRootKey\":\"ARsA\"}}}");
+	char tpm_body[2048];
+	snprintf(tpm_body, sizeof tpm_body,
+	         "{\"attestation\":{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":\"%s\","
+	         "\"storageRootKey\":\"%s\"}}}",
+	         EK_B64, SRK_B64);
+	r = ok(ENROLLMENT_INDIVIDUAL, "t-r", tpm_body);
 	v = enrollment_redacted(r);
 	want = J("{\"type\":\"tpm\",\"tpm\":{}}");
 	assert_true(json_equal(json_object_get(v, "attestation"), want));
@@ -673,6 +703,8 @@ int main(void)
 {
 	make_cert("cert-a", CERT_A, SHA_A);
 	make_cert("cert-b", CERT_B, SHA_B);
+	make_tpm_key(true, EK_B64);
+	make_tpm_key(false, SRK_B64);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_individual_defaults),
 	    cmocka_unit_test(test_individual_full),
