@@ -87,7 +87,8 @@ static void wrn(struct wr *w, const void *p, size_t n)
 		w->bad = true;
 		return;
 	}
-	memcpy(w->p + w->n, p, n);
+	if (n) /* p may be NULL when empty */
+		memcpy(w->p + w->n, p, n);
 	w->n += n;
 }
 
@@ -202,9 +203,11 @@ void tpm_kdfa(const uint8_t *key, size_t keylen, const char *label, const uint8_
 		memcpy(msg + m, label, ll);
 		m += ll;
 		msg[m++] = 0;
-		memcpy(msg + m, u, ulen);
+		if (ulen) /* (u, v may be NULL when empty) */
+			memcpy(msg + m, u, ulen);
 		m += ulen;
-		memcpy(msg + m, v, vlen);
+		if (vlen)
+			memcpy(msg + m, v, vlen);
 		m += vlen;
 		msg[m++] = (uint8_t)(bits >> 24);
 		msg[m++] = (uint8_t)(bits >> 16);
