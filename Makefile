@@ -40,7 +40,8 @@ REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 # codec/) of the library; never net/, server/ or anything with state.
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
-BENCH_LIB_OBJ := $(filter $(BUILD)/obj/src/base/% $(BUILD)/obj/src/codec/%,$(LIB_OBJ))
+BENCH_LIB_OBJ := $(filter $(BUILD)/obj/src/base/% $(BUILD)/obj/src/codec/%,$(LIB_OBJ)) \
+	$(BUILD)/obj/src/core/tpm.o
 
 .PHONY: all deps deps-run run test unit replay interop fuzz fuzz-smoke clean format loadgen bench \
 	bench-quick soak

@@ -9,6 +9,14 @@
  *                   DISCONNECT and start the next device
  *   tls-handshakes  the reference: TCP connect and a full TLS handshake with
  *                   the same listener, then close_notify
+ *   dps-tpm         TPM attestation over HTTPS, the device side computed in
+ *                   software (core/tpm.c does what the TPM would): PUT
+ *                   register with the EK and SRK, open the 401's
+ *                   authenticationKey, PUT again with the SAS it signs, poll
+ *                   the operation after each retry-after, open the hub key
+ *                   of "assigned"; one keep-alive connection per device.
+ *                   Its individual enrollments are made first (REST, bulk,
+ *                   --owner-key: the DPS's), spread over 8 EK/SRK pairs
  *
  * Registration ids carry a run tag so every run registers new devices.
  * Throughput counts completions during the measured window; latency is
@@ -23,6 +31,10 @@
 
 struct dps_plan {
 	bool handshakes_only;    /* tls-handshakes */
+	bool tpm;                /* dps-tpm: addr is the DPS's HTTPS listener */
+	const char *owner_key;   /* dps-tpm: the DPS's provisioningserviceowner key */
+	unsigned devices;        /* dps-tpm: enrollments made, the most registrations */
+	const char *ca_file;     /* dps-tpm: to verify the DPS when making enrollments */
 	struct sockaddr_in addr; /* the DPS's MQTT over TLS listener */
 	const char *tls_name;    /* SNI and certificate name */
 	SSL_CTX *tls;

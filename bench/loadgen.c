@@ -91,6 +91,7 @@ enum scenario {
 	SC_REST_PATCH,
 	SC_DPS_REGISTER,   /* dps.c */
 	SC_TLS_HANDSHAKES, /* dps.c */
+	SC_DPS_TPM,        /* dps.c */
 	SC_WEBHOOK,        /* webhook.c */
 	SC_SEED,           /* seed.c */
 	SC_QUERY_TAG,      /* the query scenarios: queries.c, in this loop */
@@ -106,6 +107,7 @@ static const char *const scenario_names[] = {"twin-reported",
                                              "twin-rest-patch",
                                              "dps-register",
                                              "tls-handshakes",
+                                             "dps-tpm",
                                              "webhook",
                                              "seed-twins",
                                              "query-tag-eq",
@@ -1096,7 +1098,8 @@ static void usage(FILE *f)
 	    f,
 	    "usage: loadgen [SCENARIO] [options]\n"
 	    "Scenarios: twin-reported, twin-get, mqtt-publish, connections,\n"
-	    "  twin-desired-latency, twin-rest-patch, dps-register, tls-handshakes, webhook,\n"
+	    "  twin-desired-latency, twin-rest-patch, dps-register, tls-handshakes, dps-tpm,\n"
+	    "  webhook,\n"
 	    "  seed-twins, query-tag-eq, query-reported-range, query-group-count.\n"
 	    "Target (loopback 127.0.0.0/8 only):\n"
 	    "  --target IP:PORT      MQTT over TLS address (required for a scenario)\n"
@@ -1140,6 +1143,8 @@ static void usage(FILE *f)
 	    "Provisioning (dps-register, tls-handshakes: --target is the DPS's MQTT address):\n"
 	    "  --scope S             id scope; --key is the enrollment group's key\n"
 	    "  --concurrency C       devices in flight, each on a new connection (default 100)\n"
+	    "  dps-tpm: --target is the DPS's HTTPS address; --owner-key the DPS's owner\n"
+	    "  key to make --devices TPM enrollments first; the device side in software\n"
 	    "Webhook (a custom allocation webhook; runs until SIGINT or SIGTERM):\n"
 	    "  --listen IP:PORT      where to listen (loopback)\n"
 	    "  --tls-cert FILE, --tls-key FILE   its certificate chain and key (PEM)\n"
@@ -1392,6 +1397,8 @@ static int parse_options(int argc, char **argv)
 		                 "--listen, --tls-cert, --tls-key and --hub are required");
 	if (opt.scenario == SC_DPS_REGISTER && (!opt.scope || !opt.key))
 		return bad("dps-register", "--scope and --key are required");
+	if (opt.scenario == SC_DPS_TPM && (!opt.scope || !opt.owner_key || !opt.ca_file))
+		return bad("dps-tpm", "--scope, --owner-key (the DPS's) and --ca are required");
 	if (opt.have_scenario && !opt.target && opt.scenario != SC_REST_PATCH && !query_scenario())
 		return bad("target", "--target IP:PORT is required");
 	if (opt.have_scenario && (rest_scenario() || uses_queries() || opt.scenario == SC_SEED) &&
@@ -1403,6 +1410,7 @@ static int parse_options(int argc, char **argv)
 		return bad("--x509-ca", "--x509-ca and --x509-ca-key go together");
 	if (opt.have_scenario && !opt.no_auth && (!opt.hub || !opt.key) &&
 	    opt.scenario != SC_TLS_HANDSHAKES && opt.scenario != SC_DPS_REGISTER &&
+	    opt.scenario != SC_DPS_TPM &&
 	    !query_scenario())
 		return bad("authentication", "--hub and --key are required (or --no-auth)");
 	if (opt.no_auth && (twin_scenario() || opt.scenario == SC_SEED))
@@ -1515,9 +1523,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "loadgen: %s\n", err);
 		return 3;
 	}
-	if (opt.scenario == SC_DPS_REGISTER || opt.scenario == SC_TLS_HANDSHAKES) {
+	if (opt.scenario == SC_DPS_REGISTER || opt.scenario == SC_TLS_HANDSHAKES ||
+	    opt.scenario == SC_DPS_TPM) {
 		struct dps_plan plan = {
 		    .handshakes_only = opt.scenario == SC_TLS_HANDSHAKES,
+		    .tpm = opt.scenario == SC_DPS_TPM,
+		    .owner_key = opt.owner_key,
+		    .devices = opt.devices,
+		    .ca_file = opt.ca_file,
 		    .addr = run.addr,
 		    .tls_name = run.tls_name,
 		    .tls = run.tls,

@@ -29,6 +29,7 @@ quick)
 	CONN_DEVICES=2000 CONN_RATE=3000 CONN_HOLD=3
 	REST_CONNS=16 REST_INFLIGHT=4 PATCH_RATE=2000
 	DPS_CONCURRENCY=300 SLOW_CONCURRENCY=100 HS_CONCURRENCY=50 DPS_DURATION=5
+	TPM_DEVICES=3000
 	RESTART_TWINS=5000 QUERY_RATE=50
 	;;
 full)
@@ -36,6 +37,7 @@ full)
 	CONN_DEVICES=15000 CONN_RATE=3000 CONN_HOLD=5
 	REST_CONNS=64 REST_INFLIGHT=4 PATCH_RATE=2000
 	DPS_CONCURRENCY=2000 SLOW_CONCURRENCY=500 HS_CONCURRENCY=100 DPS_DURATION=20
+	TPM_DEVICES=12000
 	RESTART_TWINS=100000 QUERY_RATE=50
 	;;
 *)
@@ -365,6 +367,11 @@ lg dps-register-slowref "$fh_pid" dps-register "${DPS_ARGS[@]}" --key "$GROUP_KE
 	--concurrency $SLOW_CONCURRENCY --prefix bench-ref-
 lg dps-custom-slow "$fh_pid" dps-register "${DPS_ARGS[@]}" --key "$SLOW_KEY" \
 	--concurrency $SLOW_CONCURRENCY --prefix bench-slow-
+# TPM attestation over HTTPS, the devices' TPM work done by loadgen in
+# software on the same cores (its TPM_DEVICES enrollments are made first)
+lg dps-tpm "$fh_pid" dps-tpm --target $HUB_IP:$HTTPS_PORT --tls-name $HUB --ca "$work/ca.pem" \
+	--scope $SCOPE --duration $DPS_DURATION --timeout 30 --owner-key "$DPS_KEY" \
+	--devices $TPM_DEVICES --concurrency $DPS_CONCURRENCY --prefix bench-tpm-
 # ---- sessions for the connection ramp: half its devices connect once with
 # clean session 0 and leave, so that after the restart the ramp (clean
 # session 0 too) resumes half of its sessions from the store and creates
@@ -498,6 +505,8 @@ p99_ms() {
 		"$(field dps-register ops_per_s)" "-,0.8x"
 	bench_line dps-custom-slow "$(field dps-custom-slow ops_per_s)" reg/s \
 		"$(field dps-register-slowref ops_per_s)" "-,0.5x"
+	bench_line dps-tpm "$(field dps-tpm ops_per_s)" reg/s \
+		"$(field dps-register ops_per_s)" "-,0.25x"
 	bench_line connections-rss "$(cat "$work/connections.rss")" KiB/conn \
 		"$(cat "$work/mosquitto-connections.rss")" "<=24,<=1.5x"
 	bench_line connections-rate "$(field connections ops_per_s)" conn/s \
@@ -572,7 +581,7 @@ fi
 	echo "devices=$DEVICES duration_s=$DURATION inflight=$INFLIGHT size=$SIZE" \
 		"connections=$CONN_DEVICES rest=${REST_CONNS}x$REST_INFLIGHT patch_rate=$PATCH_RATE" \
 		"dps_concurrency=$DPS_CONCURRENCY slow_concurrency=$SLOW_CONCURRENCY" \
-		"dps_duration_s=$DPS_DURATION restart_twins=$RESTART_TWINS" \
+		"dps_duration_s=$DPS_DURATION tpm_devices=$TPM_DEVICES restart_twins=$RESTART_TWINS" \
 		"seeded_twins=$CREATE query_rate=$QUERY_RATE"
 	echo
 	echo "## Raw loadgen lines"

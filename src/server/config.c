@@ -192,7 +192,7 @@ static const struct setting settings[] = {
     {SCOPE_DPS, "tpm_challenge_ttl_s", SET_UINT, 1, 86400, "3600",
      "Seconds a TPM device's challenge key (the authenticationKey of the\n"
      "401) signs its registration and status polls; a new register starts\n"
-     "a new challenge (1..86400). An attestation also costs 400 of\n"
+     "a new challenge (1..86400). A challenge also costs 50 of\n"
      "attestation_rate: it is RSA work.",
      DPS(tpm_challenge_ttl_s)},
     {SCOPE_DPS, "max_assigning", SET_UINT, 1, 1000000, "10000",
