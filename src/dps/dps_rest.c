@@ -274,7 +274,14 @@ static int delete_work(void *arg, struct store_txn *t)
 			kind_name(j->kind), j->id);
 		return FH_EPRECOND;
 	}
-	return store_doc_delete(t, doc_kind(j->kind), j->d->name, j->id);
+	rc = store_doc_delete(t, doc_kind(j->kind), j->d->name, j->id);
+	if (rc == 0 && j->kind == ENROLLMENT_INDIVIDUAL) {
+		/* Its TPM challenge, if any, goes with it (decisions.md 4). */
+		rc = store_doc_delete(t, STORE_TPM_CHALLENGE, j->d->name, j->id);
+		if (rc == FH_ENOTFOUND)
+			rc = 0;
+	}
+	return rc;
 }
 
 static void delete_done(void *arg, int rc)
@@ -622,6 +629,10 @@ static int bulk_work(void *arg, struct store_txn *t)
 			rc = store_doc_delete(t, STORE_ENROLLMENT, j->d->name, id);
 			if (rc == FH_ENOTFOUND)
 				set_err(&j->err, 404, 404201, "not found");
+			int crc = rc == 0 ? store_doc_delete(t, STORE_TPM_CHALLENGE, j->d->name, id)
+					  : FH_ENOTFOUND;
+			if (crc != 0 && crc != FH_ENOTFOUND)
+				rc = crc;
 		} else {
 			const char *etag = json_string_value(json_object_get(e, "etag"));
 			bool ifm = strcasecmp(mode, "updateIfMatchETag") == 0;

@@ -238,6 +238,15 @@ test('refusals: wrong EK, SRK mismatch, unknown id, expired challenge, stale key
   assert.equal(server.cli(['enrollment', 'create', 'tpm-cli-3', '--tpm-srk', 'AToA']).code, 2);
   const viaCli = await toolsRegister(dev, 'tpm-cli', keys);
   assert.equal(viaCli.registrationState.assignedHub, H1);
+  // Deleting the enrollment deletes its challenge: made again, the
+  // enrollment does not take the SAS of the old challenge's key.
+  const oldSas = dev.sas(registration('tpm-cli'), 'registration');
+  assert.equal(server.cli(['enrollment', 'delete', 'tpm-cli']).code, 0);
+  assert.equal(server.cli(['enrollment', 'create', 'tpm-cli', '--tpm-ek', keys.endorsementKey]).code, 0);
+  r = await call('PUT', 'tpm-cli', '/register', { tpm: keys }, oldSas);
+  assert.equal(r.status, 401);
+  await waitFor(() => /no TPM challenge was given to this registration id/.test(server.log), 5000,
+    'the missing challenge in the log');
 
   // A SAS signed with the key of an older challenge: refused, no key given.
   const c1 = await call('PUT', 'tpm-ok', '/register', { tpm: keys });
