@@ -18,7 +18,8 @@
  * server's retry-after from the moment its answer arrived, so appending
  * keeps it sorted when retry-after is the same for all, and a late entry
  * only delays the ones behind it); one timer drains it. Invariant: a slot
- * is in the FIFO at most once, only while WAITING. */
+ * is in the FIFO at most once, only while WAITING (or, dps-tpm, THROTTLED:
+ * a challenge answered 429, asked again after its retry-after). */
 #include "dps.h"
 
 #include <inttypes.h>
@@ -53,6 +54,7 @@ enum dstate {
 	D_CHALLENGED,
 	D_REGISTERING,
 	D_WAITING,
+	D_THROTTLED, /* dps-tpm: a 429 to a challenge request, asked again after retry-after */
 	D_POLLING,
 	D_DONE,
 	D_FAILED
@@ -93,7 +95,7 @@ static struct {
 	uint64_t next_n;
 	char tag[16];
 	uint64_t t_start_ns, t_end_ns;
-	uint64_t ops, late_ops, polls;
+	uint64_t ops, late_ops, polls, throttled;
 	uint64_t connect_errors, status_errors, timeouts, disconnects;
 	struct hist latency;
 	struct soft_tpm tpms[TPM_POOL];
@@ -154,6 +156,7 @@ static void send_poll(struct dev *v)
 }
 
 static void send_tpm_poll(struct dev *v);
+static void send_register(struct dev *v, bool auth);
 
 static void on_tick(uv_timer_t *t)
 {
@@ -168,6 +171,10 @@ static void on_tick(uv_timer_t *t)
 			send_poll(v);
 		else if (v->state == D_WAITING && v->h)
 			send_tpm_poll(v);
+		else if (v->state == D_THROTTLED && v->h) {
+			v->state = D_CHALLENGED;
+			send_register(v, false);
+		}
 	}
 }
 
@@ -437,6 +444,18 @@ static void tpm_http_response(struct httpc *h, int status, const char *body, siz
 		send_register(v, true);
 		return;
 	}
+	if (v->state == D_CHALLENGED && status == 429) {
+		/* The DPS's attestation budget: a device waits retry-after and asks
+		 * again, as the SDK's retry policy does. Counted, not an error. */
+		const char *ra = httpc_header(h);
+		unsigned retry_after = ra ? (unsigned)strtoul(ra, NULL, 10) : 1;
+		d.throttled++;
+		v->state = D_THROTTLED;
+		v->due_ns = uv_hrtime() + (uint64_t)retry_after * 1000000000u;
+		d.fifo[(d.fifo_head + d.fifo_len) % d.p->concurrency] = v->slot;
+		d.fifo_len++;
+		return;
+	}
 	if ((v->state == D_REGISTERING || v->state == D_POLLING) && status == 202) {
 		char st[32] = "";
 		json_string_field(body, len, "status", st, sizeof st);
@@ -664,13 +683,13 @@ int dps_run(const struct dps_plan *p)
 	       " ops_per_s=%.1f p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64
 	       " errors=%" PRIu64 " connect_errors=%" PRIu64 " status_errors=%" PRIu64
 	       " timeouts=%" PRIu64 " disconnects=%" PRIu64 " started=%" PRIu64 " polls=%" PRIu64
-	       " late_ops=%" PRIu64 " cpu_s=%.2f\n",
+	       " late_ops=%" PRIu64 " throttled=%" PRIu64 " cpu_s=%.2f\n",
 	       p->handshakes_only ? "tls-handshakes" : p->tpm ? "dps-tpm" : "dps-register",
 	       p->tls_name, p->concurrency,
 	       window, d.ops, window > 0 ? (double)d.ops / window : 0,
 	       hist_percentile(&d.latency, 0.5), hist_percentile(&d.latency, 0.99), d.latency.max,
 	       errors, d.connect_errors, d.status_errors, d.timeouts, d.disconnects, d.next_n,
-	       d.polls, d.late_ops, self_cpu_s());
+	       d.polls, d.late_ops, d.throttled, self_cpu_s());
 	fflush(stdout);
 	free(d.devs);
 	free(d.fifo);
