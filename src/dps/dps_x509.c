@@ -102,6 +102,19 @@ static void consider(struct anchors *as, const char *group, int pos, json_t *inf
 	as->n++;
 }
 
+/* The info of a clientCertificates / signingCertificates entry (a new
+ * reference, or NULL): the stored one, or (a record written before
+ * fleethub kept it) computed from its certificate. */
+static json_t *entry_info(struct dps *d, const json_t *e)
+{
+	json_t *info = json_object_get(e, "info");
+	if (info)
+		return json_incref(info);
+	const char *pem = json_string_value(json_object_get(e, "certificate"));
+	X509 *x = pem ? ca_cache_get(&d->anchors, pem) : NULL;
+	return x ? ca_cert_info(x) : NULL;
+}
+
 /* The anchors of one enrollment's x509 attestation that sit in (or just
  * past) the presented chain. */
 static void collect(struct dps *d, const char *group, const json_t *x509,
@@ -112,11 +125,12 @@ static void collect(struct dps *d, const char *group, const json_t *x509,
 	json_t *refs = json_object_get(x509, "caReferences");
 	for (int i = 0; i < 2; i++) {
 		json_t *e = json_object_get(signing, slots[i]);
-		json_t *info = json_object_get(e, "info");
-		int pos = e ? position(info, p) : -1;
+		json_t *info = e ? entry_info(d, e) : NULL;
+		int pos = info ? position(info, p) : -1;
 		const char *pem = json_string_value(json_object_get(e, "certificate"));
 		if (pos > 0 && pem)
 			consider(as, group, pos, json_incref(info), strdup(pem));
+		json_decref(info);
 	}
 	for (int i = 0; i < 2; i++) {
 		const char *name = json_string_value(json_object_get(refs, slots[i]));
@@ -211,9 +225,11 @@ static int individual(struct dps *d, const char *regid, json_t *rec, X509 *leaf,
 		const char *sha1 = str(p->info[0], "sha1Thumbprint");
 		const char *sha256 = str(p->info[0], "sha256Thumbprint");
 		for (int i = 0; i < 2; i++) {
-			json_t *info = json_object_get(
-			    json_object_get(client, i ? "secondary" : "primary"), "info");
-			if (x509_thumbprint_is(str(info, "sha256Thumbprint"), sha1, sha256)) {
+			json_t *e = json_object_get(client, i ? "secondary" : "primary");
+			json_t *info = e ? entry_info(d, e) : NULL;
+			bool match = x509_thumbprint_is(str(info, "sha256Thumbprint"), sha1, sha256);
+			json_decref(info);
+			if (match) {
 				found(out, rec, ENROLLMENT_INDIVIDUAL, regid, p, NULL, leaf, chain);
 				return 0;
 			}
