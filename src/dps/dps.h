@@ -104,6 +104,7 @@ struct dps {
 	 * attestation: read at start-up, then kept in step one group at a
 	 * time (dps__group_changed). NULL = not loaded (a failed read). */
 	json_t *groups;
+	struct dsession *sessions; /* live MQTT device sessions (dps_device.c) */
 	unsigned x509_depth; /* intermediates allowed in a device's chain */
 	unsigned tpm_ttl_s;  /* a TPM challenge's lifetime */
 	char ca_scope[264];  /* its CA certificates' store scope: "dps:" + name */

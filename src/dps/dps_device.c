@@ -36,7 +36,44 @@ struct dsession {
 	char *token;
 	size_t token_len;
 	struct buf in;
+	/* The enrollment the CONNECT was attested by; while connected, the
+	 * session is in d->sessions, so disabling or deleting that enrollment
+	 * closes it (dps__enrollment_changed). */
+	enum enrollment_kind kind;
+	char enrollment_id[ENROLLMENT_ID_MAX + 1];
+	struct dsession *prev, *next;
+	bool listed;
 };
+
+static void unlist(struct dsession *s)
+{
+	if (!s->listed)
+		return;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		s->d->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->listed = false;
+}
+
+void dps__enrollment_changed(struct dps *d, enum enrollment_kind kind, const char *id,
+                             const json_t *record)
+{
+	if (record && enrollment_enabled(record))
+		return;
+	for (struct dsession *s = d->sessions, *next; s; s = next) {
+		next = s->next;
+		if (s->kind != kind || strcmp(s->enrollment_id, id) != 0 || !s->conn)
+			continue;
+		log_at(LOG_INFO, "dps %s: mqtt %s: %s closed: its enrollment%s %s was %s", d->name,
+		       net_conn_peer(s->conn), s->regid, kind == ENROLLMENT_GROUP ? " group" : "",
+		       id, record ? "disabled" : "deleted");
+		unlist(s);
+		net_conn_close(s->conn);
+	}
+}
 
 static void dsession_unref(struct dsession *s)
 {
@@ -286,6 +323,13 @@ static bool on_connect(struct dsession *s, const struct mqtt_connect *c)
 		                                                     : MQTT_RC_NOT_AUTHORIZED);
 		return true;
 	}
+	s->kind = auth.kind;
+	snprintf(s->enrollment_id, sizeof s->enrollment_id, "%s", auth.enrollment_id);
+	s->next = d->sessions;
+	if (d->sessions)
+		d->sessions->prev = s;
+	d->sessions = s;
+	s->listed = true;
 	dps__auth_clear(&auth);
 	snprintf(s->regid, sizeof s->regid, "%s", regid);
 	if (c->has_password) { /* else the certificate is checked again */
@@ -411,6 +455,7 @@ static void on_data(struct net_conn *c, const uint8_t *p, size_t n)
 static void on_close(struct net_conn *c)
 {
 	struct dsession *s = net_conn_app(c);
+	unlist(s);
 	s->conn = NULL;
 	dsession_unref(s);
 }

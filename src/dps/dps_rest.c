@@ -239,6 +239,7 @@ static void put_done(void *arg, int rc)
 	if (rc == 0) {
 		if (j->kind == ENROLLMENT_GROUP)
 			dps__group_changed(j->d, j->id, j->record);
+		dps__enrollment_changed(j->d, j->kind, j->id, j->record);
 		log_at(LOG_INFO, "dps %s: %s %s stored", j->d->name, kind_name(j->kind), j->id);
 		respond_json(j->ex, 200, NULL, j->record);
 	} else {
@@ -290,6 +291,7 @@ static void delete_done(void *arg, int rc)
 	if (rc == 0) {
 		if (j->kind == ENROLLMENT_GROUP)
 			dps__group_changed(j->d, j->id, NULL);
+		dps__enrollment_changed(j->d, j->kind, j->id, NULL);
 		log_at(LOG_INFO, "dps %s: %s %s deleted", j->d->name, kind_name(j->kind), j->id);
 		http_respond(j->ex, 204, NULL, NULL, 0);
 	} else {
@@ -656,6 +658,15 @@ static void bulk_done(void *arg, int rc)
 {
 	struct write_job *j = arg;
 	if (rc == 0) {
+		/* Sessions attested by enrollments now deleted or disabled close. */
+		bool del = strcasecmp(json_string_value(json_object_get(j->body, "mode")), "delete") == 0;
+		size_t i;
+		json_t *e;
+		json_array_foreach(json_object_get(j->body, "enrollments"), i, e) {
+			const char *id = json_string_value(json_object_get(e, "registrationId"));
+			if (id)
+				dps__enrollment_changed(j->d, ENROLLMENT_INDIVIDUAL, id, del ? NULL : e);
+		}
 		json_t *o = json_pack("{s:b,s:O}", "isSuccessful",
 				      json_array_size(j->bulk_errors) == 0, "errors", j->bulk_errors);
 		respond_json(j->ex, 200, NULL, o);

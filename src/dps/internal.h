@@ -136,6 +136,12 @@ int dps__tpm_blob(const json_t *tpm, const uint8_t *key, size_t keylen, char **b
  * (returns 0), else a new random one (returns 1). */
 int dps__tpm_hub_key(const json_t *prev_state, uint8_t key[32]);
 
+/* An enrollment (kind, id) was written (record) or deleted (NULL): when
+ * it is gone or disabled, the live MQTT sessions attested by it are
+ * closed (dps_device.c). */
+void dps__enrollment_changed(struct dps *d, enum enrollment_kind kind, const char *id,
+                             const json_t *record);
+
 /* The DPS's CA certificates over HTTPS (dps_ca.c): a change (PUT,
  * DELETE, a verification code, a proof of possession) to name, one read,
  * the list. */

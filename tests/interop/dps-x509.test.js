@@ -18,6 +18,7 @@ const { Client } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
 const { NoRetry } = require('azure-iot-common');
 const { Registry } = require('azure-iothub');
+const mqtt = require('mqtt');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
 const { Server, tempDir, withTimeout, waitFor, report, rest } = require('./lib/server');
 const { register, registerX509, Webhook, CERTS, DPS, deriveKey } = require('./lib/dps');
@@ -334,9 +335,18 @@ test('disabled: an individual enrollment, a group, a device on its hub; symmetri
   const state = await registerX509(SCOPE, 'mqtt', 'x509-dis-dev', device(dev));
   const client = await hubConnect(state, device(dev));
   const closed = new Promise((resolve) => client.on('disconnect', resolve));
+  // A DPS session attested by the group, open while the group is disabled.
+  const dpsSession = mqtt.connect(`mqtts://${DPS}:8883`, { clientId: 'x509-dis-dev', reconnectPeriod: 0,
+    username: `${SCOPE}/registrations/x509-dis-dev/api-version=2021-06-01`, ...device(dev) });
+  await withTimeout(new Promise((resolve, reject) => { dpsSession.on('connect', resolve); dpsSession.on('error', reject); }),
+    10000, 'the DPS session');
+  const dpsClosed = new Promise((resolve) => dpsSession.on('close', resolve));
   const group = (await svc.getEnrollmentGroup('dis-group')).responseBody;
   group.provisioningStatus = 'disabled';
   await svc.createOrUpdateEnrollmentGroup(group);
+  await withTimeout(dpsClosed, 10000, 'the DPS session closed by the disable');
+  dpsSession.end(true);
+  await waitFor(() => /x509-dis-dev closed: its enrollment group dis-group was disabled/.test(server.log), 5000, 'the reason');
   const e2 = await refused(registerX509(SCOPE, 'mqtt', 'x509-dis-dev', device(dev)));
   assert.equal(e2.result?.registrationState?.status ?? e2.result?.status, 'disabled', `${e2}`);
   // Disabling the device on its hub closes its live session at once.
