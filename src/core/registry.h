@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "store/store.h"
+#include "store/records.h"
 
 #define REGISTRY_ID_MAX 128
 

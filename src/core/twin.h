@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store/store.h"
+#include "store/records.h"
 
 enum twin_section { TWIN_TAGS, TWIN_DESIRED, TWIN_REPORTED };
 

@@ -39,27 +39,11 @@
 #include <uv.h>
 
 #include "codec/sas.h"
+#include "store/records.h"
 
 struct store;
 struct store_txn;
 struct query_plan;
-
-struct store_device {
-	char *json;   /* identity document (deviceId, generationId, status,
-	                 authentication, capabilities, ...), owned */
-	int64_t etag; /* bumps on every identity change; > 0 once stored */
-};
-
-struct store_twin {
-	char *tags;     /* JSON object text, owned ("{}" when empty) */
-	char *desired;  /* JSON object text, owned, without $version/$metadata */
-	char *reported; /* JSON object text, owned, without $version/$metadata */
-	char *meta;     /* JSON object {"tags":..,"desired":..,"reported":..} of
-	                   $lastUpdated metadata trees, owned */
-	int64_t version;          /* twin version: bumps on every twin change */
-	int64_t desired_version;  /* $version of properties.desired */
-	int64_t reported_version; /* $version of properties.reported */
-};
 
 typedef int (*store_work_fn)(void *arg, struct store_txn *txn);
 typedef void (*store_done_fn)(void *arg, int rc);
@@ -187,30 +171,9 @@ struct store_twin_service_patch {
 int store_twin_patch_service(struct store_txn *t, const char *hub, const char *id,
 			     const struct store_twin_service_patch *p);
 
-/* What the REST twin document shows, read in one statement: the twin
- * (meta left NULL), the metadata of properties.desired and .reported, the
- * byte sizes of the tags and desired texts, and the device identity's etag
- * and members as JSON texts (NULL when the identity has no such member). */
-struct store_twin_view {
-	struct store_twin twin;
-	char *meta_desired;  /* $metadata of properties.desired, or NULL */
-	char *meta_reported; /* $metadata of properties.reported, or NULL */
-	size_t tags_len;
-	size_t desired_len;
-	int64_t device_etag;
-	char *status;              /* identity "status" */
-	char *status_reason;       /* "statusReason" */
-	char *status_updated_time; /* "statusUpdatedTime" */
-	char *capabilities;        /* "capabilities" */
-	char *auth_type;           /* "authentication"."type" */
-	char *x509_thumbprint;     /* "authentication"."x509Thumbprint" */
-	bool connected;            /* the stored connection state (below) */
-	int64_t last_activity_ms;  /* 0: never */
-};
 /* FH_ENOTFOUND when the device or its twin does not exist. */
 int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
 			struct store_twin_view *out);
-void store_twin_view_clear(struct store_twin_view *v);
 
 /* Calls each(arg, id, view, sure) for the twins of hub with id > after, in
  * id order, that may satisfy plan's terms (codec/query_plan.h: a necessary
@@ -347,9 +310,5 @@ int store_doc_list(struct store_txn *t, enum store_doc_kind kind, const char *sc
 		   const char *prefix, const char *after, unsigned limit,
 		   int (*each)(void *arg, const char *id, const char *json), void *arg);
 
-void store_device_clear(struct store_device *d);
-void store_twin_clear(struct store_twin *tw);
-/* Fills a new device's twin: "{}" sections and metadata, every version 1. */
-void store_twin_init_empty(struct store_twin *tw);
 
 #endif

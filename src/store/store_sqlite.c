@@ -1779,20 +1779,6 @@ int store_twin_aggregate(struct store_txn *t, const char *hub, const struct quer
 	return ret;
 }
 
-void store_twin_view_clear(struct store_twin_view *v)
-{
-	store_twin_clear(&v->twin);
-	free(v->meta_desired);
-	free(v->meta_reported);
-	free(v->status);
-	free(v->status_reason);
-	free(v->status_updated_time);
-	free(v->capabilities);
-	free(v->auth_type);
-	free(v->x509_thumbprint);
-	memset(v, 0, sizeof *v);
-}
-
 int store_twin_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,
 		    int (*each)(void *arg, const char *id, const struct store_twin *tw),
 		    void *arg)
@@ -1922,32 +1908,6 @@ const char *store_write_error(int rc)
 	return rc == FH_ENOSPC ? "storage full: the change was not stored; try again when space "
 				 "is freed"
 			       : "storage I/O error: the change was not stored; try again";
-}
-
-void store_device_clear(struct store_device *d)
-{
-	free(d->json);
-	memset(d, 0, sizeof *d);
-}
-
-void store_twin_clear(struct store_twin *tw)
-{
-	free(tw->tags);
-	free(tw->desired);
-	free(tw->reported);
-	free(tw->meta);
-	memset(tw, 0, sizeof *tw);
-}
-
-void store_twin_init_empty(struct store_twin *tw)
-{
-	tw->tags = xstrdup("{}");
-	tw->desired = xstrdup("{}");
-	tw->reported = xstrdup("{}");
-	tw->meta = xstrdup("{}");
-	tw->version = 1;
-	tw->desired_version = 1;
-	tw->reported_version = 1;
 }
 
 /* ---- DPS documents ---- */
