@@ -326,6 +326,15 @@ X509 *ca_cache_get(struct ca_cache *c, const char *pem)
 	return x;
 }
 
+int ca_collect_rendered(void *arg, const char *id, const char *json)
+{
+	json_t *rec = json_loads(json, 0, NULL);
+	if (rec)
+		json_array_append_new(arg, ca_render(rec, false));
+	json_decref(rec);
+	return 0;
+}
+
 int ca_chain_verify_pems(X509 *leaf, STACK_OF(X509) *untrusted, const json_t *pems, int max_depth,
 			 int64_t now_s, struct ca_cache *cache, const char **why)
 {

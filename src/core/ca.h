@@ -106,6 +106,10 @@ void ca_cache_init(struct ca_cache *c);
 X509 *ca_cache_get(struct ca_cache *c, const char *pem);
 void ca_cache_free(struct ca_cache *c);
 
+/* A store_doc_list callback over CA records: appends each record as the
+ * REST API shows it (ca_render, no code) to the JSON array arg. */
+int ca_collect_rendered(void *arg, const char *id, const char *json);
+
 /* ca_chain_verify with the anchors given as a JSON array of PEM texts
  * (ca_collect_verified's), parsed through cache (NULL: parsed for this
  * call). */

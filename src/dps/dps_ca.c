@@ -151,45 +151,69 @@ void dps__ca_change(struct dps *d, struct http_exchange *ex, const char *name,
 	store_submit_sized(d->store, ca_work, ca_done, j, n);
 }
 
-void dps__ca_get(struct dps *d, struct http_exchange *ex, const char *name)
+/* Reads, through the store's completion API (decisions.md 1). */
+struct ca_read {
+	char scope[264]; /* the DPS's CA scope: work touches only the job */
+	struct http_exchange *ex;
+	char name[ENROLLMENT_ID_MAX + 1];
+	bool list;
+	json_t *out; /* the record (get), or the rendered records (list) */
+};
+
+static int ca_read_work(void *arg, struct store_txn *t)
 {
-	char *json = NULL;
-	int rc = store_doc_get(store_reader(d->store), STORE_CA_CERT, d->ca_scope, name, &json);
-	json_t *rec = json ? json_loads(json, 0, NULL) : NULL;
-	free(json);
-	if (rc == FH_ENOTFOUND) {
-		char msg[200];
-		snprintf(msg, sizeof msg, "no CA certificate named '%s'", name);
-		respond_error(ex, 404, 404205, msg);
-	} else if (rc != 0 || !rec) {
-		respond_error(ex, 503, 503000, "the service cannot read its store; try again");
-	} else {
-		respond_record(ex, rec, false);
+	struct ca_read *r = arg;
+	if (r->list) {
+		r->out = json_array();
+		return store_doc_list(t, STORE_CA_CERT, r->scope, "", "", CA_LIST_MAX,
+		                      ca_collect_rendered, r->out);
 	}
-	json_decref(rec);
+	char *json = NULL;
+	int rc = store_doc_get(t, STORE_CA_CERT, r->scope, r->name, &json);
+	if (rc == 0 && !(r->out = json_loads(json, 0, NULL)))
+		rc = FH_EIO;
+	free(json);
+	return rc;
 }
 
-static int list_each(void *arg, const char *id, const char *json)
+static void ca_read_done(void *arg, int rc)
 {
-	json_t *rec = json_loads(json, 0, NULL);
-	if (rec)
-		json_array_append_new(arg, ca_render(rec, false));
-	json_decref(rec);
-	return 0;
+	struct ca_read *r = arg;
+	if (rc == FH_ENOTFOUND) {
+		char msg[200];
+		snprintf(msg, sizeof msg, "no CA certificate named '%s'", r->name);
+		respond_error(r->ex, 404, 404205, msg);
+	} else if (rc != 0) {
+		respond_error(r->ex, 503, 503000, "the service cannot read its store; try again");
+	} else if (r->list) {
+		json_t *o = json_pack("{s:O}", "value", r->out);
+		char *body = json_dumps(o, JSON_COMPACT);
+		http_respond_json(r->ex, 200, NULL, body);
+		free(body);
+		json_decref(o);
+	} else {
+		respond_record(r->ex, r->out, false);
+	}
+	json_decref(r->out);
+	free(r);
+}
+
+static void ca_read(struct dps *d, struct http_exchange *ex, const char *name, bool list)
+{
+	struct ca_read *r = xcalloc(1, sizeof *r);
+	snprintf(r->scope, sizeof r->scope, "%s", d->ca_scope);
+	r->ex = ex;
+	r->list = list;
+	snprintf(r->name, sizeof r->name, "%s", name ? name : "");
+	store_read(d->store, ca_read_work, ca_read_done, r);
+}
+
+void dps__ca_get(struct dps *d, struct http_exchange *ex, const char *name)
+{
+	ca_read(d, ex, name, false);
 }
 
 void dps__ca_list(struct dps *d, struct http_exchange *ex)
 {
-	json_t *value = json_array();
-	if (store_doc_list(store_reader(d->store), STORE_CA_CERT, d->ca_scope, "", "", CA_LIST_MAX,
-	                   list_each, value) != 0) {
-		respond_error(ex, 503, 503000, "the service cannot read its store; try again");
-	} else {
-		json_t *o = json_pack("{s:O}", "value", value);
-		char *body = json_dumps(o, JSON_COMPACT);
-		http_respond_json(ex, 200, NULL, body);
-		free(body);
-		json_decref(o);
-	}
-	json_decref(value);
+	ca_read(d, ex, NULL, true);
 }

@@ -159,49 +159,67 @@ void rest__ca_code(struct route_args *a)
 	ca_submit(a, CA_CODE, NULL, 0);
 }
 
-void rest__ca_get(struct route_args *a)
+/* Reads, through the store's completion API (decisions.md 1): work only
+ * touches the job and the txn; done answers. */
+struct ca_read {
+	struct http_exchange *ex;
+	char hub[256];
+	char name[REGISTRY_ID_MAX + 1];
+	bool list;
+	json_t *out; /* the record (get), or the rendered records (list) */
+};
+
+static int ca_read_work(void *arg, struct store_txn *t)
 {
+	struct ca_read *r = arg;
+	if (r->list) {
+		r->out = json_array();
+		return store_doc_list(t, STORE_CA_CERT, r->hub, "", "", CA_LIST_MAX,
+				      ca_collect_rendered, r->out);
+	}
 	char *json = NULL;
-	int rc = store_doc_get(store_reader(a->hub->store), STORE_CA_CERT, a->hub->name, a->id, &json);
-	json_t *rec = json ? json_loads(json, 0, NULL) : NULL;
+	int rc = store_doc_get(t, STORE_CA_CERT, r->hub, r->name, &json);
+	if (rc == 0 && !(r->out = json_loads(json, 0, NULL)))
+		rc = FH_EIO;
 	free(json);
+	return rc;
+}
+
+static void ca_read_done(void *arg, int rc)
+{
+	struct ca_read *r = arg;
 	if (rc == FH_ENOTFOUND) {
-		rest__respond_error(a->ex, 404, "CertificateNotFound", 404001,
-			      "no CA certificate named '%s'", a->id);
-	} else if (rc != 0 || !rec) {
-		rest__respond_store_error(a->ex, rc ? rc : FH_EIO, a->id, false);
+		rest__respond_error(r->ex, 404, "CertificateNotFound", 404001,
+			      "no CA certificate named '%s'", r->name);
+	} else if (rc != 0) {
+		rest__respond_store_error(r->ex, rc, r->name, false);
 	} else {
-		json_t *o = ca_render(rec, false);
+		json_t *o = r->list ? json_pack("{s:O}", "value", r->out) : ca_render(r->out, false);
 		char *body = json_dumps(o, JSON_COMPACT);
-		http_respond_json(a->ex, 200, NULL, body);
+		http_respond_json(r->ex, 200, NULL, body);
 		free(body);
 		json_decref(o);
 	}
-	json_decref(rec);
+	json_decref(r->out);
+	free(r);
 }
 
-static int list_each(void *arg, const char *id, const char *json)
+static void ca_read(struct route_args *a, bool list)
 {
-	json_t *rec = json_loads(json, 0, NULL);
-	if (rec)
-		json_array_append_new(arg, ca_render(rec, false));
-	json_decref(rec);
-	return 0;
+	struct ca_read *r = xcalloc(1, sizeof *r);
+	r->ex = a->ex;
+	r->list = list;
+	snprintf(r->hub, sizeof r->hub, "%s", a->hub->name);
+	snprintf(r->name, sizeof r->name, "%s", list ? "" : a->id);
+	store_read(a->hub->store, ca_read_work, ca_read_done, r);
+}
+
+void rest__ca_get(struct route_args *a)
+{
+	ca_read(a, false);
 }
 
 void rest__ca_list(struct route_args *a)
 {
-	json_t *value = json_array();
-	int rc = store_doc_list(store_reader(a->hub->store), STORE_CA_CERT, a->hub->name, "", "",
-				CA_LIST_MAX, list_each, value);
-	if (rc != 0) {
-		rest__respond_store_error(a->ex, rc, "", false);
-	} else {
-		json_t *o = json_pack("{s:o}", "value", json_incref(value));
-		char *body = json_dumps(o, JSON_COMPACT);
-		http_respond_json(a->ex, 200, NULL, body);
-		free(body);
-		json_decref(o);
-	}
-	json_decref(value);
+	ca_read(a, true);
 }
