@@ -479,24 +479,59 @@ static void device_delete(struct route_args *a)
 	store_submit_sized(a->hub->store, device_delete_work, device_delete_done, j, 0);
 }
 
-/* GET /devices/{id} */
+/* GET /devices/{id} and GET /twins/{id}: one read through the store's
+ * completion API (decisions.md 1); work touches only the job and the txn,
+ * done renders (on the loop, where the live sessions are) and answers. */
+struct read_job {
+	struct hub *hub;
+	struct http_exchange *ex;
+	char hub_name[256];
+	char id[REGISTRY_ID_MAX + 1];
+	struct store_device dev;       /* device GET */
+	struct store_connection conn;  /* device GET, when have_conn */
+	bool have_conn;
+	struct store_twin_view view;   /* twin GET */
+};
+
+static struct read_job *read_job_new(struct route_args *a)
+{
+	struct read_job *r = xcalloc(1, sizeof *r);
+	r->hub = a->hub;
+	r->ex = a->ex;
+	snprintf(r->hub_name, sizeof r->hub_name, "%s", a->hub->name);
+	snprintf(r->id, sizeof r->id, "%s", a->id);
+	return r;
+}
+
+static int device_read_work(void *arg, struct store_txn *t)
+{
+	struct read_job *r = arg;
+	int rc = store_device_get(t, r->hub_name, r->id, &r->dev);
+	if (rc == 0)
+		r->have_conn = store_connection_get(t, r->hub_name, r->id, &r->conn) == 0;
+	return rc;
+}
+
+static void device_read_done(void *arg, int rc)
+{
+	struct read_job *r = arg;
+	if (rc != 0) {
+		rest__respond_store_error(r->ex, rc, r->id, false);
+	} else {
+		json_t *identity = json_loads(r->dev.json, 0, NULL);
+		json_t *o = render_device_stored(r->hub, r->id, identity, r->dev.etag,
+						 r->have_conn ? &r->conn : NULL);
+		respond_json(r->ex, 200, o);
+		json_decref(o);
+		json_decref(identity);
+	}
+	store_device_clear(&r->dev);
+	free(r);
+}
+
 static void device_get(struct route_args *a)
 {
-	struct store_device d = {0};
-	int rc = store_device_get(store_reader(a->hub->store), a->hub->name, a->id, &d);
-	if (rc != 0) {
-		rest__respond_store_error(a->ex, rc, a->id, false);
-		return;
-	}
-	json_t *identity = json_loads(d.json, 0, NULL);
-	struct store_connection conn;
-	bool stored = store_connection_get(store_reader(a->hub->store), a->hub->name, a->id,
-					   &conn) == 0;
-	json_t *o = render_device_stored(a->hub, a->id, identity, d.etag, stored ? &conn : NULL);
-	respond_json(a->ex, 200, o);
-	json_decref(o);
-	json_decref(identity);
-	store_device_clear(&d);
+	store_read(a->hub->store, device_read_work, device_read_done, read_job_new(a));
 }
 
 /* GET /devices */
@@ -606,16 +641,27 @@ static void device_stats(struct route_args *a)
 	store_read_slow(a->hub->store, stats_work, stats_done, j);
 }
 
+static int twin_read_work(void *arg, struct store_txn *t)
+{
+	struct read_job *r = arg;
+	return store_twin_view_get(t, r->hub_name, r->id, &r->view);
+}
+
+static void twin_read_done(void *arg, int rc)
+{
+	struct read_job *r = arg;
+	if (rc != 0)
+		rest__respond_store_error(r->ex, rc, r->id, false);
+	else
+		respond_twin_view(r->hub, r->ex, r->id, &r->view);
+	store_twin_view_clear(&r->view);
+	free(r);
+}
+
 /* GET /twins/{id} */
 static void twin_get(struct route_args *a)
 {
-	struct store_twin_view v;
-	int rc = store_twin_view_get(store_reader(a->hub->store), a->hub->name, a->id, &v);
-	if (rc != 0)
-		rest__respond_store_error(a->ex, rc, a->id, false);
-	else
-		respond_twin_view(a->hub, a->ex, a->id, &v);
-	store_twin_view_clear(&v);
+	store_read(a->hub->store, twin_read_work, twin_read_done, read_job_new(a));
 }
 
 /* PATCH and PUT /twins/{id}: body {"tags":{..},"properties":{"desired":{..}}}. */
