@@ -517,22 +517,53 @@ static void reported_done(void *arg, int rc)
 	free(j);
 }
 
-static void twin_get(struct hub_session *s, const char *rid)
+/* A twin GET: one read through the store's completion API (decisions.md
+ * 1); the answer goes out only if the session is still connected. */
+struct get_job {
+	struct hub_session *s;
+	struct hub *hub;
+	char device_id[REGISTRY_ID_MAX + 1];
+	char rid[RID_MAX + 1];
+	struct store_twin tw;
+};
+
+static int get_work(void *arg, struct store_txn *t)
 {
-	struct store_twin tw = {0};
-	int rc = store_twin_get_properties(store_reader(s->base.hub->store), s->base.hub->name, s->base.device_id,
-					   &tw);
-	if (rc != 0) {
-		twin_error(s, rc == FH_ENOTFOUND ? 404 : 503, rid,
+	struct get_job *j = arg;
+	return store_twin_get_properties(t, j->hub->name, j->device_id, &j->tw);
+}
+
+static void get_done(void *arg, int rc)
+{
+	struct get_job *j = arg;
+	struct hub_session *s = j->s;
+	if (s->state != S_CONNECTED) {
+		/* gone meanwhile: nobody to answer */
+	} else if (rc != 0) {
+		twin_error(s, rc == FH_ENOTFOUND ? 404 : 503, j->rid,
 			   rc == FH_ENOTFOUND ? 404001 : 503001,
 			   rc == FH_ENOTFOUND ? "the device no longer exists"
 					      : "the twin could not be read; try again");
-		return;
+	} else {
+		char *body = twin_render_properties(&j->tw);
+		twin_respond(s, 200, j->rid, 0, 0, body);
+		free(body);
 	}
-	char *body = twin_render_properties(&tw);
-	twin_respond(s, 200, rid, 0, 0, body);
-	free(body);
-	store_twin_clear(&tw);
+	store_twin_clear(&j->tw);
+	session_unref(s);
+	free(j);
+}
+
+static void twin_get(struct hub_session *s, const char *rid)
+{
+	struct get_job *j = xcalloc(1, sizeof *j);
+	j->s = s;
+	j->hub = s->base.hub;
+	_Static_assert(sizeof j->device_id == sizeof s->base.device_id, "same id bound");
+	memcpy(j->device_id, s->base.device_id, sizeof j->device_id);
+	snprintf(j->rid, sizeof j->rid, "%s", rid);
+	s->refs++; /* dropped in get_done */
+	store_read(s->base.hub->store, get_work, get_done, j);
 }
 
 static void twin_patch_reported(struct hub_session *s, const char *rid, const uint8_t *p,
