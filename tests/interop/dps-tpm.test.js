@@ -145,6 +145,60 @@ test('a device of tpm2-tools: challenge, activation, signed registration, the hu
   c2.setRetryPolicy(new NoRetry());
   await withTimeout(c2.open(), 10000, 'open again');
   await c2.close();
+
+  // The other official clients' SAS encodings (tpm.md §1.2): the C SDK's
+  // lowercase %2f, IoT Edge's lowercased audience (and its 30 s expiry).
+  for (const [style, ttl] of [['c', 2400], ['aziot', 30]]) {
+    const ch = await call('PUT', 'tpm-tools-1', '/register', { registrationId: 'tpm-tools-1', tpm: keys });
+    assert.equal(ch.status, 401);
+    dev.activate(ch.body.authenticationKey);
+    const sas = dev.sas(registration('tpm-tools-1'), 'registration', ttl, style);
+    assert.match(sas, style === 'c' ? /sr=0ne00B7A11%2fregistrations%2f/ : /sr=0ne00b7a11%2fregistrations%2f/);
+    const reg = await call('PUT', 'tpm-tools-1', '/register', { registrationId: 'tpm-tools-1' }, sas);
+    assert.equal(reg.status, 202, `${style}: ${JSON.stringify(reg.body)}`);
+    const done = await waitFor(async () => {
+      const p = await call('GET', 'tpm-tools-1', `/operations/${reg.body.operationId}`, null, sas);
+      return p.status === 200 ? p.body : null;
+    }, 15000, `the ${style} registration`);
+    assert.equal(done.status, 'assigned');
+  }
+});
+
+test('a TPM registration interrupted by a kill -9 is finished after the restart; the device polls on with its SAS', async () => {
+  const dev = new ToolsDevice(tpmA, path.join(dir, 'a'));
+  const keys = dev.keys();
+  await svc.createOrUpdateIndividualEnrollment({
+    registrationId: 'tpm-crash', allocationPolicy: 'custom',
+    customAllocationDefinition: { webhookUrl: hook.url('/crash'), apiVersion: '2021-10-01' },
+    attestation: { type: 'tpm', tpm: { endorsementKey: keys.endorsementKey } },
+  });
+  hook.calls = [];
+  hook.handler = () => null; // the first call hangs
+  const ch = await call('PUT', 'tpm-crash', '/register', { tpm: keys });
+  assert.equal(ch.status, 401);
+  dev.activate(ch.body.authenticationKey);
+  const sas = dev.sas(registration('tpm-crash'), 'registration');
+  const reg = await call('PUT', 'tpm-crash', '/register', { tpm: keys }, sas);
+  assert.equal(reg.status, 202);
+  await waitFor(() => hook.calls.length > 0, 10000, 'the webhook call');
+  await server.kill();
+  hook.handler = (req, body) => ({ status: 200, body: { iotHubHostName: H1,
+    payload: { ek: body.deviceRuntimeContext.tpm.endorsementKey === keys.endorsementKey } } });
+  await server.start();
+  svc = ProvisioningServiceClient.fromConnectionString(server.dpsCs);
+  // The challenge is in the store: the same SAS still authenticates the polls.
+  const done = await waitFor(async () => {
+    const p = await call('GET', 'tpm-crash', `/operations/${reg.body.operationId}`, null, sas);
+    assert.ok(p.status === 200 || p.status === 202, JSON.stringify(p.body));
+    return p.status === 200 ? p.body : null;
+  }, 20000, 'the resumed registration');
+  assert.equal(done.status, 'assigned');
+  assert.deepEqual(done.registrationState.payload, { ek: true }, 'the resumed webhook call had the TPM keys');
+  dev.activate(done.registrationState.tpm.authenticationKey);
+  const client = Client.fromSharedAccessSignature(dev.sas(`${H1}/devices/tpm-crash`), Mqtt);
+  client.setRetryPolicy(new NoRetry());
+  await withTimeout(client.open(), 10000, 'open with the hub key after the restart');
+  await client.close();
 });
 
 test('the official Node client on swtpm: register over HTTPS with a payload and a custom webhook, then the hub with signWithIdentity', async () => {

@@ -69,10 +69,13 @@ class ToolsDevice {
     return this.run('sign', text).trim();
   }
 
-  // A SAS token for resource (encoded as the Node SDK does), signed by the
-  // TPM's current key; keyName appended when given.
-  sas(resource, keyName, ttl = 3600) {
-    const sr = encodeURIComponent(resource);
+  // A SAS token for resource, signed by the TPM's current key; keyName
+  // appended when given. style: how the official clients encode sr
+  // (tpm.md §1.2): 'node' (encodeURIComponent, %2F), 'c' (the C SDK's
+  // lowercase %2f), 'aziot' (IoT Edge: the whole audience lowercased).
+  sas(resource, keyName, ttl = 3600, style = 'node') {
+    const enc = encodeURIComponent(style === 'aziot' ? resource.toLowerCase() : resource);
+    const sr = style === 'node' ? enc : enc.replace(/%2F/g, '%2f');
     const se = Math.floor(Date.now() / 1000) + ttl;
     const sig = encodeURIComponent(this.sign(`${sr}\n${se}`));
     return `SharedAccessSignature sr=${sr}&sig=${sig}&se=${se}${keyName ? `&skn=${keyName}` : ''}`;
