@@ -43,7 +43,7 @@ BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_LIB_OBJ := $(filter $(BUILD)/obj/src/base/% $(BUILD)/obj/src/codec/%,$(LIB_OBJ)) \
 	$(BUILD)/obj/src/core/tpm.o
 
-.PHONY: all deps deps-run run test unit replay interop fuzz fuzz-smoke clean format loadgen bench \
+.PHONY: layers all deps deps-run run test unit replay interop fuzz fuzz-smoke clean format loadgen bench \
 	bench-quick soak
 
 all: $(BUILD)/fleethub
@@ -137,9 +137,15 @@ interop: $(BUILD)/fleethub $(FAULTFS) $(DBCHECK) $(DBFILL)
 		FLEETHUB_DBFILL=$(CURDIR)/$(DBFILL) \
 		FLEETHUB_SANITIZED=$(SANITIZE) tests/interop/run.sh
 
-test: deps
+test: deps layers
 	@$(MAKE) --no-print-directory all unit replay
 	@$(MAKE) --no-print-directory interop
+
+# What the layers may not do (style.md, decisions.md 1): no synchronous
+# store reads outside the store.
+layers:
+	@if grep -n 'store_reader *(' $(filter-out src/store/%,$(wildcard src/*/*.c)); then \
+		echo "layers: src/ reads the store synchronously (use store_read)"; exit 1; fi
 
 # libFuzzer builds (clang), with ASan and UBSan.
 FUZZ_CC := clang

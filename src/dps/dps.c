@@ -115,9 +115,9 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	if (http_client_new(&d->http, loop, cfg->webhook_ca, err, errlen) != 0)
 		return -1;
 	dps__calls_start(d);
-	if (dps__groups_load(d) != 0)
-		log_at(LOG_WARN, "dps %s: enrollment groups not read at start-up; tried again "
-				 "at the first registration", d->name);
+	dps__groups_load(d);
+	while (d->groups_loading) /* before serving: attestation needs them */
+		uv_run(loop, UV_RUN_ONCE);
 	return 0;
 }
 
@@ -348,6 +348,7 @@ static bool key_signed(const json_t *record, enum enrollment_kind kind, const ch
 
 void dps__group_changed(struct dps *d, const char *id, const json_t *record)
 {
+	d->groups_gen++;
 	if (!d->groups)
 		return;
 	if (record)
@@ -356,7 +357,11 @@ void dps__group_changed(struct dps *d, const char *id, const json_t *record)
 		json_object_del(d->groups, id);
 }
 
+/* Every group, read on a worker (store_read_slow) in pages of 1,000 ids. */
 struct group_load {
+	struct dps *d;
+	char scope[256];
+	uint64_t gen; /* d->groups_gen when the read began */
 	json_t *all;
 	char last[ENROLLMENT_ID_MAX + 1];
 	unsigned n;
@@ -373,28 +378,54 @@ static int add_group(void *arg, const char *id, const char *json)
 	return 0;
 }
 
-int dps__groups_load(struct dps *d)
+static int groups_work(void *arg, struct store_txn *t)
 {
-	struct group_load l = {json_object(), "", 0};
+	struct group_load *l = arg;
 	int rc;
-	do { /* in pages, so no single read holds every row */
-		l.n = 0;
-		rc = store_doc_list(store_reader(d->store), STORE_ENROLLMENT_GROUP, d->name, "",
-				    l.last, 1000, add_group, &l);
-	} while (rc == 0 && l.n == 1000);
-	if (rc != 0) {
-		json_decref(l.all);
-		return rc;
+	do {
+		l->n = 0;
+		rc = store_doc_list(t, STORE_ENROLLMENT_GROUP, l->scope, "", l->last, 1000,
+				    add_group, l);
+	} while (rc == 0 && l->n == 1000);
+	return rc;
+}
+
+static void groups_done(void *arg, int rc)
+{
+	struct group_load *l = arg;
+	struct dps *d = l->d;
+	d->groups_loading = false;
+	if (rc == 0 && l->gen == d->groups_gen) {
+		json_decref(d->groups);
+		d->groups = l->all;
+		l->all = NULL;
+	} else if (rc == 0 && !d->stopping) {
+		dps__groups_load(d); /* a group changed meanwhile: read them again */
+	} else if (rc != 0) {
+		log_at(LOG_WARN, "dps %s: enrollment groups cannot be read (%s); tried again at "
+		       "the next registration", d->name, fh_strerror(rc));
 	}
-	json_decref(d->groups);
-	d->groups = l.all;
-	return 0;
+	json_decref(l->all);
+	free(l);
+}
+
+void dps__groups_load(struct dps *d)
+{
+	if (d->groups_loading)
+		return;
+	struct group_load *l = xcalloc(1, sizeof *l);
+	l->d = d;
+	snprintf(l->scope, sizeof l->scope, "%s", d->name);
+	l->gen = d->groups_gen;
+	l->all = json_object();
+	d->groups_loading = true;
+	store_read_slow(d->store, groups_work, groups_done, l);
 }
 
 json_t *dps__groups(struct dps *d)
 {
 	if (!d->groups)
-		dps__groups_load(d); /* only after a failed read at start-up */
+		dps__groups_load(d); /* only after a failed read */
 	return d->groups;
 }
 
@@ -404,61 +435,153 @@ int dps__attest_failed(struct dps *d, const char *regid, int64_t now_ms)
 	return FH_EAUTH;
 }
 
-int dps__authenticate(struct dps *d, const char *regid, const char *token, size_t n,
-		      int64_t now_s, struct dps_auth *out, const char **why, unsigned *retry_after)
+/* ---- what attestation reads ------------------------------------------------ */
+
+json_t *dps__doc_get(struct store_txn *t, enum store_doc_kind k, const char *scope,
+		     const char *id, int *rc)
 {
-	struct sas_token t;
-	memset(out, 0, sizeof *out);
+	char *text = NULL;
+	*rc = store_doc_get(t, k, scope, id, &text);
+	json_t *o = *rc == 0 ? json_loads(text, 0, NULL) : NULL;
+	if (text)
+		OPENSSL_cleanse(text, strlen(text));
+	free(text);
+	if (*rc == 0 && !o)
+		*rc = FH_EIO;
+	return o;
+}
+
+static void add_ca(struct store_txn *t, const char *ca_scope, const char *name, json_t *cas)
+{
+	int rc;
+	if (!name || json_object_get(cas, name))
+		return;
+	json_t *rec = dps__doc_get(t, STORE_CA_CERT, ca_scope, name, &rc);
+	if (rec)
+		json_object_set_new(cas, name, rec);
+}
+
+static void add_refs(struct store_txn *t, const char *ca_scope, const json_t *rec, json_t *cas)
+{
+	json_t *refs = json_object_get(
+		json_object_get(json_object_get(rec, "attestation"), "x509"), "caReferences");
+	add_ca(t, ca_scope, json_string_value(json_object_get(refs, "primary")), cas);
+	add_ca(t, ca_scope, json_string_value(json_object_get(refs, "secondary")), cas);
+}
+
+void dps__prefetch_init(struct dps *d, const char *regid, bool x509, struct dps_prefetch *pf)
+{
+	memset(pf, 0, sizeof *pf);
+	snprintf(pf->scope, sizeof pf->scope, "%s", d->name);
+	snprintf(pf->ca_scope, sizeof pf->ca_scope, "%s", d->ca_scope);
+	snprintf(pf->regid, sizeof pf->regid, "%s", regid);
+	if (!x509)
+		return;
+	pf->cas = json_object();
+	/* The CAs the x509 groups reference: named here, where the groups
+	 * are, and read with the rest. */
+	pf->group_refs = json_array();
+	json_t *all = d->groups, *rec;
+	const char *id;
+	json_object_foreach(all, id, rec) {
+		json_t *refs = json_object_get(
+			json_object_get(json_object_get(rec, "attestation"), "x509"), "caReferences");
+		for (int i = 0; i < 2; i++) {
+			json_t *n = json_object_get(refs, i ? "secondary" : "primary");
+			if (json_is_string(n))
+				json_array_append(pf->group_refs, n);
+		}
+	}
+}
+
+int dps__prefetch(void *arg, struct store_txn *t)
+{
+	struct dps_prefetch *pf = arg;
+	pf->rec = dps__doc_get(t, STORE_ENROLLMENT, pf->scope, pf->regid, &pf->rc);
+	if (pf->rc != 0 && pf->rc != FH_ENOTFOUND)
+		return pf->rc;
+	if (pf->rec && strcmp(enrollment_attestation_type(pf->rec), "tpm") == 0)
+		pf->challenge = dps__doc_get(t, STORE_TPM_CHALLENGE, pf->scope, pf->regid,
+					&pf->challenge_rc);
+	if (pf->cas) {
+		if (pf->rec)
+			add_refs(t, pf->ca_scope, pf->rec, pf->cas);
+		size_t i;
+		json_t *n;
+		json_array_foreach(pf->group_refs, i, n)
+			add_ca(t, pf->ca_scope, json_string_value(n), pf->cas);
+	}
+	return 0;
+}
+
+void dps__prefetch_clear(struct dps_prefetch *pf)
+{
+	json_decref(pf->rec);
+	json_decref(pf->challenge);
+	json_decref(pf->cas);
+	json_decref(pf->group_refs);
+	pf->rec = pf->challenge = pf->cas = pf->group_refs = NULL;
+}
+
+/* ---- device attestation (SAS tokens) -------------------------------------- */
+
+int dps__sas_precheck(struct dps *d, const char *regid, const char *token, size_t n,
+		      int64_t now_s, struct sas_token *t, const char **why, unsigned *retry_after)
+{
 	*retry_after = 0;
-	/* Cheap refusals first: no store, no HMAC. */
-	if (sas_parse(token, n, &t, why) != 0)
+	if (sas_parse(token, n, t, why) != 0)
 		return FH_EAUTH;
-	if (sas_check_expiry(&t, now_s) != 0) {
+	if (sas_check_expiry(t, now_s) != 0) {
 		*why = "token expired";
 		return FH_EAUTH;
 	}
 	size_t sl = strlen(d->id_scope);
-	if (strncasecmp(t.resource, d->id_scope, sl) != 0 ||
-	    strncasecmp(t.resource + sl, "/registrations/", 15) != 0 ||
-	    strcasecmp(t.resource + sl + 15, regid) != 0) {
+	if (strncasecmp(t->resource, d->id_scope, sl) != 0 ||
+	    strncasecmp(t->resource + sl, "/registrations/", 15) != 0 ||
+	    strcasecmp(t->resource + sl + 15, regid) != 0) {
 		*why = "token resource is not <idScope>/registrations/<registrationId>";
 		return FH_EAUTH;
 	}
 	/* A registration id whose recent attempts failed too often is not
 	 * looked at (its failures, not its successes, spend this rate). */
-	int64_t now_ms = clock_now_ms();
-	unsigned wait = rate_table_wait(&d->attest_fail, regid, strlen(regid), now_ms);
+	unsigned wait = rate_table_wait(&d->attest_fail, regid, strlen(regid), clock_now_ms());
 	if (wait) {
 		*why = "too many failed attempts for this registration id";
 		*retry_after = wait;
 		return FH_EAGAIN;
 	}
-	struct store_txn *r = store_reader(d->store);
-	char *text = NULL;
-	int rc = store_doc_get(r, STORE_ENROLLMENT, d->name, regid, &text);
-	if (rc == 0) {
+	return 0;
+}
+
+int dps__authenticate(struct dps *d, const char *regid, const char *token, size_t n,
+		      int64_t now_s, const struct dps_prefetch *pf, struct dps_auth *out,
+		      const char **why, unsigned *retry_after)
+{
+	struct sas_token t;
+	memset(out, 0, sizeof *out);
+	int rc = dps__sas_precheck(d, regid, token, n, now_s, &t, why, retry_after);
+	if (rc != 0)
+		return rc;
+	int64_t now_ms = clock_now_ms();
+	if (pf->rc == 0) {
 		/* An individual enrollment takes precedence over any group. */
-		json_t *rec = json_loads(text, 0, NULL);
-		free(text);
+		json_t *rec = pf->rec;
 		int which = 0;
-		if (rec && strcmp(enrollment_attestation_type(rec), "tpm") == 0) {
-			rc = dps__tpm_authenticate(d, regid, rec, &t, now_s, &out->tpm, why);
-			if (rc != 0) {
-				json_decref(rec);
+		if (strcmp(enrollment_attestation_type(rec), "tpm") == 0) {
+			rc = dps__tpm_authenticate(d, rec, pf, &t, now_s, &out->tpm, why);
+			if (rc != 0)
 				return rc == FH_EAUTH ? dps__attest_failed(d, regid, now_ms) : rc;
-			}
-		} else if (!rec || !key_signed(rec, ENROLLMENT_INDIVIDUAL, regid, &t, &which)) {
-			json_decref(rec);
+		} else if (!key_signed(rec, ENROLLMENT_INDIVIDUAL, regid, &t, &which)) {
 			*why = "signature does not match the individual enrollment's keys";
 			return dps__attest_failed(d, regid, now_ms);
 		}
-		out->record = rec;
+		out->record = json_incref(rec);
 		out->kind = ENROLLMENT_INDIVIDUAL;
 		snprintf(out->enrollment_id, sizeof out->enrollment_id, "%s", regid);
 		out->key_index = which;
 		return 0;
 	}
-	if (rc != FH_ENOTFOUND)
+	if (pf->rc != FH_ENOTFOUND)
 		return FH_EIO;
 	json_t *all = dps__groups(d);
 	if (!all)
@@ -467,8 +590,8 @@ int dps__authenticate(struct dps *d, const char *regid, const char *token, size_
 	 * and then checked): all registrations together get attestation_rate
 	 * of them per second, so a flood of invented ids cannot take the loop. */
 	size_t cost = 4 * json_object_size(all);
-	wait = rate_bucket_take_n(&d->attest_budget, &d->attest_lim,
-				  cost > UINT32_MAX ? UINT32_MAX : (uint32_t)cost, now_ms);
+	unsigned wait = rate_bucket_take_n(&d->attest_budget, &d->attest_lim,
+					   cost > UINT32_MAX ? UINT32_MAX : (uint32_t)cost, now_ms);
 	if (wait) {
 		*why = "the service is checking as many enrollment group keys as it may";
 		*retry_after = wait;

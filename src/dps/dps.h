@@ -104,6 +104,9 @@ struct dps {
 	 * attestation: read at start-up, then kept in step one group at a
 	 * time (dps__group_changed). NULL = not loaded (a failed read). */
 	json_t *groups;
+	uint64_t groups_gen; /* bumped by every group change this DPS commits */
+	bool groups_loading;
+	bool resuming; /* dps_resume's read has not completed */
 	struct dsession *sessions; /* live MQTT device sessions (dps_device.c) */
 	unsigned x509_depth; /* intermediates allowed in a device's chain */
 	unsigned tpm_ttl_s;  /* a TPM challenge's lifetime */
@@ -147,7 +150,8 @@ int dps_link_remote(struct dps *d, const char *connection_string, unsigned weigh
 int dps_set_remote_address(struct dps *d, const char *name, const char *address, char *err,
 			   size_t errlen);
 void dps_add_alias(struct dps *d, const char *alias);
-/* Resumes operations left "assigning" by a previous run. */
+/* Resumes operations left "assigning" by a previous run: reads their
+ * records (store_read_slow; d->resuming until then), then runs them. */
 void dps_resume(struct dps *d);
 /* Stops the operations in flight and the HTTP client (before the store
  * closes); dps_free releases the rest once the store has closed. */

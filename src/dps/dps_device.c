@@ -36,6 +36,8 @@ struct dsession {
 	char *token;
 	size_t token_len;
 	struct buf in;
+	bool connecting; /* the CONNECT's credentials are being checked */
+	bool paused;     /* reading paused meanwhile */
 	/* The enrollment the CONNECT was attested by; while connected, the
 	 * session is in d->sessions, so disabling or deleting that enrollment
 	 * closes it (dps__enrollment_changed). */
@@ -178,32 +180,128 @@ static const char tpm_https_only[] =
     "TPM attestation is served over HTTPS only (the official SDKs register TPM devices "
     "over HTTPS or AMQP, never MQTT)";
 
-/* Authenticates a request for regid: with its SAS token when it has one
- * (token[0..n)), else with the TLS client certificate of conn. */
-static int authenticate(struct dps *d, const char *regid, const char *token, size_t n,
-                        struct net_conn *conn, struct dps_auth *out, const char **why,
-                        unsigned *wait)
+/* ---- authentication: prechecks, one store read, the decision ---------------
+ *
+ *   request --prechecks (no store, no HMAC)--> refused at once
+ *           --store_read (dps__prefetch)--> decided on the loop --> then()
+ *
+ * An attest carries what its continuation needs: the MQTT session (a
+ * reference; the CONNECT pauses reading meanwhile), or the reply of a
+ * register / poll / status request. */
+enum attest_for { FOR_CONNECT, FOR_REGISTER, FOR_POLL, FOR_STATUS };
+
+struct attest {
+	struct dps_prefetch pf; /* store_read's arg is the attest: pf comes first */
+	struct dps *d;
+	enum attest_for what;
+	char regid[ENROLLMENT_ID_MAX + 1];
+	char *token; /* a copy, or NULL: the certificate (or nothing) */
+	size_t token_len;
+	X509 *leaf; /* referenced */
+	STACK_OF(X509) *chain;
+	bool https;
+	char peer[96];
+	struct dsession *s;   /* FOR_CONNECT (referenced) */
+	uint16_t keepalive;   /* FOR_CONNECT */
+	struct dps_reply *r;  /* the others */
+	struct http_exchange *ex; /* FOR_STATUS */
+	json_t *payload;      /* FOR_REGISTER */
+	char op[DPS_OPID_MAX + 1]; /* FOR_POLL */
+};
+
+static void attest_free(struct attest *a)
 {
-	int64_t now_s = clock_now_ms() / 1000;
-	if (token)
-		return dps__authenticate(d, regid, token, n, now_s, out, why, wait);
-	X509 *leaf = net_conn_peer_cert(conn);
-	*wait = 0;
-	if (!leaf) {
-		*why = "no SAS token and no client certificate";
-		char *text = NULL;
-		json_t *rec = NULL;
-		if (store_doc_get(store_reader(d->store), STORE_ENROLLMENT, d->name, regid, &text) ==
-		    0)
-			rec = json_loads(text, 0, NULL);
-		free(text);
-		if (rec && strcmp(enrollment_attestation_type(rec), "tpm") == 0)
-			*why = tpm_https_only;
-		json_decref(rec);
-		return FH_EAUTH;
+	dps__prefetch_clear(&a->pf);
+	if (a->token)
+		OPENSSL_clear_free(a->token, a->token_len + 1);
+	X509_free(a->leaf);
+	sk_X509_pop_free(a->chain, X509_free);
+	json_decref(a->payload);
+	free(a);
+}
+
+static struct attest *attest_new(struct dps *d, enum attest_for what, const char *regid,
+                                 const char *token, size_t n, struct net_conn *conn)
+{
+	struct attest *a = xcalloc(1, sizeof *a);
+	a->d = d;
+	a->what = what;
+	snprintf(a->regid, sizeof a->regid, "%s", regid);
+	snprintf(a->peer, sizeof a->peer, "%s", net_conn_peer(conn));
+	if (token) {
+		a->token = xmalloc(n + 1);
+		memcpy(a->token, token, n);
+		a->token[n] = '\0';
+		a->token_len = n;
+	} else if ((a->leaf = net_conn_peer_cert(conn))) {
+		X509_up_ref(a->leaf);
+		STACK_OF(X509) *chain = net_conn_peer_chain(conn);
+		a->chain = chain ? X509_chain_up_ref(chain) : NULL;
 	}
-	return dps__authenticate_x509(d, regid, leaf, net_conn_peer_chain(conn), now_s, out, why,
-	                              wait);
+	return a;
+}
+
+static void attested(struct attest *a, int rc, struct dps_auth *auth, const char *why,
+                     unsigned wait);
+
+static int attest_work(void *arg, struct store_txn *t)
+{
+	return dps__prefetch(arg, t); /* pf is the attest's first member */
+}
+
+static void attest_done(void *arg, int rc)
+{
+	struct attest *a = arg;
+	struct dps *d = a->d;
+	struct dps_auth auth;
+	memset(&auth, 0, sizeof auth);
+	const char *why = "the service cannot read its store";
+	unsigned wait = 0;
+	int64_t now_s = clock_now_ms() / 1000;
+	if (rc != 0) {
+		rc = FH_EIO;
+	} else if (a->token) {
+		rc = dps__authenticate(d, a->regid, a->token, a->token_len, now_s, &a->pf, &auth,
+		                       &why, &wait);
+	} else if (a->leaf) {
+		rc = dps__authenticate_x509(d, a->regid, a->leaf, a->chain, now_s, &a->pf, &auth,
+		                            &why, &wait);
+	} else {
+		rc = FH_EAUTH;
+		why = a->pf.rec && strcmp(enrollment_attestation_type(a->pf.rec), "tpm") == 0
+		          ? tpm_https_only
+		          : "no SAS token and no client certificate";
+	}
+	attested(a, rc, &auth, why, wait);
+	dps__auth_clear(&auth);
+	attest_free(a);
+}
+
+/* Authenticates a's request for its registration id: with its SAS token
+ * when it has one, else with the TLS client certificate; then attested()
+ * goes on (now, when a precheck refuses, or after the store read). */
+static void authenticate(struct attest *a)
+{
+	struct dps *d = a->d;
+	int64_t now_s = clock_now_ms() / 1000;
+	const char *why = NULL;
+	unsigned wait = 0;
+	int rc = 0;
+	if (a->token) {
+		struct sas_token t;
+		rc = dps__sas_precheck(d, a->regid, a->token, a->token_len, now_s, &t, &why, &wait);
+	} else if (a->leaf) {
+		rc = dps__x509_precheck(d, a->regid, a->leaf, a->chain, now_s, &why, &wait);
+	}
+	if (rc != 0) {
+		struct dps_auth none;
+		memset(&none, 0, sizeof none);
+		attested(a, rc, &none, why, wait);
+		attest_free(a);
+		return;
+	}
+	dps__prefetch_init(d, a->regid, a->leaf != NULL, &a->pf);
+	store_read(d->store, attest_work, attest_done, a);
 }
 
 /* Answers a failed authentication: 503 (store), 429 with retry-after (a
@@ -232,6 +330,42 @@ static void refuse_auth(struct dps_reply *r, int rc, const char *why, unsigned w
 }
 
 /* ---- shared by both transports ------------------------------------------ */
+
+static void status_read(struct dps *d, struct http_exchange *ex, const char *regid);
+static void connected(struct attest *a, int rc, struct dps_auth *auth, const char *why,
+                      unsigned wait);
+
+/* The request of a goes on, authenticated (rc 0, auth) or not. */
+static void attested(struct attest *a, int rc, struct dps_auth *auth, const char *why,
+                     unsigned wait)
+{
+	struct dps *d = a->d;
+	if (a->what == FOR_CONNECT) {
+		connected(a, rc, auth, why, wait);
+		return;
+	}
+	struct dps_reply *r = a->r;
+	if (rc != 0) {
+		log_at(LOG_INFO, "dps %s: %s: %s %s refused: %s", d->name, a->peer,
+		       a->what == FOR_REGISTER ? "registration" : "request of", a->regid,
+		       rc == FH_EIO ? "store unavailable" : why);
+		refuse_auth(r, rc, why, wait, a->token != NULL);
+		return;
+	}
+	if (throttled(d, a->regid, r))
+		return;
+	switch (a->what) {
+	case FOR_REGISTER:
+		dps__register(d, a->regid, auth, a->payload, r);
+		a->payload = NULL; /* taken */
+		break;
+	case FOR_POLL: dps__poll(d, a->regid, a->op, r); break;
+	default:
+		free(r); /* the status read answers the exchange itself */
+		status_read(d, a->ex, a->regid);
+		break;
+	}
+}
 
 /* Register with body[0..n): {"registrationId":..,"payload":..,"tpm":..}
  * (all optional; an empty body is no payload). A TPM device's first PUT
@@ -262,23 +396,10 @@ static void do_register(struct dps *d, const char *regid, const char *token, siz
 		return;
 	}
 	json_decref(tpm);
-	struct dps_auth auth;
-	const char *why;
-	unsigned wait;
-	int rc = authenticate(d, regid, token, token_len, conn, &auth, &why, &wait);
-	if (rc != 0) {
-		json_decref(payload);
-		log_at(LOG_INFO, "dps %s: %s: registration %s refused: %s", d->name, peer, regid,
-		       rc == FH_EIO ? "store unavailable" : why);
-		refuse_auth(r, rc, why, wait, token != NULL);
-		return;
-	}
-	if (throttled(d, regid, r)) {
-		dps__auth_clear(&auth);
-		json_decref(payload);
-		return;
-	}
-	dps__register(d, regid, &auth, payload, r);
+	struct attest *a = attest_new(d, FOR_REGISTER, regid, token, token_len, conn);
+	a->r = r;
+	a->payload = payload;
+	authenticate(a);
 }
 
 /* ---- MQTT --------------------------------------------------------------- */
@@ -310,42 +431,76 @@ static bool on_connect(struct dsession *s, const struct mqtt_connect *c)
 		connack_and_close(s, MQTT_RC_ID_REJECTED);
 		return true;
 	}
-	struct dps_auth auth;
-	const char *why;
-	unsigned wait;
-	int rc = authenticate(d, regid, c->has_password ? (const char *)c->password : NULL,
-	                      c->password_len, s->conn, &auth, &why, &wait);
+	struct attest *a = attest_new(d, FOR_CONNECT, regid,
+	                              c->has_password ? (const char *)c->password : NULL,
+	                              c->password_len, s->conn);
+	a->s = s;
+	a->keepalive = c->keepalive;
+	s->refs++; /* dropped in connected() */
+	s->connecting = true;
+	authenticate(a);
+	if (s->connecting && s->conn) {
+		/* Completes later: later bytes wait in the kernel. */
+		s->paused = true;
+		net_conn_pause(s->conn);
+	}
+	return true;
+}
+
+static long consume(void *ctx, const uint8_t *p, size_t n);
+
+/* The CONNECT's credentials are checked: CONNACK, then what arrived
+ * meanwhile. */
+static void connected(struct attest *a, int rc, struct dps_auth *auth, const char *why,
+                      unsigned wait)
+{
+	struct dsession *s = a->s;
+	struct dps *d = a->d;
+	s->connecting = false;
+	if (!s->conn) {
+		dsession_unref(s);
+		return;
+	}
 	if (rc != 0) {
-		log_at(LOG_INFO, "dps %s: mqtt %s: refused %s: %s", d->name, peer, regid,
+		log_at(LOG_INFO, "dps %s: mqtt %s: refused %s: %s", d->name, a->peer, a->regid,
 		       rc == FH_EIO ? "store unavailable" : why);
 		/* 3 (server unavailable): the SDKs retry it; a bad token is 5. */
 		connack_and_close(s, rc == FH_EIO || rc == FH_EAGAIN ? MQTT_RC_UNAVAILABLE
 		                                                     : MQTT_RC_NOT_AUTHORIZED);
-		return true;
+		dsession_unref(s);
+		return;
 	}
-	s->kind = auth.kind;
-	snprintf(s->enrollment_id, sizeof s->enrollment_id, "%s", auth.enrollment_id);
+	s->kind = auth->kind;
+	snprintf(s->enrollment_id, sizeof s->enrollment_id, "%s", auth->enrollment_id);
 	s->next = d->sessions;
 	if (d->sessions)
 		d->sessions->prev = s;
 	d->sessions = s;
 	s->listed = true;
-	dps__auth_clear(&auth);
-	snprintf(s->regid, sizeof s->regid, "%s", regid);
-	if (c->has_password) { /* else the certificate is checked again */
-		s->token = xmalloc(c->password_len + 1u);
-		memcpy(s->token, c->password, c->password_len);
-		s->token[c->password_len] = '\0';
-		s->token_len = c->password_len;
+	snprintf(s->regid, sizeof s->regid, "%s", a->regid);
+	if (a->token) { /* else the certificate is checked again */
+		s->token = xmalloc(a->token_len + 1u);
+		memcpy(s->token, a->token, a->token_len + 1u);
+		s->token_len = a->token_len;
 	}
 	s->connected = true;
-	net_conn_set_idle_timeout(s->conn, c->keepalive ? (uint64_t)c->keepalive * 1500 : 0);
+	net_conn_set_idle_timeout(s->conn, a->keepalive ? (uint64_t)a->keepalive * 1500 : 0);
 	struct buf b = BUF_INIT;
 	mqtt_encode_connack(&b, false, MQTT_RC_ACCEPTED);
 	send_buf(s, &b);
 	buf_free(&b);
-	log_at(LOG_DEBUG, "dps %s: mqtt %s: %s connected", d->name, peer, regid);
-	return true;
+	log_at(LOG_DEBUG, "dps %s: mqtt %s: %s connected", d->name, a->peer, a->regid);
+	if (s->paused && s->conn) {
+		s->paused = false;
+		long used = s->in.len ? consume(s, (const uint8_t *)s->in.data, s->in.len) : 0;
+		if (used < 0)
+			net_conn_close(s->conn);
+		else
+			buf_consume(&s->in, (size_t)used);
+		if (s->conn)
+			net_conn_resume(s->conn);
+	}
+	dsession_unref(s);
 }
 
 static bool on_publish(struct dsession *s, const struct mqtt_publish *pub)
@@ -431,7 +586,8 @@ static long consume(void *ctx, const uint8_t *p, size_t n)
 {
 	struct dsession *s = ctx;
 	size_t off = 0;
-	while (off < n && s->conn && !net_conn_closed(s->conn)) {
+	/* Connecting: what follows the CONNECT waits for its answer. */
+	while (off < n && s->conn && !net_conn_closed(s->conn) && !s->connecting) {
 		struct mqtt_packet pk;
 		int rc = mqtt_parse(p + off, n - off, s->d->max_packet, &pk);
 		if (rc == 0)
@@ -482,7 +638,6 @@ void dps__device_http(struct dps *d, struct http_exchange *ex)
 	struct http_request *req = ex->req;
 	char regid[ENROLLMENT_ID_MAX + 1], op[DPS_OPID_MAX + 1];
 	enum dps_path route = dps__wire_path(d->id_scope, req->path, regid, op);
-	const char *peer = net_conn_peer(ex->conn);
 	if (route == DPS_PATH_INVALID) {
 		reply_error(http_reply_new(ex), 400, 400004,
 		            "the registration id in the path is not valid (1-128 of lowercase "
@@ -501,37 +656,54 @@ void dps__device_http(struct dps *d, struct http_exchange *ex)
 		reply_error(http_reply_new(ex), 404, 404000, "no such device API resource");
 		return;
 	}
-	struct dps_auth a;
-	const char *why;
-	unsigned wait;
-	int rc = authenticate(d, regid, auth, auth ? strlen(auth) : 0, ex->conn, &a, &why, &wait);
-	if (rc != 0) {
-		log_at(LOG_INFO, "dps %s: https %s: %s refused: %s", d->name, peer, regid, why);
-		refuse_auth(http_reply_new(ex), rc, why, wait, auth != NULL);
-		return;
+	struct attest *a = attest_new(d, is_poll ? FOR_POLL : FOR_STATUS, regid, auth,
+	                              auth ? strlen(auth) : 0, ex->conn);
+	a->r = http_reply_new(ex);
+	a->ex = ex;
+	snprintf(a->op, sizeof a->op, "%s", op);
+	authenticate(a);
+}
+
+/* POST /{scope}/registrations/{regid}: the stored registration state. */
+struct status_job {
+	struct http_exchange *ex;
+	char scope[256];
+	char regid[ENROLLMENT_ID_MAX + 1];
+	json_t *state;
+};
+
+static int status_work(void *arg, struct store_txn *t)
+{
+	struct status_job *j = arg;
+	int rc;
+	j->state = dps__doc_get(t, STORE_REGISTRATION, j->scope, j->regid, &rc);
+	return rc;
+}
+
+static void status_done(void *arg, int rc)
+{
+	struct status_job *j = arg;
+	if (rc != 0 && rc != FH_ENOTFOUND) {
+		reply_error(http_reply_new(j->ex), 503, 503000,
+		            "the service cannot read its store; try again");
+	} else if (!j->state) {
+		reply_error(http_reply_new(j->ex), 404, 404203, "this device has not registered yet");
+	} else {
+		json_t *pub = dps__public_state(j->state);
+		char *body = json_dumps(pub, JSON_COMPACT);
+		http_respond_json(j->ex, 200, NULL, body);
+		free(body);
+		json_decref(pub);
 	}
-	dps__auth_clear(&a);
-	struct dps_reply *r = http_reply_new(ex);
-	if (throttled(d, regid, r))
-		return;
-	if (is_poll) {
-		dps__poll(d, regid, op, r);
-		return;
-	}
-	free(r); /* the status read answers the exchange itself */
-	char *text = NULL;
-	json_t *state = NULL;
-	if (store_doc_get(store_reader(d->store), STORE_REGISTRATION, d->name, regid, &text) == 0)
-		state = json_loads(text, 0, NULL);
-	free(text);
-	if (!state) {
-		reply_error(http_reply_new(ex), 404, 404203, "this device has not registered yet");
-		return;
-	}
-	json_t *pub = dps__public_state(state);
-	char *body = json_dumps(pub, JSON_COMPACT);
-	http_respond_json(ex, 200, NULL, body);
-	free(body);
-	json_decref(pub);
-	json_decref(state);
+	json_decref(j->state);
+	free(j);
+}
+
+static void status_read(struct dps *d, struct http_exchange *ex, const char *regid)
+{
+	struct status_job *j = xcalloc(1, sizeof *j);
+	j->ex = ex;
+	snprintf(j->scope, sizeof j->scope, "%s", d->name);
+	snprintf(j->regid, sizeof j->regid, "%s", regid);
+	store_read(d->store, status_work, status_done, j);
 }

@@ -86,6 +86,8 @@ struct op {
 	bool access_changed;  /* the local target's identity got new credentials */
 	unsigned commit_tries; /* refused by the store so far */
 
+	const char *resume_error; /* a resumed op that cannot go on: why (static) */
+
 	/* the outcome, written by the final job */
 	json_t *state;
 	int err_code;
@@ -620,20 +622,56 @@ static void remote_call(struct op *o, struct dps_linked_hub *h, const char *meth
 }
 
 /* The twin of the device on the local hub it leaves, in the service's
- * JSON form (tags, properties.desired/reported), for a remote target; NULL
- * when there is none. */
-static json_t *local_twin_json(struct op *o)
+ * JSON form (tags, properties.desired/reported), for a remote target: read
+ * (store_read), then the remote steps go on; none when there is none. */
+struct twin_read {
+	struct op *op;
+	char hub[256];
+	char id[ENROLLMENT_ID_MAX + 1];
+	struct store_twin tw;
+};
+
+static int twin_read_work(void *arg, struct store_txn *t)
 {
-	struct store_twin tw = {0};
-	if (store_twin_get(store_reader(o->d->store), o->old->alloc.name, o->device_id, &tw) != 0)
-		return NULL;
-	json_t *tags = json_loads(tw.tags ? tw.tags : "{}", 0, NULL);
-	json_t *desired = json_loads(tw.desired ? tw.desired : "{}", 0, NULL);
-	json_t *reported = json_loads(tw.reported ? tw.reported : "{}", 0, NULL);
-	store_twin_clear(&tw);
-	return json_pack("{s:o,s:{s:o,s:o}}", "tags", tags ? tags : json_object(), "properties",
-			 "desired", desired ? desired : json_object(), "reported",
-			 reported ? reported : json_object());
+	struct twin_read *j = arg;
+	return store_twin_get(t, j->hub, j->id, &j->tw);
+}
+
+static void twin_read_done(void *arg, int rc)
+{
+	struct twin_read *j = arg;
+	struct op *o = j->op;
+	if (rc == 0 && !o->d->stopping) {
+		json_t *tags = json_loads(j->tw.tags ? j->tw.tags : "{}", 0, NULL);
+		json_t *desired = json_loads(j->tw.desired ? j->tw.desired : "{}", 0, NULL);
+		json_t *reported = json_loads(j->tw.reported ? j->tw.reported : "{}", 0, NULL);
+		o->source_twin = json_pack("{s:o,s:{s:o,s:o}}", "tags", tags ? tags : json_object(),
+					   "properties", "desired",
+					   desired ? desired : json_object(), "reported",
+					   reported ? reported : json_object());
+	}
+	store_twin_clear(&j->tw);
+	free(j);
+	if (!o->d->stopping) {
+		if (rc != 0 && rc != FH_ENOTFOUND) {
+			fail(o, 500000, "the device's twin on %s cannot be read: %s",
+			     o->old->alloc.name, fh_strerror(rc));
+		} else {
+			o->step++;
+			remote_next(o);
+		}
+	}
+	op_unref(o);
+}
+
+static void local_twin_read(struct op *o)
+{
+	struct twin_read *j = xcalloc(1, sizeof *j);
+	j->op = o;
+	snprintf(j->hub, sizeof j->hub, "%s", o->old->alloc.name);
+	snprintf(j->id, sizeof j->id, "%s", o->device_id);
+	o->refs++;
+	store_read(o->d->store, twin_read_work, twin_read_done, j);
 }
 
 /* Runs the next remote step that applies, then the final commit. */
@@ -648,8 +686,10 @@ static void remote_next(struct op *o)
 			}
 			/* Local -> remote: the local twin is what moves. */
 			if (o->dec.action == REPROV_MIGRATE && o->old && o->old->local &&
-			    !o->target->local)
-				o->source_twin = local_twin_json(o);
+			    !o->target->local) {
+				local_twin_read(o);
+				return;
+			}
 			break;
 		case STEP_PUT_DEVICE:
 			if (!o->target->local) {
@@ -864,28 +904,66 @@ static void call_webhook(struct op *o)
 }
 
 /* The device's previous registration state, when there is one: where the
- * device is (a failure keeps it too) and its first hub. */
-static void load_prev(struct op *o)
+ * device is (a failure keeps it too) and its first hub. Read (store_read)
+ * before an operation starts (start), then proceed() goes on. */
+struct prev_read {
+	struct op *op;
+	char scope[256];
+	char regid[ENROLLMENT_ID_MAX + 1];
+	json_t *prev;
+};
+
+static int prev_work(void *arg, struct store_txn *t)
 {
-	struct dps *d = o->d;
-	char *text = NULL;
-	if (store_doc_get(store_reader(d->store), STORE_REGISTRATION, d->name, o->regid, &text) ==
-	    0) {
-		o->prev = json_loads(text, 0, NULL);
-		free(text);
-		const char *h = json_string_value(json_object_get(o->prev, "assignedHub"));
-		const char *i = json_string_value(json_object_get(o->prev, "_initialHub"));
-		if (h && json_string_value(json_object_get(o->prev, "deviceId")))
-			snprintf(o->prev_hub, sizeof o->prev_hub, "%s", h);
-		if (i)
-			snprintf(o->initial_hub, sizeof o->initial_hub, "%s", i);
+	struct prev_read *j = arg;
+	int rc;
+	j->prev = dps__doc_get(t, STORE_REGISTRATION, j->scope, j->regid, &rc);
+	return rc == FH_ENOTFOUND ? 0 : rc;
+}
+
+static void proceed(struct op *o);
+
+static void prev_done(void *arg, int rc)
+{
+	struct prev_read *j = arg;
+	struct op *o = j->op;
+	json_t *prev = j->prev;
+	free(j);
+	if (o->d->stopping) {
+		json_decref(prev);
+		op_unref(o);
+		return;
 	}
+	o->prev = prev;
+	const char *h = json_string_value(json_object_get(prev, "assignedHub"));
+	const char *i = json_string_value(json_object_get(prev, "_initialHub"));
+	if (h && json_string_value(json_object_get(prev, "deviceId")))
+		snprintf(o->prev_hub, sizeof o->prev_hub, "%s", h);
+	if (i)
+		snprintf(o->initial_hub, sizeof o->initial_hub, "%s", i);
+	if (rc != 0)
+		fail(o, 500000, "the previous registration state cannot be read: %s",
+		     fh_strerror(rc));
+	else if (o->resume_error)
+		fail(o, 500000, "%s", o->resume_error);
+	else
+		proceed(o);
+	op_unref(o);
 }
 
 static void start(struct op *o)
 {
+	struct prev_read *j = xcalloc(1, sizeof *j);
+	j->op = o;
+	snprintf(j->scope, sizeof j->scope, "%s", o->d->name);
+	snprintf(j->regid, sizeof j->regid, "%s", o->regid);
+	o->refs++;
+	store_read(o->d->store, prev_work, prev_done, j);
+}
+
+static void proceed(struct op *o)
+{
 	struct dps *d = o->d;
-	load_prev(o);
 	/* The device id: kept from an earlier registration, else the
 	 * enrollment's deviceId, else the registration id. */
 	const char *dev = o->prev_hub[0]
@@ -1053,6 +1131,61 @@ json_t *dps__assigning_state(struct dps *d, const char *regid)
 	return st;
 }
 
+/* A poll for an operation not in progress here: its registration state. */
+struct poll_read {
+	struct dps_reply *r;
+	char scope[256];
+	char regid[ENROLLMENT_ID_MAX + 1];
+	char op_id[DPS_OPID_MAX + 1];
+	unsigned retry_after_s;
+	bool assigning; /* its op record says so */
+	json_t *state;
+};
+
+static int poll_work(void *arg, struct store_txn *t)
+{
+	struct poll_read *j = arg;
+	int rc;
+	/* An operation still assigning that this process does not run (it is
+	 * being resumed, or another node runs it) has its record. */
+	json_t *op = dps__doc_get(t, STORE_OPERATION, j->scope, j->op_id, &rc);
+	const char *regid = json_string_value(json_object_get(op, "registrationId"));
+	j->assigning = regid && strcmp(regid, j->regid) == 0;
+	json_decref(op);
+	if (j->assigning)
+		return 0;
+	if (rc != 0 && rc != FH_ENOTFOUND)
+		return rc;
+	j->state = dps__doc_get(t, STORE_REGISTRATION, j->scope, j->regid, &rc);
+	return rc == FH_ENOTFOUND ? 0 : rc;
+}
+
+static void poll_done(void *arg, int rc)
+{
+	struct poll_read *j = arg;
+	const char *sop = json_string_value(json_object_get(j->state, "_operationId"));
+	if (rc != 0) {
+		reply_error(j->r, 503, 503000, "the service cannot read its store; try again");
+	} else if (j->assigning) {
+		json_t *body = json_pack("{s:s,s:s,s:{s:s,s:s}}", "operationId", j->op_id, "status",
+					 "assigning", "registrationState", "registrationId",
+					 j->regid, "status", "assigning");
+		reply_json(j->r, 202, body, j->retry_after_s);
+		json_decref(body);
+	} else if (!sop || strcmp(sop, j->op_id) != 0) {
+		reply_error(j->r, 404, 404204,
+			    "no registration operation with this operationId for this device");
+	} else {
+		json_t *body = json_pack("{s:s,s:O,s:o}", "operationId", j->op_id, "status",
+					 json_object_get(j->state, "status"), "registrationState",
+					 dps__public_state(j->state));
+		reply_json(j->r, 200, body, 0);
+		json_decref(body);
+	}
+	json_decref(j->state);
+	free(j);
+}
+
 void dps__poll(struct dps *d, const char *regid, const char *op_id, struct dps_reply *r)
 {
 	struct op *o = map_get(&d->ops, op_id);
@@ -1062,41 +1195,61 @@ void dps__poll(struct dps *d, const char *regid, const char *op_id, struct dps_r
 		json_decref(body);
 		return;
 	}
-	char *text = NULL;
-	json_t *state = NULL;
-	if (!o && store_doc_get(store_reader(d->store), STORE_REGISTRATION, d->name, regid,
-				&text) == 0)
-		state = json_loads(text, 0, NULL);
-	free(text);
-	const char *sop = json_string_value(json_object_get(state, "_operationId"));
-	if (!sop || strcmp(sop, op_id) != 0) {
-		json_decref(state);
+	if (o) { /* another device's operation */
 		reply_error(r, 404, 404204,
 			    "no registration operation with this operationId for this device");
 		return;
 	}
-	json_t *body = json_pack("{s:s,s:O,s:o}", "operationId", op_id, "status",
-				 json_object_get(state, "status"), "registrationState",
-				 dps__public_state(state));
-	reply_json(r, 200, body, 0);
-	json_decref(body);
-	json_decref(state);
+	struct poll_read *j = xcalloc(1, sizeof *j);
+	j->r = r;
+	snprintf(j->scope, sizeof j->scope, "%s", d->name);
+	snprintf(j->regid, sizeof j->regid, "%s", regid);
+	snprintf(j->op_id, sizeof j->op_id, "%s", op_id);
+	j->retry_after_s = d->retry_after_s;
+	store_read(d->store, poll_work, poll_done, j);
 }
 
+/* The operation records left by the last run, each with its enrollment,
+ * read together on a worker (store_read_slow) at start-up. */
+struct resumed {
+	char *key; /* the record's store id (its operation id) */
+	json_t *doc;
+	json_t *record; /* its enrollment, or NULL */
+};
+
 struct resume_list {
-	char **docs;
-	char **keys; /* collect_docs: each record's store id (its operation id) */
+	struct dps *d;
+	char scope[256];
+	struct resumed *v;
 	size_t n;
 };
 
 static int collect_docs(void *arg, const char *id, const char *json)
 {
 	struct resume_list *l = arg;
-	l->docs = xrealloc(l->docs, (l->n + 1) * sizeof *l->docs);
-	l->keys = xrealloc(l->keys, (l->n + 1) * sizeof *l->keys);
-	l->keys[l->n] = xstrdup(id);
-	l->docs[l->n++] = xstrdup(json);
+	l->v = xrealloc(l->v, (l->n + 1) * sizeof *l->v);
+	l->v[l->n].key = xstrdup(id);
+	l->v[l->n].doc = json_loads(json, 0, NULL);
+	l->v[l->n++].record = NULL;
 	return 0;
+}
+
+static int resume_work(void *arg, struct store_txn *t)
+{
+	struct resume_list *l = arg;
+	int rc = store_doc_list(t, STORE_OPERATION, l->scope, "", "", 1000000, collect_docs, l);
+	for (size_t i = 0; rc == 0 && i < l->n; i++) {
+		json_t *en = json_object_get(l->v[i].doc, "enrollment");
+		const char *kind = json_string_value(json_object_get(en, "kind"));
+		const char *eid = json_string_value(json_object_get(en, "id"));
+		int erc;
+		if (kind && eid)
+			l->v[i].record = dps__doc_get(t, strcmp(kind, "group") == 0
+								 ? STORE_ENROLLMENT_GROUP
+								 : STORE_ENROLLMENT,
+						      l->scope, eid, &erc);
+	}
+	return rc;
 }
 
 /* A record that names no registration cannot be answered to anyone: it is
@@ -1112,9 +1265,10 @@ static void drop_record(struct dps *d, const char *key)
 	store_submit(d->store, doc_work, doc_done, j);
 }
 
-/* Resumes the record stored under key. One that names its registration
- * always ends assigned or failed (its device is polling for it). */
-static void resume_one(struct dps *d, const char *key, json_t *doc)
+/* Resumes the record stored under key, with its enrollment record (taken;
+ * NULL when it is gone). One that names its registration always ends
+ * assigned or failed (its device is polling for it). */
+static void resume_one(struct dps *d, const char *key, json_t *doc, json_t *record)
 {
 	const char *id = json_string_value(json_object_get(doc, "operationId"));
 	const char *regid = json_string_value(json_object_get(doc, "registrationId"));
@@ -1124,11 +1278,14 @@ static void resume_one(struct dps *d, const char *key, json_t *doc)
 	if (!id)
 		id = key; /* the record is stored under its operation id */
 	if (!regid || !*regid) {
+		json_decref(record);
 		drop_record(d, key);
 		return;
 	}
-	if (map_get(&d->ops, id) || map_get(&d->ops_by_reg, regid))
+	if (map_get(&d->ops, id) || map_get(&d->ops_by_reg, regid)) {
+		json_decref(record);
 		return;
+	}
 	struct op *o = op_new(d, regid, id);
 	o->auth.kind = kind && strcmp(kind, "group") == 0 ? ENROLLMENT_GROUP
 							    : ENROLLMENT_INDIVIDUAL;
@@ -1147,66 +1304,75 @@ static void resume_one(struct dps *d, const char *key, json_t *doc)
 	}
 	const char *created = json_string_value(json_object_get(doc, "createdDateTimeUtc"));
 	snprintf(o->created, sizeof o->created, "%s", created ? created : "");
-	char *text = NULL;
-	if (kind && eid &&
-	    store_doc_get(store_reader(d->store),
-			  o->auth.kind == ENROLLMENT_GROUP ? STORE_ENROLLMENT_GROUP
-							   : STORE_ENROLLMENT,
-			  d->name, eid, &text) == 0)
-		o->auth.record = json_loads(text, 0, NULL);
-	free(text);
+	o->auth.record = record;
 	log_at(LOG_INFO, "dps %s: resuming registration %s (operation %s)", d->name, regid, id);
 	if (!o->auth.record) {
 		o->auth.record = json_object();
-		load_prev(o);
-		fail(o, 500000, "%s",
-		     kind && eid ? "the enrollment was deleted while the registration was in "
-				   "progress"
-				 : "the operation record is unusable: it does not name its "
-				   "enrollment");
-		return;
+		o->resume_error = kind && eid ? "the enrollment was deleted while the registration "
+						"was in progress"
+					      : "the operation record is unusable: it does not "
+						"name its enrollment";
 	}
 	start(o);
 }
 
+static void resume_done(void *arg, int rc)
+{
+	struct resume_list *l = arg;
+	struct dps *d = l->d;
+	d->resuming = false;
+	if (rc != 0)
+		log_at(LOG_ERROR, "dps %s: the registrations in progress cannot be read (%s); "
+		       "they are resumed at the next start", d->name, fh_strerror(rc));
+	for (size_t i = 0; i < l->n; i++) {
+		if (rc != 0 || d->stopping)
+			json_decref(l->v[i].record);
+		else if (json_is_object(l->v[i].doc))
+			resume_one(d, l->v[i].key, l->v[i].doc, l->v[i].record);
+		else {
+			json_decref(l->v[i].record);
+			drop_record(d, l->v[i].key);
+		}
+		json_decref(l->v[i].doc);
+		free(l->v[i].key);
+	}
+	free(l->v);
+	free(l);
+}
+
 void dps_resume(struct dps *d)
 {
-	struct resume_list l = {0};
-	store_doc_list(store_reader(d->store), STORE_OPERATION, d->name, "", "", 1000000,
-		       collect_docs, &l);
-	for (size_t i = 0; i < l.n; i++) {
-		json_t *doc = json_loads(l.docs[i], 0, NULL);
-		if (json_is_object(doc))
-			resume_one(d, l.keys[i], doc);
-		else
-			drop_record(d, l.keys[i]);
-		json_decref(doc);
-		free(l.docs[i]);
-		free(l.keys[i]);
-	}
-	free(l.docs);
-	free(l.keys);
+	struct resume_list *l = xcalloc(1, sizeof *l);
+	l->d = d;
+	snprintf(l->scope, sizeof l->scope, "%s", d->name);
+	d->resuming = true;
+	store_read_slow(d->store, resume_work, resume_done, l);
 }
+
+struct op_list {
+	struct op **v;
+	size_t n;
+};
 
 static void collect_ops(void *arg, const char *key, void *value)
 {
-	struct resume_list *l = arg;
-	l->docs = xrealloc(l->docs, (l->n + 1) * sizeof *l->docs);
-	l->docs[l->n++] = value;
+	struct op_list *l = arg;
+	l->v = xrealloc(l->v, (l->n + 1) * sizeof *l->v);
+	l->v[l->n++] = value;
 }
 
 void dps__ops_shutdown(struct dps *d)
 {
 	d->stopping = true;
-	struct resume_list l = {0};
+	struct op_list l = {0};
 	map_each(&d->ops, collect_ops, &l);
 	for (size_t i = 0; i < l.n; i++) {
-		struct op *o = (struct op *)l.docs[i];
+		struct op *o = l.v[i];
 		bool armed = uv_is_active((uv_handle_t *)&o->timer);
 		uv_timer_stop(&o->timer);
 		if (armed)
 			op_unref(o); /* the retry timer's share */
 		op_forget(o);
 	}
-	free(l.docs);
+	free(l.v);
 }

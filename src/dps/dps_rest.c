@@ -159,27 +159,13 @@ static void set_err(struct enrollment_error *e, int status, int code, const char
 	e->code = code;
 }
 
-static json_t *load_doc(struct store_txn *t, enum store_doc_kind k, const char *scope,
-			const char *id, int *rc)
-{
-	char *text = NULL;
-	*rc = store_doc_get(t, k, scope, id, &text);
-	if (*rc != 0)
-		return NULL;
-	json_t *o = json_loads(text, 0, NULL);
-	free(text);
-	if (!o)
-		*rc = FH_EIO;
-	return o;
-}
-
 /* Creates or replaces one record; if_match NULL = unconditional. */
 static int put_record(struct write_job *j, struct store_txn *t, const char *id,
 		      const json_t *body, const char *if_match, bool must_be_new,
 		      json_t **out)
 {
 	int rc;
-	json_t *old = load_doc(t, doc_kind(j->kind), j->d->name, id, &rc);
+	json_t *old = dps__doc_get(t, doc_kind(j->kind), j->d->name, id, &rc);
 	if (rc != 0 && rc != FH_ENOTFOUND)
 		return rc;
 	if (old && must_be_new) {
@@ -262,7 +248,7 @@ static int delete_work(void *arg, struct store_txn *t)
 {
 	struct write_job *j = arg;
 	int rc;
-	json_t *old = load_doc(t, doc_kind(j->kind), j->d->name, j->id, &rc);
+	json_t *old = dps__doc_get(t, doc_kind(j->kind), j->d->name, j->id, &rc);
 	if (rc == FH_ENOTFOUND)
 		set_err(&j->err, 404, not_found_code(j->kind), "%s '%s' not found",
 			kind_name(j->kind), j->id);
@@ -302,41 +288,76 @@ static void delete_done(void *arg, int rc)
 
 /* ---- reads ------------------------------------------------------------------ */
 
-static json_t *read_doc(struct req *r, enum store_doc_kind k, int *rc)
+/* A record read (store_read): the document, and for an individual
+ * enrollment its registration state. */
+enum read_what { READ_RECORD, READ_ATTESTATION, READ_REGISTRATION };
+
+struct read_job {
+	struct http_exchange *ex;
+	char scope[256];
+	char id[ENROLLMENT_ID_MAX + 1];
+	enum enrollment_kind kind;
+	enum read_what what;
+	json_t *doc;
+	json_t *state; /* READ_RECORD of an individual enrollment: its registration state */
+};
+
+static int read_work(void *arg, struct store_txn *t)
 {
-	return load_doc(store_reader(r->d->store), k, r->d->name, r->id, rc);
+	struct read_job *j = arg;
+	enum store_doc_kind k = j->what == READ_REGISTRATION ? STORE_REGISTRATION
+							     : doc_kind(j->kind);
+	int rc;
+	j->doc = dps__doc_get(t, k, j->scope, j->id, &rc);
+	if (j->doc && j->what == READ_RECORD && j->kind == ENROLLMENT_INDIVIDUAL) {
+		int src;
+		j->state = dps__doc_get(t, STORE_REGISTRATION, j->scope, j->id, &src);
+	}
+	return rc;
+}
+
+static void read_done(void *arg, int rc)
+{
+	struct read_job *j = arg;
+	if (rc == FH_ENOTFOUND && j->what == READ_REGISTRATION) {
+		respond_error(j->ex, 404, 404203, "registration '%s' not found", j->id);
+	} else if (rc == FH_ENOTFOUND) {
+		respond_error(j->ex, 404, not_found_code(j->kind), "%s '%s' not found",
+			      kind_name(j->kind), j->id);
+	} else if (rc != 0) {
+		respond_error(j->ex, 503, 503000, "the store cannot be read (%s)", fh_strerror(rc));
+	} else if (j->what == READ_ATTESTATION) {
+		json_t *a = enrollment_attestation(j->doc);
+		respond_json(j->ex, 200, NULL, a);
+		json_decref(a);
+	} else if (j->what == READ_REGISTRATION) {
+		json_t *pub = dps__public_state(j->doc);
+		respond_json(j->ex, 200, NULL, pub);
+		json_decref(pub);
+	} else {
+		if (j->state)
+			json_object_set_new(j->doc, "registrationState", dps__public_state(j->state));
+		respond_json(j->ex, 200, NULL, j->doc);
+	}
+	json_decref(j->doc);
+	json_decref(j->state);
+	free(j);
+}
+
+static void read_record(struct req *r, enum enrollment_kind kind, enum read_what what)
+{
+	struct read_job *j = xcalloc(1, sizeof *j);
+	j->ex = r->ex;
+	snprintf(j->scope, sizeof j->scope, "%s", r->d->name);
+	snprintf(j->id, sizeof j->id, "%s", r->id);
+	j->kind = kind;
+	j->what = what;
+	store_read(r->d->store, read_work, read_done, j);
 }
 
 static void record_get(struct req *r, enum enrollment_kind kind, bool attestation_only)
 {
-	int rc;
-	json_t *rec = read_doc(r, doc_kind(kind), &rc);
-	if (!rec) {
-		if (rc == FH_ENOTFOUND)
-			respond_error(r->ex, 404, not_found_code(kind), "%s '%s' not found",
-				      kind_name(kind), r->id);
-		else
-			respond_error(r->ex, 503, 503000, "the store cannot be read (%s)",
-				      fh_strerror(rc));
-		return;
-	}
-	if (attestation_only) {
-		json_t *a = enrollment_attestation(rec);
-		respond_json(r->ex, 200, NULL, a);
-		json_decref(a);
-	} else {
-		if (kind == ENROLLMENT_INDIVIDUAL) {
-			int src;
-			json_t *st = load_doc(store_reader(r->d->store), STORE_REGISTRATION,
-					      r->d->name, r->id, &src);
-			if (st)
-				json_object_set_new(rec, "registrationState",
-						    dps__public_state(st));
-			json_decref(st);
-		}
-		respond_json(r->ex, 200, NULL, rec);
-	}
-	json_decref(rec);
+	read_record(r, kind, attestation_only ? READ_ATTESTATION : READ_RECORD);
 }
 
 /* ---- queries with paging ------------------------------------------------------ */
@@ -545,27 +566,14 @@ static void registration_get(struct req *r)
 		json_decref(busy);
 		return;
 	}
-	int rc;
-	json_t *st = read_doc(r, STORE_REGISTRATION, &rc);
-	if (!st) {
-		respond_error(r->ex, rc == FH_ENOTFOUND ? 404 : 503,
-			      rc == FH_ENOTFOUND ? 404203 : 503000,
-			      rc == FH_ENOTFOUND ? "registration '%s' not found"
-						 : "the store cannot be read (%s)",
-			      rc == FH_ENOTFOUND ? r->id : fh_strerror(rc));
-		return;
-	}
-	json_t *pub = dps__public_state(st);
-	respond_json(r->ex, 200, NULL, pub);
-	json_decref(pub);
-	json_decref(st);
+	read_record(r, ENROLLMENT_INDIVIDUAL, READ_REGISTRATION);
 }
 
 static int registration_delete_work(void *arg, struct store_txn *t)
 {
 	struct write_job *j = arg;
 	int rc;
-	json_t *old = load_doc(t, STORE_REGISTRATION, j->d->name, j->id, &rc);
+	json_t *old = dps__doc_get(t, STORE_REGISTRATION, j->d->name, j->id, &rc);
 	if (rc == FH_ENOTFOUND)
 		set_err(&j->err, 404, 404203, "registration '%s' not found", j->id);
 	if (rc != 0)
@@ -589,6 +597,13 @@ static void registration_delete(struct req *r)
 	store_submit(r->d->store, registration_delete_work, delete_done, j);
 }
 
+struct calls_job {
+	struct http_exchange *ex;
+	char scope[256];
+	char prefix[ENROLLMENT_ID_MAX + 2];
+	json_t *calls;
+};
+
 static int calls_each(void *arg, const char *id, const char *json)
 {
 	json_t *o = json_loads(json, 0, NULL);
@@ -597,18 +612,32 @@ static int calls_each(void *arg, const char *id, const char *json)
 	return 0;
 }
 
+static int calls_work(void *arg, struct store_txn *t)
+{
+	struct calls_job *j = arg;
+	return store_doc_list(t, STORE_WEBHOOK_CALL, j->scope, j->prefix, "", 1000, calls_each,
+			      j->calls);
+}
+
+static void calls_done(void *arg, int rc)
+{
+	struct calls_job *j = arg;
+	if (rc != 0)
+		respond_error(j->ex, 503, 503000, "the store cannot be read (%s)", fh_strerror(rc));
+	else
+		respond_json(j->ex, 200, NULL, j->calls);
+	json_decref(j->calls);
+	free(j);
+}
+
 static void webhook_calls(struct req *r)
 {
-	char prefix[ENROLLMENT_ID_MAX + 2];
-	snprintf(prefix, sizeof prefix, "%s/", r->id);
-	json_t *a = json_array();
-	int rc = store_doc_list(store_reader(r->d->store), STORE_WEBHOOK_CALL, r->d->name, prefix,
-				"", 1000, calls_each, a);
-	if (rc != 0)
-		respond_error(r->ex, 503, 503000, "the store cannot be read (%s)", fh_strerror(rc));
-	else
-		respond_json(r->ex, 200, NULL, a);
-	json_decref(a);
+	struct calls_job *j = xcalloc(1, sizeof *j);
+	j->ex = r->ex;
+	snprintf(j->scope, sizeof j->scope, "%s", r->d->name);
+	snprintf(j->prefix, sizeof j->prefix, "%s/", r->id);
+	j->calls = json_array();
+	store_read(r->d->store, calls_work, calls_done, j);
 }
 
 /* POST /enrollments {"mode":..,"enrollments":[..]} */

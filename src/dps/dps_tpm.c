@@ -128,35 +128,42 @@ static void refuse(struct dps *d, struct dps_reply *r, int status, int code, con
 	free(json);
 }
 
-void dps__tpm_challenge(struct dps *d, const char *regid, const json_t *tpm, const char *peer,
-                        struct dps_reply *r)
+struct challenge_read {
+	struct dps *d;
+	struct dps_reply *r;
+	char scope[256];
+	char regid[ENROLLMENT_ID_MAX + 1];
+	char peer[96];
+	json_t *tpm;
+	json_t *rec;
+};
+
+static int challenge_read_work(void *arg, struct store_txn *t)
 {
+	struct challenge_read *q = arg;
+	int rc;
+	q->rec = dps__doc_get(t, STORE_ENROLLMENT, q->scope, q->regid, &rc);
+	return rc;
+}
+
+/* The enrollment is read: the keys the device sent are checked against it,
+ * and a new challenge is stored. */
+static void challenge_read_done(void *arg, int rc)
+{
+	struct challenge_read *q = arg;
+	struct dps *d = q->d;
+	struct dps_reply *r = q->r;
+	const char *regid = q->regid, *peer = q->peer;
+	const json_t *tpm = q->tpm, *rec = q->rec;
 	int64_t now_ms = clock_now_ms();
-	unsigned wait = rate_table_wait(&d->attest_fail, regid, strlen(regid), now_ms);
-	if (!wait)
-		wait = rate_table_take(&d->rate, regid, strlen(regid), now_ms);
-	if (!wait)
-		wait = rate_bucket_take_n(&d->attest_budget, &d->attest_lim, CHALLENGE_COST, now_ms);
-	if (wait) {
-		char *json = dps__error_json(429001, "too many TPM challenges; retry later");
-		r->fn(r, 429, json, wait);
-		free(json);
-		return;
-	}
-	char *text = NULL;
-	int rc = store_doc_get(store_reader(d->store), STORE_ENROLLMENT, d->name, regid, &text);
-	json_t *rec = rc == 0 ? json_loads(text, 0, NULL) : NULL;
-	free(text);
+	const char *why = NULL;
+	struct tpm_rsa_public ek, srk, want;
+	json_t *att = json_object_get(json_object_get(rec, "attestation"), "tpm");
 	if (rc != 0 && rc != FH_ENOTFOUND) {
 		char *json = dps__error_json(503000, "the service cannot read its store; try again");
 		r->fn(r, 503, json, 0);
 		free(json);
-		return;
-	}
-	const char *why = NULL;
-	struct tpm_rsa_public ek, srk, want;
-	json_t *att = json_object_get(json_object_get(rec, "attestation"), "tpm");
-	if (!rec || strcmp(enrollment_attestation_type(rec), "tpm") != 0) {
+	} else if (!rec || strcmp(enrollment_attestation_type(rec), "tpm") != 0) {
 		dps__attest_failed(d, regid, now_ms);
 		refuse(d, r, 401, 401002, regid, peer,
 		       "no individual enrollment with TPM attestation for this registration id");
@@ -201,29 +208,51 @@ void dps__tpm_challenge(struct dps *d, const char *regid, const json_t *tpm, con
 		OPENSSL_cleanse(key, sizeof key);
 		OPENSSL_cleanse(key_b64, sizeof key_b64);
 	}
-	json_decref(rec);
+	json_decref(q->rec);
+	json_decref(q->tpm);
+	free(q);
+}
+
+void dps__tpm_challenge(struct dps *d, const char *regid, const json_t *tpm, const char *peer,
+                        struct dps_reply *r)
+{
+	int64_t now_ms = clock_now_ms();
+	unsigned wait = rate_table_wait(&d->attest_fail, regid, strlen(regid), now_ms);
+	if (!wait)
+		wait = rate_table_take(&d->rate, regid, strlen(regid), now_ms);
+	if (!wait)
+		wait = rate_bucket_take_n(&d->attest_budget, &d->attest_lim, CHALLENGE_COST, now_ms);
+	if (wait) {
+		char *json = dps__error_json(429001, "too many TPM challenges; retry later");
+		r->fn(r, 429, json, wait);
+		free(json);
+		return;
+	}
+	struct challenge_read *q = xcalloc(1, sizeof *q);
+	q->d = d;
+	q->r = r;
+	snprintf(q->scope, sizeof q->scope, "%s", d->name);
+	snprintf(q->regid, sizeof q->regid, "%s", regid);
+	snprintf(q->peer, sizeof q->peer, "%s", peer);
+	q->tpm = json_deep_copy(tpm);
+	store_read(d->store, challenge_read_work, challenge_read_done, q);
 }
 
 /* ---- the signed requests ------------------------------------------------------ */
 
-int dps__tpm_authenticate(struct dps *d, const char *regid, const json_t *rec,
+int dps__tpm_authenticate(struct dps *d, const json_t *rec, const struct dps_prefetch *pf,
                           const struct sas_token *t, int64_t now_s, json_t **tpm_out,
                           const char **why)
 {
-	char *text = NULL;
-	int rc = store_doc_get(store_reader(d->store), STORE_TPM_CHALLENGE, d->name, regid, &text);
-	if (rc == FH_ENOTFOUND) {
+	if (pf->challenge_rc == FH_ENOTFOUND) {
 		*why = "no TPM challenge was given to this registration id (send the first PUT "
 		       "without Authorization)";
 		return FH_EAUTH;
 	}
-	if (rc != 0)
+	const json_t *c = pf->challenge;
+	if (pf->challenge_rc != 0 || !c)
 		return FH_EIO;
-	json_t *c = json_loads(text, 0, NULL);
-	OPENSSL_cleanse(text, strlen(text));
-	free(text);
-	if (!c)
-		return FH_EIO;
+	int rc;
 	json_t *att = json_object_get(json_object_get(rec, "attestation"), "tpm");
 	uint8_t key[64];
 	size_t keylen = 0;
@@ -250,7 +279,6 @@ int dps__tpm_authenticate(struct dps *d, const char *regid, const json_t *rec,
 		rc = 0;
 	}
 	OPENSSL_cleanse(key, sizeof key);
-	json_decref(c);
 	return rc;
 }
 

@@ -118,7 +118,7 @@ static json_t *entry_info(struct dps *d, const json_t *e)
 /* The anchors of one enrollment's x509 attestation that sit in (or just
  * past) the presented chain. */
 static void collect(struct dps *d, const char *group, const json_t *x509,
-                    const struct presented *p, struct anchors *as)
+                    const struct presented *p, const json_t *cas, struct anchors *as)
 {
 	static const char *const slots[] = {"primary", "secondary"};
 	json_t *signing = json_object_get(x509, "signingCertificates");
@@ -134,12 +134,9 @@ static void collect(struct dps *d, const char *group, const json_t *x509,
 	}
 	for (int i = 0; i < 2; i++) {
 		const char *name = json_string_value(json_object_get(refs, slots[i]));
-		char *text = NULL;
-		if (!name || store_doc_get(store_reader(d->store), STORE_CA_CERT, d->ca_scope, name,
-		                           &text) != 0)
+		const json_t *rec = name ? json_object_get(cas, name) : NULL;
+		if (!rec)
 			continue;
-		json_t *rec = json_loads(text, 0, NULL);
-		free(text);
 		const char *pem = ca_certificate(rec);
 		X509 *x = pem ? ca_cache_get(&d->anchors, pem) : NULL;
 		json_t *info = x ? ca_cert_info(x) : NULL;
@@ -149,7 +146,6 @@ static void collect(struct dps *d, const char *group, const json_t *x509,
 		if (pos > 0 && ca_verified(rec))
 			consider(as, group, pos, json_incref(info), strdup(pem));
 		json_decref(info);
-		json_decref(rec);
 	}
 }
 
@@ -210,8 +206,8 @@ static void found(struct dps_auth *out, json_t *record, enum enrollment_kind kin
 }
 
 static int individual(struct dps *d, const char *regid, json_t *rec, X509 *leaf,
-                      STACK_OF(X509) *chain, const struct presented *p, int64_t now_s,
-                      struct dps_auth *out, const char **why)
+                      STACK_OF(X509) *chain, const struct presented *p, const json_t *cas,
+                      int64_t now_s, struct dps_auth *out, const char **why)
 {
 	if (strcmp(enrollment_attestation_type(rec), "x509") != 0) {
 		*why = "the individual enrollment of this registration id does not use X.509 "
@@ -240,7 +236,7 @@ static int individual(struct dps *d, const char *regid, json_t *rec, X509 *leaf,
 		return FH_EAUTH;
 	}
 	struct anchors as = {.n = 0};
-	collect(d, "", x509, p, &as);
+	collect(d, "", x509, p, cas, &as);
 	int k = verify(d, leaf, chain, &as, now_s, why);
 	if (k >= 0)
 		found(out, rec, ENROLLMENT_INDIVIDUAL, regid, p, &as.v[k], leaf, chain);
@@ -252,7 +248,7 @@ static int individual(struct dps *d, const char *regid, json_t *rec, X509 *leaf,
 }
 
 static int groups(struct dps *d, X509 *leaf, STACK_OF(X509) *chain, const struct presented *p,
-                  int64_t now_s, struct dps_auth *out, const char **why)
+                  const json_t *cas, int64_t now_s, struct dps_auth *out, const char **why)
 {
 	json_t *all = dps__groups(d);
 	if (!all)
@@ -263,7 +259,7 @@ static int groups(struct dps *d, X509 *leaf, STACK_OF(X509) *chain, const struct
 	json_object_foreach(all, id, rec) {
 		if (strcmp(enrollment_attestation_type(rec), "x509") == 0)
 			collect(d, id, json_object_get(json_object_get(rec, "attestation"), "x509"),
-			        p, &as);
+			        p, cas, &as);
 	}
 	int k = verify(d, leaf, chain, &as, now_s, why);
 	if (k >= 0) {
@@ -276,11 +272,9 @@ static int groups(struct dps *d, X509 *leaf, STACK_OF(X509) *chain, const struct
 	return k >= 0 ? 0 : FH_EAUTH;
 }
 
-int dps__authenticate_x509(struct dps *d, const char *regid, X509 *leaf, STACK_OF(X509) *chain,
-                           int64_t now_s, struct dps_auth *out, const char **why,
-                           unsigned *retry_after)
+int dps__x509_precheck(struct dps *d, const char *regid, X509 *leaf, STACK_OF(X509) *chain,
+                       int64_t now_s, const char **why, unsigned *retry_after)
 {
-	memset(out, 0, sizeof *out);
 	*retry_after = 0;
 	char cn[ENROLLMENT_ID_MAX + 1];
 	if (x509_subject_cn(leaf, cn, sizeof cn) != 0 || strcmp(cn, regid) != 0) {
@@ -295,13 +289,25 @@ int dps__authenticate_x509(struct dps *d, const char *regid, X509 *leaf, STACK_O
 		return FH_EAUTH;
 	}
 	/* As for SAS tokens: an id whose attempts failed too often waits. */
-	int64_t now_ms = clock_now_ms();
-	unsigned wait = rate_table_wait(&d->attest_fail, regid, strlen(regid), now_ms);
+	unsigned wait = rate_table_wait(&d->attest_fail, regid, strlen(regid), clock_now_ms());
 	if (wait) {
 		*why = "too many failed attempts for this registration id";
 		*retry_after = wait;
 		return FH_EAGAIN;
 	}
+	return 0;
+}
+
+int dps__authenticate_x509(struct dps *d, const char *regid, X509 *leaf, STACK_OF(X509) *chain,
+                           int64_t now_s, const struct dps_prefetch *pf, struct dps_auth *out,
+                           const char **why, unsigned *retry_after)
+{
+	memset(out, 0, sizeof *out);
+	int rc = dps__x509_precheck(d, regid, leaf, chain, now_s, why, retry_after);
+	if (rc != 0)
+		return rc;
+	int64_t now_ms = clock_now_ms();
+	int n = chain ? sk_X509_num(chain) : 0;
 	struct presented p = {.n = 0};
 	for (int i = -1; i < n; i++) {
 		json_t *info = ca_cert_info(i < 0 ? leaf : sk_X509_value(chain, i));
@@ -312,17 +318,13 @@ int dps__authenticate_x509(struct dps *d, const char *regid, X509 *leaf, STACK_O
 		}
 		p.info[p.n++] = info;
 	}
-	char *text = NULL;
-	int rc = store_doc_get(store_reader(d->store), STORE_ENROLLMENT, d->name, regid, &text);
-	if (rc == 0) {
-		json_t *rec = json_loads(text, 0, NULL);
-		free(text);
-		rc = rec ? individual(d, regid, rec, leaf, chain, &p, now_s, out, why) : FH_EIO;
-	} else if (rc == FH_ENOTFOUND) {
-		rc = groups(d, leaf, chain, &p, now_s, out, why);
-	} else {
+	if (pf->rc == 0)
+		rc = individual(d, regid, json_incref(pf->rec), leaf, chain, &p, pf->cas, now_s,
+		                out, why);
+	else if (pf->rc == FH_ENOTFOUND)
+		rc = groups(d, leaf, chain, &p, pf->cas, now_s, out, why);
+	else
 		rc = FH_EIO;
-	}
 	presented_clear(&p);
 	if (rc == FH_EAUTH)
 		dps__attest_failed(d, regid, now_ms);

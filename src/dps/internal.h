@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "codec/sas.h"
 #include "core/ca.h"
 #include "core/enrollment.h"
 #include "dps.h"
@@ -42,37 +43,73 @@ struct dps_auth {
  * read again in full on the loop. (With several nodes, issue 17, another
  * node's changes arrive through the store's notification channel.) */
 void dps__group_changed(struct dps *d, const char *id, const json_t *record);
-/* Reads every group (at start-up: the loop is not serving yet). */
-int dps__groups_load(struct dps *d);
-/* The enrollment groups ({id: record}), read again when the start-up read
- * failed; NULL when they cannot be read. */
+/* Reads every group again (store_read_slow; nothing when a read is under
+ * way), replacing d->groups when it completes. */
+void dps__groups_load(struct dps *d);
+/* The enrollment groups ({id: record}); NULL (and a read started) while
+ * they cannot be read. */
 json_t *dps__groups(struct dps *d);
 /* Counts a failed attestation against regid's failure rate; returns
  * FH_EAUTH. */
 int dps__attest_failed(struct dps *d, const char *regid, int64_t now_ms);
-/* Checks token[0..n) (sr = "<idScope>/registrations/<regid>") against the
- * individual enrollment of regid, else against every enrollment group
- * (keys derived per registration id). Cheap checks come before any HMAC:
- * the token's form, expiry and resource, then regid's rate of failed
- * attempts, then (before trying the groups) the rate of group key checks
- * of all devices together. Returns 0 with *out filled, FH_EAUTH with
- * *why, FH_EAGAIN with *why and *retry_after (seconds) when a rate
- * refuses the attempt (the caller answers 429 or CONNACK 3), or FH_EIO
- * when the store could not be read. */
+/* In a store read or job: the document (kind, scope, id) parsed, or NULL
+ * with *rc FH_ENOTFOUND, FH_EIO (also for text that does not parse) or
+ * another store error. */
+json_t *dps__doc_get(struct store_txn *t, enum store_doc_kind k, const char *scope,
+                     const char *id, int *rc);
+
+/* What attestation reads from the store, in one read (store_read) before
+ * it decides on the loop: the individual enrollment of regid, a TPM
+ * enrollment's challenge, and for a certificate the CA records its
+ * enrollment and the x509 groups reference. */
+struct dps_prefetch {
+	char scope[256], ca_scope[300];
+	char regid[ENROLLMENT_ID_MAX + 1];
+	json_t *group_refs; /* X.509: the CA names the groups reference (input) */
+	int rc;             /* the enrollment's read: 0, FH_ENOTFOUND or FH_EIO */
+	json_t *rec;        /* the individual enrollment when rc == 0 */
+	int challenge_rc;   /* a TPM enrollment: its challenge's read */
+	json_t *challenge;  /* ... and the challenge */
+	json_t *cas;        /* X.509: {name: CA record} of those that exist */
+};
+/* Fills pf's input for regid (x509: a certificate is to be checked). */
+void dps__prefetch_init(struct dps *d, const char *regid, bool x509, struct dps_prefetch *pf);
+/* The read: a store_read work with pf as its arg. */
+int dps__prefetch(void *pf, struct store_txn *t);
+void dps__prefetch_clear(struct dps_prefetch *pf);
+
+/* The checks of a registration SAS token (token[0..n), parsed into *t)
+ * that need no store and no HMAC: its form, expiry and resource
+ * ("<idScope>/registrations/<regid>"), then regid's rate of failed
+ * attempts. 0, or as dps__authenticate. */
+int dps__sas_precheck(struct dps *d, const char *regid, const char *token, size_t n,
+                      int64_t now_s, struct sas_token *t, const char **why,
+                      unsigned *retry_after);
+/* Checks token[0..n) against the individual enrollment of regid (pf, read
+ * by dps__prefetch), else against every enrollment group (keys derived per
+ * registration id): the prechecks first, then (before trying the groups)
+ * the rate of group key checks of all devices together. Returns 0 with
+ * *out filled, FH_EAUTH with *why, FH_EAGAIN with *why and *retry_after
+ * (seconds) when a rate refuses the attempt (the caller answers 429 or
+ * CONNACK 3), or FH_EIO when the store could not be read. */
 int dps__authenticate(struct dps *d, const char *regid, const char *token, size_t n, int64_t now_s,
-                      struct dps_auth *out, const char **why, unsigned *retry_after);
+                      const struct dps_prefetch *pf, struct dps_auth *out, const char **why,
+                      unsigned *retry_after);
 void dps__auth_clear(struct dps_auth *a);
 
 /* X.509 attestation (dps_x509.c, decisions.md 7): leaf (the TLS client
  * certificate, its CN the registration id) and chain (the certificates the
  * device sent after it, may be NULL) against the individual enrollment of
  * regid, else the x509 enrollment group whose signing certificate or
- * verified CA (caReferences, this DPS's CA certificates) is nearest the
- * leaf, with at most d->x509_depth intermediates, all valid at now_s.
+ * verified CA (caReferences, this DPS's CA certificates; in pf) is nearest
+ * the leaf, with at most d->x509_depth intermediates, all valid at now_s.
+ * The checks that need no store come first (dps__x509_precheck).
  * Returns as dps__authenticate. */
+int dps__x509_precheck(struct dps *d, const char *regid, X509 *leaf, STACK_OF(X509) *chain,
+                       int64_t now_s, const char **why, unsigned *retry_after);
 int dps__authenticate_x509(struct dps *d, const char *regid, X509 *leaf, STACK_OF(X509) *chain,
-                           int64_t now_s, struct dps_auth *out, const char **why,
-                           unsigned *retry_after);
+                           int64_t now_s, const struct dps_prefetch *pf, struct dps_auth *out,
+                           const char **why, unsigned *retry_after);
 
 /* An answer to a device request, sent by whoever made the request (MQTT
  * session or HTTPS exchange). fn sends status and the JSON body (with
@@ -121,10 +158,10 @@ void dps__calls_stop(struct dps *d);
 void dps__tpm_challenge(struct dps *d, const char *regid, const json_t *tpm, const char *peer,
                         struct dps_reply *r);
 /* For dps__authenticate, rec being a TPM enrollment: t must be signed with
- * the key of regid's current challenge, unexpired, made for the
- * enrollment's EK. 0 with *tpm_out (the challenge's keys, a new
+ * the key of regid's current challenge (pf->challenge), unexpired, made
+ * for the enrollment's EK. 0 with *tpm_out (the challenge's keys, a new
  * reference), FH_EAUTH with *why, or FH_EIO. */
-int dps__tpm_authenticate(struct dps *d, const char *regid, const json_t *rec,
+int dps__tpm_authenticate(struct dps *d, const json_t *rec, const struct dps_prefetch *pf,
                           const struct sas_token *t, int64_t now_s, json_t **tpm_out,
                           const char **why);
 /* The authenticationKey delivering key[0..keylen) to the TPM of tpm

@@ -756,8 +756,11 @@ static int serve(const char *config_path, const char *data_dir)
 	uv_signal_init(srv.loop, &srv.sigterm);
 	uv_signal_start(&srv.sigint, on_signal, SIGINT);
 	uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
-	if (srv.dps)
+	if (srv.dps) {
 		dps_resume(srv.dps);
+		while (srv.dps->resuming)
+			uv_run(srv.loop, UV_RUN_ONCE);
+	}
 	print_banner(ca_path);
 	/* From here on no thread waits for stderr (base/log.c). */
 	if (log_start_async(2) != 0)

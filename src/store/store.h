@@ -2,8 +2,9 @@
  * interface so that SQLite (embedded) and PostgreSQL can both implement it.
  *
  * Runtime model (design.md §2):
- * - Reads run on the loop thread through store_reader(): a read-only handle
- *   on its own connection. In WAL mode a read never waits for the writer.
+ * - Reads complete through store_read() (and store_read_slow() for scans):
+ *   the embedded backend runs a point read at once on the loop thread, on
+ *   a read-only connection of its own. In WAL mode a read never waits for the writer.
  *   The reads of one loop iteration share one snapshot, taken at the first
  *   of them; the snapshot is dropped before the loop waits for I/O and
  *   before any done runs, so a read sees at least every write whose done
@@ -59,6 +60,9 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
  * The loop must run afterwards for the handle's close callback. */
 void store_close(struct store *s);
 
+/* A synchronous read handle, for tests and tools only: the server reads
+ * through store_read and store_read_slow (decisions.md 1), never through
+ * this (make test checks that src/ outside the store does not call it). */
 struct store_txn *store_reader(struct store *s);
 /* A read with a completion: runs work(arg, txn) against a read snapshot
  * (txn accepts reads only), then done(arg, rc) on the loop thread with what

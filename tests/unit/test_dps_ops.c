@@ -311,8 +311,11 @@ static void dps_start(struct fixture *f, bool resume)
 	assert_true(f->nall < 4);
 	f->all[f->nall++] = d;
 	f->d = d;
-	if (resume)
+	if (resume) {
 		dps_resume(d);
+		while (d->resuming)
+			uv_run(&f->loop, UV_RUN_ONCE);
+	}
 }
 
 /* Stops the running DPS as a server shutdown does (its jobs drain; the
@@ -445,7 +448,11 @@ static void register_device(struct fixture *f, const char *regid, const char *ke
 	struct dps_auth auth;
 	const char *why = "";
 	unsigned wait;
-	int rc = dps__authenticate(f->d, regid, tok.data, tok.len, now_s, &auth, &why, &wait);
+	struct dps_prefetch pf;
+	dps__prefetch_init(f->d, regid, false, &pf);
+	assert_int_equal(dps__prefetch(&pf, store_reader(f->store)), 0);
+	int rc = dps__authenticate(f->d, regid, tok.data, tok.len, now_s, &pf, &auth, &why, &wait);
+	dps__prefetch_clear(&pf);
 	buf_free(&tok);
 	if (rc != 0)
 		fail_msg("authenticate %s: %s (%s)", regid, fh_strerror(rc), why);
