@@ -7,7 +7,7 @@
 # shorten it; tests/soak/run.sh); none of them is part of `make test`.
 
 CC ?= gcc
-PKGS := libuv openssl libcurl sqlite3 jansson inih
+PKGS := libuv openssl libcurl sqlite3 jansson inih libpq
 SANITIZE ?=
 
 ifeq ($(SANITIZE),)
@@ -131,11 +131,15 @@ replay: $(REPLAY_BIN)
 	@set -e; for n in $(FUZZ_NAMES); do \
 		echo "== replay $$n"; $(BUILD)/tests/replay_$$n tests/fuzz/corpus/$$n; done
 
+# The interop suite runs twice: on the embedded SQLite store, then with
+# every server on a PostgreSQL cluster the suite starts (tests/interop/pg.sh).
+INTEROP_ENV = FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub BUILD_DIR=$(CURDIR)/$(BUILD) \
+	FLEETHUB_FAULTFS=$(CURDIR)/$(FAULTFS) FLEETHUB_DBCHECK=$(CURDIR)/$(DBCHECK) \
+	FLEETHUB_DBFILL=$(CURDIR)/$(DBFILL) FLEETHUB_SANITIZED=$(SANITIZE)
+
 interop: $(BUILD)/fleethub $(FAULTFS) $(DBCHECK) $(DBFILL)
-	FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub BUILD_DIR=$(CURDIR)/$(BUILD) \
-		FLEETHUB_FAULTFS=$(CURDIR)/$(FAULTFS) FLEETHUB_DBCHECK=$(CURDIR)/$(DBCHECK) \
-		FLEETHUB_DBFILL=$(CURDIR)/$(DBFILL) \
-		FLEETHUB_SANITIZED=$(SANITIZE) tests/interop/run.sh
+	$(INTEROP_ENV) tests/interop/run.sh
+	$(INTEROP_ENV) FLEETHUB_TEST_STORE=postgresql tests/interop/run.sh
 
 test: deps layers
 	@$(MAKE) --no-print-directory all unit replay

@@ -18,6 +18,7 @@ const char *fh_strerror(int rc)
 	case FH_ETIMEDOUT: return "timed out";
 	case FH_EDISABLED: return "disabled";
 	case FH_ENOSPC: return "storage full";
+	case FH_EUNAVAIL: return "database unavailable";
 	}
 	return "unknown error";
 }

@@ -19,6 +19,7 @@ enum {
 	FH_ETIMEDOUT = -12, /* deadline passed */
 	FH_EDISABLED = -13, /* the identity is disabled */
 	FH_ENOSPC = -14,    /* storage full: nothing was written */
+	FH_EUNAVAIL = -15,  /* the database cannot be reached: nothing was written */
 };
 
 const char *fh_strerror(int rc);

@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "codec/sas.h"
+#include "core/cluster.h"
 #include "internal.h"
 
 static const struct {
@@ -420,6 +421,20 @@ void dps__groups_load(struct dps *d)
 	l->all = json_object();
 	d->groups_loading = true;
 	store_read_slow(d->store, groups_work, groups_done, l);
+}
+
+void dps_cluster_message(struct dps *d, const struct cluster_msg *m)
+{
+	if (strcmp(m->scope, d->name) != 0)
+		return;
+	if (m->kind == CLUSTER_GROUP) {
+		d->groups_gen++; /* a read under way may predate it: it reads again */
+		dps__groups_load(d);
+	} else if (m->kind == CLUSTER_ENROLLMENT) {
+		dps__enrollment_changed(d, m->change == ENROLLMENT_GROUP ? ENROLLMENT_GROUP
+									: ENROLLMENT_INDIVIDUAL,
+					m->id, NULL);
+	}
 }
 
 json_t *dps__groups(struct dps *d)

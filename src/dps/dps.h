@@ -150,6 +150,11 @@ int dps_link_remote(struct dps *d, const char *connection_string, unsigned weigh
 int dps_set_remote_address(struct dps *d, const char *name, const char *address, char *err,
 			   size_t errlen);
 void dps_add_alias(struct dps *d, const char *alias);
+/* A message from another node (core/cluster.h) about this DPS: a group
+ * changed (the groups are read again), an enrollment was disabled or
+ * deleted (the sessions it attested close). */
+struct cluster_msg;
+void dps_cluster_message(struct dps *d, const struct cluster_msg *m);
 /* Resumes operations left "assigning" by a previous run: reads their
  * records (store_read_slow; d->resuming until then), then runs them. */
 void dps_resume(struct dps *d);

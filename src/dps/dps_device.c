@@ -199,7 +199,7 @@ struct attest {
 	size_t token_len;
 	X509 *leaf; /* referenced */
 	STACK_OF(X509) *chain;
-	bool https;
+	bool rated; /* the request's rate token is taken (an MQTT session's request) */
 	char peer[96];
 	struct dsession *s;   /* FOR_CONNECT (referenced) */
 	uint16_t keepalive;   /* FOR_CONNECT */
@@ -312,7 +312,7 @@ static void authenticate(struct attest *a)
 static void refuse_auth(struct dps_reply *r, int rc, const char *why, unsigned wait,
                         bool with_token)
 {
-	if (rc == FH_EIO) {
+	if (rc == FH_EIO || rc == FH_EUNAVAIL) {
 		reply_error(r, 503, 503000, "the service cannot read its store; try again");
 	} else if (rc == FH_EAGAIN) {
 		char *json = dps__error_json(429001, why);
@@ -352,7 +352,7 @@ static void attested(struct attest *a, int rc, struct dps_auth *auth, const char
 		refuse_auth(r, rc, why, wait, a->token != NULL);
 		return;
 	}
-	if (throttled(d, a->regid, r))
+	if (!a->rated && throttled(d, a->regid, r))
 		return;
 	switch (a->what) {
 	case FOR_REGISTER:
@@ -396,7 +396,15 @@ static void do_register(struct dps *d, const char *regid, const char *token, siz
 		return;
 	}
 	json_decref(tpm);
+	/* A session's requests are its own (it authenticated at CONNECT): the
+	 * rate is taken in their order, before the credentials are checked
+	 * again. Over HTTPS only an authenticated request may spend it. */
+	if (!https && throttled(d, regid, r)) {
+		json_decref(payload);
+		return;
+	}
 	struct attest *a = attest_new(d, FOR_REGISTER, regid, token, token_len, conn);
+	a->rated = !https;
 	a->r = r;
 	a->payload = payload;
 	authenticate(a);
@@ -465,7 +473,8 @@ static void connected(struct attest *a, int rc, struct dps_auth *auth, const cha
 		log_at(LOG_INFO, "dps %s: mqtt %s: refused %s: %s", d->name, a->peer, a->regid,
 		       rc == FH_EIO ? "store unavailable" : why);
 		/* 3 (server unavailable): the SDKs retry it; a bad token is 5. */
-		connack_and_close(s, rc == FH_EIO || rc == FH_EAGAIN ? MQTT_RC_UNAVAILABLE
+		connack_and_close(s, rc == FH_EIO || rc == FH_EUNAVAIL || rc == FH_EAGAIN
+		                             ? MQTT_RC_UNAVAILABLE
 		                                                     : MQTT_RC_NOT_AUTHORIZED);
 		dsession_unref(s);
 		return;

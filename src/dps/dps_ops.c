@@ -42,6 +42,7 @@
 #include "codec/sas.h"
 #include "base/x509.h"
 #include "core/ca.h"
+#include "core/cluster.h"
 #include "core/registry.h"
 #include "core/twin.h"
 #include "internal.h"
@@ -387,11 +388,23 @@ static bool leaving_old(const struct op *o)
  * leaves (whether the new hub is local or remote). */
 static int assign_writes(struct op *o, struct store_txn *t, const char *now)
 {
+	struct cluster_msg m;
 	int rc = o->target->local ? assign_local(o, t, now) : 0;
+	if (rc == 0 && o->target->local && o->access_changed) {
+		/* The other nodes close the device's sessions, as this one will. */
+		cluster_msg_set(&m, CLUSTER_DEVICE, o->target->alloc.name, o->device_id,
+				DEVICE_ACCESS_CHANGED, 0, "re-provisioned with new credentials");
+		rc = store_post(t, &m);
+	}
 	if (rc == 0 && leaving_old(o) && o->old->local) {
 		rc = store_device_delete(t, o->old->alloc.name, o->device_id);
-		if (rc == FH_ENOTFOUND)
+		if (rc == 0) {
+			cluster_msg_set(&m, CLUSTER_DEVICE, o->old->alloc.name, o->device_id,
+					DEVICE_DELETED, 0, "re-provisioned to another hub");
+			rc = store_post(t, &m);
+		} else if (rc == FH_ENOTFOUND) {
 			rc = 0;
+		}
 	}
 	return rc;
 }
@@ -448,7 +461,7 @@ static void finish_done(void *arg, int rc)
 		return;
 	}
 	const char *status = json_string_value(json_object_get(o->state, "status"));
-	if (rc == FH_ENOSPC || rc == FH_EIO) {
+	if (rc == FH_ENOSPC || rc == FH_EIO || rc == FH_EUNAVAIL || rc == FH_EAGAIN) {
 		/* The store refused the outcome (it logs the fault once): keep it
 		 * and try again, 1 s, 2 s, ... up to 10 s apart; polls meanwhile
 		 * are answered "assigning" from memory. */

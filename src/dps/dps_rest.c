@@ -24,6 +24,7 @@
 #include "base/mem.h"
 #include "codec/query.h"
 #include "core/query_eval.h"
+#include "core/cluster.h"
 #include "internal.h"
 
 #define PAGE_MAX 1000
@@ -159,6 +160,25 @@ static void set_err(struct enrollment_error *e, int status, int code, const char
 	e->code = code;
 }
 
+/* Inside a job: tells the other nodes that record id of j's kind changed
+ * (rec NULL: deleted): they read the groups again, and close the
+ * sessions an enrollment no longer admits (dps__enrollment_changed). */
+static int post_change(const struct write_job *j, struct store_txn *t, const char *id,
+		       const json_t *rec)
+{
+	struct cluster_msg m;
+	int rc = 0;
+	if (j->kind == ENROLLMENT_GROUP) {
+		cluster_msg_set(&m, CLUSTER_GROUP, j->d->name, id, 0, 0, NULL);
+		rc = store_post(t, &m);
+	}
+	if (rc == 0 && (!rec || !enrollment_enabled(rec))) {
+		cluster_msg_set(&m, CLUSTER_ENROLLMENT, j->d->name, id, (int)j->kind, 0, NULL);
+		rc = store_post(t, &m);
+	}
+	return rc;
+}
+
 /* Creates or replaces one record; if_match NULL = unconditional. */
 static int put_record(struct write_job *j, struct store_txn *t, const char *id,
 		      const json_t *body, const char *if_match, bool must_be_new,
@@ -195,6 +215,8 @@ static int put_record(struct write_job *j, struct store_txn *t, const char *id,
 	char *text = json_dumps(rec, JSON_COMPACT);
 	rc = store_doc_put(t, doc_kind(j->kind), j->d->name, id, text);
 	free(text);
+	if (rc == 0)
+		rc = post_change(j, t, id, rec);
 	if (rc == 0 && out)
 		*out = rec;
 	else
@@ -262,6 +284,8 @@ static int delete_work(void *arg, struct store_txn *t)
 		return FH_EPRECOND;
 	}
 	rc = store_doc_delete(t, doc_kind(j->kind), j->d->name, j->id);
+	if (rc == 0)
+		rc = post_change(j, t, j->id, NULL);
 	if (rc == 0 && j->kind == ENROLLMENT_INDIVIDUAL) {
 		/* Its TPM challenge, if any, goes with it (decisions.md 4). */
 		rc = store_doc_delete(t, STORE_TPM_CHALLENGE, j->d->name, j->id);
@@ -660,6 +684,8 @@ static int bulk_work(void *arg, struct store_txn *t)
 			rc = store_doc_delete(t, STORE_ENROLLMENT, j->d->name, id);
 			if (rc == FH_ENOTFOUND)
 				set_err(&j->err, 404, 404201, "not found");
+			if (rc == 0)
+				rc = post_change(j, t, id, NULL);
 			int crc = rc == 0 ? store_doc_delete(t, STORE_TPM_CHALLENGE, j->d->name, id)
 					  : FH_ENOTFOUND;
 			if (crc != 0 && crc != FH_ENOTFOUND)
@@ -670,7 +696,7 @@ static int bulk_work(void *arg, struct store_txn *t)
 			rc = put_record(j, t, id, e, ifm ? (etag ? etag : "") : NULL,
 					strcasecmp(mode, "create") == 0, NULL);
 		}
-		if (rc == FH_EIO || rc == FH_ENOSPC)
+		if (rc == FH_EIO || rc == FH_ENOSPC || rc == FH_EUNAVAIL)
 			return rc;
 		if (rc != 0)
 			json_array_append_new(j->bulk_errors,

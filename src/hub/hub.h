@@ -120,4 +120,18 @@ void hub_kick(struct hub *h, const char *device_id, const char *why);
  * the device's live session when it subscribed. */
 void hub_notify_desired(struct hub *h, const char *device_id, const char *body, int64_t version);
 
+/* ---- Several nodes (core/cluster.h) ----
+ * Inside a job: tells the other nodes what this one changed (delivered
+ * after the commit): a device identity change (they close its session),
+ * a desired change (they notify the device). */
+int hub_post_device(struct store_txn *t, const struct hub *h, const char *device_id,
+		    enum device_change what, const char *why);
+int hub_post_desired(struct store_txn *t, const struct hub *h, const char *device_id,
+		     const char *notice, int64_t version);
+/* Another node accepted a connection of device_id at at_ms: a session of
+ * it here that connected before is closed (the newest connection wins,
+ * across nodes as within one). */
+void hub_connected_elsewhere(struct hub *h, const char *device_id, int64_t at_ms,
+			     const char *node);
+
 #endif

@@ -301,6 +301,7 @@ struct rest_job {
 	bool kick;         /* the device must reconnect (disabled, keys changed) */
 	struct store_twin twin;
 	json_t *notice;    /* desired notification */
+	char *notice_text; /* ... as the device gets it (also told to the other nodes) */
 };
 
 static struct rest_job *job_new(struct route_args *a)
@@ -316,6 +317,7 @@ static struct rest_job *job_new(struct route_args *a)
 
 static void job_free(struct rest_job *j)
 {
+	free(j->notice_text);
 	json_decref(j->body);
 	json_decref(j->identity);
 	json_decref(j->notice);
@@ -355,6 +357,8 @@ static json_t *load_identity(struct store_txn *t, struct rest_job *j, int64_t *e
 }
 
 /* PUT /devices/{id} */
+#define KICK_WHY "identity disabled or its credentials changed"
+
 static int device_put_work(void *arg, struct store_txn *t)
 {
 	struct rest_job *j = arg;
@@ -397,6 +401,8 @@ static int device_put_work(void *arg, struct store_txn *t)
 		rc = store_twin_put(t, j->hub->name, j->id, &tw);
 		store_twin_clear(&tw);
 	}
+	if (rc == 0 && j->kick)
+		rc = hub_post_device(t, j->hub, j->id, DEVICE_ACCESS_CHANGED, KICK_WHY);
 	json_decref(old);
 	return rc;
 }
@@ -407,8 +413,7 @@ static void device_put_done(void *arg, int rc)
 	if (rc == 0) {
 		if (j->kick)
 			device_events_raise(j->hub->events, j->hub->name, j->id,
-					    DEVICE_ACCESS_CHANGED,
-					    "identity disabled or its credentials changed");
+					    DEVICE_ACCESS_CHANGED, KICK_WHY);
 		json_t *o = render_device(j->hub, j->id, j->identity, j->etag);
 		respond_json(j->ex, 200, o);
 		json_decref(o);
@@ -454,7 +459,8 @@ static int device_delete_work(void *arg, struct store_txn *t)
 		j->status = 412;
 		return FH_EPRECOND;
 	}
-	return store_device_delete(t, j->hub->name, j->id);
+	rc = store_device_delete(t, j->hub->name, j->id);
+	return rc == 0 ? hub_post_device(t, j->hub, j->id, DEVICE_DELETED, "identity deleted") : rc;
 }
 
 static void device_delete_done(void *arg, int rc)
@@ -694,7 +700,12 @@ static int twin_update_work(void *arg, struct store_txn *t)
 		j->status = 400;
 		return rc;
 	}
-	return store_twin_put(t, j->hub->name, j->id, &j->twin);
+	rc = store_twin_put(t, j->hub->name, j->id, &j->twin);
+	if (rc == 0 && j->notice) {
+		j->notice_text = json_dumps(j->notice, JSON_COMPACT);
+		rc = hub_post_desired(t, j->hub, j->id, j->notice_text, j->twin.desired_version);
+	}
+	return rc;
 }
 
 /* The answer to a twin PUT or PATCH whose job failed with rc. */
@@ -715,11 +726,8 @@ static void twin_update_done(void *arg, int rc)
 	struct twin_job *tj = arg;
 	struct rest_job *j = &tj->base;
 	if (rc == 0) {
-		if (j->notice) {
-			char *body = json_dumps(j->notice, JSON_COMPACT);
-			hub_notify_desired(j->hub, j->id, body, j->twin.desired_version);
-			free(body);
-		}
+		if (j->notice_text)
+			hub_notify_desired(j->hub, j->id, j->notice_text, j->twin.desired_version);
 		json_t *o = render_twin(j->hub, j->id, j->identity, j->etag, &j->twin);
 		respond_json(j->ex, 200, o);
 		json_decref(o);
@@ -772,7 +780,10 @@ static int twin_patch_work(void *arg, struct store_txn *t)
 		j->status = 400;
 		return FH_EINVAL;
 	}
-	return 0;
+	if (!pj->desired)
+		return 0;
+	j->notice_text = twin_render_notice(pj->desired, pj->view.twin.desired_version);
+	return hub_post_desired(t, j->hub, j->id, j->notice_text, pj->view.twin.desired_version);
 }
 
 static void twin_patch_done(void *arg, int rc)
@@ -780,11 +791,8 @@ static void twin_patch_done(void *arg, int rc)
 	struct twin_patch_job *pj = arg;
 	struct rest_job *j = &pj->base;
 	if (rc == 0) {
-		if (pj->desired) {
-			char *notice = twin_render_notice(pj->desired, pj->view.twin.desired_version);
-			hub_notify_desired(j->hub, j->id, notice, pj->view.twin.desired_version);
-			free(notice);
-		}
+		if (j->notice_text)
+			hub_notify_desired(j->hub, j->id, j->notice_text, pj->view.twin.desired_version);
 		respond_twin_view(j->hub, j->ex, j->id, &pj->view);
 	} else {
 		twin_update_error(j, rc);

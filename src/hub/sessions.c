@@ -10,6 +10,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "core/cluster.h"
 #include "hub.h"
 
 /* The state a device's queued session writes leave, until they commit. */
@@ -138,12 +139,19 @@ struct conn_job {
 	char id[REGISTRY_ID_MAX + 1];
 	char generation[SESSION_GEN_MAX + 1];
 	struct store_connection c;
+	bool fresh; /* a new connection: the other nodes are told */
 };
 
 static int conn_work(void *arg, struct store_txn *t)
 {
 	struct conn_job *j = arg;
 	int rc = store_connection_put(t, j->h->name, j->id, j->generation, &j->c);
+	if (rc == 0 && j->fresh) {
+		/* A new connection: one of the device's on another node goes. */
+		struct cluster_msg m;
+		cluster_msg_set(&m, CLUSTER_CONNECTED, j->h->name, j->id, 0, j->c.updated_ms, NULL);
+		rc = store_post(t, &m);
+	}
 	return rc == FH_ENOTFOUND ? 0 : rc; /* the device is gone: nothing to show */
 }
 
@@ -156,13 +164,14 @@ static void conn_done(void *arg, int rc)
 	free(j);
 }
 
-static void write_connection(struct hub *h, struct dev_session *s, bool connected)
+static void write_connection(struct hub *h, struct dev_session *s, bool connected, bool fresh)
 {
 	struct conn_job *j = xcalloc(1, sizeof *j);
 	j->h = h;
 	memcpy(j->id, s->device_id, sizeof j->id);
 	memcpy(j->generation, s->generation, sizeof j->generation);
 	j->c.connected = connected;
+	j->fresh = fresh;
 	j->c.updated_ms = connected ? s->connected_ms : clock_now_ms();
 	j->c.last_activity_ms = s->last_activity_ms;
 	s->activity_stored_ms = s->last_activity_ms;
@@ -173,7 +182,7 @@ void sessions_activity(struct hub *h, struct dev_session *s)
 {
 	s->last_activity_ms = clock_now_ms();
 	if (s->live && s->last_activity_ms - s->activity_stored_ms >= SESSIONS_ACTIVITY_STORE_MS)
-		write_connection(h, s, true);
+		write_connection(h, s, true, false);
 }
 
 bool sessions_attach(struct hub *h, struct dev_session *s, bool clean,
@@ -208,7 +217,7 @@ bool sessions_attach(struct hub *h, struct dev_session *s, bool clean,
 
 	map_put(&t->live, s->device_id, s);
 	s->live = true;
-	write_connection(h, s, true);
+	write_connection(h, s, true, true);
 	if (old && old != s) {
 		old->live = false;
 		log_at(LOG_INFO, "hub %s: device %s connected again (clean session %d%s); closing "
@@ -227,7 +236,7 @@ static void leave(struct hub *h, struct dev_session *s)
 	if (s->live && s->durable && s->dirty)
 		queue_write(h, s, true, &s->subs, 0, NULL, NULL);
 	if (s->live)
-		write_connection(h, s, false);
+		write_connection(h, s, false, false);
 	s->dirty = false;
 	s->live = false;
 }
@@ -328,6 +337,33 @@ void hub_listen_events(struct hub *h, struct device_events *events)
 {
 	h->events = events;
 	device_events_subscribe(events, on_device_change, h);
+}
+
+int hub_post_device(struct store_txn *t, const struct hub *h, const char *device_id,
+		    enum device_change what, const char *why)
+{
+	struct cluster_msg m;
+	cluster_msg_set(&m, CLUSTER_DEVICE, h->name, device_id, (int)what, 0, why);
+	return store_post(t, &m);
+}
+
+int hub_post_desired(struct store_txn *t, const struct hub *h, const char *device_id,
+		     const char *notice, int64_t version)
+{
+	struct cluster_msg m;
+	cluster_msg_set(&m, CLUSTER_DESIRED, h->name, device_id, 0, version, notice);
+	return store_post(t, &m);
+}
+
+void hub_connected_elsewhere(struct hub *h, const char *device_id, int64_t at_ms,
+			     const char *node)
+{
+	struct dev_session *s = sessions_live(h, device_id);
+	if (!s || s->connected_ms > at_ms)
+		return;
+	char why[160];
+	snprintf(why, sizeof why, "a newer connection of the device on node %s took over", node);
+	hub_kick(h, device_id, why);
 }
 
 void hub_notify_desired(struct hub *h, const char *device_id, const char *body, int64_t version)

@@ -60,6 +60,21 @@ static const struct setting settings[] = {
      "Directory for the database, the generated TLS files (tls/) and cli.conf.\n"
      "Created with mode 0700 when absent.",
      SRV(data_dir)},
+    {SCOPE_SERVER, "store", SET_TEXT, 0, 0, "sqlite",
+     "Where state is kept: sqlite (embedded, data_dir/fleethub.db) or\n"
+     "postgresql (the database of the postgresql setting; several nodes may\n"
+     "share it, docs/scaling.md).",
+     SRV(store)},
+    {SCOPE_SERVER, "postgresql", SET_TEXT, 0, 0, NULL,
+     "libpq connection string of the database for store = postgresql, e.g.\n"
+     "postgresql://fleethub@db.example.com/fleethub or host=/run/postgresql\n"
+     "dbname=fleethub. Its tables are created at the first start.",
+     SRV(postgresql)},
+    {SCOPE_SERVER, "node_name", SET_TEXT, 0, 0, NULL,
+     "This node's name among several sharing one PostgreSQL database (letters,\n"
+     "digits, '-', '.', '_'). Unset = generated once and kept in\n"
+     "data_dir/node_name.",
+     SRV(node_name)},
     {SCOPE_SERVER, "mqtt_listen", SET_ADDRS, 0, 0, "127.0.0.1:8883",
      "MQTT over TLS listeners: host:port, comma-separated list allowed,\n"
      "[::1]:8883 for IPv6. Empty = no MQTT listener.",
@@ -833,6 +848,26 @@ int config_load_text(struct config *cfg, const char *text, size_t len, const cha
 		         have, cfg->tls_cert ? "tls_key" : "tls_cert");
 		goto fail;
 	}
+	if (strcmp(cfg->store, "sqlite") != 0 && strcmp(cfg->store, "postgresql") != 0) {
+		snprintf(err, errlen, "%s: [server] store: \"%s\" is neither sqlite nor postgresql",
+		         name, cfg->store);
+		goto fail;
+	}
+	if (strcmp(cfg->store, "postgresql") == 0 && !cfg->postgresql) {
+		snprintf(err, errlen,
+		         "%s: [server] store = postgresql needs postgresql = <libpq connection "
+		         "string>",
+		         name);
+		goto fail;
+	}
+	if (cfg->node_name && strspn(cfg->node_name, "abcdefghijklmnopqrstuvwxyz"
+	                                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") !=
+	                          strlen(cfg->node_name)) {
+		snprintf(err, errlen,
+		         "%s: [server] node_name: only letters, digits, '-', '.' and '_' may be used",
+		         name);
+		goto fail;
+	}
 	if (cfg->dps) {
 		char msg[400] = "";
 		if (cfg->nhubs == 0)
@@ -906,6 +941,9 @@ void config_free(struct config *cfg)
 	addrs_free(&cfg->https_listen);
 	free(cfg->tls_cert);
 	free(cfg->tls_key);
+	free(cfg->store);
+	free(cfg->postgresql);
+	free(cfg->node_name);
 	free(cfg->log_level);
 	free(cfg->query_indexes);
 	for (size_t i = 0; i < cfg->nhubs; i++) {

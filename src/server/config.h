@@ -65,6 +65,9 @@ struct config_dps {
 
 struct config {
 	char *data_dir;                  /* ./fleethub-data */
+	char *store;                     /* "sqlite" or "postgresql" */
+	char *postgresql;                /* libpq connection string, or NULL */
+	char *node_name;                 /* NULL = generated, kept in data_dir */
 	struct config_addrs mqtt_listen; /* 127.0.0.1:8883 */
 	struct config_addrs https_listen;/* 127.0.0.1:443 */
 	char *tls_cert;                  /* NULL = generated under data_dir/tls */

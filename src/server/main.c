@@ -2,6 +2,7 @@
  * admin CLI (src/cli). This file wires the layers together: configuration,
  * store, hubs, TLS, listeners, signals. Globals live only here. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/crypto.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -21,6 +23,7 @@
 #include "codec/mqtt.h"
 #include "codec/query.h"
 #include "codec/query_plan.h"
+#include "core/cluster.h"
 #include "dps/dps.h"
 #include "hub/hub.h"
 #include "net/http_server.h"
@@ -52,6 +55,7 @@ static struct {
 	bool stopping;
 	int64_t amqp_warned_ms; /* last warning about an AMQP client */
 	struct device_events events; /* device changes: raised by REST and DPS, heard by hubs */
+	char node[96]; /* this node's name (node_name) */
 } srv;
 
 static struct hub *sni_hub(struct net_conn *c)
@@ -627,6 +631,90 @@ static int setup_query_indexes(char *err, size_t errlen)
 	return rc;
 }
 
+static struct hub *hub_named(const char *name)
+{
+	for (size_t i = 0; i < srv.hubs.n; i++)
+		if (strcmp(srv.hubs.v[i]->name, name) == 0)
+			return srv.hubs.v[i];
+	return NULL;
+}
+
+/* A message from a node sharing the store (core/cluster.h; our own come
+ * back too, and are skipped): handed to the hub or the DPS it concerns. */
+static void on_cluster_message(void *arg, const char *text)
+{
+	struct cluster_msg m;
+	if (cluster_decode(text, &m) != 0) {
+		log_at(LOG_WARN, "store: a message from another node was not understood; dropped");
+		return;
+	}
+	if (strcmp(m.node, srv.node) == 0 || srv.stopping) {
+		cluster_msg_clear(&m);
+		return;
+	}
+	struct hub *h = hub_named(m.scope);
+	const char *why = m.text ? m.text : "changed on another node";
+	switch (m.kind) {
+	case CLUSTER_DEVICE:
+		device_events_raise(&srv.events, m.scope, m.id,
+				    m.change == DEVICE_DELETED ? DEVICE_DELETED : DEVICE_ACCESS_CHANGED,
+				    why);
+		break;
+	case CLUSTER_DESIRED:
+		if (h && m.text)
+			hub_notify_desired(h, m.id, m.text, m.n);
+		break;
+	case CLUSTER_CONNECTED:
+		if (h)
+			hub_connected_elsewhere(h, m.id, m.n, m.node);
+		break;
+	case CLUSTER_GROUP:
+	case CLUSTER_ENROLLMENT:
+		if (srv.dps)
+			dps_cluster_message(srv.dps, &m);
+		break;
+	}
+	cluster_msg_clear(&m);
+}
+
+/* This node's name: node_name, else the one kept in data_dir/node_name,
+ * else a new one (the host name and 6 random hex digits) kept there. */
+static int node_name(char *out, size_t outlen, char *err, size_t errlen)
+{
+	if (srv.cfg.node_name) {
+		snprintf(out, outlen, "%s", srv.cfg.node_name);
+		return 0;
+	}
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/node_name", srv.cfg.data_dir);
+	FILE *f = fopen(path.data, "r");
+	if (f) {
+		if (!fgets(out, (int)outlen, f))
+			out[0] = '\0';
+		fclose(f);
+		out[strcspn(out, "\r\n")] = '\0';
+	}
+	if (!f || !out[0]) {
+		char host[64] = "node";
+		gethostname(host, sizeof host - 1);
+		host[sizeof host - 1] = '\0';
+		for (char *p = host; *p; p++)
+			if (!isalnum((unsigned char)*p) && *p != '-')
+				*p = '-';
+		uint8_t rnd[3];
+		crypto_random(rnd, sizeof rnd);
+		snprintf(out, outlen, "%.40s-%02x%02x%02x", host, rnd[0], rnd[1], rnd[2]);
+		f = fopen(path.data, "w");
+		if (!f || fprintf(f, "%s\n", out) < 0 || fclose(f) != 0) {
+			snprintf(err, errlen, "cannot write %s: %s", path.data, strerror(errno));
+			buf_free(&path);
+			return -1;
+		}
+	}
+	buf_free(&path);
+	return 0;
+}
+
 static int fail_serve(const char *msg)
 {
 	fprintf(stderr, "fleethub: %s\n", msg);
@@ -662,14 +750,22 @@ static int serve(const char *config_path, const char *data_dir)
 	srv.loop = uv_default_loop();
 	net_set_max_connections(srv.cfg.max_connections);
 
+	if (node_name(srv.node, sizeof srv.node, err, sizeof err) != 0) {
+		fprintf(stderr, "fleethub: %s\n", err);
+		return 1;
+	}
 	struct buf db = BUF_INIT;
+	bool pg = strcmp(srv.cfg.store, "postgresql") == 0;
 	buf_printf(&db, "%s/fleethub.db", srv.cfg.data_dir);
-	int rc = store_open(&srv.store, srv.loop, db.data, err, sizeof err);
+	int rc = store_open(&srv.store, srv.loop, pg ? STORE_POSTGRESQL : STORE_SQLITE,
+			    pg ? srv.cfg.postgresql : db.data, err, sizeof err);
 	buf_free(&db);
 	if (rc != 0) {
 		fprintf(stderr, "fleethub: %s\n", err);
 		return 1;
 	}
+	store_set_node(srv.store, srv.node);
+	log_at(LOG_INFO, "store: %s, node %s", pg ? "PostgreSQL" : "SQLite", srv.node);
 	store_set_backlog_limit(srv.store, srv.cfg.max_write_backlog,
 				(size_t)srv.cfg.max_write_backlog_mb << 20);
 	if (setup_query_indexes(err, sizeof err) != 0)
@@ -756,6 +852,9 @@ static int serve(const char *config_path, const char *data_dir)
 	uv_signal_init(srv.loop, &srv.sigterm);
 	uv_signal_start(&srv.sigint, on_signal, SIGINT);
 	uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
+	/* Several nodes on one store: what the others change reaches the
+	 * sessions here (nothing to hear on SQLite). */
+	store_listen(srv.store, on_cluster_message, NULL);
 	if (srv.dps) {
 		dps_resume(srv.dps);
 		while (srv.dps->resuming)

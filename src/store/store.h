@@ -49,12 +49,21 @@ struct query_plan;
 typedef int (*store_work_fn)(void *arg, struct store_txn *txn);
 typedef void (*store_done_fn)(void *arg, int rc);
 
-/* Opens (creating when absent) the database at path, applies the numbered
- * schema migrations, starts the writer thread and registers its completion
- * handle on loop. The file is created mode 0600. Returns 0 or an error with
- * a message in err. */
-int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
-	       size_t errlen);
+enum store_kind {
+	STORE_SQLITE,     /* where: the database file, created 0600 when absent */
+	STORE_POSTGRESQL, /* where: a libpq connection string (store_pg.c) */
+};
+/* Opens the store, applies the backend's numbered schema migrations,
+ * starts its writer thread and registers its completion handle on loop.
+ * Returns 0 or an error with a message in err. */
+int store_open(struct store **out, uv_loop_t *loop, enum store_kind kind, const char *where,
+	       char *err, size_t errlen);
+/* "sqlite" or "postgresql". */
+const char *store_backend_name(const struct store *s);
+/* The name of this node (several nodes on one database): the connection
+ * rows it writes carry it, and at start-up it resets only its own. Before
+ * any job runs. */
+void store_set_node(struct store *s, const char *node);
 /* Runs every queued job to completion (their done callbacks run on the
  * loop), stops the writer thread, closes the connections and the uv handle.
  * The loop must run afterwards for the handle's close callback. */
@@ -83,7 +92,8 @@ unsigned store_read_slow_waiting(const struct store *s);
 void store_submit(struct store *s, store_work_fn work, store_done_fn done, void *arg);
 
 /* What a client is told when the store refused a write with rc (FH_ENOSPC:
- * the file system is full; anything else: an I/O error): a sentence that
+ * the file system is full; FH_EUNAVAIL: the database cannot be reached;
+ * anything else: an I/O error): a sentence that
  * starts with the cause, e.g. "storage full: the change was not stored;
  * try again when space is freed". Static storage. */
 const char *store_write_error(int rc);
@@ -267,9 +277,30 @@ int store_connection_get(struct store_txn *t, const char *hub, const char *id,
  * (as of now_ms): this process holds no connection yet. */
 int store_connections_reset(struct store_txn *t, const char *hub, int64_t now_ms);
 
+/* ---- Messages between nodes -------------------------------------------
+ * Nodes that share a store (PostgreSQL) tell each other what changed that
+ * the others' live sessions must react to (core/cluster.h). A job posts a
+ * message with store_notify; it is delivered if and when the job's
+ * transaction commits (a job rolled back posts nothing), to every node
+ * listening (store_listen), the sender included, in commit order. Best
+ * effort: a node whose listening connection is down meanwhile misses it.
+ * The embedded store has one node: nothing is posted, nothing heard. */
+int store_notify(struct store_txn *t, const char *text);
+/* store_notify of m's encoding (core/cluster.h), m->node set to this
+ * store's node name (store_set_node). */
+struct cluster_msg;
+int store_post(struct store_txn *t, struct cluster_msg *m);
+/* fn(arg, text) on the loop for every message posted (after the commit).
+ * One listener per store; before store_close. */
+void store_listen(struct store *s, void (*fn)(void *arg, const char *text), void *arg);
+
 /* Small settings (generated keys, ids): text values by key. */
 int store_setting_get(struct store_txn *t, const char *key, char **value_out);
 int store_setting_put(struct store_txn *t, const char *key, const char *value);
+/* Stores value only when key has none: 0, or FH_EEXIST (nothing changed).
+ * With several writers (nodes), the first to commit wins; the others then
+ * read its value. */
+int store_setting_add(struct store_txn *t, const char *key, const char *value);
 /* (store_common.c, every backend) The setting key into out: given when not
  * NULL (and stored), else the stored value, else a new one from make()
  * (and stored). */

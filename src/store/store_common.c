@@ -5,7 +5,8 @@
 
 #include "base/crypto.h"
 #include "base/err.h"
-#include "store/store.h"
+#include "core/cluster.h"
+#include "store/backend.h"
 
 int store_setting_load_or_make(struct store_txn *t, const char *key, const char *given,
 			       void (*make)(char out[64]), char *out, size_t outlen)
@@ -23,10 +24,21 @@ int store_setting_load_or_make(struct store_txn *t, const char *key, const char 
 	}
 	if (rc != FH_ENOTFOUND)
 		return rc;
+	/* Several nodes may start at once on an empty database: the first
+	 * value committed wins, and the others read it. */
 	char fresh[64];
 	make(fresh);
+	rc = store_setting_add(t, key, fresh);
+	if (rc == FH_EEXIST) {
+		rc = store_setting_get(t, key, &v);
+		if (rc == 0) {
+			snprintf(out, outlen, "%s", v);
+			free(v);
+		}
+		return rc;
+	}
 	snprintf(out, outlen, "%s", fresh);
-	return store_setting_put(t, key, fresh);
+	return rc;
 }
 
 static void new_key(char out[64])
@@ -49,5 +61,16 @@ int store_policy_keys(struct store_txn *t, const char *prefix, struct sas_policy
 							sizeof p[i].secondary);
 		}
 	}
+	return rc;
+}
+
+int store_post(struct store_txn *t, struct cluster_msg *m)
+{
+	if (!t->ops->notify)
+		return 0; /* one node: nothing to encode */
+	snprintf(m->node, sizeof m->node, "%s", t->node ? t->node : "");
+	char *text = cluster_encode(m);
+	int rc = store_notify(t, text);
+	free(text);
 	return rc;
 }

@@ -96,7 +96,7 @@
  * - struct store is freed only in the async handle's close callback.
  * - Schema: migrations[] is append-only; PRAGMA user_version counts the
  *   migrations that ran; each migration is its own transaction. */
-#include "store/store.h"
+#include "store/backend.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -206,6 +206,7 @@ enum stmt_id {
 	ST_TWIN_VIEW,
 	ST_SET_GET,
 	ST_SET_PUT,
+	ST_SET_ADD,
 	ST_SES_GET,
 	ST_SES_PUT,
 	ST_SES_DEL,
@@ -295,6 +296,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_SET_GET] = "SELECT value FROM settings WHERE key = ?1",
 	[ST_SET_PUT] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
 		       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+	[ST_SET_ADD] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
+		       " ON CONFLICT (key) DO NOTHING",
 	[ST_SES_GET] = "SELECT generation, subs FROM sessions WHERE hub = ?1 AND id = ?2",
 	/* Only for the identity generation it belongs to: a session written
 	 * after its device was deleted (or re-created) is not stored. */
@@ -317,12 +320,15 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_CONN_DEL] = "DELETE FROM connections WHERE hub = ?1 AND id = ?2",
 };
 
+static const struct store_txn_ops sq_ops;
+
 #define DOC_KINDS 8
 enum doc_op { DOC_GET, DOC_PUT, DOC_DEL, DOC_LIST, DOC_LIST_FROM, DOC_OPS };
 
 #define SCAN_CACHE 16
 
-struct store_txn {
+struct sq_txn {
+	struct store_txn base; /* ops: sq_ops */
 	sqlite3 *db;
 	int quiet_faults; /* the writer: storage faults are logged per episode */
 	int fault;        /* the last storage fault of this batch (writer), or 0 */
@@ -342,42 +348,14 @@ struct store_txn {
 	uint64_t scan_clock;
 };
 
-struct job {
-	store_work_fn work;
-	store_done_fn done;
-	void *arg;
-	size_t cost; /* bytes counted in the backlog */
-	int rc;
-	struct job *next;
-};
-
-struct job_list {
-	struct job *head;
-	struct job *tail;
-};
-
-struct store {
-	uv_loop_t *loop;
-	uv_async_t async;
+struct sq_store {
+	struct store base;
 	uv_prepare_t prepare; /* ends the reader's transaction each iteration */
-	int open_handles;     /* freed when both handles are closed */
-	uv_thread_t thread;
-	int thread_started;
 
-	struct store_txn reader; /* loop thread only */
-	struct store_txn slow;   /* store_read_slow's work, one at a time (slow_mu) */
+	struct sq_txn reader; /* loop thread only */
+	struct sq_txn slow;   /* store_read_slow's work, one at a time (slow_mu) */
 	uv_mutex_t slow_mu;
-	unsigned slow_inflight;  /* loop thread: slow reads whose done has not run */
-	int slow_closing;        /* loop thread: store_close ran while some were in flight */
-	struct store_txn writer; /* writer thread only (loop after join) */
-
-	uv_mutex_t mu; /* guards pending, closing */
-	uv_cond_t cond;
-	struct job_list pending;
-	int closing;
-
-	uv_mutex_t done_mu; /* guards completed */
-	struct job_list completed;
+	struct sq_txn writer; /* writer thread only (loop after join) */
 
 	/* writer thread only (the loop after the join) */
 	char *path;
@@ -389,63 +367,13 @@ struct store {
 	/* the checkpointer (see the top of the file) */
 	uv_thread_t ckpt_thread;
 	int ckpt_started;
-	struct store_txn ckpt;  /* checkpointer thread only */
+	struct sq_txn ckpt;  /* checkpointer thread only */
 	uv_mutex_t ckpt_mu;     /* guards ckpt_wanted, ckpt_closing */
 	uv_cond_t ckpt_cond;
 	int ckpt_wanted;
 	int ckpt_closing;
 	int ckpt_failing;       /* checkpointer thread only */
-	/* loop thread only */
-	unsigned backlog_jobs;
-	size_t backlog_bytes;
-	unsigned max_jobs;   /* 0 = no bound */
-	size_t max_bytes;    /* 0 = no bound */
 };
-
-/* ---- job lists ---- */
-
-static void list_push(struct job_list *l, struct job *j)
-{
-	j->next = NULL;
-	if (l->tail)
-		l->tail->next = j;
-	else
-		l->head = j;
-	l->tail = j;
-}
-
-static void list_append(struct job_list *l, struct job_list *more)
-{
-	if (!more->head)
-		return;
-	if (l->tail)
-		l->tail->next = more->head;
-	else
-		l->head = more->head;
-	l->tail = more->tail;
-	more->head = more->tail = NULL;
-}
-
-/* Moves up to max jobs from the front of src to dst (which must be empty). */
-static void list_take(struct job_list *src, struct job_list *dst, unsigned max)
-{
-	struct job *last = NULL, *j = src->head;
-	unsigned n = 0;
-	dst->head = dst->tail = NULL;
-	if (!j)
-		return;
-	while (j && n < max) {
-		last = j;
-		j = j->next;
-		n++;
-	}
-	dst->head = src->head;
-	dst->tail = last;
-	last->next = NULL;
-	src->head = j;
-	if (!j)
-		src->tail = NULL;
-}
 
 /* ---- connections and statements ---- */
 
@@ -479,7 +407,7 @@ static int is_storage_fault(int primary)
 /* Notes a failed statement: a storage fault is remembered for the batch
  * (and logged once per episode by the writer); anything else is logged.
  * Returns the store error for it. */
-static int note_error(struct store_txn *t, const char *what)
+static int note_error(struct sq_txn *t, const char *what)
 {
 	int ext = sqlite3_extended_errcode(t->db), primary = ext & 0xff;
 	if (is_storage_fault(primary)) {
@@ -494,7 +422,7 @@ static int note_error(struct store_txn *t, const char *what)
 	return primary == SQLITE_FULL ? FH_ENOSPC : FH_EIO;
 }
 
-static void txn_close(struct store_txn *t)
+static void txn_close(struct sq_txn *t)
 {
 	for (int i = 0; i < ST_COUNT; i++) {
 		sqlite3_finalize(t->st[i]);
@@ -516,7 +444,7 @@ static void txn_close(struct store_txn *t)
 	t->db = NULL;
 }
 
-static int txn_prepare(struct store_txn *t, char *err, size_t errlen)
+static int txn_prepare(struct sq_txn *t, char *err, size_t errlen)
 {
 	for (int i = 0; i < ST_COUNT; i++) {
 		if (sqlite3_prepare_v3(t->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
@@ -541,9 +469,11 @@ static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
 }
 
 /* Opens one connection with our pragmas. */
-static int conn_open(struct store_txn *t, const char *path, int query_only, char *err,
+static int conn_open(struct sq_txn *t, const char *path, int query_only, char *err,
 		     size_t errlen)
 {
+	t->base.ops = &sq_ops;
+	t->base.node = "";
 	int busy_ms = query_only == 2 ? READER_BUSY_TIMEOUT_MS : BUSY_TIMEOUT_MS;
 	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
 	if (sqlite3_open_v2(path, &t->db, flags, NULL) != SQLITE_OK) {
@@ -623,7 +553,7 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 /* ---- the writer ---- */
 
 /* Runs a statement that returns no rows (transaction control). */
-static int run_ctl(struct store_txn *t, enum stmt_id id)
+static int run_ctl(struct sq_txn *t, enum stmt_id id)
 {
 	sqlite3_stmt *st = t->st[id];
 	int rc = sqlite3_step(st);
@@ -634,13 +564,13 @@ static int run_ctl(struct store_txn *t, enum stmt_id id)
 
 /* ---- the reader's shared transaction (see the top of the file) ---- */
 
-static void read_begin(struct store_txn *t)
+static void read_begin(struct sq_txn *t)
 {
 	if (t->shared_read && !t->in_read && run_ctl(t, ST_BEGIN_READ) == 0)
 		t->in_read = 1;
 }
 
-static void read_end(struct store_txn *t)
+static void read_end(struct sq_txn *t)
 {
 	if (!t->in_read)
 		return;
@@ -652,28 +582,14 @@ static void read_end(struct store_txn *t)
 
 static void on_prepare(uv_prepare_t *h)
 {
-	struct store *s = h->data;
+	struct sq_store *s = h->data;
 	read_end(&s->reader);
-}
-
-static void batch_fail(struct job_list *batch, int rc)
-{
-	for (struct job *j = batch->head; j; j = j->next)
-		j->rc = rc;
-}
-
-static unsigned long batch_count(const struct job_list *batch)
-{
-	unsigned long n = 0;
-	for (const struct job *j = batch->head; j; j = j->next)
-		n++;
-	return n;
 }
 
 /* The writer's WAL hook, on the writer thread after each COMMIT. */
 static int on_wal(void *arg, sqlite3 *db, const char *name, int frames)
 {
-	struct store *s = arg;
+	struct sq_store *s = arg;
 	if (frames >= CHECKPOINT_PAGES) {
 		uv_mutex_lock(&s->ckpt_mu);
 		s->ckpt_wanted = 1;
@@ -684,7 +600,7 @@ static int on_wal(void *arg, sqlite3 *db, const char *name, int frames)
 }
 
 /* The writer connection checkpoints only through the checkpointer. */
-static int writer_hooks(struct store *s, char *err, size_t errlen)
+static int writer_hooks(struct sq_store *s, char *err, size_t errlen)
 {
 	int rc = exec_sql(s->writer.db, "PRAGMA wal_autocheckpoint=0", err, errlen);
 	if (rc == 0)
@@ -695,7 +611,7 @@ static int writer_hooks(struct store *s, char *err, size_t errlen)
 /* One checkpoint (see the top of the file): a passive pass; when the WAL
  * has grown to CHECKPOINT_REWIND_PAGES, then what was committed during it,
  * with no commit in between. Returns the SQLite result. */
-static int checkpoint(struct store *s)
+static int checkpoint(struct sq_store *s)
 {
 	int frames = 0;
 	int rc = sqlite3_wal_checkpoint_v2(s->ckpt.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &frames,
@@ -711,7 +627,7 @@ static int checkpoint(struct store *s)
 
 static void checkpointer_main(void *arg)
 {
-	struct store *s = arg;
+	struct sq_store *s = arg;
 	uv_mutex_lock(&s->ckpt_mu);
 	for (;;) {
 		while (!s->ckpt_wanted && !s->ckpt_closing)
@@ -740,7 +656,7 @@ static void checkpointer_main(void *arg)
 	uv_mutex_unlock(&s->ckpt_mu);
 }
 
-static void checkpointer_stop(struct store *s)
+static void checkpointer_stop(struct sq_store *s)
 {
 	if (!s->ckpt_started)
 		return;
@@ -756,9 +672,9 @@ static void checkpointer_stop(struct store *s)
  * the top of the file). Returns 0, or FH_ENOSPC / FH_EIO while the storage
  * still fails. A checkpoint that only finds a reader in its way (BUSY) is
  * not a fault: the new connection is used and the WAL emptied later. */
-static int writer_recover(struct store *s)
+static int writer_recover(struct sq_store *s)
 {
-	struct store_txn *t = &s->writer;
+	struct sq_txn *t = &s->writer;
 	char err[200];
 	txn_close(t);
 	t->quiet_faults = 1;
@@ -779,7 +695,7 @@ static int writer_recover(struct store *s)
 /* Keeps the fault episode (see the top of the file) after a batch: fault
  * is how the storage failed (0 = it worked), refused how many jobs that
  * cost. */
-static void writer_health(struct store *s, int fault, unsigned long refused)
+static void writer_health(struct sq_store *s, int fault, unsigned long refused)
 {
 	if (fault) {
 		s->refused += refused;
@@ -800,20 +716,21 @@ static void writer_health(struct store *s, int fault, unsigned long refused)
 }
 
 /* Runs one batch in one transaction and posts it to the completed list. */
-static void run_batch(struct store *s, struct job_list *batch)
+static void run_batch(struct store *base, struct store_job_list *batch)
 {
-	struct store_txn *t = &s->writer;
+	struct sq_store *s = (struct sq_store *)base;
+	struct sq_txn *t = &s->writer;
 	uv_mutex_lock(&s->batch_mu);
 	int rc = s->reopen ? writer_recover(s) : 0;
 	if (rc != 0)
 		goto refuse;
 	t->fault = 0;
 	rc = run_ctl(t, ST_BEGIN);
-	for (struct job *j = batch->head; rc == 0 && j; j = j->next) {
+	for (struct store_job *j = batch->head; rc == 0 && j; j = j->next) {
 		rc = run_ctl(t, ST_SAVEPOINT);
 		if (rc != 0)
 			break;
-		j->rc = j->work(j->arg, t);
+		j->rc = j->work(j->arg, &t->base);
 		if (sqlite3_get_autocommit(t->db)) {
 			/* SQLite rolled the whole transaction back (I/O error,
 			 * disk full): nothing of this batch is stored. */
@@ -835,84 +752,34 @@ static void run_batch(struct store *s, struct job_list *batch)
 	if (!sqlite3_get_autocommit(t->db))
 		run_ctl(t, ST_ROLLBACK);
 refuse:
-	batch_fail(batch, rc);
-	writer_health(s, rc, batch_count(batch));
+	store__batch_fail(batch, rc);
+	writer_health(s, rc, store__batch_count(batch));
 post:
 	uv_mutex_unlock(&s->batch_mu);
-	uv_mutex_lock(&s->done_mu);
-	list_append(&s->completed, batch);
-	uv_mutex_unlock(&s->done_mu);
-	uv_async_send(&s->async);
+	store__post(&s->base, batch);
 }
 
-static void writer_main(void *arg)
+/* Before a round of done callbacks: their reads see their commits. */
+static void before_dones(struct store *base)
 {
-	struct store *s = arg;
-	for (;;) {
-		struct job_list batch;
-		uv_mutex_lock(&s->mu);
-		while (!s->pending.head && !s->closing)
-			uv_cond_wait(&s->cond, &s->mu);
-		if (!s->pending.head) { /* closing and drained */
-			uv_mutex_unlock(&s->mu);
-			return;
-		}
-		list_take(&s->pending, &batch, BATCH_MAX);
-		uv_mutex_unlock(&s->mu);
-		run_batch(s, &batch);
-	}
+	read_end(&((struct sq_store *)base)->reader);
 }
 
-/* Runs every completed job's done callback, in order. Loop thread only.
- * Returns whether anything ran. */
-static int run_completions(struct store *s)
+static void sq_free(struct store *base)
 {
-	struct job_list l;
-	uv_mutex_lock(&s->done_mu);
-	l = s->completed;
-	s->completed.head = s->completed.tail = NULL;
-	uv_mutex_unlock(&s->done_mu);
-	int any = l.head != NULL;
-	if (any)
-		read_end(&s->reader); /* the reads of these dones see their commits */
-	for (struct job *j = l.head, *next; j; j = next) {
-		next = j->next;
-		s->backlog_jobs--;
-		s->backlog_bytes -= j->cost;
-		if (j->done)
-			j->done(j->arg, j->rc);
-		free(j);
-	}
-	return any;
-}
-
-static void on_async(uv_async_t *h)
-{
-	run_completions(h->data);
-}
-
-/* Frees s; locks: whether its locks were created. */
-static void store_free(struct store *s, int locks)
-{
-	if (locks) {
-		uv_mutex_destroy(&s->mu);
-		uv_mutex_destroy(&s->done_mu);
-		uv_mutex_destroy(&s->batch_mu);
-		uv_mutex_destroy(&s->ckpt_mu);
-		uv_mutex_destroy(&s->slow_mu);
-		uv_cond_destroy(&s->cond);
-		uv_cond_destroy(&s->ckpt_cond);
-	}
+	struct sq_store *s = (struct sq_store *)base;
+	uv_mutex_destroy(&s->batch_mu);
+	uv_mutex_destroy(&s->ckpt_mu);
+	uv_mutex_destroy(&s->slow_mu);
+	uv_cond_destroy(&s->ckpt_cond);
+	txn_close(&s->slow);
 	free(s->path);
 	free(s);
 }
 
-static void on_closed(uv_handle_t *h)
+static void on_prepare_closed(uv_handle_t *h)
 {
-	struct store *s = h->data;
-	if (--s->open_handles > 0 || s->slow_inflight > 0)
-		return; /* the last slow read's done frees it */
-	store_free(s, 1);
+	store__handle_closed(h->data);
 }
 
 /* ---- lifecycle ---- */
@@ -930,18 +797,78 @@ static int create_file(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
-/* Undoes a store_open that failed before its handles were initialised. */
-static int open_failed(struct store *s, int locks)
+static void writer_stopped(struct store *base)
+{
+	struct sq_store *s = (struct sq_store *)base;
+	checkpointer_stop(s);
+	txn_close(&s->ckpt);
+}
+
+static void sq_close(struct store *base)
+{
+	struct sq_store *s = (struct sq_store *)base;
+	read_end(&s->reader);
+	txn_close(&s->reader);
+	txn_close(&s->writer);
+	uv_close((uv_handle_t *)&s->prepare, on_prepare_closed);
+}
+
+static struct store_txn *sq_reader(struct store *base)
+{
+	return &((struct sq_store *)base)->reader.base;
+}
+
+/* The embedded backend answers reads on the loop thread at once: a point
+ * read on the reader costs microseconds and never waits for the writer. */
+static void sq_read(struct store *base, store_work_fn work, store_done_fn done, void *arg)
+{
+	int rc = work(arg, sq_reader(base));
+	done(arg, rc);
+}
+
+/* Slow reads run on libuv's worker threads, one at a time, each in its own
+ * snapshot of the slow connection. */
+static struct store_txn *slow_begin(struct store *base)
+{
+	struct sq_store *s = (struct sq_store *)base;
+	uv_mutex_lock(&s->slow_mu);
+	return &s->slow.base;
+}
+
+static void slow_end(struct store *base, struct store_txn *t)
+{
+	struct sq_store *s = (struct sq_store *)base;
+	read_end(&s->slow);
+	uv_mutex_unlock(&s->slow_mu);
+}
+
+static const struct store_backend sqlite_backend = {
+	.name = "sqlite",
+	.run_batch = run_batch,
+	.before_dones = before_dones,
+	.read = sq_read,
+	.slow_begin = slow_begin,
+	.slow_end = slow_end,
+	.reader = sq_reader,
+	.writer_stopped = writer_stopped,
+	.close = sq_close,
+	.free = sq_free,
+};
+
+/* Undoes a store_open that failed before the runtime started. */
+static int open_failed(struct sq_store *s)
 {
 	txn_close(&s->slow);
 	txn_close(&s->ckpt);
 	txn_close(&s->reader);
 	txn_close(&s->writer);
-	store_free(s, locks);
+	free(s->path);
+	free(s);
 	return FH_EIO;
 }
 
-int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err, size_t errlen)
+int store_sqlite_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
+		      size_t errlen)
 {
 	*out = NULL;
 	if (create_file(path, err, errlen) != 0)
@@ -952,8 +879,7 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 	 * harmless. */
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 
-	struct store *s = xcalloc(1, sizeof *s);
-	s->loop = loop;
+	struct sq_store *s = xcalloc(1, sizeof *s);
 	s->path = xstrdup(path);
 	s->writer.quiet_faults = 1;
 	int rc = conn_open(&s->writer, path, 0, err, errlen);
@@ -979,202 +905,38 @@ int store_open(struct store **out, uv_loop_t *loop, const char *path, char *err,
 		rc = txn_prepare(&s->reader, err, errlen);
 	if (rc == 0)
 		rc = txn_prepare(&s->slow, err, errlen);
-	if (rc != 0) {
-		open_failed(s, 0);
-		return rc;
-	}
-
-	if (uv_mutex_init(&s->mu) != 0 || uv_mutex_init(&s->done_mu) != 0 ||
-	    uv_mutex_init(&s->batch_mu) != 0 || uv_mutex_init(&s->ckpt_mu) != 0 ||
-	    uv_mutex_init(&s->slow_mu) != 0 ||
-	    uv_cond_init(&s->cond) != 0 || uv_cond_init(&s->ckpt_cond) != 0) {
+	if (rc != 0)
+		return open_failed(s) == FH_EIO ? rc : rc;
+	if (uv_mutex_init(&s->batch_mu) != 0 || uv_mutex_init(&s->ckpt_mu) != 0 ||
+	    uv_mutex_init(&s->slow_mu) != 0 || uv_cond_init(&s->ckpt_cond) != 0) {
 		/* Practically never fails on Linux; leak the primitives. */
 		snprintf(err, errlen, "cannot create locks");
-		return open_failed(s, 0);
+		return open_failed(s);
 	}
-	if (uv_async_init(loop, &s->async, on_async) != 0) {
-		snprintf(err, errlen, "cannot create async handle");
-		return open_failed(s, 1);
+	s->reader.shared_read = 1;
+	s->slow.shared_read = 1; /* one snapshot per slow read (ended after its work) */
+	if (uv_thread_create(&s->ckpt_thread, checkpointer_main, s) != 0) {
+		snprintf(err, errlen, "cannot start the store's checkpointer thread");
+		return open_failed(s);
 	}
-	s->async.data = s;
-	s->open_handles = 2;
+	s->ckpt_started = 1;
 	uv_prepare_init(loop, &s->prepare);
 	s->prepare.data = s;
 	uv_prepare_start(&s->prepare, on_prepare);
 	uv_unref((uv_handle_t *)&s->prepare);
-	s->reader.shared_read = 1;
-	s->slow.shared_read = 1; /* one snapshot per slow read (ended after its work) */
-	if (uv_thread_create(&s->ckpt_thread, checkpointer_main, s) == 0)
-		s->ckpt_started = 1;
-	if (!s->ckpt_started || uv_thread_create(&s->thread, writer_main, s) != 0) {
-		snprintf(err, errlen, "cannot start the store's threads");
-		checkpointer_stop(s);
-		txn_close(&s->ckpt);
-		txn_close(&s->slow);
-		txn_close(&s->reader);
-		txn_close(&s->writer);
-		uv_close((uv_handle_t *)&s->async, on_closed);
-		uv_close((uv_handle_t *)&s->prepare, on_closed);
+	s->base.open_handles = 1; /* the prepare handle; store__start adds its own */
+	if (store__start(&s->base, &sqlite_backend, loop, BATCH_MAX, err, errlen) != 0) {
+		/* Like store_close with nothing queued. */
+		store_close(&s->base);
 		return FH_EIO;
 	}
-	s->thread_started = 1;
-	*out = s;
+	*out = &s->base;
 	return 0;
-}
-
-void store_close(struct store *s)
-{
-	if (!s)
-		return;
-	uv_mutex_lock(&s->mu);
-	s->closing = 1;
-	uv_cond_signal(&s->cond);
-	uv_mutex_unlock(&s->mu);
-	if (s->thread_started)
-		uv_thread_join(&s->thread);
-	s->thread_started = 0;
-	checkpointer_stop(s);
-	txn_close(&s->ckpt);
-
-	/* The writer is gone: finish here, including jobs that done callbacks
-	 * submit while we drain. */
-	for (;;) {
-		struct job_list batch;
-		uv_mutex_lock(&s->mu);
-		list_take(&s->pending, &batch, BATCH_MAX);
-		uv_mutex_unlock(&s->mu);
-		if (batch.head)
-			run_batch(s, &batch);
-		if (!run_completions(s) && !batch.head)
-			break;
-	}
-	read_end(&s->reader);
-	txn_close(&s->reader);
-	txn_close(&s->writer);
-	if (s->slow_inflight == 0)
-		txn_close(&s->slow);
-	else
-		s->slow_closing = 1; /* the last one closes it */
-	uv_close((uv_handle_t *)&s->async, on_closed);
-	uv_close((uv_handle_t *)&s->prepare, on_closed);
-}
-
-struct store_txn *store_reader(struct store *s)
-{
-	return &s->reader;
-}
-
-/* The embedded backend answers reads on the loop thread at once: a point
- * read on the reader costs microseconds and never waits for the writer. */
-void store_read(struct store *s, store_work_fn work, store_done_fn done, void *arg)
-{
-	int rc = work(arg, &s->reader);
-	done(arg, rc);
-}
-
-/* ---- reads that may be slow: on libuv's worker threads ---- */
-
-struct slow_req {
-	uv_work_t req;
-	struct store *s;
-	store_work_fn work;
-	store_done_fn done;
-	void *arg;
-	int rc;
-};
-
-static void slow_work(uv_work_t *w)
-{
-	struct slow_req *r = w->data;
-	struct store *s = r->s;
-	uv_mutex_lock(&s->slow_mu);
-	r->rc = r->work(r->arg, &s->slow);
-	read_end(&s->slow);
-	uv_mutex_unlock(&s->slow_mu);
-}
-
-static void slow_after(uv_work_t *w, int status)
-{
-	struct slow_req *r = w->data;
-	struct store *s = r->s;
-	s->slow_inflight--;
-	r->done(r->arg, status == 0 ? r->rc : FH_EIO);
-	free(r);
-	if (s->slow_inflight == 0 && s->slow_closing) {
-		txn_close(&s->slow);
-		if (s->open_handles == 0)
-			store_free(s, 1);
-	}
-}
-
-unsigned store_read_slow_waiting(const struct store *s)
-{
-	return s->slow_inflight;
-}
-
-void store_read_slow(struct store *s, store_work_fn work, store_done_fn done, void *arg)
-{
-	struct slow_req *r = xcalloc(1, sizeof *r);
-	r->req.data = r;
-	r->s = s;
-	r->work = work;
-	r->done = done;
-	r->arg = arg;
-	s->slow_inflight++;
-	if (uv_queue_work(s->loop, &r->req, slow_work, slow_after) != 0) {
-		s->slow_inflight--;
-		free(r);
-		done(arg, FH_EIO);
-	}
-}
-
-void store_submit(struct store *s, store_work_fn work, store_done_fn done, void *arg)
-{
-	store_submit_sized(s, work, done, arg, 0);
-}
-
-void store_submit_sized(struct store *s, store_work_fn work, store_done_fn done, void *arg,
-			size_t cost)
-{
-	struct job *j = xmalloc(sizeof *j);
-	j->work = work;
-	j->done = done;
-	j->arg = arg;
-	j->cost = cost;
-	j->rc = 0;
-	s->backlog_jobs++;
-	s->backlog_bytes += cost;
-	uv_mutex_lock(&s->mu);
-	list_push(&s->pending, j);
-	uv_cond_signal(&s->cond);
-	uv_mutex_unlock(&s->mu);
-}
-
-void store_set_backlog_limit(struct store *s, unsigned max_jobs, size_t max_bytes)
-{
-	s->max_jobs = max_jobs;
-	s->max_bytes = max_bytes;
-}
-
-int store_admit(const struct store *s, size_t cost)
-{
-	if (s->max_jobs && s->backlog_jobs >= s->max_jobs)
-		return FH_EAGAIN;
-	/* One write larger than the whole bound still goes through alone. */
-	if (s->max_bytes && s->backlog_bytes > 0 && s->backlog_bytes + cost > s->max_bytes)
-		return FH_EAGAIN;
-	return 0;
-}
-
-void store_backlog(const struct store *s, unsigned *jobs, size_t *bytes)
-{
-	*jobs = s->backlog_jobs;
-	*bytes = s->backlog_bytes;
 }
 
 /* ---- domain operations ---- */
 
-static sqlite3_stmt *stmt(struct store_txn *t, enum stmt_id id)
+static sqlite3_stmt *stmt(struct sq_txn *t, enum stmt_id id)
 {
 	read_begin(t);
 	return t->st[id];
@@ -1193,7 +955,7 @@ static int bind_text(sqlite3_stmt *st, int i, const char *v)
 }
 
 /* Steps a statement that returns no rows; 0 or FH_EIO (logged). */
-static int step_write(struct store_txn *t, sqlite3_stmt *st, const char *what)
+static int step_write(struct sq_txn *t, sqlite3_stmt *st, const char *what)
 {
 	int rc = sqlite3_step(st);
 	int ret = rc == SQLITE_DONE ? 0 : note_error(t, what);
@@ -1204,7 +966,7 @@ static int step_write(struct store_txn *t, sqlite3_stmt *st, const char *what)
 /* Runs a point read keyed by ?1 = k1 and, when k2 is not NULL, ?2 = k2
  * (borrowed): 0 when it found its row (read the columns, then stmt_end),
  * FH_ENOTFOUND, or FH_EIO (logged). */
-static int step_row(struct store_txn *t, sqlite3_stmt *st, const char *k1, const char *k2,
+static int step_row(struct sq_txn *t, sqlite3_stmt *st, const char *k1, const char *k2,
 		    const char *what)
 {
 	bind_text(st, 1, k1);
@@ -1242,9 +1004,10 @@ static void read_twin(sqlite3_stmt *st, int col, struct store_twin *tw)
 	tw->reported_version = sqlite3_column_int64(st, col + 6);
 }
 
-int store_device_get(struct store_txn *t, const char *hub, const char *id,
+static int sq_device_get(struct store_txn *tx, const char *hub, const char *id,
 		     struct store_device *out)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_DEV_GET);
 	memset(out, 0, sizeof *out);
 	int rc = step_row(t, st, hub, id, "device get");
@@ -1254,9 +1017,10 @@ int store_device_get(struct store_txn *t, const char *hub, const char *id,
 	return rc;
 }
 
-int store_device_put(struct store_txn *t, const char *hub, const char *id,
+static int sq_device_put(struct store_txn *tx, const char *hub, const char *id,
 		     const struct store_device *d)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_DEV_PUT);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, id);
@@ -1265,8 +1029,9 @@ int store_device_put(struct store_txn *t, const char *hub, const char *id,
 	return step_write(t, st, "device put");
 }
 
-int store_device_delete(struct store_txn *t, const char *hub, const char *id)
+static int sq_device_delete(struct store_txn *tx, const char *hub, const char *id)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_DEV_DEL);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, id);
@@ -1311,7 +1076,7 @@ struct list_row {
 	char *json;
 };
 
-static int list_rows(struct store_txn *t, sqlite3_stmt *st, const char *what,
+static int list_rows(struct sq_txn *t, sqlite3_stmt *st, const char *what,
 		     const struct list_call *c)
 {
 	struct list_row *rows = NULL;
@@ -1364,10 +1129,11 @@ static int list_rows(struct store_txn *t, sqlite3_stmt *st, const char *what,
 	return ret;
 }
 
-int store_device_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,
+static int sq_device_list(struct store_txn *tx, const char *hub, const char *after, unsigned limit,
 		      int (*each)(void *arg, const char *id, const struct store_device *d),
 		      void *arg)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_DEV_LIST);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, after);
@@ -1375,8 +1141,9 @@ int store_device_list(struct store_txn *t, const char *hub, const char *after, u
 	return list_rows(t, st, "device list", &(struct list_call){.device = each, .arg = arg});
 }
 
-int store_device_count(struct store_txn *t, const char *hub, int64_t *total, int64_t *enabled)
+static int sq_device_count(struct store_txn *tx, const char *hub, int64_t *total, int64_t *enabled)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_DEV_COUNT);
 	bind_text(st, 1, hub);
 	int rc = sqlite3_step(st);
@@ -1392,8 +1159,9 @@ int store_device_count(struct store_txn *t, const char *hub, int64_t *total, int
 	return ret;
 }
 
-int store_twin_get(struct store_txn *t, const char *hub, const char *id, struct store_twin *out)
+static int sq_twin_get(struct store_txn *tx, const char *hub, const char *id, struct store_twin *out)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_TWIN_GET);
 	memset(out, 0, sizeof *out);
 	int rc = step_row(t, st, hub, id, "twin get");
@@ -1403,9 +1171,10 @@ int store_twin_get(struct store_txn *t, const char *hub, const char *id, struct 
 	return rc;
 }
 
-int store_twin_get_properties(struct store_txn *t, const char *hub, const char *id,
+static int sq_twin_get_properties(struct store_txn *tx, const char *hub, const char *id,
 			      struct store_twin *out)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_TWIN_GET_PROPS);
 	memset(out, 0, sizeof *out);
 	int rc = step_row(t, st, hub, id, "twin get");
@@ -1419,9 +1188,10 @@ int store_twin_get_properties(struct store_txn *t, const char *hub, const char *
 	return rc;
 }
 
-int store_twin_put(struct store_txn *t, const char *hub, const char *id,
+static int sq_twin_put(struct store_txn *tx, const char *hub, const char *id,
 		   const struct store_twin *tw)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_TWIN_PUT);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, id);
@@ -1435,10 +1205,11 @@ int store_twin_put(struct store_txn *t, const char *hub, const char *id,
 	return step_write(t, st, "twin put");
 }
 
-int store_twin_patch_reported(struct store_txn *t, const char *hub, const char *id,
+static int sq_twin_patch_reported(struct store_txn *tx, const char *hub, const char *id,
 			      const char *patch, const char *meta_clear, const char *meta_set,
 			      int64_t *reported_version, size_t *reported_len)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_TWIN_PATCH_REPORTED);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, id);
@@ -1463,9 +1234,10 @@ int store_twin_patch_reported(struct store_txn *t, const char *hub, const char *
 	return rc;
 }
 
-int store_twin_patch_service(struct store_txn *t, const char *hub, const char *id,
+static int sq_twin_patch_service(struct store_txn *tx, const char *hub, const char *id,
 			     const struct store_twin_service_patch *p)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_TWIN_PATCH_SERVICE);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, id);
@@ -1531,9 +1303,10 @@ static void read_view(sqlite3_stmt *st, int col, struct store_twin_view *out, bo
 	out->last_activity_ms = sqlite3_column_int64(st, col + 18);
 }
 
-int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
+static int sq_twin_view_get(struct store_txn *tx, const char *hub, const char *id,
 			struct store_twin_view *out)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_TWIN_VIEW);
 	memset(out, 0, sizeof *out);
 	bind_text(st, 1, hub);
@@ -1553,7 +1326,7 @@ int store_twin_view_get(struct store_txn *t, const char *hub, const char *id,
 /* A scan's statement, built in sql (freed here), from t's cache or
  * prepared (and cached), in the reader's snapshot with ?1 bound to hub;
  * NULL when it does not prepare. The caller ends it with stmt_end. */
-static sqlite3_stmt *scan_prepare(struct store_txn *t, struct buf *sql, const char *hub)
+static sqlite3_stmt *scan_prepare(struct sq_txn *t, struct buf *sql, const char *hub)
 {
 	read_begin(t);
 	int slot = 0;
@@ -1593,7 +1366,7 @@ static void index_name(const char *cols, char out[32]);
 #define RANGE_INDEX_MAX 2000
 
 /* The name of the index serving such a range term of plan, into out. */
-static bool selective_range_index(struct store_txn *t, const char *hub,
+static bool selective_range_index(struct sq_txn *t, const char *hub,
 				  const struct query_plan *plan, char out[32])
 {
 	for (size_t i = 0; i < plan->nterms; i++) {
@@ -1635,9 +1408,10 @@ static bool selective_range_index(struct store_txn *t, const char *hub,
 	return false;
 }
 
-void sqlite_twin_query_sql(struct store_txn *t, const char *hub, const struct query_plan *plan,
+void sqlite_twin_query_sql(struct store_txn *tx, const char *hub, const struct query_plan *plan,
 			   bool unsure_only, struct buf *sql)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	char index[32];
 	buf_appends(sql, "SELECT t.id, ");
 	if (unsure_only)
@@ -1656,13 +1430,14 @@ void sqlite_twin_query_sql(struct store_txn *t, const char *hub, const struct qu
 	buf_appends(sql, ") ORDER BY t.id");
 }
 
-int store_twin_query(struct store_txn *t, const char *hub, const struct query_plan *plan,
+static int sq_twin_query(struct store_txn *tx, const char *hub, const struct query_plan *plan,
 		     const char *after, bool unsure_only,
 		     int (*each)(void *arg, const char *id, struct store_twin_view *v, bool sure),
 		     void *arg)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	struct buf sql = BUF_INIT;
-	sqlite_twin_query_sql(t, hub, plan, unsure_only, &sql);
+	sqlite_twin_query_sql(&t->base, hub, plan, unsure_only, &sql);
 	sqlite3_stmt *st = scan_prepare(t, &sql, hub);
 	if (!st)
 		return note_error(t, "twin query");
@@ -1690,8 +1465,9 @@ static void index_name(const char *cols, char out[32])
 	snprintf(out, 32, "twins_q_%016llx", (unsigned long long)h);
 }
 
-int store_twin_indexes(struct store_txn *t, const struct qp_path *paths, size_t n)
+static int sq_twin_indexes(struct store_txn *tx, const struct qp_path *paths, size_t n)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	char (*names)[32] = xcalloc(n + 1, sizeof *names);
 	int rc = 0;
 	for (size_t i = 0; i < n && rc == 0; i++) {
@@ -1735,9 +1511,10 @@ int store_twin_indexes(struct store_txn *t, const struct qp_path *paths, size_t 
 	return rc;
 }
 
-int store_twin_aggregate(struct store_txn *t, const char *hub, const struct query_plan *plan,
+static int sq_twin_aggregate(struct store_txn *tx, const char *hub, const struct query_plan *plan,
 			 int (*each)(void *arg, const struct store_group *g), void *arg)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	struct buf sql = BUF_INIT;
 	if (plan->naggs > sizeof ((struct store_group *)0)->agg / sizeof ((struct store_group *)0)->agg[0] ||
 	    !sqlite_query_aggregate(plan, &sql)) {
@@ -1779,10 +1556,11 @@ int store_twin_aggregate(struct store_txn *t, const char *hub, const struct quer
 	return ret;
 }
 
-int store_twin_list(struct store_txn *t, const char *hub, const char *after, unsigned limit,
+static int sq_twin_list(struct store_txn *tx, const char *hub, const char *after, unsigned limit,
 		    int (*each)(void *arg, const char *id, const struct store_twin *tw),
 		    void *arg)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_TWIN_LIST);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, after);
@@ -1790,8 +1568,9 @@ int store_twin_list(struct store_txn *t, const char *hub, const char *after, uns
 	return list_rows(t, st, "twin list", &(struct list_call){.twin = each, .arg = arg});
 }
 
-int store_setting_get(struct store_txn *t, const char *key, char **value_out)
+static int sq_setting_get(struct store_txn *tx, const char *key, char **value_out)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_SET_GET);
 	*value_out = NULL;
 	int rc = step_row(t, st, key, NULL, "setting get");
@@ -1801,8 +1580,9 @@ int store_setting_get(struct store_txn *t, const char *key, char **value_out)
 	return rc;
 }
 
-int store_setting_put(struct store_txn *t, const char *key, const char *value)
+static int sq_setting_put(struct store_txn *tx, const char *key, const char *value)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_SET_PUT);
 	bind_text(st, 1, key);
 	bind_text(st, 2, value);
@@ -1811,9 +1591,10 @@ int store_setting_put(struct store_txn *t, const char *key, const char *value)
 
 /* ---- device sessions ---- */
 
-int store_session_get(struct store_txn *t, const char *hub, const char *id,
+static int sq_session_get(struct store_txn *tx, const char *hub, const char *id,
 		      struct store_session *out)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_SES_GET);
 	memset(out, 0, sizeof *out);
 	int rc = step_row(t, st, hub, id, "session get");
@@ -1825,9 +1606,10 @@ int store_session_get(struct store_txn *t, const char *hub, const char *id,
 	return rc;
 }
 
-int store_session_put(struct store_txn *t, const char *hub, const char *id,
+static int sq_session_put(struct store_txn *tx, const char *hub, const char *id,
 		      const struct store_session *ses)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_SES_PUT);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, id);
@@ -1839,8 +1621,9 @@ int store_session_put(struct store_txn *t, const char *hub, const char *id,
 	return rc;
 }
 
-int store_session_delete(struct store_txn *t, const char *hub, const char *id)
+static int sq_session_delete(struct store_txn *tx, const char *hub, const char *id)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_SES_DEL);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, id);
@@ -1852,9 +1635,10 @@ int store_session_delete(struct store_txn *t, const char *hub, const char *id)
 
 /* ---- connection state ---- */
 
-int store_connection_put(struct store_txn *t, const char *hub, const char *id,
+static int sq_connection_put(struct store_txn *tx, const char *hub, const char *id,
 			 const char *generation, const struct store_connection *c)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_CONN_PUT);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, id);
@@ -1868,9 +1652,10 @@ int store_connection_put(struct store_txn *t, const char *hub, const char *id,
 	return rc;
 }
 
-int store_connection_get(struct store_txn *t, const char *hub, const char *id,
+static int sq_connection_get(struct store_txn *tx, const char *hub, const char *id,
 			 struct store_connection *out)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_CONN_GET);
 	bind_text(st, 1, hub);
 	bind_text(st, 2, id);
@@ -1886,29 +1671,18 @@ int store_connection_get(struct store_txn *t, const char *hub, const char *id,
 	return ret;
 }
 
-int store_connections_reset(struct store_txn *t, const char *hub, int64_t now_ms)
+static int sq_connections_reset(struct store_txn *tx, const char *hub, int64_t now_ms)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = stmt(t, ST_CONN_RESET);
 	bind_text(st, 1, hub);
 	sqlite3_bind_int64(st, 2, now_ms);
 	return step_write(t, st, "connection reset");
 }
 
-void store_session_clear(struct store_session *ses)
-{
-	free(ses->generation);
-	free(ses->subs);
-	memset(ses, 0, sizeof *ses);
-}
 
 /* ---- records ---- */
 
-const char *store_write_error(int rc)
-{
-	return rc == FH_ENOSPC ? "storage full: the change was not stored; try again when space "
-				 "is freed"
-			       : "storage I/O error: the change was not stored; try again";
-}
 
 /* ---- DPS documents ---- */
 
@@ -1923,7 +1697,7 @@ static const char *const doc_table[DOC_KINDS] = {
 	[STORE_TPM_CHALLENGE] = "tpm_challenges",
 };
 
-static sqlite3_stmt *doc_stmt(struct store_txn *t, enum store_doc_kind kind, enum doc_op op)
+static sqlite3_stmt *doc_stmt(struct sq_txn *t, enum store_doc_kind kind, enum doc_op op)
 {
 	if ((unsigned)kind >= DOC_KINDS)
 		return NULL;
@@ -1952,9 +1726,10 @@ static sqlite3_stmt *doc_stmt(struct store_txn *t, enum store_doc_kind kind, enu
 	return t->doc[kind][op];
 }
 
-int store_doc_get(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+static int sq_doc_get(struct store_txn *tx, enum store_doc_kind kind, const char *scope,
 		  const char *id, char **json_out)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = doc_stmt(t, kind, DOC_GET);
 	*json_out = NULL;
 	if (!st)
@@ -1966,9 +1741,10 @@ int store_doc_get(struct store_txn *t, enum store_doc_kind kind, const char *sco
 	return rc;
 }
 
-int store_doc_put(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+static int sq_doc_put(struct store_txn *tx, enum store_doc_kind kind, const char *scope,
 		  const char *id, const char *json)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = doc_stmt(t, kind, DOC_PUT);
 	if (!st)
 		return FH_EIO;
@@ -1978,9 +1754,10 @@ int store_doc_put(struct store_txn *t, enum store_doc_kind kind, const char *sco
 	return step_write(t, st, "document put");
 }
 
-int store_doc_delete(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+static int sq_doc_delete(struct store_txn *tx, enum store_doc_kind kind, const char *scope,
 		     const char *id)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	sqlite3_stmt *st = doc_stmt(t, kind, DOC_DEL);
 	if (!st)
 		return FH_EIO;
@@ -1992,10 +1769,11 @@ int store_doc_delete(struct store_txn *t, enum store_doc_kind kind, const char *
 	return rc;
 }
 
-int store_doc_list(struct store_txn *t, enum store_doc_kind kind, const char *scope,
+static int sq_doc_list(struct store_txn *tx, enum store_doc_kind kind, const char *scope,
 		   const char *prefix, const char *after, unsigned limit,
 		   int (*each)(void *arg, const char *id, const char *json), void *arg)
 {
+	struct sq_txn *t = (struct sq_txn *)tx;
 	/* Ids with the prefix form one range of the key: start at the prefix
 	 * itself when it is past `after`, so neither the ids before it nor
 	 * (list_rows stops there) those after it are read. */
@@ -2009,3 +1787,47 @@ int store_doc_list(struct store_txn *t, enum store_doc_kind kind, const char *sc
 	return list_rows(t, st, "document list",
 			 &(struct list_call){.doc = each, .arg = arg, .prefix = prefix});
 }
+
+/* store_setting_put that never replaces: FH_EEXIST when the key has a
+ * value. */
+static int sq_setting_add(struct store_txn *tx, const char *key, const char *value)
+{
+	struct sq_txn *t = (struct sq_txn *)tx;
+	sqlite3_stmt *st = stmt(t, ST_SET_ADD);
+	if (bind_text(st, 1, key) || bind_text(st, 2, value))
+		return FH_EIO;
+	int rc = step_write(t, st, "setting add");
+	return rc == 0 && sqlite3_changes(t->db) == 0 ? FH_EEXIST : rc;
+}
+
+static const struct store_txn_ops sq_ops = {
+	.device_get = sq_device_get,
+	.device_put = sq_device_put,
+	.device_delete = sq_device_delete,
+	.device_list = sq_device_list,
+	.device_count = sq_device_count,
+	.twin_get = sq_twin_get,
+	.twin_get_properties = sq_twin_get_properties,
+	.twin_put = sq_twin_put,
+	.twin_patch_reported = sq_twin_patch_reported,
+	.twin_patch_service = sq_twin_patch_service,
+	.twin_view_get = sq_twin_view_get,
+	.twin_query = sq_twin_query,
+	.twin_indexes = sq_twin_indexes,
+	.twin_aggregate = sq_twin_aggregate,
+	.twin_list = sq_twin_list,
+	.session_get = sq_session_get,
+	.session_put = sq_session_put,
+	.session_delete = sq_session_delete,
+	.connection_put = sq_connection_put,
+	.connection_get = sq_connection_get,
+	.connections_reset = sq_connections_reset,
+	.setting_get = sq_setting_get,
+	.setting_put = sq_setting_put,
+	.setting_add = sq_setting_add,
+	.doc_get = sq_doc_get,
+	.doc_put = sq_doc_put,
+	.doc_delete = sq_doc_delete,
+	.doc_list = sq_doc_list,
+	.notify = NULL, /* one node: nobody to tell */
+};

@@ -18,7 +18,7 @@ const https = require('https');
 const { execFileSync } = require('child_process');
 const path = require('path');
 const { interop, Server, withTimeout } = require('./lib');
-const { rest, mqttDevice, waitFor } = require('../interop/lib/server');
+const { rest, mqttDevice, waitFor, PG } = require('../interop/lib/server');
 
 const { SharedAccessSignature } = interop('azure-iot-common');
 // Latency bounds for the normal build; a sanitizer build runs every HMAC
@@ -141,7 +141,8 @@ test('registrations with invented ids against 300 groups: the key checks are bou
   }
 });
 
-test('registration queries of a group over 30,000 registrations: the listing runs off the loop', async () => {
+test('registration queries of a group over 30,000 registrations: the listing runs off the loop',
+  { skip: PG ? 'the registrations are written into the SQLite file directly' : false }, async () => {
   const server = new Server({ name: 'loop-query' });
   await server.start();
   await server.stop();

@@ -21,7 +21,15 @@ export NODE_OPTIONS="--require $here/lib/resolve.js"
 export FLEETHUB_TEST_TMP="$BUILD_DIR/interop-tmp"
 rm -rf "$FLEETHUB_TEST_TMP"
 mkdir -p "$FLEETHUB_TEST_TMP"
+# FLEETHUB_TEST_STORE=postgresql: every server of the suite keeps its state
+# in a database of its own on a PostgreSQL cluster started here (pg.sh).
+if [ "${FLEETHUB_TEST_STORE:-sqlite}" = postgresql ]; then
+	pgdir="$FLEETHUB_TEST_TMP/pg"
+	FLEETHUB_TEST_PG=$("$here/pg.sh" start "$pgdir" 55432)
+	export FLEETHUB_TEST_PG FLEETHUB_TEST_PGDIR="$pgdir"
+	trap '"$here/pg.sh" stop "$pgdir"' EXIT
+fi
 cd "$here"
 # Arguments, when given, pick test files (e.g. dps.test.js).
 if [ $# -gt 0 ]; then set -- "$@"; else set -- ./*.test.js ../hostile/*.test.js; fi
-exec node --test --test-concurrency=1 --test-reporter=spec ${FLEETHUB_TEST_NAME:+--test-name-pattern="$FLEETHUB_TEST_NAME"} "$@"
+node --test --test-concurrency=1 --test-reporter=spec ${FLEETHUB_TEST_NAME:+--test-name-pattern="$FLEETHUB_TEST_NAME"} "$@"

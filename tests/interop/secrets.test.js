@@ -7,7 +7,7 @@ const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
 const path = require('path');
-const { Server, waitFor } = require('./lib/server');
+const { Server, waitFor, PG } = require('./lib/server');
 
 function walk(dir, out = []) {
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -32,7 +32,7 @@ test('the data directory is 0700 and every file in it 0600', async () => {
     assert.equal(r.code, 0, r.stderr);
     const entries = [server.dataDir, ...walk(server.dataDir)];
     const names = entries.map((p) => path.relative(server.dataDir, p) || '.');
-    for (const want of ['.', 'cli.conf', 'fleethub.db', 'tls', 'tls/ca.key', 'tls/server.key']) {
+    for (const want of ['.', 'cli.conf', ...(PG ? [] : ['fleethub.db']), 'tls', 'tls/ca.key', 'tls/server.key']) {
       assert.ok(names.includes(want), `${want} exists: ${names}`);
     }
     for (const p of entries) {

@@ -344,7 +344,7 @@ static int setup(void **state)
 	snprintf(f->path, sizeof f->path, "%s/fleethub.db", f->dir);
 	uv_loop_init(&f->loop);
 	char err[256] = "";
-	if (store_open(&f->store, &f->loop, f->path, err, sizeof err) != 0 ||
+	if (store_open(&f->store, &f->loop, STORE_SQLITE, f->path, err, sizeof err) != 0 ||
 	    hub_init(&f->hub1, HUB1, NULL, f->store, &f->loop, 256 * 1024, err, sizeof err) != 0 ||
 	    hub_init(&f->hub2, HUB2, NULL, f->store, &f->loop, 256 * 1024, err, sizeof err) != 0) {
 		fprintf(stderr, "setup: %s\n", err);

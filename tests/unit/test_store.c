@@ -120,7 +120,7 @@ static int setup(void **state)
 	snprintf(f->path, sizeof f->path, "%s/fleethub.db", f->dir);
 	uv_loop_init(&f->loop);
 	char err[256] = "";
-	if (store_open(&f->s, &f->loop, f->path, err, sizeof err) != 0) {
+	if (store_open(&f->s, &f->loop, STORE_SQLITE, f->path, err, sizeof err) != 0) {
 		fprintf(stderr, "store_open: %s\n", err);
 		return -1;
 	}
@@ -157,7 +157,7 @@ static void reopen(struct fixture *f)
 {
 	char err[256] = "";
 	fixture_close_store(f);
-	assert_int_equal(store_open(&f->s, &f->loop, f->path, err, sizeof err), 0);
+	assert_int_equal(store_open(&f->s, &f->loop, STORE_SQLITE, f->path, err, sizeof err), 0);
 }
 
 static void test_put_get(void **state)
@@ -1096,7 +1096,7 @@ static void test_newer_schema(void **state)
 	sqlite3_close(db);
 	char err[256] = "";
 	struct store *s = (struct store *)1;
-	assert_int_not_equal(store_open(&s, &f->loop, f->path, err, sizeof err), 0);
+	assert_int_not_equal(store_open(&s, &f->loop, STORE_SQLITE, f->path, err, sizeof err), 0);
 	assert_null(s);
 	assert_string_equal(err, "database schema 99 is newer than this fleethub (7)");
 }

@@ -10,6 +10,21 @@ const { SharedAccessSignature } = require('azure-iot-common');
 const BIN = process.env.FLEETHUB_BIN;
 const TMP = process.env.FLEETHUB_TEST_TMP || '/tmp';
 
+// FLEETHUB_TEST_PG (run.sh, FLEETHUB_TEST_STORE=postgresql): the libpq
+// connection string of the suite's PostgreSQL cluster; every data directory
+// gets a database of its own there, named after it, created on first use.
+const PG = process.env.FLEETHUB_TEST_PG || null;
+const PG_BIN = '/usr/lib/postgresql/15/bin';
+
+function pgDatabase(dataDir) {
+  const name = 'fh_' + require('crypto').createHash('sha1').update(dataDir).digest('hex').slice(0, 20);
+  const base = Object.fromEntries(PG.split(' ').map((kv) => kv.split('=')));
+  const r = spawnSync(`${PG_BIN}/createdb`, ['-h', base.host, '-p', base.port, '-U', base.user, name],
+    { encoding: 'utf8' });
+  if (r.status !== 0 && !/already exists/.test(r.stderr)) throw new Error(`createdb ${name}: ${r.stderr}`);
+  return `${PG} dbname=${name}`;
+}
+
 // A fresh data directory per call.
 let counter = 0;
 function tempDir(name) {
@@ -30,6 +45,9 @@ class Server {
     const lines = ['[server]', `data_dir = ${this.dataDir}`,
       `mqtt_listen = ${opts.mqtt ?? '127.0.0.1:8883'}`,
       `https_listen = ${opts.https ?? '127.0.0.1:443'}`];
+    if (PG && !(opts.serverExtra || []).some((l) => /^\s*store\s*=/.test(l))) {
+      lines.push('store = postgresql', `postgresql = ${pgDatabase(this.dataDir)}`);
+    }
     for (const line of opts.serverExtra || []) lines.push(line);
     // Every log line is checked for secrets, so log them all.
     if (!(opts.serverExtra || []).some((l) => /^\s*log_level\s*=/.test(l))) lines.push('log_level = debug');
@@ -302,4 +320,4 @@ function report(twin, patch) {
   });
 }
 
-module.exports = { Server, tempDir, parseCs, deviceCs, rest, withTimeout, waitFor, report, mqttDevice, BIN };
+module.exports = { Server, PG, tempDir, parseCs, deviceCs, rest, withTimeout, waitFor, report, mqttDevice, BIN };

@@ -1,0 +1,52 @@
+/* Messages between nodes that share a store (issue 17): what one node
+ * changed that the live sessions on another node must react to. A job
+ * posts one with store_notify (delivered to the other nodes after its
+ * commit); each node hands what it hears to the hubs and the DPS it
+ * serves. This is their one codec, JSON text such as
+ *   {"k":"desired","node":"a","scope":"hub1","id":"dev1","n":7,"text":"{..}"}
+ * Pure: no store, no loop. The text arrives from the database, written by
+ * other nodes: it is decoded as untrusted input (bounded, fuzzed). */
+#ifndef FH_CORE_CLUSTER_H
+#define FH_CORE_CLUSTER_H
+
+#include <stdint.h>
+
+#define CLUSTER_NODE_MAX 95
+#define CLUSTER_SCOPE_MAX 255
+#define CLUSTER_ID_MAX 255
+
+enum cluster_kind {
+	CLUSTER_DEVICE,     /* a device identity changed: scope = hub, id, change
+	                       (enum device_change), text = why */
+	CLUSTER_DESIRED,    /* a desired change: scope = hub, id, n = its $version,
+	                       text = the notice the device gets */
+	CLUSTER_CONNECTED,  /* a device connected on node at n (ms): scope = hub, id */
+	CLUSTER_GROUP,      /* an enrollment group changed: scope = DPS, id */
+	CLUSTER_ENROLLMENT, /* an enrollment was disabled or deleted: scope = DPS, id,
+	                       change = enum enrollment_kind */
+};
+
+struct cluster_msg {
+	enum cluster_kind kind;
+	char node[CLUSTER_NODE_MAX + 1]; /* the sender */
+	char scope[CLUSTER_SCOPE_MAX + 1];
+	char id[CLUSTER_ID_MAX + 1];
+	int change;
+	int64_t n;
+	char *text; /* owned; NULL when none */
+};
+
+/* Fills m (node left for store_post) with kind, scope, id, change, n and
+ * text (borrowed: m lives no longer than it). */
+void cluster_msg_set(struct cluster_msg *m, enum cluster_kind kind, const char *scope,
+		     const char *id, int change, int64_t n, const char *text);
+
+/* The message as text (malloc'd). */
+char *cluster_encode(const struct cluster_msg *m);
+/* Parses text: 0 with *out filled (clear it), or -1 for anything that is
+ * not a message of this version (unknown kind, missing or oversized
+ * member): the caller logs and drops it. */
+int cluster_decode(const char *text, struct cluster_msg *out);
+void cluster_msg_clear(struct cluster_msg *m);
+
+#endif
