@@ -38,7 +38,7 @@ REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 
 # The load generator (bench/): its own sources plus the pure layers (base/,
 # codec/) of the library; never net/, server/ or anything with state.
-BENCH_SRC := $(wildcard bench/*.c)
+BENCH_SRC := $(filter-out bench/pgraw.c,$(wildcard bench/*.c))
 BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_LIB_OBJ := $(filter $(BUILD)/obj/src/base/% $(BUILD)/obj/src/codec/%,$(LIB_OBJ)) \
 	$(BUILD)/obj/src/core/tpm.o
@@ -103,14 +103,18 @@ $(DBFILL): tests/faults/dbfill.c
 $(BUILD)/loadgen: $(BENCH_OBJ) $(BENCH_LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $^ $(LIBS) -o $@
 
-loadgen: $(BUILD)/loadgen
+loadgen: $(BUILD)/loadgen $(BUILD)/pgraw
+
+# The PostgreSQL reference of the bench (bench/pgraw.c): libpq only.
+$(BUILD)/pgraw: bench/pgraw.c
+	$(CC) $(ALL_CFLAGS) $< $(shell pkg-config --libs libpq) -o $@
 
 # Benchmarks are never part of `make test`. bench-quick: every scenario
 # briefly, as a smoke test of the generator and the harness (bench/run.sh).
-bench-quick: deps $(BUILD)/fleethub $(BUILD)/loadgen
+bench-quick: deps $(BUILD)/fleethub $(BUILD)/loadgen $(BUILD)/pgraw
 	BUILD_DIR=$(CURDIR)/$(BUILD) bench/run.sh quick
 
-bench: deps $(BUILD)/fleethub $(BUILD)/loadgen
+bench: deps $(BUILD)/fleethub $(BUILD)/loadgen $(BUILD)/pgraw
 	BUILD_DIR=$(CURDIR)/$(BUILD) bench/run.sh full
 
 # The soak: connection churn, REST and registrations against the real
@@ -132,7 +136,7 @@ replay: $(REPLAY_BIN)
 		echo "== replay $$n"; $(BUILD)/tests/replay_$$n tests/fuzz/corpus/$$n; done
 
 # The interop suite runs twice: on the embedded SQLite store, then with
-# every server on a PostgreSQL cluster the suite starts (tests/interop/pg.sh).
+# every server on a PostgreSQL cluster the suite starts (scripts/pg-dev.sh).
 INTEROP_ENV = FLEETHUB_BIN=$(CURDIR)/$(BUILD)/fleethub BUILD_DIR=$(CURDIR)/$(BUILD) \
 	FLEETHUB_FAULTFS=$(CURDIR)/$(FAULTFS) FLEETHUB_DBCHECK=$(CURDIR)/$(DBCHECK) \
 	FLEETHUB_DBFILL=$(CURDIR)/$(DBFILL) FLEETHUB_SANITIZED=$(SANITIZE)

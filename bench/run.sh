@@ -455,6 +455,85 @@ wait "$fh_pid" 2>/dev/null || true
 start_fleethub
 connections connections-x509 "$fh_pid" "${HUB_ARGS[@]}" "${X509_ARGS[@]}"
 
+# ---- PostgreSQL (issue 17): one node, then two, on a PostgreSQL 15 cluster
+# started here (scripts/pg-dev.sh: Debian's postgresql-15, fsync on, a
+# unix socket in the work directory). Node a on 127.0.0.13, node b on
+# 127.0.0.14, both with the SQLite server's keys and id scope. References:
+# PostgreSQL's own rate for the same upserts (build/pgraw, libpq pipeline
+# mode, no fleethub around it; decisions.md 24) and the SQLite lines above ----
+PG_A=127.0.0.13
+PG_B=127.0.0.14
+pg_base=$("$root/scripts/pg-dev.sh" start "$work/pg" 55433) ||
+	{ log "cannot start PostgreSQL (postgresql-15)"; exit 2; }
+pg_stop() { "$root/scripts/pg-dev.sh" stop "$work/pg"; }
+trap 'cleanup; pg_stop' EXIT
+/usr/lib/postgresql/15/bin/createdb -h "$work/pg" -p 55433 -U fleethub fhbench ||
+	{ log "cannot create the bench database"; exit 2; }
+PG_CONN="$pg_base dbname=fhbench"
+# pg_node NAME IP: a fleethub node on PostgreSQL; sets pg_pid.
+pg_node() {
+	local name="$1" ip="$2"
+	for p in $MQTT_PORT $HTTPS_PORT; do
+		port_free "$ip" $p || { log "$ip:$p is already in use"; exit 2; }
+	done
+	sed -e "s|^data_dir = .*|data_dir = $work/pg-$name-data|" \
+		-e "s|^mqtt_listen = .*|mqtt_listen = $ip:$MQTT_PORT|" \
+		-e "s|^https_listen = .*|https_listen = $ip:$HTTPS_PORT|" \
+		-e "s|^query_indexes = .*||" \
+		-e "s|^\[server\]|[server]\nstore = postgresql\npostgresql = $PG_CONN\nnode_name = $name|" \
+		"$work/fleethub.ini" >"$work/pg-$name.ini"
+	"$FLEETHUB" serve --config "$work/pg-$name.ini" >>"$work/pg-$name.out" 2>>"$work/pg-$name.log" &
+	pg_pid=$!
+	pids+=("$pg_pid")
+	wait_listening "$ip" $MQTT_PORT "$pg_pid" || {
+		log "fleethub on PostgreSQL did not start; its log:"
+		cat "$work/pg-$name.log" >&2
+		exit 2
+	}
+}
+pg_node a $PG_A
+pga_pid=$pg_pid
+PGA_HUB=(--target $PG_A:$MQTT_PORT --hub $HUB --ca "$work/ca.pem" --key "$GROUP_KEY")
+PGA_REST=(--rest $PG_A:$HTTPS_PORT --owner-key "$OWNER_KEY")
+log "creating $DEVICES devices on PostgreSQL"
+for prefix in bench- pg-half-; do
+	"$LOADGEN" --create-devices --devices $DEVICES --rest $PG_A:$HTTPS_PORT --prefix $prefix \
+		--owner-key "$OWNER_KEY" --hub $HUB --key "$GROUP_KEY" --ca "$work/ca.pem" \
+		2>>"$work/pg-create.err" || { failed=1; sed 's/^/  /' "$work/pg-create.err" >&2; }
+done
+"$FLEETHUB" enrollment-group create bench-hashed --primary-key "$GROUP_KEY" --policy hashed \
+	--data-dir "$work/pg-a-data" --server $PG_A:$HTTPS_PORT --ca "$work/ca.pem" \
+	>>"$work/cli.out" 2>&1 || { log "enrollment group on PostgreSQL failed"; exit 2; }
+log "running pg-raw"
+"$BUILD_DIR/pgraw" "$PG_CONN" --devices $DEVICES --duration $DURATION --size $SIZE \
+	>"$work/pg-raw.out" 2>"$work/pg-raw.err" || { failed=1; cat "$work/pg-raw.err" >&2; }
+cat "$work/pg-raw.out" >&2
+lg pg-twin-reported "$pga_pid" twin-reported "${PGA_HUB[@]}" "${LOAD_ARGS[@]}"
+lg pg-dps-register "$pga_pid" dps-register --target $PG_A:$MQTT_PORT --tls-name $HUB \
+	--ca "$work/ca.pem" --scope $SCOPE --duration $DPS_DURATION --timeout 30 --key "$GROUP_KEY" \
+	--concurrency $DPS_CONCURRENCY --prefix bench-pgreg-
+pg_node b $PG_B
+pgb_pid=$pg_pid
+# Devices on node a, desired changes through node b's REST API, at 1,000/s.
+lg pg-cross-node-desired-latency "$pga_pid" twin-desired-latency "${PGA_HUB[@]}" \
+	--rest $PG_B:$HTTPS_PORT --owner-key "$OWNER_KEY" --devices $DEVICES --duration $DURATION \
+	--connections 4 --patch-rate 1000
+# Two nodes, the devices split: half on each, both loads at once.
+HALF=$((DEVICES / 2))
+log "running pg-two-nodes-twin-reported"
+"$LOADGEN" twin-reported --target $PG_B:$MQTT_PORT --hub $HUB --ca "$work/ca.pem" --key "$GROUP_KEY" \
+	--devices $HALF --prefix pg-half- --duration $DURATION --inflight $INFLIGHT --size $SIZE \
+	>"$work/pg-two-b.out" 2>"$work/pg-two-b.err" &
+bg=$!
+lg pg-two-a "$pga_pid" twin-reported "${PGA_HUB[@]}" --devices $HALF --duration $DURATION \
+	--inflight $INFLIGHT --size $SIZE
+wait "$bg" || { failed=1; sed 's/^/  /' "$work/pg-two-b.err" >&2; }
+bg=""
+cat "$work/pg-two-b.out" >&2
+awk -v a="$(field pg-two-a ops_per_s)" -v b="$(field pg-two-b ops_per_s)" \
+	'BEGIN { if (a != "" && b != "") printf "loadgen scenario=pg-two-nodes ops_per_s=%.0f\n", a + b }' \
+	>"$work/pg-two-nodes.out"
+
 # ---- webhooks' own counts ----
 for p in "${hooks[@]}"; do
 	kill -TERM "$p" 2>/dev/null || true
@@ -521,6 +600,13 @@ p99_ms() {
 	bench_line query-group-count "$(field query-group-count ops_per_s)" queries/s - 10
 	bench_line twin-reported-queries "$(field twin-reported-queries ops_per_s)" ops/s \
 		"$(field twin-reported-seeded ops_per_s)" "-,0.8x"
+	bench_line pg-twin-reported "$(field pg-twin-reported ops_per_s)" ops/s \
+		"$(field pg-raw ops_per_s)" "-,0.7x"
+	bench_line pg-two-nodes-twin-reported "$(field pg-two-nodes ops_per_s)" ops/s \
+		"$(field twin-reported ops_per_s)" "-"
+	bench_line pg-cross-node-desired-latency "$(p99_ms pg-cross-node-desired-latency)" ms-p99 - "<=20"
+	bench_line pg-dps-register "$(field pg-dps-register ops_per_s)" reg/s \
+		"$(field dps-register ops_per_s)" "-,0.8x"
 } | tee "$work/bench.lines"
 
 # ---- results table --------------------------------------------------------------

@@ -1306,6 +1306,33 @@ static int query_run(const struct cli_args *a, const struct target *t)
 	return rc;
 }
 
+/* fleethub nodes: one line per node serving from the hub's store. */
+static int nodes_print(const struct target *t)
+{
+	json_t *res = NULL;
+	int rc = call(t, "GET", "/fleethub/nodes", NULL, NULL, &res);
+	if (rc != 0)
+		return rc;
+	int64_t now = (int64_t)time(NULL) * 1000;
+	printf("%-32s %-5s %8s %10s  %s\n", "NODE", "LIVE", "DEVICES", "HEARTBEAT", "STARTED");
+	size_t i;
+	json_t *n;
+	json_array_foreach(res, i, n) {
+		int64_t hb = json_integer_value(json_object_get(n, "heartbeatMs"));
+		int64_t started = json_integer_value(json_object_get(n, "startedMs"));
+		char ago[32], when[32];
+		snprintf(ago, sizeof ago, "%llds ago", (long long)((now - hb) / 1000));
+		time_t st = (time_t)(started / 1000);
+		struct tm tm;
+		strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&st, &tm));
+		printf("%-32s %-5s %8lld %10s  %s\n", json_string_value(json_object_get(n, "name")),
+		       json_is_true(json_object_get(n, "live")) ? "yes" : "no",
+		       (long long)json_integer_value(json_object_get(n, "devices")), ago, when);
+	}
+	json_decref(res);
+	return 0;
+}
+
 static bool is_dps_command(enum cli_command c)
 {
 	return c >= CLI_CMD_ENROLLMENT_CREATE && c <= CLI_CMD_WEBHOOK_CALLS;
@@ -1361,6 +1388,7 @@ static int run(const struct cli_args *a)
 		break;
 	case CLI_CMD_WEBHOOK_CALLS: rc = print_webhook_calls(&t, a->id); break;
 	case CLI_CMD_QUERY: rc = query_run(a, &t); break;
+	case CLI_CMD_NODES: rc = nodes_print(&t); break;
 	case CLI_CMD_CA_UPLOAD: rc = ca_send(a, &t, false); break;
 	case CLI_CMD_CA_VERIFY: rc = ca_send(a, &t, true); break;
 	case CLI_CMD_CA_SHOW: rc = device_show(a, &t, ca_prefix(a)); break;

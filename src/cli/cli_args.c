@@ -110,6 +110,7 @@ static const struct command commands[] = {
      "dps connection-string [--policy-name NAME]"},
     {"webhook", "calls", CLI_CMD_WEBHOOK_CALLS, true, 0, "webhook calls REGISTRATION_ID"},
     {"query", NULL, CLI_CMD_QUERY, true, OPT_TABLE, "query \"SELECT ...\" [--table]"},
+    {"nodes", NULL, CLI_CMD_NODES, false, 0, "nodes"},
     {"ca", "upload", CLI_CMD_CA_UPLOAD, true, OPT_CERTIFICATE | OPT_DPS,
      "ca upload NAME --certificate FILE [--dps]"},
     {"ca", "verify", CLI_CMD_CA_VERIFY, true, OPT_CERTIFICATE | OPT_DPS,

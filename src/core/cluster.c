@@ -26,6 +26,14 @@ void cluster_msg_set(struct cluster_msg *m, enum cluster_kind kind, const char *
 	m->text = (char *)text;
 }
 
+bool cluster_node_live(const char *record, int64_t now_ms)
+{
+	json_t *o = json_loads(record, 0, NULL);
+	json_int_t hb = json_integer_value(json_object_get(o, "heartbeatMs"));
+	json_decref(o);
+	return hb > 0 && now_ms - hb < CLUSTER_LEASE_MS;
+}
+
 char *cluster_encode(const struct cluster_msg *m)
 {
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:I}", "k", kind_names[m->kind], "node",
@@ -33,6 +41,8 @@ char *cluster_encode(const struct cluster_msg *m)
 			      (json_int_t)m->n);
 	if (m->text)
 		json_object_set_new(o, "text", json_string(m->text));
+	if (m->to[0])
+		json_object_set_new(o, "to", json_string(m->to));
 	char *s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return s;
@@ -64,7 +74,9 @@ int cluster_decode(const char *text, struct cluster_msg *out)
 		}
 	if (rc == 0 && (copy_str(o, "node", out->node, CLUSTER_NODE_MAX) != 0 ||
 			copy_str(o, "scope", out->scope, CLUSTER_SCOPE_MAX) != 0 ||
-			copy_str(o, "id", out->id, CLUSTER_ID_MAX) != 0 || !json_is_integer(c) ||
+			copy_str(o, "id", out->id, CLUSTER_ID_MAX) != 0 ||
+			(json_object_get(o, "to") && copy_str(o, "to", out->to, CLUSTER_NODE_MAX) != 0) ||
+			!json_is_integer(c) ||
 			json_integer_value(c) < 0 || json_integer_value(c) > 16 ||
 			!json_is_integer(n) || (t && !json_is_string(t))))
 		rc = -1;

@@ -92,6 +92,9 @@ int dps_init(struct dps *d, const struct dps_config *cfg, struct store *store, u
 	d->x509_depth = cfg->x509_max_intermediates;
 	d->tpm_ttl_s = cfg->tpm_challenge_ttl_s ? cfg->tpm_challenge_ttl_s : 3600;
 	snprintf(d->ca_scope, sizeof d->ca_scope, "dps:%s", d->name);
+	snprintf(d->node, sizeof d->node, "%s", cfg->node ? cfg->node : "");
+	d->shared = store_shared(store);
+	d->lease_ms = clock_now_ms();
 	ca_cache_init(&d->anchors);
 	rate_table_init(&d->rate, &cfg->rate, cfg->rate_keys);
 	rate_table_init(&d->attest_fail, &cfg->rate, cfg->rate_keys);

@@ -107,6 +107,9 @@ struct dps {
 	uint64_t groups_gen; /* bumped by every group change this DPS commits */
 	bool groups_loading;
 	bool resuming; /* dps_resume's read has not completed */
+	char node[96];     /* this node (dps_config.node) */
+	bool shared;       /* the store has several nodes: operations have leases */
+	int64_t lease_ms;  /* when this node's heartbeat was last stored */
 	struct dsession *sessions; /* live MQTT device sessions (dps_device.c) */
 	unsigned x509_depth; /* intermediates allowed in a device's chain */
 	unsigned tpm_ttl_s;  /* a TPM challenge's lifetime */
@@ -132,6 +135,7 @@ struct dps_config {
 	uint32_t attestation_rate;  /* group key checks per second; 0 = 50,000 */
 	unsigned x509_max_intermediates; /* in a device's certificate chain */
 	unsigned tpm_challenge_ttl_s;    /* 0 = 3600 */
+	const char *node;                /* this node's name: the owner of its operations */
 };
 
 /* Sets up the DPS (keys and id scope loaded or generated and stored; runs
@@ -155,6 +159,11 @@ void dps_add_alias(struct dps *d, const char *alias);
  * deleted (the sessions it attested close). */
 struct cluster_msg;
 void dps_cluster_message(struct dps *d, const struct cluster_msg *m);
+/* This node's heartbeat was stored at at_ms (its lease runs from there). */
+void dps_lease_renewed(struct dps *d, int64_t at_ms);
+/* Several nodes: takes over (and runs) the operations of nodes whose lease
+ * ran out (core/cluster.h), as dps_resume does at start-up. */
+void dps_take_over(struct dps *d);
 /* Resumes operations left "assigning" by a previous run: reads their
  * records (store_read_slow; d->resuming until then), then runs them. */
 void dps_resume(struct dps *d);

@@ -65,6 +65,7 @@ struct op {
 	char created[32];
 	struct dps_reply *reply; /* waiting for the "assigning" commit */
 	unsigned attempt;
+	bool lease_waiting; /* the webhook call waits for this node's lease */
 	uv_timer_t timer;
 	bool timer_open;
 
@@ -153,6 +154,7 @@ static json_t *op_doc(const struct op *o)
 				"kind", o->auth.kind == ENROLLMENT_GROUP ? "group" : "individual",
 				"id", o->auth.enrollment_id, "keyIndex", o->auth.key_index,
 				"createdDateTimeUtc", o->created);
+	json_object_set_new(doc, "owner", json_string(o->d->node));
 	if (o->payload)
 		json_object_set(doc, "payload", o->payload);
 	if (o->auth.x509) {
@@ -820,6 +822,7 @@ static void on_retry_timer(uv_timer_t *t)
 {
 	struct op *o = t->data;
 	call_webhook(o);
+	op_unref(o); /* the timer's share */
 }
 
 static const struct alloc_hub **candidates(struct op *o, struct alloc_hub *hubs, size_t *n)
@@ -861,7 +864,7 @@ static void webhook_done(void *arg, const struct http_client_result *r)
 		snprintf(outcome, sizeof outcome, "retry in %llu ms: %s",
 			 (unsigned long long)delay, res.message);
 		log_call(o, url, r, outcome);
-		o->refs++; /* dropped when the timer fires (call_webhook takes its own) */
+		o->refs++; /* the timer's share */
 		uv_timer_start(&o->timer, on_retry_timer, delay, 0);
 	} else if (res.outcome == ALLOC_RETRY) {
 		snprintf(outcome, sizeof outcome, "failed after %u attempts: %s", o->attempt,
@@ -883,10 +886,21 @@ static void webhook_done(void *arg, const struct http_client_result *r)
 static void call_webhook(struct op *o)
 {
 	struct dps *d = o->d;
-	if (o->attempt > 0)
-		op_unref(o); /* the retry timer's share */
 	if (d->stopping)
 		return;
+	if (d->shared && clock_now_ms() - d->lease_ms > CLUSTER_LEASE_MS / 2) {
+		/* This node's heartbeats are not being stored: another node may
+		 * take the operation over soon. No webhook call until they are
+		 * (a webhook is never called twice for one live operation). */
+		if (!o->lease_waiting)
+			log_at(LOG_WARN, "dps %s: registration %s: its webhook call waits until this "
+			       "node's heartbeat is stored again", d->name, o->regid);
+		o->lease_waiting = true;
+		o->refs++; /* the timer's share */
+		uv_timer_start(&o->timer, on_retry_timer, 1000, 0);
+		return;
+	}
+	o->lease_waiting = false;
 	o->attempt++;
 	struct alloc_hub *hubs = xcalloc(d->nlinked + 1, sizeof *hubs);
 	size_t n;
@@ -1233,8 +1247,10 @@ struct resumed {
 struct resume_list {
 	struct dps *d;
 	char scope[256];
+	int64_t now_ms;
 	struct resumed *v;
 	size_t n;
+	json_t *live; /* {node name: true} of the nodes whose lease holds */
 };
 
 static int collect_docs(void *arg, const char *id, const char *json)
@@ -1247,10 +1263,20 @@ static int collect_docs(void *arg, const char *id, const char *json)
 	return 0;
 }
 
+static int collect_live(void *arg, const char *id, const char *json)
+{
+	struct resume_list *l = arg;
+	if (cluster_node_live(json, l->now_ms))
+		json_object_set_new(l->live, id, json_true());
+	return 0;
+}
+
 static int resume_work(void *arg, struct store_txn *t)
 {
 	struct resume_list *l = arg;
-	int rc = store_doc_list(t, STORE_OPERATION, l->scope, "", "", 1000000, collect_docs, l);
+	int rc = store_doc_list(t, STORE_NODE, "", "", "", 100000, collect_live, l);
+	if (rc == 0)
+		rc = store_doc_list(t, STORE_OPERATION, l->scope, "", "", 1000000, collect_docs, l);
 	for (size_t i = 0; rc == 0 && i < l->n; i++) {
 		json_t *en = json_object_get(l->v[i].doc, "enrollment");
 		const char *kind = json_string_value(json_object_get(en, "kind"));
@@ -1329,6 +1355,64 @@ static void resume_one(struct dps *d, const char *key, json_t *doc, json_t *reco
 	start(o);
 }
 
+/* An operation of a node whose lease ran out becomes this node's: its
+ * record is locked, checked to still name that owner, and rewritten with
+ * this one (a job), then it runs here. */
+struct claim_job {
+	struct dps *d;
+	char *key;
+	json_t *doc;    /* with its new owner */
+	json_t *record; /* its enrollment */
+	char *was;      /* the owner it had */
+};
+
+static int claim_work(void *arg, struct store_txn *t)
+{
+	struct claim_job *j = arg;
+	int rc;
+	json_t *now = dps__doc_get(t, STORE_OPERATION, j->d->name, j->key, &rc);
+	const char *owner = json_string_value(json_object_get(now, "owner"));
+	bool same = now && strcmp(owner ? owner : "", j->was) == 0;
+	json_decref(now);
+	if (rc != 0)
+		return rc;
+	if (!same)
+		return FH_EEXIST; /* another node took it */
+	char *text = json_dumps(j->doc, JSON_COMPACT);
+	rc = store_doc_put(t, STORE_OPERATION, j->d->name, j->key, text);
+	free(text);
+	return rc;
+}
+
+static void claim_done(void *arg, int rc)
+{
+	struct claim_job *j = arg;
+	struct dps *d = j->d;
+	if (rc == 0 && !d->stopping) {
+		log_at(LOG_INFO, "dps %s: taking over operation %s from node %s (its lease ran out)",
+		       d->name, j->key, j->was[0] ? j->was : "(none)");
+		resume_one(d, j->key, j->doc, j->record);
+	} else {
+		json_decref(j->record);
+	}
+	json_decref(j->doc);
+	free(j->key);
+	free(j->was);
+	free(j);
+}
+
+static void claim(struct dps *d, const char *key, json_t *doc, json_t *record, const char *was)
+{
+	struct claim_job *j = xcalloc(1, sizeof *j);
+	j->d = d;
+	j->key = xstrdup(key);
+	j->doc = json_deep_copy(doc);
+	json_object_set_new(j->doc, "owner", json_string(d->node));
+	j->record = record;
+	j->was = xstrdup(was);
+	store_submit(d->store, claim_work, claim_done, j);
+}
+
 static void resume_done(void *arg, int rc)
 {
 	struct resume_list *l = arg;
@@ -1338,17 +1422,28 @@ static void resume_done(void *arg, int rc)
 		log_at(LOG_ERROR, "dps %s: the registrations in progress cannot be read (%s); "
 		       "they are resumed at the next start", d->name, fh_strerror(rc));
 	for (size_t i = 0; i < l->n; i++) {
-		if (rc != 0 || d->stopping)
+		json_t *doc = l->v[i].doc;
+		const char *owner = json_string_value(json_object_get(doc, "owner"));
+		const char *id = json_string_value(json_object_get(doc, "operationId"));
+		const char *regid = json_string_value(json_object_get(doc, "registrationId"));
+		/* Ours (or written before operations had owners), or a live
+		 * node's (left to it), or a gone node's (claimed first). */
+		bool mine = !owner || !*owner || strcmp(owner, d->node) == 0;
+		bool here = map_get(&d->ops, id ? id : l->v[i].key) ||
+			    (regid && map_get(&d->ops_by_reg, regid));
+		if (rc != 0 || d->stopping || here || (!mine && json_object_get(l->live, owner)))
 			json_decref(l->v[i].record);
-		else if (json_is_object(l->v[i].doc))
-			resume_one(d, l->v[i].key, l->v[i].doc, l->v[i].record);
-		else {
+		else if (!json_is_object(doc)) {
 			json_decref(l->v[i].record);
 			drop_record(d, l->v[i].key);
-		}
-		json_decref(l->v[i].doc);
+		} else if (mine)
+			resume_one(d, l->v[i].key, doc, l->v[i].record);
+		else
+			claim(d, l->v[i].key, doc, l->v[i].record, owner);
+		json_decref(doc);
 		free(l->v[i].key);
 	}
+	json_decref(l->live);
 	free(l->v);
 	free(l);
 }
@@ -1358,8 +1453,22 @@ void dps_resume(struct dps *d)
 	struct resume_list *l = xcalloc(1, sizeof *l);
 	l->d = d;
 	snprintf(l->scope, sizeof l->scope, "%s", d->name);
+	l->now_ms = clock_now_ms();
+	l->live = json_object();
 	d->resuming = true;
 	store_read_slow(d->store, resume_work, resume_done, l);
+}
+
+void dps_lease_renewed(struct dps *d, int64_t at_ms)
+{
+	if (at_ms > d->lease_ms)
+		d->lease_ms = at_ms;
+}
+
+void dps_take_over(struct dps *d)
+{
+	if (d->shared && !d->resuming && !d->stopping)
+		dps_resume(d);
 }
 
 struct op_list {

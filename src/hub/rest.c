@@ -21,6 +21,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "core/cluster.h"
 #include "core/registry.h"
 #include "core/twin.h"
 #include "internal.h"
@@ -125,6 +126,8 @@ static json_t *render_device_stored(struct hub *h, const char *id, const json_t 
 	if (!on && stored) {
 		since = stored->updated_ms;
 		last = stored->last_activity_ms;
+		/* Several nodes: the device may be connected to another one. */
+		on = stored->connected && store_shared(h->store);
 	}
 	char since_iso[32], last_iso[32];
 	if (since > 0)
@@ -212,14 +215,19 @@ void rest__render_twin_view(struct buf *b, const char *id, const struct store_tw
 }
 
 /* rest__render_twin_view with the device's live connection state (the
- * stored one lags it by a commit): on the loop. */
+ * stored one lags it by a commit): on the loop. With several nodes, a
+ * device not connected here is as its stored row says (it may be
+ * connected to another node). */
 static void render_twin_view_live(struct hub *h, struct buf *b, const char *id,
 				  struct store_twin_view *v)
 {
 	int64_t since = 0, last = 0;
-	v->connected = hub_device_connected(h, id, &since, &last);
-	if (v->connected)
+	if (hub_device_connected(h, id, &since, &last)) {
+		v->connected = true;
 		v->last_activity_ms = last;
+	} else if (!store_shared(h->store)) {
+		v->connected = false;
+	}
 	rest__render_twin_view(b, id, v);
 }
 
@@ -395,6 +403,8 @@ static int device_put_work(void *arg, struct store_txn *t)
 	rc = store_device_put(t, j->hub->name, j->id, &d);
 	free(text);
 	j->etag = etag + 1;
+	if (rc == FH_EEXIST)
+		j->status = 409; /* another node created it meanwhile */
 	if (rc == 0 && !old) {
 		struct store_twin tw;
 		twin_init_new(&tw, j->now);
@@ -647,6 +657,53 @@ static void device_stats(struct route_args *a)
 	store_read_slow(a->hub->store, stats_work, stats_done, j);
 }
 
+/* GET /fleethub/nodes (fleethub's own): the nodes serving from this
+ * store, from their records (STORE_NODE), each with "live" (its lease
+ * holds, core/cluster.h). */
+struct nodes_job {
+	struct http_exchange *ex;
+	int64_t now_ms;
+	json_t *nodes;
+};
+
+static int node_each(void *arg, const char *id, const char *json)
+{
+	struct nodes_job *j = arg;
+	json_t *o = json_loads(json, 0, NULL);
+	if (json_is_object(o)) {
+		json_object_set_new(o, "name", json_string(id));
+		json_object_set_new(o, "live", json_boolean(cluster_node_live(json, j->now_ms)));
+		json_array_append(j->nodes, o);
+	}
+	json_decref(o);
+	return 0;
+}
+
+static int nodes_work(void *arg, struct store_txn *t)
+{
+	return store_doc_list(t, STORE_NODE, "", "", "", 10000, node_each, arg);
+}
+
+static void nodes_done(void *arg, int rc)
+{
+	struct nodes_job *j = arg;
+	if (rc != 0)
+		rest__respond_store_error(j->ex, rc, "", false);
+	else
+		respond_json(j->ex, 200, j->nodes);
+	json_decref(j->nodes);
+	free(j);
+}
+
+static void nodes_list(struct route_args *a)
+{
+	struct nodes_job *j = xcalloc(1, sizeof *j);
+	j->ex = a->ex;
+	j->now_ms = clock_now_ms();
+	j->nodes = json_array();
+	store_read(a->hub->store, nodes_work, nodes_done, j);
+}
+
 static int twin_read_work(void *arg, struct store_txn *t)
 {
 	struct read_job *r = arg;
@@ -895,6 +952,7 @@ static const struct route routes[] = {
 	{HTTP_VERB_PUT, "/devices/{id}", device_put, HUB_RIGHT_REGISTRY_WRITE, true},
 	{HTTP_VERB_DELETE, "/devices/{id}", device_delete, HUB_RIGHT_REGISTRY_WRITE, true},
 	{HTTP_VERB_GET, "/statistics/devices", device_stats, HUB_RIGHT_REGISTRY_READ, false},
+	{HTTP_VERB_GET, "/fleethub/nodes", nodes_list, HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_POST, "/devices/query", rest__twin_query, HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_GET, "/twins/{id}", twin_get,
 	 HUB_RIGHT_SERVICE_CONNECT | HUB_RIGHT_REGISTRY_READ, false},

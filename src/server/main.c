@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,10 @@ static struct {
 	int64_t amqp_warned_ms; /* last warning about an AMQP client */
 	struct device_events events; /* device changes: raised by REST and DPS, heard by hubs */
 	char node[96]; /* this node's name (node_name) */
+	int64_t started_ms;
+	uv_timer_t beat; /* this node's record, every CLUSTER_HEARTBEAT_MS */
+	bool beat_open;
+	int beat_failing; /* the last heartbeat's error, logged once */
 } srv;
 
 static struct hub *sni_hub(struct net_conn *c)
@@ -461,6 +466,7 @@ static int setup_dps(char *err, size_t errlen)
 		.rate = device_rate(),
 		.rate_keys = srv.cfg.max_connections,
 		.x509_max_intermediates = srv.cfg.x509_max_intermediates,
+		.node = srv.node,
 	};
 	if (dps_init(srv.dps, &dc, srv.store, srv.loop, (size_t)srv.cfg.max_packet_kb * 1024, err,
 		     errlen) != 0)
@@ -492,6 +498,8 @@ static int setup_dps(char *err, size_t errlen)
 	return 0;
 }
 
+static void heartbeat(bool remove);
+
 static void on_closed_handle(uv_handle_t *h)
 {
 }
@@ -507,6 +515,11 @@ static void stop_server(void)
 		hub_shutdown(srv.hubs.v[i]);
 	if (srv.dps)
 		dps_shutdown(srv.dps);
+	if (srv.beat_open) {
+		srv.beat_open = false;
+		uv_close((uv_handle_t *)&srv.beat, on_closed_handle);
+		heartbeat(true); /* a clean stop: this node is gone at once */
+	}
 	store_close(srv.store);
 	net_close_all();
 	uv_close((uv_handle_t *)&srv.sigint, on_closed_handle);
@@ -648,7 +661,8 @@ static void on_cluster_message(void *arg, const char *text)
 		log_at(LOG_WARN, "store: a message from another node was not understood; dropped");
 		return;
 	}
-	if (strcmp(m.node, srv.node) == 0 || srv.stopping) {
+	if (strcmp(m.node, srv.node) == 0 || (m.to[0] && strcmp(m.to, srv.node) != 0) ||
+	    srv.stopping) {
 		cluster_msg_clear(&m);
 		return;
 	}
@@ -675,6 +689,160 @@ static void on_cluster_message(void *arg, const char *text)
 		break;
 	}
 	cluster_msg_clear(&m);
+}
+
+/* ---- this node's record (store.h STORE_NODE) ----
+ * Written every CLUSTER_HEARTBEAT_MS with the devices connected here;
+ * removed at a clean stop. `fleethub nodes` lists the records; the DPS
+ * takes over the operations of a node whose record is older than the
+ * lease (core/cluster.h). */
+struct beat_job {
+	char node[96];
+	char *json; /* NULL: remove the record */
+	int64_t at_ms;
+};
+
+static int beat_work(void *arg, struct store_txn *t)
+{
+	struct beat_job *j = arg;
+	if (!j->json) {
+		int rc = store_doc_delete(t, STORE_NODE, "", j->node);
+		return rc == FH_ENOTFOUND ? 0 : rc;
+	}
+	return store_doc_put(t, STORE_NODE, "", j->node, j->json);
+}
+
+static void beat_done(void *arg, int rc)
+{
+	struct beat_job *j = arg;
+	if (j->json && rc == 0) {
+		if (srv.beat_failing)
+			log_at(LOG_INFO, "node %s: heartbeats are stored again", srv.node);
+		srv.beat_failing = 0;
+		if (srv.dps)
+			dps_lease_renewed(srv.dps, j->at_ms);
+	} else if (j->json && rc != srv.beat_failing) {
+		log_at(LOG_WARN, "node %s: its heartbeat could not be stored (%s)", srv.node,
+		       fh_strerror(rc));
+		srv.beat_failing = rc;
+	}
+	free(j->json);
+	free(j);
+}
+
+static void heartbeat(bool remove)
+{
+	struct beat_job *j = xcalloc(1, sizeof *j);
+	snprintf(j->node, sizeof j->node, "%s", srv.node);
+	j->at_ms = clock_now_ms();
+	if (!remove) {
+		size_t devices = 0;
+		for (size_t i = 0; i < srv.hubs.n; i++)
+			devices += srv.hubs.v[i]->sessions.live.count;
+		json_t *o = json_pack("{s:s,s:I,s:I,s:I,s:s,s:s}", "name", srv.node, "startedMs",
+				      (json_int_t)srv.started_ms, "heartbeatMs", (json_int_t)j->at_ms,
+				      "devices", (json_int_t)devices, "version", FLEETHUB_VERSION,
+				      "store", store_backend_name(srv.store));
+		j->json = json_dumps(o, JSON_COMPACT);
+		json_decref(o);
+	}
+	store_submit(srv.store, beat_work, beat_done, j);
+}
+
+/* Several nodes: every beat, the node records are read; the devices still
+ * stored as connected to a node whose lease ran out are disconnected (once:
+ * its record then says "cleared"), and a record gone for a day is removed.
+ * (The records and rows of this node are its own to write.) */
+#define NODE_FORGET_MS (24 * 3600 * 1000)
+
+struct gone_job {
+	int64_t now_ms;
+	json_t *gone; /* [{"name", "doc" (with "cleared"), "forget"}] */
+};
+
+static int gone_each(void *arg, const char *id, const char *json)
+{
+	struct gone_job *j = arg;
+	json_t *doc = json_loads(json, 0, NULL);
+	int64_t hb = json_integer_value(json_object_get(doc, "heartbeatMs"));
+	if (doc && strcmp(id, srv.node) != 0 && !cluster_node_live(json, j->now_ms)) {
+		bool forget = j->now_ms - hb > NODE_FORGET_MS;
+		if (forget || !json_is_true(json_object_get(doc, "cleared"))) {
+			json_object_set_new(doc, "cleared", json_true());
+			json_array_append_new(j->gone, json_pack("{s:s,s:O,s:b}", "name", id, "doc",
+								 doc, "forget", forget));
+		}
+	}
+	json_decref(doc);
+	return 0;
+}
+
+static int gone_read(void *arg, struct store_txn *t)
+{
+	return store_doc_list(t, STORE_NODE, "", "", "", 10000, gone_each, arg);
+}
+
+static int gone_work(void *arg, struct store_txn *t)
+{
+	struct gone_job *j = arg;
+	size_t i;
+	json_t *g;
+	int rc = 0;
+	json_array_foreach(j->gone, i, g) {
+		const char *name = json_string_value(json_object_get(g, "name"));
+		if (json_is_true(json_object_get(g, "forget"))) {
+			rc = store_doc_delete(t, STORE_NODE, "", name);
+			rc = rc == FH_ENOTFOUND ? 0 : rc;
+		} else {
+			char *text = json_dumps(json_object_get(g, "doc"), JSON_COMPACT);
+			rc = store_connections_clear_node(t, name, j->now_ms);
+			if (rc == 0)
+				rc = store_doc_put(t, STORE_NODE, "", name, text);
+			free(text);
+		}
+		if (rc != 0)
+			break;
+	}
+	return rc;
+}
+
+static void gone_done(void *arg, int rc)
+{
+	struct gone_job *j = arg;
+	size_t i;
+	json_t *g;
+	json_array_foreach(j->gone, i, g) {
+		if (rc == 0 && !json_is_true(json_object_get(g, "forget")))
+			log_at(LOG_WARN, "node %s is gone (no heartbeat for %d s): its devices are "
+			       "shown disconnected, its registrations taken over",
+			       json_string_value(json_object_get(g, "name")), CLUSTER_LEASE_MS / 1000);
+	}
+	json_decref(j->gone);
+	free(j);
+}
+
+static void gone_read_done(void *arg, int rc)
+{
+	struct gone_job *j = arg;
+	if (rc == 0 && json_array_size(j->gone) && !srv.stopping) {
+		store_submit(srv.store, gone_work, gone_done, j);
+		return;
+	}
+	json_decref(j->gone);
+	free(j);
+}
+
+static void on_beat(uv_timer_t *t)
+{
+	heartbeat(false);
+	if (!store_shared(srv.store))
+		return;
+	struct gone_job *j = xcalloc(1, sizeof *j);
+	j->now_ms = clock_now_ms();
+	j->gone = json_array();
+	store_read(srv.store, gone_read, gone_read_done, j);
+	if (srv.dps)
+		dps_take_over(srv.dps);
 }
 
 /* This node's name: node_name, else the one kept in data_dir/node_name,
@@ -713,6 +881,109 @@ static int node_name(char *out, size_t outlen, char *err, size_t errlen)
 	}
 	buf_free(&path);
 	return 0;
+}
+
+/* ---- one development CA for several nodes (decisions.md 25) ----
+ * The first node to start on an empty store keeps its generated CA there;
+ * every other node writes that CA into its data_dir/tls and issues its own
+ * server certificate from it, so clients trust one ca.pem for all. */
+struct ca_share {
+	char *pem, *key; /* in: this node's; out: the store's */
+	int rc;
+	bool done;
+};
+
+static int ca_share_work(void *arg, struct store_txn *t)
+{
+	struct ca_share *j = arg;
+	int rc = store_setting_add(t, "devca/ca.pem", j->pem);
+	if (rc == 0)
+		return store_setting_add(t, "devca/ca.key", j->key);
+	if (rc != FH_EEXIST)
+		return rc;
+	char *pem = NULL, *key = NULL;
+	rc = store_setting_get(t, "devca/ca.pem", &pem);
+	if (rc == 0)
+		rc = store_setting_get(t, "devca/ca.key", &key);
+	if (rc == 0) {
+		free(j->pem);
+		free(j->key);
+		j->pem = pem;
+		j->key = key;
+	} else {
+		free(pem);
+		free(key);
+	}
+	return rc;
+}
+
+static void ca_share_done(void *arg, int rc)
+{
+	struct ca_share *j = arg;
+	j->rc = rc;
+	j->done = true;
+}
+
+static char *read_text(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	struct buf b = BUF_INIT;
+	char chunk[4096];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+		buf_append(&b, chunk, n);
+	fclose(f);
+	return buf_steal(&b);
+}
+
+static int write_text(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	size_t n = strlen(text);
+	int ok = write(fd, text, n) == (ssize_t)n;
+	return close(fd) == 0 && ok ? 0 : -1;
+}
+
+/* 0: this node's CA is the store's; 1: the store's was written here (the
+ * server certificate must be issued again); -1 with err. */
+static int share_dev_ca(char *err, size_t errlen)
+{
+	struct buf pem_path = BUF_INIT, key_path = BUF_INIT;
+	buf_printf(&pem_path, "%s/tls/ca.pem", srv.cfg.data_dir);
+	buf_printf(&key_path, "%s/tls/ca.key", srv.cfg.data_dir);
+	struct ca_share j = {read_text(pem_path.data), read_text(key_path.data), 0, false};
+	char *mine = j.pem ? xstrdup(j.pem) : NULL;
+	int rc = -1;
+	if (j.pem && j.key) {
+		store_submit(srv.store, ca_share_work, ca_share_done, &j);
+		while (!j.done)
+			uv_run(srv.loop, UV_RUN_ONCE);
+		if (j.rc != 0)
+			snprintf(err, errlen, "the development CA cannot be shared through the store: %s",
+				 fh_strerror(j.rc));
+		else if (strcmp(j.pem, mine) == 0)
+			rc = 0;
+		else if (write_text(pem_path.data, j.pem) != 0 || write_text(key_path.data, j.key) != 0)
+			snprintf(err, errlen, "cannot write %s: %s", pem_path.data, strerror(errno));
+		else
+			rc = 1;
+		if (rc == 1)
+			log_at(LOG_INFO, "the development CA is the one another node keeps in the store");
+	} else {
+		snprintf(err, errlen, "cannot read %s", pem_path.data);
+	}
+	if (j.key)
+		OPENSSL_cleanse(j.key, strlen(j.key));
+	free(j.pem);
+	free(j.key);
+	free(mine);
+	buf_free(&pem_path);
+	buf_free(&key_path);
+	return rc;
 }
 
 static int fail_serve(const char *msg)
@@ -801,6 +1072,17 @@ static int serve(const char *config_path, const char *data_dir)
 		san_lists(&names, &nn, &ips, &ni);
 		rc = devca_ensure(srv.cfg.data_dir, names, nn, ips, ni, &cert, &key, err,
 				  sizeof err);
+		if (rc == 0 && store_shared(srv.store)) {
+			int shared = share_dev_ca(err, sizeof err);
+			if (shared > 0) { /* the store's CA replaced ours: issue again */
+				free(cert);
+				free(key);
+				rc = devca_ensure(srv.cfg.data_dir, names, nn, ips, ni, &cert, &key,
+						  err, sizeof err);
+			} else if (shared < 0) {
+				rc = -1;
+			}
+		}
 		free(names);
 		free(ips);
 		if (rc != 0) {
@@ -855,6 +1137,11 @@ static int serve(const char *config_path, const char *data_dir)
 	/* Several nodes on one store: what the others change reaches the
 	 * sessions here (nothing to hear on SQLite). */
 	store_listen(srv.store, on_cluster_message, NULL);
+	srv.started_ms = clock_now_ms();
+	heartbeat(false);
+	uv_timer_init(srv.loop, &srv.beat);
+	uv_timer_start(&srv.beat, on_beat, CLUSTER_HEARTBEAT_MS, CLUSTER_HEARTBEAT_MS);
+	srv.beat_open = true;
 	if (srv.dps) {
 		dps_resume(srv.dps);
 		while (srv.dps->resuming)

@@ -70,6 +70,8 @@ struct store_txn_ops {
 	int (*connection_get)(struct store_txn *t, const char *hub, const char *id,
 			      struct store_connection *out);
 	int (*connections_reset)(struct store_txn *t, const char *hub, int64_t now_ms);
+	/* NULL: one node (nothing to clear). */
+	int (*connections_clear_node)(struct store_txn *t, const char *node, int64_t now_ms);
 	int (*setting_get)(struct store_txn *t, const char *key, char **value_out);
 	int (*setting_put)(struct store_txn *t, const char *key, const char *value);
 	int (*setting_add)(struct store_txn *t, const char *key, const char *value);

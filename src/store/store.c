@@ -348,6 +348,11 @@ void store_set_node(struct store *s, const char *node)
 	snprintf(s->node, sizeof s->node, "%s", node);
 }
 
+bool store_shared(const struct store *s)
+{
+	return s->be->listen != NULL;
+}
+
 const char *store_backend_name(const struct store *s)
 {
 	return s->be->name;
@@ -487,6 +492,11 @@ int store_connection_get(struct store_txn *t, const char *hub, const char *id,
 int store_connections_reset(struct store_txn *t, const char *hub, int64_t now_ms)
 {
 	return t->ops->connections_reset(t, hub, now_ms);
+}
+
+int store_connections_clear_node(struct store_txn *t, const char *node, int64_t now_ms)
+{
+	return t->ops->connections_clear_node ? t->ops->connections_clear_node(t, node, now_ms) : 0;
 }
 
 int store_setting_get(struct store_txn *t, const char *key, char **value_out)

@@ -60,6 +60,8 @@ int store_open(struct store **out, uv_loop_t *loop, enum store_kind kind, const 
 	       char *err, size_t errlen);
 /* "sqlite" or "postgresql". */
 const char *store_backend_name(const struct store *s);
+/* Whether several nodes may share the store (PostgreSQL). */
+bool store_shared(const struct store *s);
 /* The name of this node (several nodes on one database): the connection
  * rows it writes carry it, and at start-up it resets only its own. Before
  * any job runs. */
@@ -274,8 +276,13 @@ int store_connection_put(struct store_txn *t, const char *hub, const char *id,
 int store_connection_get(struct store_txn *t, const char *hub, const char *id,
 			 struct store_connection *out);
 /* At start-up: every device of hub stored as connected is disconnected
- * (as of now_ms): this process holds no connection yet. */
+ * (as of now_ms): this process holds no connection yet. (With several
+ * nodes, only the rows this node wrote.) */
 int store_connections_reset(struct store_txn *t, const char *hub, int64_t now_ms);
+/* Several nodes: every device stored as connected to node (gone: its
+ * lease ran out) is disconnected as of now_ms, on every hub. The embedded
+ * store has one node: nothing to do. */
+int store_connections_clear_node(struct store_txn *t, const char *node, int64_t now_ms);
 
 /* ---- Messages between nodes -------------------------------------------
  * Nodes that share a store (PostgreSQL) tell each other what changed that
@@ -327,6 +334,8 @@ enum store_doc_kind {
 	                           (a hub and the DPS may share a name), id = its name */
 	STORE_TPM_CHALLENGE,    /* the key a TPM registration's SAS is signed with, while
 	                           it lasts; scope = DPS name, id = registrationId */
+	STORE_NODE,             /* a node serving from this store, scope = "", id = its
+	                           name: {"heartbeatMs", "startedMs", "devices", ...} */
 };
 
 /* Gets the document; *json_out is owned by the caller. */

@@ -53,7 +53,11 @@
 #include "codec/query_plan.h"
 #include "store/backend.h"
 
-#define BATCH_MAX 512
+/* Jobs per transaction: each runs in a subtransaction (its savepoint),
+ * and PostgreSQL keeps up to 64 of a transaction's subtransactions in
+ * shared memory; beyond, every snapshot in the cluster has to look them up
+ * on disk (subxid overflow), which slows all nodes down. */
+#define BATCH_MAX 60
 #define POOL_MAX 16
 #define SCAN_PAGE 1000
 #define RECONNECT_MIN_MS 250
@@ -127,6 +131,7 @@ enum pst {
 	P_CONN_PUT,
 	P_CONN_GET,
 	P_CONN_RESET,
+	P_CONN_CLEAR_NODE,
 	P_DOC_GET,
 	P_DOC_GET_LOCK,
 	P_DOC_PUT,
@@ -242,6 +247,8 @@ static const struct {
 	/* This node's rows only: the others' devices are still connected. */
 	[P_CONN_RESET] = {"UPDATE connections SET connected = false, updated = $2"
 			  " WHERE hub = $1 AND connected AND node = $3", 3},
+	[P_CONN_CLEAR_NODE] = {"UPDATE connections SET connected = false, updated = $2"
+			       " WHERE connected AND node = $1", 2},
 	[P_DOC_GET] = {"SELECT json::text FROM docs WHERE kind = $1 AND scope = $2 AND id = $3",
 		       3},
 	[P_DOC_GET_LOCK] = {"SELECT json::text FROM docs WHERE kind = $1 AND scope = $2"
@@ -322,6 +329,16 @@ static void txn_init(struct pg_txn *t, PGconn *c, const char *node)
 	t->base.ops = &pg_ops;
 	t->base.node = node;
 	t->conn = c;
+}
+
+/* Whether c is usable: a connection whose server went away (PostgreSQL
+ * restarted) still says CONNECTION_OK until it reads. Reading what is
+ * pending (nothing blocks) notices the end of the stream; twice, because a
+ * server shutting down first sends its "terminating connection" error, and
+ * one read may stop after it. */
+static bool conn_alive(PGconn *c)
+{
+	return c && PQconsumeInput(c) && PQconsumeInput(c) && PQstatus(c) == CONNECTION_OK;
 }
 
 static void txn_close(struct pg_txn *t)
@@ -884,6 +901,14 @@ static int pg_connections_reset(struct store_txn *tx, const char *hub, int64_t n
 			 NULL);
 }
 
+static int pg_connections_clear_node(struct store_txn *tx, const char *node, int64_t now_ms)
+{
+	TX;
+	char now[24];
+	i64(now, now_ms);
+	return run_write(t, P_CONN_CLEAR_NODE, (const char *[]){node, now}, NULL);
+}
+
 static void kind_text(enum store_doc_kind kind, char out[8])
 {
 	snprintf(out, 8, "%d", (int)kind);
@@ -979,6 +1004,7 @@ static const struct store_txn_ops pg_ops = {
 	.connection_put = pg_connection_put,
 	.connection_get = pg_connection_get,
 	.connections_reset = pg_connections_reset,
+	.connections_clear_node = pg_connections_clear_node,
 	.setting_get = pg_setting_get,
 	.setting_put = pg_setting_put,
 	.setting_add = pg_setting_add,
@@ -1015,7 +1041,7 @@ static void writer_health(struct pg_store *s, int fault, unsigned long refused, 
 static int writer_ready(struct pg_store *s, char *why, size_t whylen)
 {
 	struct pg_txn *t = &s->writer;
-	if (t->conn && PQstatus(t->conn) == CONNECTION_OK)
+	if (conn_alive(t->conn))
 		return 0;
 	int64_t now = clock_now_ms();
 	if (now < s->next_connect_ms) {
@@ -1068,6 +1094,15 @@ static void run_batch(struct store *base, struct store_job_list *batch)
 	if (rc == 0) {
 		t->fault = 0;
 		rc = exec_sql(t, "BEGIN; SAVEPOINT j");
+		if (rc == FH_EUNAVAIL) {
+			/* The connection broke while idle (PostgreSQL restarted):
+			 * nothing ran yet, so once more on a new one. */
+			txn_close(t);
+			rc = writer_ready(s, why, sizeof why);
+			t->fault = 0;
+			if (rc == 0)
+				rc = exec_sql(t, "BEGIN; SAVEPOINT j");
+		}
 	}
 	for (struct store_job *j = batch->head; rc == 0 && j; j = j->next) {
 		if (j != batch->head)
@@ -1105,7 +1140,7 @@ static struct store_txn *slow_begin(struct store *base)
 	if (s->npool)
 		t = s->pool[--s->npool];
 	uv_mutex_unlock(&s->pool_mu);
-	if (t && PQstatus(t->conn) != CONNECTION_OK) {
+	if (t && !conn_alive(t->conn)) {
 		txn_close(t);
 		free(t);
 		t = NULL;
@@ -1149,7 +1184,7 @@ static void pg_read(struct store *base, store_work_fn work, store_done_fn done, 
 static struct store_txn *pg_reader(struct store *base)
 {
 	struct pg_store *s = (struct pg_store *)base;
-	if (!s->reader.conn || PQstatus(s->reader.conn) != CONNECTION_OK) {
+	if (!conn_alive(s->reader.conn)) {
 		char err[300];
 		txn_close(&s->reader);
 		txn_init(&s->reader, connect_db(s->conninfo, err, sizeof err), s->base.node);

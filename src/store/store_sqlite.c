@@ -178,6 +178,9 @@ static const char *const migrations[] = {
 	/* 7: the TPM challenge of each registration id (store.h, STORE_TPM_CHALLENGE) */
 	"CREATE TABLE tpm_challenges (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
 	" PRIMARY KEY (scope, id)) WITHOUT ROWID;",
+	/* 8: the nodes serving from this store (store.h, STORE_NODE) */
+	"CREATE TABLE nodes (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
+	" PRIMARY KEY (scope, id)) WITHOUT ROWID;",
 };
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -322,7 +325,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 
 static const struct store_txn_ops sq_ops;
 
-#define DOC_KINDS 8
+#define DOC_KINDS 9
 enum doc_op { DOC_GET, DOC_PUT, DOC_DEL, DOC_LIST, DOC_LIST_FROM, DOC_OPS };
 
 #define SCAN_CACHE 16
@@ -1695,6 +1698,7 @@ static const char *const doc_table[DOC_KINDS] = {
 	[STORE_WEBHOOK_CALL_TIME] = "webhook_call_times",
 	[STORE_CA_CERT] = "ca_certs",
 	[STORE_TPM_CHALLENGE] = "tpm_challenges",
+	[STORE_NODE] = "nodes",
 };
 
 static sqlite3_stmt *doc_stmt(struct sq_txn *t, enum store_doc_kind kind, enum doc_op op)

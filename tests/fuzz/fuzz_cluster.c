@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		char *enc = cluster_encode(&m);
 		if (!enc || cluster_decode(enc, &again) != 0 || again.kind != m.kind ||
 		    again.change != m.change || again.n != m.n || strcmp(again.node, m.node) != 0 ||
-		    strcmp(again.scope, m.scope) != 0 || strcmp(again.id, m.id) != 0 ||
+		    strcmp(again.scope, m.scope) != 0 || strcmp(again.id, m.id) != 0 || strcmp(again.to, m.to) != 0 ||
 		    !again.text != !m.text || (m.text && strcmp(again.text, m.text) != 0))
 			abort();
 		cluster_msg_clear(&again);

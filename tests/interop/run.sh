@@ -22,12 +22,12 @@ export FLEETHUB_TEST_TMP="$BUILD_DIR/interop-tmp"
 rm -rf "$FLEETHUB_TEST_TMP"
 mkdir -p "$FLEETHUB_TEST_TMP"
 # FLEETHUB_TEST_STORE=postgresql: every server of the suite keeps its state
-# in a database of its own on a PostgreSQL cluster started here (pg.sh).
+# in a database of its own on a PostgreSQL cluster started here (scripts/pg-dev.sh).
 if [ "${FLEETHUB_TEST_STORE:-sqlite}" = postgresql ]; then
 	pgdir="$FLEETHUB_TEST_TMP/pg"
-	FLEETHUB_TEST_PG=$("$here/pg.sh" start "$pgdir" 55432)
+	FLEETHUB_TEST_PG=$("$here/../../scripts/pg-dev.sh" start "$pgdir" 55432)
 	export FLEETHUB_TEST_PG FLEETHUB_TEST_PGDIR="$pgdir"
-	trap '"$here/pg.sh" stop "$pgdir"' EXIT
+	trap '"$here/../../scripts/pg-dev.sh" stop "$pgdir"' EXIT
 fi
 cd "$here"
 # Arguments, when given, pick test files (e.g. dps.test.js).

@@ -23,6 +23,7 @@ static void roundtrip(const struct cluster_msg *m)
 	assert_string_equal(back.node, m->node);
 	assert_string_equal(back.scope, m->scope);
 	assert_string_equal(back.id, m->id);
+	assert_string_equal(back.to, m->to);
 	assert_int_equal(back.change, m->change);
 	assert_int_equal(back.n, m->n);
 	if (m->text)
@@ -35,16 +36,18 @@ static void roundtrip(const struct cluster_msg *m)
 
 static void test_roundtrip(void **state)
 {
-	struct cluster_msg m = {CLUSTER_DESIRED, "node-a", "hub1.example.com", "dev-1", 0, 42,
+	struct cluster_msg m = {CLUSTER_DESIRED, "node-a", "", "hub1.example.com", "dev-1", 0, 42,
 				"{\"temp\":\"h\\u00e9\",\"$version\":42}"};
 	roundtrip(&m);
-	struct cluster_msg d = {CLUSTER_DEVICE, "n", "hub", "dev", 1, 0, "identity disabled"};
+	struct cluster_msg d = {CLUSTER_DEVICE, "n", "", "hub", "dev", 1, 0, "identity disabled"};
 	roundtrip(&d);
-	struct cluster_msg c = {CLUSTER_CONNECTED, "n", "hub", "dev", 0, 1765000000123, NULL};
+	struct cluster_msg c = {CLUSTER_CONNECTED, "n", "", "hub", "dev", 0, 1765000000123, NULL};
 	roundtrip(&c);
-	struct cluster_msg g = {CLUSTER_GROUP, "n", "dps", "group-1", 0, 0, NULL};
+	struct cluster_msg to = {CLUSTER_DEVICE, "n", "node-b", "hub", "dev", 0, 0, "for b only"};
+	roundtrip(&to);
+	struct cluster_msg g = {CLUSTER_GROUP, "n", "", "dps", "group-1", 0, 0, NULL};
 	roundtrip(&g);
-	struct cluster_msg e = {CLUSTER_ENROLLMENT, "n", "dps", "reg-1", 1, 0, NULL};
+	struct cluster_msg e = {CLUSTER_ENROLLMENT, "n", "", "dps", "reg-1", 1, 0, NULL};
 	roundtrip(&e);
 }
 
@@ -62,6 +65,7 @@ static void test_refused(void **state)
 	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":99,\"n\":0}",
 	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":0,\"n\":\"1\"}",
 	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":0,\"n\":0,\"text\":1}",
+	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":0,\"n\":0,\"to\":[]}",
 	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"a\\u0000b\",\"c\":0,\"n\":0}",
 	    "{\"k\":\"device\",\"k\":\"desired\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":0,"
 	    "\"n\":0}",

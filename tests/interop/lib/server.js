@@ -16,8 +16,10 @@ const TMP = process.env.FLEETHUB_TEST_TMP || '/tmp';
 const PG = process.env.FLEETHUB_TEST_PG || null;
 const PG_BIN = '/usr/lib/postgresql/15/bin';
 
-function pgDatabase(dataDir) {
-  const name = 'fh_' + require('crypto').createHash('sha1').update(dataDir).digest('hex').slice(0, 20);
+// The connection string of the suite's database named after key (created
+// when absent).
+function pgDatabase(key) {
+  const name = 'fh_' + require('crypto').createHash('sha1').update(key).digest('hex').slice(0, 20);
   const base = Object.fromEntries(PG.split(' ').map((kv) => kv.split('=')));
   const r = spawnSync(`${PG_BIN}/createdb`, ['-h', base.host, '-p', base.port, '-U', base.user, name],
     { encoding: 'utf8' });
@@ -253,16 +255,19 @@ function deviceCs(host, deviceId, key) {
 }
 
 // A raw service REST call (for what the SDK cannot express, e.g. a stale
-// device etag). Resolves { status, headers, body }.
-function rest(ownerCs, method, pathAndQuery, body, headers = {}) {
+// device etag). Resolves { status, headers, body }. at: the address to
+// dial instead of the host name's (one node of several), with the host name
+// still the TLS SNI name and Host.
+function rest(ownerCs, method, pathAndQuery, body, headers = {}, at = null) {
   const cs = parseCs(ownerCs);
   const sas = SharedAccessSignature.create(encodeURIComponent(cs.HostName), cs.SharedAccessKeyName,
     cs.SharedAccessKey, Math.floor(Date.now() / 1000) + 3600).toString();
   const data = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
   return new Promise((resolve, reject) => {
     const req = https.request({
-      host: cs.HostName, port: 443, method, path: pathAndQuery,
-      headers: { Authorization: sas, 'Content-Type': 'application/json', ...(data ? { 'Content-Length': data.length } : {}), ...headers },
+      host: at ?? cs.HostName, port: 443, method, path: pathAndQuery,
+      ...(at ? { servername: cs.HostName, agent: false } : {}),
+      headers: { ...(at ? { Host: cs.HostName } : {}), Authorization: sas, 'Content-Type': 'application/json', ...(data ? { 'Content-Length': data.length } : {}), ...headers },
     }, (res) => {
       let text = '';
       res.on('data', (d) => { text += d; });
@@ -320,4 +325,4 @@ function report(twin, patch) {
   });
 }
 
-module.exports = { Server, PG, tempDir, parseCs, deviceCs, rest, withTimeout, waitFor, report, mqttDevice, BIN };
+module.exports = { Server, PG, pgDatabase, tempDir, parseCs, deviceCs, rest, withTimeout, waitFor, report, mqttDevice, BIN };

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL 15 cluster (Debian's postgresql-15) for the tests,
-# run as an unprivileged user (postgres when started as root), listening on
-# a unix socket in DIR only, fsync on.
-#   pg.sh start DIR PORT   prints the libpq connection string of its
-#                          superuser fleethub (no database: tests create theirs)
-#   pg.sh stop DIR
-#   pg.sh restart DIR      (fault tests: a fast shutdown, then a start)
+# A throwaway PostgreSQL 15 cluster (Debian's postgresql-15) for trying
+# several nodes (README), the tests and the bench: run as an unprivileged
+# user (postgres when started as root), listening on a unix socket in DIR
+# only, fsync on. DIR is emptied first.
+#   pg-dev.sh start DIR PORT   prints the libpq connection string of its
+#                              superuser fleethub (no database: createdb one)
+#   pg-dev.sh stop DIR
+#   pg-dev.sh restart DIR      (fault tests: a fast shutdown, then a start)
 set -euo pipefail
 bin=/usr/lib/postgresql/15/bin
 cmd=$1 dir=$2
@@ -32,7 +33,7 @@ restart)
 		-o "-k $dir -p $port -c listen_addresses= -c max_connections=400" start >/dev/null
 	;;
 *)
-	echo "usage: pg.sh start DIR PORT | stop DIR | restart DIR" >&2
+	echo "usage: pg-dev.sh start DIR PORT | stop DIR | restart DIR" >&2
 	exit 2
 	;;
 esac
