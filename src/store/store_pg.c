@@ -274,6 +274,15 @@ struct pg_txn {
 	int fault;  /* FH_EUNAVAIL: the connection broke during this job or batch */
 	int failed; /* the first statement error of the running job, or 0
 	               (FH_EAGAIN: it lost a deadlock or serialization) */
+	/* The writer during a batch: libpq's pipeline mode. Transaction control
+	 * (BEGIN, SAVEPOINT, RELEASE) and PREPAREs are sent without waiting
+	 * (queued), and their results read with those of the next statement
+	 * that returns something: one round trip per job, not two. After an
+	 * error the server skips what follows until a Sync (pipe_sync). */
+	bool pipe;
+	int queued;        /* sent, results not read yet */
+	int qprep[16];     /* for each: the statement a PREPARE is for, or -1 */
+	bool aborted;      /* an error: results are "aborted" until a Sync */
 };
 
 struct pg_store {
@@ -374,6 +383,142 @@ static int note_error(struct pg_txn *t, PGresult *r, const char *what)
 	return rc;
 }
 
+/* ---- pipeline mode (the writer during a batch) ---- */
+
+/* The next query's result in the pipeline, and the NULL that ends it;
+ * NULL when the connection broke. */
+static PGresult *pipe_result(struct pg_txn *t)
+{
+	PGresult *r = PQgetResult(t->conn);
+	if (!r) {
+		note_error(t, NULL, "pipeline");
+		t->fault = FH_EUNAVAIL;
+		return NULL;
+	}
+	PGresult *more;
+	while ((more = PQgetResult(t->conn)))
+		PQclear(more);
+	return r;
+}
+
+/* Reads the results of everything queued (a flush request must have been
+ * sent after it): 0, or the first error (noted). */
+static int pipe_drain(struct pg_txn *t)
+{
+	int rc = 0;
+	for (int i = 0; i < t->queued; i++) {
+		PGresult *r = pipe_result(t);
+		if (!r)
+			return t->fault;
+		ExecStatusType st = PQresultStatus(r);
+		if (st == PGRES_COMMAND_OK && t->qprep[i] >= 0)
+			t->prepared[t->qprep[i]] = true;
+		else if (st == PGRES_PIPELINE_ABORTED)
+			rc = rc ? rc : (t->failed ? t->failed : FH_EIO);
+		else if (st != PGRES_COMMAND_OK)
+			rc = rc ? rc : note_error(t, r, "transaction control");
+		if (st != PGRES_COMMAND_OK)
+			t->aborted = true;
+		PQclear(r);
+	}
+	t->queued = 0;
+	return rc;
+}
+
+/* Queues control SQL (no parameters, no rows). */
+static int pipe_ctl(struct pg_txn *t, const char *sql, int prep)
+{
+	if (t->queued == (int)(sizeof t->qprep / sizeof t->qprep[0])) {
+		if (!PQsendFlushRequest(t->conn) || PQflush(t->conn) != 0)
+			return note_error(t, NULL, "flush");
+		int rc = pipe_drain(t);
+		if (rc != 0)
+			return rc;
+	}
+	t->qprep[t->queued++] = prep;
+	return 0;
+}
+
+static int pipe_send_ctl(struct pg_txn *t, const char *sql)
+{
+	if (!PQsendQueryParams(t->conn, sql, 0, NULL, NULL, NULL, NULL, 0))
+		return note_error(t, NULL, sql);
+	return pipe_ctl(t, sql, -1);
+}
+
+/* After an error: a Sync, and everything up to it read; the server then
+ * takes statements again (the transaction needs ROLLBACK TO SAVEPOINT). */
+static int pipe_sync(struct pg_txn *t)
+{
+	if (!PQpipelineSync(t->conn))
+		return note_error(t, NULL, "sync");
+	for (;;) {
+		PGresult *r = PQgetResult(t->conn);
+		if (!r) {
+			if (PQstatus(t->conn) != CONNECTION_OK) {
+				t->fault = FH_EUNAVAIL;
+				return FH_EUNAVAIL;
+			}
+			continue;
+		}
+		ExecStatusType st = PQresultStatus(r);
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_PIPELINE_SYNC &&
+		    st != PGRES_PIPELINE_ABORTED)
+			note_error(t, r, "pipeline");
+		PQclear(r);
+		if (st == PGRES_PIPELINE_SYNC)
+			break;
+	}
+	t->queued = 0;
+	t->aborted = false;
+	return 0;
+}
+
+/* A statement in pipeline mode: sent with a flush request behind what is
+ * queued; their results, then its own. */
+static PGresult *pipe_run(struct pg_txn *t, enum pst id, const char *name,
+			  const char *const *vals, int *rc)
+{
+	if (t->aborted) {
+		*rc = t->failed ? t->failed : FH_EIO;
+		return NULL;
+	}
+	if (!t->prepared[id]) {
+		if (!PQsendPrepare(t->conn, name, pst_sql[id].sql, pst_sql[id].nparams, NULL)) {
+			*rc = note_error(t, NULL, "prepare");
+			return NULL;
+		}
+		*rc = pipe_ctl(t, "prepare", (int)id);
+		if (*rc != 0)
+			return NULL;
+	}
+	if (!PQsendQueryPrepared(t->conn, name, pst_sql[id].nparams, vals, NULL, NULL, 0) ||
+	    !PQsendFlushRequest(t->conn) || PQflush(t->conn) != 0) {
+		*rc = note_error(t, NULL, pst_sql[id].sql);
+		return NULL;
+	}
+	int before = pipe_drain(t);
+	PGresult *r = pipe_result(t);
+	if (!r) {
+		*rc = t->fault;
+		return NULL;
+	}
+	ExecStatusType st = PQresultStatus(r);
+	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+		*rc = st == PGRES_PIPELINE_ABORTED ? (before ? before : FH_EIO)
+						   : note_error(t, r, pst_sql[id].sql);
+		t->aborted = true;
+		PQclear(r);
+		return NULL;
+	}
+	*rc = before;
+	if (before) {
+		PQclear(r);
+		return NULL;
+	}
+	return r;
+}
+
 /* Runs statement id with its parameters (NULL: SQL NULL); returns the
  * result (PQclear it) or NULL with *rc set (the error noted). */
 static PGresult *run(struct pg_txn *t, enum pst id, const char *const *vals, int *rc)
@@ -385,6 +530,8 @@ static PGresult *run(struct pg_txn *t, enum pst id, const char *const *vals, int
 		*rc = note_error(t, NULL, pst_sql[id].sql);
 		return NULL;
 	}
+	if (t->pipe)
+		return pipe_run(t, id, name, vals, rc);
 	if (!t->prepared[id]) {
 		PGresult *p = PQprepare(t->conn, name, pst_sql[id].sql, pst_sql[id].nparams, NULL);
 		if (PQresultStatus(p) != PGRES_COMMAND_OK) {
@@ -419,9 +566,15 @@ static int run_write(struct pg_txn *t, enum pst id, const char *const *vals, int
 	return 0;
 }
 
-/* Plain SQL without parameters (transaction control). */
+/* Plain SQL without parameters (transaction control), now. */
 static int exec_sql(struct pg_txn *t, const char *sql)
 {
+	if (t->pipe) {
+		int rc = pipe_send_ctl(t, sql);
+		if (rc == 0 && (!PQsendFlushRequest(t->conn) || PQflush(t->conn) != 0))
+			rc = note_error(t, NULL, sql);
+		return rc ? rc : pipe_drain(t);
+	}
 	PGresult *r = PQexec(t->conn, sql);
 	int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : note_error(t, r, sql);
 	PQclear(r);
@@ -1077,7 +1230,9 @@ static int run_job(struct pg_txn *t, struct store_job *j)
 		return t->fault;
 	if (j->rc >= 0 && !t->failed)
 		return 0;
-	int rc = exec_sql(t, "ROLLBACK TO SAVEPOINT j");
+	int rc = t->aborted || t->queued ? pipe_sync(t) : 0;
+	if (rc == 0)
+		rc = exec_sql(t, "ROLLBACK TO SAVEPOINT j");
 	if (rc != 0)
 		return t->fault ? t->fault : rc;
 	if (j->rc >= 0 || t->failed == FH_EAGAIN)
@@ -1093,7 +1248,7 @@ static void run_batch(struct store *base, struct store_job_list *batch)
 	int rc = writer_ready(s, why, sizeof why);
 	if (rc == 0) {
 		t->fault = 0;
-		rc = exec_sql(t, "BEGIN; SAVEPOINT j");
+		rc = exec_sql(t, "BEGIN");
 		if (rc == FH_EUNAVAIL) {
 			/* The connection broke while idle (PostgreSQL restarted):
 			 * nothing ran yet, so once more on a new one. */
@@ -1101,17 +1256,41 @@ static void run_batch(struct store *base, struct store_job_list *batch)
 			rc = writer_ready(s, why, sizeof why);
 			t->fault = 0;
 			if (rc == 0)
-				rc = exec_sql(t, "BEGIN; SAVEPOINT j");
+				rc = exec_sql(t, "BEGIN");
 		}
 	}
+	if (rc == 0 && !PQenterPipelineMode(t->conn))
+		rc = note_error(t, NULL, "pipeline mode");
+	if (rc == 0) {
+		t->pipe = true;
+		t->queued = 0;
+		t->aborted = false;
+		rc = pipe_send_ctl(t, "SAVEPOINT j");
+	}
 	for (struct store_job *j = batch->head; rc == 0 && j; j = j->next) {
-		if (j != batch->head)
-			rc = exec_sql(t, "RELEASE SAVEPOINT j; SAVEPOINT j");
+		if (j != batch->head) {
+			rc = pipe_send_ctl(t, "RELEASE SAVEPOINT j");
+			if (rc == 0)
+				rc = pipe_send_ctl(t, "SAVEPOINT j");
+		}
 		if (rc == 0)
 			rc = run_job(t, j);
 	}
-	if (rc == 0)
-		rc = exec_sql(t, "COMMIT");
+	if (rc == 0 && (rc = pipe_send_ctl(t, "COMMIT")) == 0) {
+		/* Everything queued, the COMMIT last, then a Sync: any error on
+		 * the way leaves the transaction uncommitted. */
+		if (!PQsendFlushRequest(t->conn) || PQflush(t->conn) != 0)
+			rc = note_error(t, NULL, "COMMIT");
+		else
+			rc = pipe_drain(t);
+		int src = pipe_sync(t);
+		rc = rc ? rc : src;
+	} else if (t->pipe && t->conn && PQstatus(t->conn) == CONNECTION_OK) {
+		pipe_sync(t);
+	}
+	if (t->pipe && t->conn && PQstatus(t->conn) == CONNECTION_OK)
+		PQexitPipelineMode(t->conn);
+	t->pipe = false;
 	if (rc == 0) {
 		writer_health(s, 0, 0, NULL);
 	} else {
