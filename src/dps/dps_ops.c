@@ -441,7 +441,9 @@ static void commit_outcome(struct op *o, bool local_writes)
 	j->local_writes = local_writes;
 	j->state_json = json_dumps(o->state, JSON_COMPACT);
 	o->refs++;
-	store_submit(o->d->store, finish_work, finish_done, j);
+	/* On the device's writer: the assignment writes its identity and twin. */
+	store_submit_keyed(o->d->store, o->device_id[0] ? o->device_id : o->regid, finish_work,
+			   finish_done, j, 0);
 }
 
 static void on_commit_retry(uv_timer_t *t)

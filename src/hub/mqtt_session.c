@@ -623,7 +623,8 @@ static void twin_patch_reported(struct hub_session *s, const char *rid, const ui
 	j->patch[n] = '\0';
 	s->refs++;
 	s->inflight++;
-	store_submit_sized(s->base.hub->store, reported_work, reported_done, j, n);
+	store_submit_keyed(s->base.hub->store, s->base.device_id, reported_work, reported_done, j,
+			   n);
 }
 
 /* Takes a token from the device's request rate; when there is none,

@@ -452,7 +452,8 @@ static void device_put(struct route_args *a)
 		return;
 	struct rest_job *j = job_new(a);
 	j->body = body;
-	store_submit_sized(a->hub->store, device_put_work, device_put_done, j, a->ex->req->body.len);
+	store_submit_keyed(a->hub->store, j->id, device_put_work, device_put_done, j,
+			   a->ex->req->body.len);
 }
 
 /* DELETE /devices/{id} */
@@ -492,7 +493,7 @@ static void device_delete_done(void *arg, int rc)
 static void device_delete(struct route_args *a)
 {
 	struct rest_job *j = job_new(a);
-	store_submit_sized(a->hub->store, device_delete_work, device_delete_done, j, 0);
+	store_submit_keyed(a->hub->store, j->id, device_delete_work, device_delete_done, j, 0);
 }
 
 /* GET /devices/{id} and GET /twins/{id}: one read through the store's
@@ -870,7 +871,7 @@ static void twin_patch_submit(struct route_args *a, json_t *body, json_t *tags, 
 	pj->desired = desired ? json_dumps(desired, JSON_COMPACT) : NULL;
 	twin_service_meta_patches(tags, desired, pj->base.now, &pj->meta_clear, &pj->meta_set);
 	pj->if_version = if_match_version(pj->base.if_match);
-	store_submit_sized(a->hub->store, twin_patch_work, twin_patch_done, pj,
+	store_submit_keyed(a->hub->store, pj->base.id, twin_patch_work, twin_patch_done, pj,
 			   a->ex->req->body.len);
 }
 
@@ -930,7 +931,7 @@ static void twin_update(struct route_args *a, bool replace)
 			json_object_set_new(body, "$fh_desired", tj->desired);
 		}
 	}
-	store_submit_sized(a->hub->store, twin_update_work, twin_update_done, tj,
+	store_submit_keyed(a->hub->store, tj->base.id, twin_update_work, twin_update_done, tj,
 			   a->ex->req->body.len);
 }
 

@@ -126,10 +126,7 @@ static void queue_write(struct hub *h, const struct dev_session *s, bool exists,
 	memset(&p->subs, 0, sizeof p->subs);
 	if (exists)
 		p->subs = *subs;
-	if (cost)
-		store_submit_sized(h->store, ses_work, ses_done, j, cost);
-	else
-		store_submit(h->store, ses_work, ses_done, j);
+	store_submit_keyed(h->store, s->device_id, ses_work, ses_done, j, cost);
 }
 
 /* ---- Connection state: written after the fact, never awaited ---- */
@@ -175,7 +172,7 @@ static void write_connection(struct hub *h, struct dev_session *s, bool connecte
 	j->c.updated_ms = connected ? s->connected_ms : clock_now_ms();
 	j->c.last_activity_ms = s->last_activity_ms;
 	s->activity_stored_ms = s->last_activity_ms;
-	store_submit(h->store, conn_work, conn_done, j);
+	store_submit_keyed(h->store, s->device_id, conn_work, conn_done, j, 0);
 }
 
 void sessions_activity(struct hub *h, struct dev_session *s)

@@ -8,13 +8,16 @@
  *   point at its table; store.c's store_device_get() etc. dispatch.
  * - struct store_backend: running batches of write jobs, reads, closing.
  *
- * The shared runtime (store.c) owns the queue of write jobs, the writer
- * thread, the completions posted back to the loop (uv_async, in
- * submission order) and the backlog counters:
+ * The shared runtime (store.c) owns the queues of write jobs, the writer
+ * threads, the completions posted back to the loop (uv_async) and the
+ * backlog counters. A backend may ask for several writers (shards, each
+ * with its own connection): a job submitted with a key (store_submit_keyed:
+ * a device id) always goes to the same shard, one without to shard 0, so
+ * the jobs of one key run and complete in submission order:
  *
- *   loop: store_submit --pending--> writer thread: be->run_batch(batch)
- *         (sets every job's rc)  --completed--> loop: be->before_dones,
- *                                                     done(arg, rc) each
+ *   loop: store_submit --pending[shard]--> writer thread of the shard:
+ *         be->run_batch(shard, batch) (sets every job's rc)
+ *         --completed--> loop: be->before_dones, done(arg, rc) each
  *
  * run_batch runs every job of the batch in one transaction (a savepoint
  * per job, rolled back when work returns < 0), commits durably, and on a
@@ -109,9 +112,9 @@ struct store_job_list {
 
 struct store_backend {
 	const char *name;
-	/* Writer thread (after it stopped, the loop thread in store_close):
-	 * runs the batch as described at the top. */
-	void (*run_batch)(struct store *s, struct store_job_list *batch);
+	/* A writer thread (after they stopped, the loop thread in
+	 * store_close): runs the batch of shard as described at the top. */
+	void (*run_batch)(struct store *s, unsigned shard, struct store_job_list *batch);
 	/* Loop thread, before a round of done callbacks (may be NULL). */
 	void (*before_dones)(struct store *s);
 	/* A point read: work(arg, txn) then done(arg, rc) on the loop. */
@@ -134,20 +137,28 @@ struct store_backend {
 
 /* The shared part of every backend's store (store.c): backends embed it
  * first in their own struct. */
+#define STORE_SHARDS_MAX 4
+
+struct store_shard {
+	struct store *s;
+	unsigned index;
+	uv_thread_t thread;
+	int started;
+	uv_mutex_t mu; /* guards pending, closing */
+	uv_cond_t cond;
+	struct store_job_list pending;
+	int closing;
+};
+
 struct store {
 	const struct store_backend *be;
 	uv_loop_t *loop;
 	uv_async_t async;
 	int open_handles; /* the backend's handles + async; freed at 0 */
-	uv_thread_t thread;
-	int thread_started;
 	unsigned batch_max;
 	char node[128]; /* store_set_node */
-
-	uv_mutex_t mu; /* guards pending, closing */
-	uv_cond_t cond;
-	struct store_job_list pending;
-	int closing;
+	struct store_shard shards[STORE_SHARDS_MAX];
+	unsigned nshards;
 
 	uv_mutex_t done_mu; /* guards completed */
 	struct store_job_list completed;
@@ -161,11 +172,11 @@ struct store {
 };
 
 /* Called by a backend's open: initialises the shared part (locks, the
- * async handle on loop) and starts the writer thread. Returns 0 or
- * FH_EIO with err. On failure nothing is left running; the caller frees
- * what it opened. */
+ * async handle on loop) and starts nshards writer threads (1 ..
+ * STORE_SHARDS_MAX). Returns 0 or FH_EIO with err; the caller then calls
+ * store_close. */
 int store__start(struct store *s, const struct store_backend *be, uv_loop_t *loop,
-		 unsigned batch_max, char *err, size_t errlen);
+		 unsigned batch_max, unsigned nshards, char *err, size_t errlen);
 /* Every job of batch gets rc; the jobs in batch. */
 void store__batch_fail(struct store_job_list *batch, int rc);
 unsigned long store__batch_count(const struct store_job_list *batch);

@@ -1,18 +1,21 @@
-/* The store's shared runtime (backend.h): the queue of write jobs, the
- * writer thread that hands batches to the backend, the completions posted
- * back to the loop, the backlog, reads on libuv's worker pool; and the
- * dispatch of store.h's domain operations to the backend of the txn.
+/* The store's shared runtime (backend.h): the queues of write jobs, the
+ * writer threads (one per shard) that hand batches to the backend, the
+ * completions posted back to the loop, the backlog, reads on libuv's
+ * worker pool; and the dispatch of store.h's domain operations to the
+ * backend of the txn.
  *
  * Invariants:
  * - A job's done runs exactly once, on the loop thread, after its batch
- *   committed (or failed as a whole), in submission order: batches are
- *   taken in FIFO order, jobs keep their order within one, and the
+ *   committed (or failed as a whole), in submission order within its shard
+ *   (so for one key, and for all jobs without a key): a shard's batches
+ *   are taken in FIFO order, jobs keep their order within one, and the
  *   completed list is FIFO.
  * - The backlog counters are the loop thread's: store_submit adds the job
  *   and its cost, run_completions takes them off just before the job's
  *   done runs (so a done that submits a follow-up sees the room it left).
  * - struct store is freed (be->free) only when its handles are closed and
  *   no slow read is in flight. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,19 +95,20 @@ void store__post(struct store *s, struct store_job_list *batch)
 
 static void writer_main(void *arg)
 {
-	struct store *s = arg;
+	struct store_shard *sh = arg;
+	struct store *s = sh->s;
 	for (;;) {
 		struct store_job_list batch;
-		uv_mutex_lock(&s->mu);
-		while (!s->pending.head && !s->closing)
-			uv_cond_wait(&s->cond, &s->mu);
-		if (!s->pending.head) { /* closing and drained */
-			uv_mutex_unlock(&s->mu);
+		uv_mutex_lock(&sh->mu);
+		while (!sh->pending.head && !sh->closing)
+			uv_cond_wait(&sh->cond, &sh->mu);
+		if (!sh->pending.head) { /* closing and drained */
+			uv_mutex_unlock(&sh->mu);
 			return;
 		}
-		list_take(&s->pending, &batch, s->batch_max);
-		uv_mutex_unlock(&s->mu);
-		s->be->run_batch(s, &batch);
+		list_take(&sh->pending, &batch, s->batch_max);
+		uv_mutex_unlock(&sh->mu);
+		s->be->run_batch(s, sh->index, &batch);
 	}
 }
 
@@ -140,9 +144,11 @@ static void maybe_free(struct store *s)
 {
 	if (s->open_handles > 0 || s->slow_inflight > 0)
 		return; /* the last handle's close, or slow read's done, frees it */
-	uv_mutex_destroy(&s->mu);
+	for (unsigned i = 0; i < s->nshards; i++) {
+		uv_mutex_destroy(&s->shards[i].mu);
+		uv_cond_destroy(&s->shards[i].cond);
+	}
 	uv_mutex_destroy(&s->done_mu);
-	uv_cond_destroy(&s->cond);
 	s->be->free(s);
 }
 
@@ -158,15 +164,24 @@ static void on_async_closed(uv_handle_t *h)
 }
 
 int store__start(struct store *s, const struct store_backend *be, uv_loop_t *loop,
-		 unsigned batch_max, char *err, size_t errlen)
+		 unsigned batch_max, unsigned nshards, char *err, size_t errlen)
 {
 	s->be = be;
 	s->loop = loop;
 	s->batch_max = batch_max;
-	if (uv_mutex_init(&s->mu) != 0 || uv_mutex_init(&s->done_mu) != 0 ||
-	    uv_cond_init(&s->cond) != 0) {
+	s->nshards = nshards < 1 ? 1 : nshards > STORE_SHARDS_MAX ? STORE_SHARDS_MAX : nshards;
+	if (uv_mutex_init(&s->done_mu) != 0) {
 		snprintf(err, errlen, "cannot create locks");
 		return FH_EIO;
+	}
+	for (unsigned i = 0; i < s->nshards; i++) {
+		struct store_shard *sh = &s->shards[i];
+		sh->s = s;
+		sh->index = i;
+		if (uv_mutex_init(&sh->mu) != 0 || uv_cond_init(&sh->cond) != 0) {
+			snprintf(err, errlen, "cannot create locks");
+			return FH_EIO;
+		}
 	}
 	if (uv_async_init(loop, &s->async, on_async) != 0) {
 		snprintf(err, errlen, "cannot create async handle");
@@ -174,11 +189,13 @@ int store__start(struct store *s, const struct store_backend *be, uv_loop_t *loo
 	}
 	s->async.data = s;
 	s->open_handles++;
-	if (uv_thread_create(&s->thread, writer_main, s) != 0) {
-		snprintf(err, errlen, "cannot start the store's writer thread");
-		return FH_EIO;
+	for (unsigned i = 0; i < s->nshards; i++) {
+		if (uv_thread_create(&s->shards[i].thread, writer_main, &s->shards[i]) != 0) {
+			snprintf(err, errlen, "cannot start the store's writer threads");
+			return FH_EIO;
+		}
+		s->shards[i].started = 1;
 	}
-	s->thread_started = 1;
 	return 0;
 }
 
@@ -186,25 +203,36 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
-	uv_mutex_lock(&s->mu);
-	s->closing = 1;
-	uv_cond_signal(&s->cond);
-	uv_mutex_unlock(&s->mu);
-	if (s->thread_started)
-		uv_thread_join(&s->thread);
-	s->thread_started = 0;
+	for (unsigned i = 0; i < s->nshards; i++) {
+		struct store_shard *sh = &s->shards[i];
+		uv_mutex_lock(&sh->mu);
+		sh->closing = 1;
+		uv_cond_signal(&sh->cond);
+		uv_mutex_unlock(&sh->mu);
+	}
+	for (unsigned i = 0; i < s->nshards; i++) {
+		if (s->shards[i].started)
+			uv_thread_join(&s->shards[i].thread);
+		s->shards[i].started = 0;
+	}
 	if (s->be->writer_stopped)
 		s->be->writer_stopped(s);
-	/* The writer is gone: finish here, including jobs that done callbacks
-	 * submit while we drain. */
+	/* The writers are gone: finish here, including jobs that done
+	 * callbacks submit while we drain. */
 	for (;;) {
-		struct store_job_list batch;
-		uv_mutex_lock(&s->mu);
-		list_take(&s->pending, &batch, s->batch_max);
-		uv_mutex_unlock(&s->mu);
-		if (batch.head)
-			s->be->run_batch(s, &batch);
-		if (!run_completions(s) && !batch.head)
+		bool any = false;
+		for (unsigned i = 0; i < s->nshards; i++) {
+			struct store_shard *sh = &s->shards[i];
+			struct store_job_list batch;
+			uv_mutex_lock(&sh->mu);
+			list_take(&sh->pending, &batch, s->batch_max);
+			uv_mutex_unlock(&sh->mu);
+			if (batch.head) {
+				any = true;
+				s->be->run_batch(s, i, &batch);
+			}
+		}
+		if (!run_completions(s) && !any)
 			break;
 	}
 	s->be->close(s);
@@ -285,8 +313,19 @@ void store_submit(struct store *s, store_work_fn work, store_done_fn done, void 
 	store_submit_sized(s, work, done, arg, 0);
 }
 
-void store_submit_sized(struct store *s, store_work_fn work, store_done_fn done, void *arg,
-			size_t cost)
+/* The shard of key (FNV-1a): 0 without one. */
+static struct store_shard *shard_of(struct store *s, const char *key)
+{
+	if (!key || s->nshards == 1)
+		return &s->shards[0];
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return &s->shards[h % s->nshards];
+}
+
+static void submit(struct store *s, const char *key, store_work_fn work, store_done_fn done,
+		   void *arg, size_t cost)
 {
 	struct store_job *j = xmalloc(sizeof *j);
 	j->work = work;
@@ -296,10 +335,23 @@ void store_submit_sized(struct store *s, store_work_fn work, store_done_fn done,
 	j->rc = 0;
 	s->backlog_jobs++;
 	s->backlog_bytes += cost;
-	uv_mutex_lock(&s->mu);
-	list_push(&s->pending, j);
-	uv_cond_signal(&s->cond);
-	uv_mutex_unlock(&s->mu);
+	struct store_shard *sh = shard_of(s, key);
+	uv_mutex_lock(&sh->mu);
+	list_push(&sh->pending, j);
+	uv_cond_signal(&sh->cond);
+	uv_mutex_unlock(&sh->mu);
+}
+
+void store_submit_sized(struct store *s, store_work_fn work, store_done_fn done, void *arg,
+			size_t cost)
+{
+	submit(s, NULL, work, done, arg, cost);
+}
+
+void store_submit_keyed(struct store *s, const char *key, store_work_fn work, store_done_fn done,
+			void *arg, size_t cost)
+{
+	submit(s, key, work, done, arg, cost);
 }
 
 void store_set_backlog_limit(struct store *s, unsigned max_jobs, size_t max_bytes)

@@ -9,12 +9,14 @@
  *   of them; the snapshot is dropped before the loop waits for I/O and
  *   before any done runs, so a read sees at least every write whose done
  *   has run (read-your-writes for anything acknowledged).
- * - Writes are jobs. store_submit() queues (work, done, arg). One writer
+ * - Writes are jobs. store_submit() queues (work, done, arg). A writer
  *   thread takes everything queued (up to a batch limit), opens one
  *   transaction, runs each job's work(arg, txn) inside its own savepoint,
- *   commits (synchronous=FULL: durable on return), and only then posts the
- *   completions to the loop thread, where done(arg, rc) runs in submission
- *   order. rc is what work returned; a job whose work returned < 0 had its
+ *   commits (SQLite synchronous=FULL, PostgreSQL synchronous_commit: durable
+ *   on return), and only then posts the completions to the loop thread,
+ *   where done(arg, rc) runs in submission order. (PostgreSQL has two
+ *   writers: the order holds per key, store_submit_keyed, and among the
+ *   jobs without one.) rc is what work returned; a job whose work returned < 0 had its
  *   savepoint rolled back and did not change anything. If the transaction
  *   fails (disk full, write or fsync error), every job of that batch gets
  *   FH_ENOSPC (full) or FH_EIO and nothing of the batch is stored; later
@@ -115,6 +117,13 @@ const char *store_write_error(int rc);
  *                                     |no
  *                                     v
  *                  store_submit_sized(cost) ... done(): backlog -= 1, -= cost */
+
+/* store_submit_sized for a job about key (a device id; NUL-terminated):
+ * the jobs of one key run and complete in the order they were submitted,
+ * while those of other keys may go to other writers (PostgreSQL: two
+ * connections). Jobs without a key keep the order among themselves. */
+void store_submit_keyed(struct store *s, const char *key, store_work_fn work, store_done_fn done,
+			void *arg, size_t cost);
 
 /* Bounds (0 = none, the default after store_open). */
 void store_set_backlog_limit(struct store *s, unsigned max_jobs, size_t max_bytes);

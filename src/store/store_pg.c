@@ -285,15 +285,23 @@ struct pg_txn {
 	bool aborted;      /* an error: results are "aborted" until a Sync */
 };
 
-struct pg_store {
-	struct store base;
-	char *conninfo;
+/* Writers (shards, store/backend.h): a connection each. One connection
+ * waits for each statement's answer before the next job runs, which leaves
+ * the server idle half the time; two keep it busy (bench/README.md). */
+#define WRITERS 2
 
-	struct pg_txn writer; /* writer thread only (loop after join) */
-	int failing;          /* FH_EUNAVAIL / FH_EIO while writes fail, else 0 */
+struct pg_writer {
+	struct pg_txn t; /* its writer thread only (loop after join) */
+	int failing;     /* FH_EUNAVAIL / FH_EIO while writes fail, else 0 */
 	unsigned long refused;
 	int64_t next_connect_ms;
 	unsigned backoff_ms;
+};
+
+struct pg_store {
+	struct store base;
+	char *conninfo;
+	struct pg_writer writers[WRITERS];
 
 	struct pg_txn reader; /* store_reader: tests and tools */
 	struct listener *listener; /* store_listen's, or NULL */
@@ -1171,7 +1179,7 @@ static const struct store_txn_ops pg_ops = {
 /* ---- the writer ---- */
 
 /* Keeps the failure episode after a batch (see the top of the file). */
-static void writer_health(struct pg_store *s, int fault, unsigned long refused, const char *why)
+static void writer_health(struct pg_writer *s, int fault, unsigned long refused, const char *why)
 {
 	if (fault) {
 		s->refused += refused;
@@ -1191,9 +1199,9 @@ static void writer_health(struct pg_store *s, int fault, unsigned long refused, 
 
 /* The writer's connection, connected: 0, or FH_EUNAVAIL (during the
  * back-off, or when connecting failed) with why. */
-static int writer_ready(struct pg_store *s, char *why, size_t whylen)
+static int writer_ready(struct pg_store *ps, struct pg_writer *s, char *why, size_t whylen)
 {
-	struct pg_txn *t = &s->writer;
+	struct pg_txn *t = &s->t;
 	if (conn_alive(t->conn))
 		return 0;
 	int64_t now = clock_now_ms();
@@ -1202,7 +1210,7 @@ static int writer_ready(struct pg_store *s, char *why, size_t whylen)
 		return FH_EUNAVAIL;
 	}
 	txn_close(t);
-	PGconn *c = connect_db(s->conninfo, why, whylen);
+	PGconn *c = connect_db(ps->conninfo, why, whylen);
 	if (!c) {
 		s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : RECONNECT_MIN_MS;
 		if (s->backoff_ms > RECONNECT_MAX_MS)
@@ -1210,7 +1218,7 @@ static int writer_ready(struct pg_store *s, char *why, size_t whylen)
 		s->next_connect_ms = now + s->backoff_ms;
 		return FH_EUNAVAIL;
 	}
-	txn_init(t, c, s->base.node);
+	txn_init(t, c, ps->base.node);
 	t->writer = true;
 	s->backoff_ms = 0;
 	if (s->failing)
@@ -1240,12 +1248,13 @@ static int run_job(struct pg_txn *t, struct store_job *j)
 	return 0;
 }
 
-static void run_batch(struct store *base, struct store_job_list *batch)
+static void run_batch(struct store *base, unsigned shard, struct store_job_list *batch)
 {
-	struct pg_store *s = (struct pg_store *)base;
-	struct pg_txn *t = &s->writer;
+	struct pg_store *ps = (struct pg_store *)base;
+	struct pg_writer *s = &ps->writers[shard];
+	struct pg_txn *t = &s->t;
 	char why[300] = "";
-	int rc = writer_ready(s, why, sizeof why);
+	int rc = writer_ready(ps, s, why, sizeof why);
 	if (rc == 0) {
 		t->fault = 0;
 		rc = exec_sql(t, "BEGIN");
@@ -1253,7 +1262,7 @@ static void run_batch(struct store *base, struct store_job_list *batch)
 			/* The connection broke while idle (PostgreSQL restarted):
 			 * nothing ran yet, so once more on a new one. */
 			txn_close(t);
-			rc = writer_ready(s, why, sizeof why);
+			rc = writer_ready(ps, s, why, sizeof why);
 			t->fault = 0;
 			if (rc == 0)
 				rc = exec_sql(t, "BEGIN");
@@ -1306,7 +1315,7 @@ static void run_batch(struct store *base, struct store_job_list *batch)
 		store__batch_fail(batch, rc);
 		writer_health(s, rc, store__batch_count(batch), why);
 	}
-	store__post(&s->base, batch);
+	store__post(&ps->base, batch);
 }
 
 /* ---- readers ---- */
@@ -1653,7 +1662,8 @@ static void pg_close(struct store *base)
 {
 	struct pg_store *s = (struct pg_store *)base;
 	listen_stop(s);
-	txn_close(&s->writer);
+	for (int i = 0; i < WRITERS; i++)
+		txn_close(&s->writers[i].t);
 	txn_close(&s->reader);
 }
 
@@ -1758,8 +1768,8 @@ int store_pg_open(struct store **out, uv_loop_t *loop, const char *conninfo, cha
 	}
 	struct pg_store *s = xcalloc(1, sizeof *s);
 	s->conninfo = xstrdup(conninfo);
-	txn_init(&s->writer, c, s->base.node);
-	s->writer.writer = true;
+	txn_init(&s->writers[0].t, c, s->base.node); /* the others connect at their first batch */
+	s->writers[0].t.writer = true;
 	if (uv_mutex_init(&s->pool_mu) != 0) {
 		snprintf(err, errlen, "cannot create locks");
 		PQfinish(c);
@@ -1767,7 +1777,7 @@ int store_pg_open(struct store **out, uv_loop_t *loop, const char *conninfo, cha
 		free(s);
 		return FH_EIO;
 	}
-	if (store__start(&s->base, &pg_backend, loop, BATCH_MAX, err, errlen) != 0) {
+	if (store__start(&s->base, &pg_backend, loop, BATCH_MAX, WRITERS, err, errlen) != 0) {
 		store_close(&s->base);
 		return FH_EIO;
 	}

@@ -719,7 +719,7 @@ static void writer_health(struct sq_store *s, int fault, unsigned long refused)
 }
 
 /* Runs one batch in one transaction and posts it to the completed list. */
-static void run_batch(struct store *base, struct store_job_list *batch)
+static void run_batch(struct store *base, unsigned shard, struct store_job_list *batch)
 {
 	struct sq_store *s = (struct sq_store *)base;
 	struct sq_txn *t = &s->writer;
@@ -928,7 +928,7 @@ int store_sqlite_open(struct store **out, uv_loop_t *loop, const char *path, cha
 	uv_prepare_start(&s->prepare, on_prepare);
 	uv_unref((uv_handle_t *)&s->prepare);
 	s->base.open_handles = 1; /* the prepare handle; store__start adds its own */
-	if (store__start(&s->base, &sqlite_backend, loop, BATCH_MAX, err, errlen) != 0) {
+	if (store__start(&s->base, &sqlite_backend, loop, BATCH_MAX, 1, err, errlen) != 0) {
 		/* Like store_close with nothing queued. */
 		store_close(&s->base);
 		return FH_EIO;
