@@ -254,8 +254,12 @@ class Reporter {
       if (!this.c || this.c.disconnected || !this.c.connected) await this.connect();
       if (!this.running) break;
       const r = await this.patch(n);
-      if (r.status === 204) this.acked.push(n);
-      else if (r.status) this.refused.push(r);
+      if (r.status === 204) {
+        this.acked.push(n);
+      } else if (r.status) {
+        this.refused.push(r);
+        await new Promise((resolve) => setTimeout(resolve, 20)); // a device waits a little
+      }
       n++;
     }
   }
@@ -328,10 +332,11 @@ test('PostgreSQL restarted under load: 503 "database unavailable" meanwhile, the
   const refusals = reporters.flatMap((r) => r.refused);
   process.stdout.write(`# PostgreSQL restart: ${refusals.length} patches refused meanwhile, ` +
     `${reporters.reduce((n, r) => n + r.acked.length, 0)} acknowledged in all\n`);
-  assert.ok(refusals.length > 0, 'patches sent while PostgreSQL was down were refused');
+  assert.ok(refusals.some((f) => f.status === 503), 'patches sent while PostgreSQL was down were refused');
   for (const f of refusals) {
-    assert.equal(f.status, 503, f.text);
-    assert.match(f.text, /database unavailable/);
+    // 503 while it is down; a device retrying fast may also meet its rate (429).
+    if (f.status === 429) assert.match(f.text, /request rate/);
+    else assert.match(`${f.status} ${f.text}`, /^503 .*database unavailable/);
   }
   await assertAllAcked(reporters, A);
   // Both nodes serve again: a REST write through each.
