@@ -1151,8 +1151,9 @@ static void test_close_drains(void **state)
 }
 
 struct chain {
+	struct tjob first; /* first: job_work reads the chain as its first job */
+	struct tjob second;
 	struct store *s;
-	struct tjob first, second;
 	int counter;
 };
 
