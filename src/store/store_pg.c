@@ -434,7 +434,7 @@ static int pipe_drain(struct pg_txn *t)
 }
 
 /* Queues control SQL (no parameters, no rows). */
-static int pipe_ctl(struct pg_txn *t, const char *sql, int prep)
+static int pipe_ctl(struct pg_txn *t, int prep)
 {
 	if (t->queued == (int)(sizeof t->qprep / sizeof t->qprep[0])) {
 		if (!PQsendFlushRequest(t->conn) || PQflush(t->conn) != 0)
@@ -451,7 +451,7 @@ static int pipe_send_ctl(struct pg_txn *t, const char *sql)
 {
 	if (!PQsendQueryParams(t->conn, sql, 0, NULL, NULL, NULL, NULL, 0))
 		return note_error(t, NULL, sql);
-	return pipe_ctl(t, sql, -1);
+	return pipe_ctl(t, -1);
 }
 
 /* After an error: a Sync, and everything up to it read; the server then
@@ -496,7 +496,7 @@ static PGresult *pipe_run(struct pg_txn *t, enum pst id, const char *name,
 			*rc = note_error(t, NULL, "prepare");
 			return NULL;
 		}
-		*rc = pipe_ctl(t, "prepare", (int)id);
+		*rc = pipe_ctl(t, (int)id);
 		if (*rc != 0)
 			return NULL;
 	}
