@@ -106,7 +106,8 @@ struct dps {
 	json_t *groups;
 	uint64_t groups_gen; /* bumped by every group change this DPS commits */
 	bool groups_loading;
-	bool resuming; /* dps_resume's read has not completed */
+	bool resuming;     /* a dps_resume pass (its read, then its claims) is under way */
+	unsigned claiming; /* claims of operations not completed yet */
 	char node[96];     /* this node (dps_config.node) */
 	bool shared;       /* the store has several nodes: operations have leases */
 	int64_t lease_ms;  /* when this node's heartbeat was last stored */

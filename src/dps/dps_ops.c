@@ -154,7 +154,10 @@ static json_t *op_doc(const struct op *o)
 				"kind", o->auth.kind == ENROLLMENT_GROUP ? "group" : "individual",
 				"id", o->auth.enrollment_id, "keyIndex", o->auth.key_index,
 				"createdDateTimeUtc", o->created);
+	char lease[37];
+	crypto_uuid(lease);
 	json_object_set_new(doc, "owner", json_string(o->d->node));
+	json_object_set_new(doc, "lease", json_string(lease));
 	if (o->payload)
 		json_object_set(doc, "payload", o->payload);
 	if (o->auth.x509) {
@@ -1357,24 +1360,35 @@ static void resume_one(struct dps *d, const char *key, json_t *doc, json_t *reco
 	start(o);
 }
 
-/* An operation of a node whose lease ran out becomes this node's: its
- * record is locked, checked to still name that owner, and rewritten with
- * this one (a job), then it runs here. */
+/* An operation runs where it was claimed: its record is locked, checked
+ * to be still as it was read (its owner and the lease token of the last
+ * claim), and rewritten with this node as owner and a new token (a job);
+ * then it runs here. Every resume claims, this node's own operations at
+ * its start-up too: a node that comes back while another is taking its
+ * operations over finds them claimed (or the other does), and no
+ * operation runs twice. */
 struct claim_job {
 	struct dps *d;
 	char *key;
-	json_t *doc;    /* with its new owner */
+	json_t *doc;    /* with its new owner and token */
 	json_t *record; /* its enrollment */
 	char *was;      /* the owner it had */
+	char *token;    /* the lease token it had ("" for none) */
 };
+
+static const char *str_or_empty(const json_t *o, const char *name)
+{
+	const char *s = json_string_value(json_object_get(o, name));
+	return s ? s : "";
+}
 
 static int claim_work(void *arg, struct store_txn *t)
 {
 	struct claim_job *j = arg;
 	int rc;
 	json_t *now = dps__doc_get(t, STORE_OPERATION, j->d->name, j->key, &rc);
-	const char *owner = json_string_value(json_object_get(now, "owner"));
-	bool same = now && strcmp(owner ? owner : "", j->was) == 0;
+	bool same = now && strcmp(str_or_empty(now, "owner"), j->was) == 0 &&
+		    strcmp(str_or_empty(now, "lease"), j->token) == 0;
 	json_decref(now);
 	if (rc != 0)
 		return rc;
@@ -1390,9 +1404,13 @@ static void claim_done(void *arg, int rc)
 {
 	struct claim_job *j = arg;
 	struct dps *d = j->d;
+	if (--d->claiming == 0)
+		d->resuming = false; /* the pass is over once its claims are */
 	if (rc == 0 && !d->stopping) {
-		log_at(LOG_INFO, "dps %s: taking over operation %s from node %s (its lease ran out)",
-		       d->name, j->key, j->was[0] ? j->was : "(none)");
+		if (j->was[0] && strcmp(j->was, d->node) != 0)
+			log_at(LOG_INFO,
+			       "dps %s: taking over operation %s from node %s (its lease ran out)",
+			       d->name, j->key, j->was);
 		resume_one(d, j->key, j->doc, j->record);
 	} else {
 		json_decref(j->record);
@@ -1400,18 +1418,24 @@ static void claim_done(void *arg, int rc)
 	json_decref(j->doc);
 	free(j->key);
 	free(j->was);
+	free(j->token);
 	free(j);
 }
 
-static void claim(struct dps *d, const char *key, json_t *doc, json_t *record, const char *was)
+static void claim(struct dps *d, const char *key, json_t *doc, json_t *record)
 {
 	struct claim_job *j = xcalloc(1, sizeof *j);
+	char lease[37];
+	crypto_uuid(lease);
 	j->d = d;
 	j->key = xstrdup(key);
+	j->was = xstrdup(str_or_empty(doc, "owner"));
+	j->token = xstrdup(str_or_empty(doc, "lease"));
 	j->doc = json_deep_copy(doc);
 	json_object_set_new(j->doc, "owner", json_string(d->node));
+	json_object_set_new(j->doc, "lease", json_string(lease));
 	j->record = record;
-	j->was = xstrdup(was);
+	d->claiming++;
 	store_submit(d->store, claim_work, claim_done, j);
 }
 
@@ -1419,7 +1443,6 @@ static void resume_done(void *arg, int rc)
 {
 	struct resume_list *l = arg;
 	struct dps *d = l->d;
-	d->resuming = false;
 	if (rc != 0)
 		log_at(LOG_ERROR, "dps %s: the registrations in progress cannot be read (%s); "
 		       "they are resumed at the next start", d->name, fh_strerror(rc));
@@ -1429,7 +1452,7 @@ static void resume_done(void *arg, int rc)
 		const char *id = json_string_value(json_object_get(doc, "operationId"));
 		const char *regid = json_string_value(json_object_get(doc, "registrationId"));
 		/* Ours (or written before operations had owners), or a live
-		 * node's (left to it), or a gone node's (claimed first). */
+		 * node's (left to it), or a gone node's: claimed, then run. */
 		bool mine = !owner || !*owner || strcmp(owner, d->node) == 0;
 		bool here = map_get(&d->ops, id ? id : l->v[i].key) ||
 			    (regid && map_get(&d->ops_by_reg, regid));
@@ -1438,16 +1461,16 @@ static void resume_done(void *arg, int rc)
 		else if (!json_is_object(doc)) {
 			json_decref(l->v[i].record);
 			drop_record(d, l->v[i].key);
-		} else if (mine)
-			resume_one(d, l->v[i].key, doc, l->v[i].record);
-		else
-			claim(d, l->v[i].key, doc, l->v[i].record, owner);
+		} else
+			claim(d, l->v[i].key, doc, l->v[i].record);
 		json_decref(doc);
 		free(l->v[i].key);
 	}
 	json_decref(l->live);
 	free(l->v);
 	free(l);
+	if (d->claiming == 0)
+		d->resuming = false;
 }
 
 void dps_resume(struct dps *d)

@@ -1113,6 +1113,43 @@ static void test_disabled_enrollment(void **state)
 
 #define LEFT_OP "5.00000000000000ff.1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 
+/* Two DPSes resuming the same left record at once (a node restarting while
+ * another takes its operations over): the record is claimed by exactly one,
+ * and only that one runs the operation; the record then names the claimer
+ * and a new lease token. */
+static void test_resume_claimed_once(void **state)
+{
+	struct fixture *f = *state;
+	json_decref(put_enrollment(f, ENROLLMENT_INDIVIDUAL, "left-2",
+	                           "{" SYMKEY_ATT ",\"allocationPolicy\":\"static\","
+	                           "\"iotHubs\":[\"" HUB2 "\"]}"));
+	assert_int_equal(doc_write(f, STORE_OPERATION, LEFT_OP,
+	                           "{\"operationId\":\"" LEFT_OP "\",\"registrationId\":\"left-2\","
+	                           "\"status\":\"assigning\",\"enrollment\":{\"kind\":"
+	                           "\"individual\",\"id\":\"left-2\"},\"keyIndex\":0,"
+	                           "\"createdDateTimeUtc\":\"2026-01-01T00:00:00.000Z\"}"),
+	                 0);
+	dps_shutdown(f->d);
+	dps_start(f, false);
+	struct dps *a = f->d;
+	dps_start(f, false);
+	struct dps *b = f->d;
+	dps_resume(a);
+	dps_resume(b);
+	while (a->resuming || b->resuming)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	size_t running = a->ops.count + b->ops.count;
+	struct dps *runner = a->ops.count ? a : b;
+	f->d = runner;
+	dps_shutdown(runner == a ? b : a); /* teardown stops f->d */
+	assert_int_equal(running, 1);
+	struct answer ans = {0};
+	poll_until_done(f, "left-2", LEFT_OP, &ans);
+	assert_str(str_at(json_object_get(ans.body, "registrationState"), "status", NULL),
+	           "assigned");
+	answer_clear(&ans);
+}
+
 /* A record exactly as dps__register writes it (op_doc in dps_ops.c), left
  * "assigning" by a run that stopped before the assignment. */
 static void test_resume_left_record(void **state)
@@ -1387,6 +1424,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_poll_unknown_operation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disabled_enrollment, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resume_left_record, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resume_claimed_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resume_unusable_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resume_after_shutdown, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reprovision_migrate, setup, teardown),
