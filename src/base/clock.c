@@ -36,3 +36,26 @@ void clock_iso8601(int64_t ms, char out[32])
 	out[23] = 'Z';
 	out[24] = '\0';
 }
+
+int clock_parse_iso8601(const char *s, int64_t *ms)
+{
+	struct tm tm;
+	memset(&tm, 0, sizeof tm);
+	const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!p)
+		return -1;
+	int frac = 0, digits = 0;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+			if (digits < 3)
+				frac = frac * 10 + (*p - '0');
+	for (; digits > 0 && digits < 3; digits++)
+		frac *= 10;
+	if (strcmp(p, "Z") != 0 && strcmp(p, "") != 0)
+		return -1;
+	time_t t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -1;
+	*ms = (int64_t)t * 1000 + frac;
+	return 0;
+}

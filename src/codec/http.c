@@ -346,6 +346,16 @@ const char *http_status_text(int status)
 	}
 }
 
+void http_response_build_head(struct buf *out, int status, const char *const *headers,
+			      bool keep_alive)
+{
+	buf_printf(out, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+	for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+		buf_printf(out, "%s: %s\r\n", headers[i], headers[i + 1]);
+	buf_printf(out, "Transfer-Encoding: chunked\r\nConnection: %s\r\n\r\n",
+		   keep_alive ? "keep-alive" : "close");
+}
+
 void http_response_build(struct buf *out, int status, const char *const *headers,
 			 const char *body, size_t body_len, bool keep_alive)
 {

@@ -74,6 +74,9 @@ int http_query_param(const char *query, const char *name, char *out, size_t outl
 /* Appends a complete response: status line, the given headers (name/value
  * pairs, NULL-terminated list; may be NULL), Content-Length, Connection:
  * keep-alive|close, blank line, body. */
+/* The status line and headers of a chunked answer (http_stream_start). */
+void http_response_build_head(struct buf *out, int status, const char *const *headers,
+			      bool keep_alive);
 void http_response_build(struct buf *out, int status, const char *const *headers,
 			 const char *body, size_t body_len, bool keep_alive);
 const char *http_status_text(int status);

@@ -98,6 +98,7 @@ void hub_set_limits(struct hub *h, unsigned max_inflight, const struct rate_limi
 
 void hub_shutdown(struct hub *h)
 {
+	hub_events_stop(h);
 	sessions_close_all(h, "server shutting down");
 }
 

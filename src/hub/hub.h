@@ -23,6 +23,7 @@
 #include "net/net.h"
 #include "sessions.h"
 #include "store/store.h"
+#include "telemetry.h"
 
 enum hub_right {
 	HUB_RIGHT_REGISTRY_READ = 1,
@@ -50,7 +51,8 @@ struct hub {
 	struct ca_cache cas;         /* its CA certificates, parsed (loop thread) */
 	struct rate_table rate;      /* per-device request rate (twin operations) */
 	struct hub_sessions sessions; /* live and durable device sessions */
-	struct device_events *events; /* raised after identity changes; borrowed */
+	struct device_events *devices; /* raised after identity changes; borrowed */
+	struct hub_events events;      /* telemetry (telemetry.h) */
 	/* Devices already told about a feature not served yet (hashes of id
 	 * and feature; a collision only repeats a warning): bounded, 32 KiB. */
 	uint64_t warned[HUB_WARNED_SLOTS];

@@ -38,6 +38,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "codec/mqtt.h"
+#include "codec/props.h"
 #include "core/ca.h"
 #include "core/registry.h"
 #include "core/twin.h"
@@ -46,6 +47,8 @@
 
 enum session_state { S_AWAIT_CONNECT, S_CONNECTING, S_CONNECTED, S_CLOSED };
 
+#define ACK_QUEUE 64
+
 struct hub_session {
 	struct dev_session base; /* first: the session table's view (hub, device, subs) */
 	struct net_conn *conn;   /* NULL once closed */
@@ -53,7 +56,17 @@ struct hub_session {
 	struct hub *sni_hub;
 	enum session_state state;
 	bool paused; /* reading paused while the CONNECT waits for the store */
+	bool held;   /* reading paused while ACK_QUEUE telemetry waits for the store */
 	unsigned inflight;
+	char auth_type[24]; /* the identity's authentication type */
+	/* QoS 1 PUBLISHes not acknowledged yet, in arrival order: PUBACKs
+	 * go out in that order (MQTT 3.1.1 §4.6.0), each once ready (at once,
+	 * or after its telemetry's commit). A ring indexed by ack_next - 1 -
+	 * position; reading holds while it is full. */
+	uint16_t ack_id[ACK_QUEUE];
+	bool ack_ready[ACK_QUEUE];
+	uint32_t ack_head; /* the oldest one's number */
+	uint32_t ack_next; /* the next one's number */
 	unsigned refs;
 	struct buf in;
 };
@@ -295,6 +308,7 @@ static void connect_finish(struct hub_session *s, struct connect_job *j, int rc)
 
 	struct dev_session *d = &s->base;
 	d->hub = h;
+	snprintf(s->auth_type, sizeof s->auth_type, "%s", registry_auth_type(j->identity));
 	memcpy(d->device_id, j->device_id, sizeof d->device_id);
 	memcpy(d->generation, j->generation, sizeof d->generation);
 	d->connected_ms = d->last_activity_ms = clock_now_ms();
@@ -644,6 +658,131 @@ static bool twin_throttled(struct hub_session *s, const char *rid)
 	return true;
 }
 
+/* ---- PUBACKs in order --------------------------------------------------- */
+
+static void send_ack(struct hub_session *s, uint16_t id)
+{
+	struct buf b = BUF_INIT;
+	mqtt_encode_ack(&b, MQTT_PUBACK, id);
+	send_buf(s, &b);
+	buf_free(&b);
+}
+
+/* Sends the acknowledgements that are ready, oldest first. */
+static void ack_flush(struct hub_session *s)
+{
+	while (s->ack_head != s->ack_next && s->ack_ready[s->ack_head % ACK_QUEUE]) {
+		send_ack(s, s->ack_id[s->ack_head % ACK_QUEUE]);
+		s->ack_head++;
+	}
+}
+
+/* Queues the acknowledgement of QoS 1 packet id (sent at once when ready
+ * and nothing waits before it); returns its number for ack_ready. */
+static uint32_t ack_push(struct hub_session *s, uint16_t id, bool ready)
+{
+	if (ready && s->ack_head == s->ack_next) {
+		send_ack(s, id);
+		return s->ack_next;
+	}
+	uint32_t n = s->ack_next++;
+	s->ack_id[n % ACK_QUEUE] = id;
+	s->ack_ready[n % ACK_QUEUE] = ready;
+	return n;
+}
+
+
+/* Reading stops while ACK_QUEUE acknowledgements or max_inflight
+ * operations wait (backpressure instead of a refusal MQTT 3.1.1 cannot
+ * express), and goes on once they are under. */
+static void hold_check(struct hub_session *s)
+{
+	bool full = s->ack_next - s->ack_head >= ACK_QUEUE - 1 ||
+		    s->inflight >= s->base.hub->max_inflight;
+	if (full && !s->held && s->conn) {
+		s->held = true;
+		net_conn_pause(s->conn);
+	} else if (!full && s->held && s->conn && s->state == S_CONNECTED) {
+		s->held = false;
+		long used = s->in.len ? consume(s, (const uint8_t *)s->in.data, s->in.len) : 0;
+		if (used < 0) {
+			session_close(s);
+			return;
+		}
+		buf_consume(&s->in, (size_t)used);
+		if (s->conn && !s->held)
+			net_conn_resume(s->conn);
+	}
+}
+
+/* ---- telemetry ---------------------------------------------------------- */
+
+struct telemetry_job {
+	struct hub_session *s;
+	uint8_t qos;
+	uint32_t ack; /* its number in the acknowledgement queue (QoS 1) */
+};
+
+static void telemetry_done(void *arg, int rc)
+{
+	struct telemetry_job *j = arg;
+	struct hub_session *s = j->s;
+	s->inflight--;
+	if (s->state == S_CONNECTED && s->conn) {
+		if (rc != 0) {
+			/* No PUBACK: the device sends it again after it reconnects. */
+			log_at(LOG_WARN,
+			       "mqtt %s: device %s: telemetry not stored (%s); closing so that the "
+			       "device sends it again",
+			       net_conn_peer(s->conn), s->base.device_id, store_write_error(rc));
+			session_close(s);
+		} else if (j->qos == 1) {
+			s->ack_ready[j->ack % ACK_QUEUE] = true;
+			ack_flush(s);
+		}
+		hold_check(s);
+	}
+	session_unref(s);
+	free(j);
+}
+
+/* A device's telemetry: appended to the hub's log, acknowledged after the
+ * commit. Returns false when the connection must close (a bag that does
+ * not parse, a message over the limit, a store that cannot take it). */
+static bool telemetry(struct hub_session *s, const struct mqtt_publish *pub,
+		      const struct hub_topic_match *m)
+{
+	const char *peer = net_conn_peer(s->conn), *id = s->base.device_id;
+	json_t *app, *sys;
+	char err[160];
+	if (props_parse(m->props, m->props_len, &app, &sys, err, sizeof err) != 0) {
+		log_at(LOG_INFO, "mqtt %s: device %s: telemetry refused: %s; closing", peer, id,
+		       err);
+		return false;
+	}
+	struct telemetry_msg msg = {id,  s->base.generation, s->auth_type, app,
+				    sys, pub->payload,       pub->payload_len};
+	struct telemetry_job *j = xcalloc(1, sizeof *j);
+	j->s = s;
+	j->qos = pub->qos;
+	int rc = hub_telemetry_append(s->base.hub, &msg, telemetry_done, j);
+	json_decref(app);
+	json_decref(sys);
+	if (rc != 0) {
+		free(j);
+		log_at(LOG_INFO, "mqtt %s: device %s: telemetry refused: %s; closing", peer, id,
+		       rc == FH_ETOOBIG ? "the message is over 256 KB"
+					: "too many writes are waiting for the store");
+		return false;
+	}
+	if (pub->qos == 1)
+		j->ack = ack_push(s, pub->packet_id, false);
+	s->refs++;
+	s->inflight++;
+	hold_check(s);
+	return true;
+}
+
 /* ---- PUBLISH ---------------------------------------------------------- */
 
 /* Returns false when the publish is not allowed (the connection closes). */
@@ -663,12 +802,10 @@ static bool on_publish(struct hub_session *s, const struct mqtt_publish *pub)
 		       (int)pub->topic.len, pub->topic.p);
 		return false;
 	}
-	if (pub->qos == 1) {
-		struct buf b = BUF_INIT;
-		mqtt_encode_ack(&b, MQTT_PUBACK, pub->packet_id);
-		send_buf(s, &b);
-		buf_free(&b);
-	}
+	if (t == HUB_TOPIC_TELEMETRY)
+		return telemetry(s, pub, &m);
+	if (pub->qos == 1)
+		ack_push(s, pub->packet_id, true);
 	switch (t) {
 	case HUB_TOPIC_TWIN_GET:
 		if (!twin_throttled(s, m.rid))
@@ -680,13 +817,6 @@ static bool on_publish(struct hub_session *s, const struct mqtt_publish *pub)
 		break;
 	case HUB_TOPIC_METHOD_RES:
 		break; /* direct-method answers: no method is pending (not served yet) */
-	case HUB_TOPIC_TELEMETRY:
-		/* Telemetry is accepted (acknowledged above) and discarded:
-		 * fleethub has no event endpoint so far. */
-		warn_unserved(s, "telemetry",
-			      "sends telemetry, which is acknowledged and discarded");
-		log_at(LOG_DEBUG, "mqtt: device %s: telemetry of %zu bytes", id, pub->payload_len);
-		break;
 	default:
 		break;
 	}
@@ -756,7 +886,7 @@ static long consume(void *ctx, const uint8_t *p, size_t n)
 	struct hub_session *s = ctx;
 	size_t off = 0;
 	/* CONNECTING: what follows the CONNECT waits for its answer. */
-	while (off < n && s->state != S_CLOSED && s->state != S_CONNECTING && s->conn) {
+	while (off < n && s->state != S_CLOSED && s->state != S_CONNECTING && !s->held && s->conn) {
 		struct mqtt_packet pk;
 		int rc = mqtt_parse(p + off, n - off, s->base.hub ? s->base.hub->max_packet : 65536,
 				    &pk);

@@ -422,7 +422,7 @@ static void device_put_done(void *arg, int rc)
 	struct rest_job *j = arg;
 	if (rc == 0) {
 		if (j->kick)
-			device_events_raise(j->hub->events, j->hub->name, j->id,
+			device_events_raise(j->hub->devices, j->hub->name, j->id,
 					    DEVICE_ACCESS_CHANGED, KICK_WHY);
 		json_t *o = render_device(j->hub, j->id, j->identity, j->etag);
 		respond_json(j->ex, 200, o);
@@ -478,7 +478,7 @@ static void device_delete_done(void *arg, int rc)
 {
 	struct rest_job *j = arg;
 	if (rc == 0) {
-		device_events_raise(j->hub->events, j->hub->name, j->id, DEVICE_DELETED,
+		device_events_raise(j->hub->devices, j->hub->name, j->id, DEVICE_DELETED,
 				    "identity deleted");
 		http_respond(j->ex, 204, NULL, NULL, 0);
 	} else if (rc == FH_EPRECOND) {
@@ -954,6 +954,11 @@ static const struct route routes[] = {
 	{HTTP_VERB_DELETE, "/devices/{id}", device_delete, HUB_RIGHT_REGISTRY_WRITE, true},
 	{HTTP_VERB_GET, "/statistics/devices", device_stats, HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_GET, "/fleethub/nodes", nodes_list, HUB_RIGHT_REGISTRY_READ, false},
+	{HTTP_VERB_GET, "/fleethub/events", hub__events_stream, HUB_RIGHT_SERVICE_CONNECT, false},
+	{HTTP_VERB_GET, "/fleethub/events/groups/{id}", hub__events_group_get,
+	 HUB_RIGHT_SERVICE_CONNECT, false},
+	{HTTP_VERB_PUT, "/fleethub/events/groups/{id}", hub__events_group_put,
+	 HUB_RIGHT_SERVICE_CONNECT, true},
 	{HTTP_VERB_POST, "/devices/query", rest__twin_query, HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_GET, "/twins/{id}", twin_get,
 	 HUB_RIGHT_SERVICE_CONNECT | HUB_RIGHT_REGISTRY_READ, false},

@@ -332,7 +332,7 @@ static void on_device_change(void *arg, const char *hub, const char *device_id,
 
 void hub_listen_events(struct hub *h, struct device_events *events)
 {
-	h->events = events;
+	h->devices = events;
 	device_events_subscribe(events, on_device_change, h);
 }
 

@@ -198,6 +198,39 @@ void http_respond(struct http_exchange *ex, int status, const char *const *heade
 	exchange_end(ex, keep);
 }
 
+void http_stream_start(struct http_exchange *ex, int status, const char *const *headers)
+{
+	if (net_conn_closed(ex->conn))
+		return;
+	struct buf out = BUF_INIT;
+	http_response_build_head(&out, status, headers, ex->req->keep_alive);
+	net_conn_write(ex->conn, out.data, out.len);
+	buf_free(&out);
+}
+
+void http_stream_write(struct http_exchange *ex, const void *p, size_t n)
+{
+	if (n == 0 || net_conn_closed(ex->conn))
+		return;
+	char head[24];
+	int k = snprintf(head, sizeof head, "%zx\r\n", n);
+	struct buf out = BUF_INIT;
+	buf_reserve(&out, (size_t)k + n + 2);
+	buf_append(&out, head, (size_t)k);
+	buf_append(&out, p, n);
+	buf_append(&out, "\r\n", 2);
+	net_conn_write(ex->conn, out.data, out.len);
+	buf_free(&out);
+}
+
+void http_stream_end(struct http_exchange *ex)
+{
+	bool keep = ex->req->keep_alive;
+	if (!net_conn_closed(ex->conn))
+		net_conn_write(ex->conn, "0\r\n\r\n", 5);
+	exchange_end(ex, keep && !net_conn_closed(ex->conn));
+}
+
 void http_respond_json(struct http_exchange *ex, int status, const char *const *extra_headers,
 		       const char *json)
 {

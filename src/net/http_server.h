@@ -41,6 +41,17 @@ void http_respond(struct http_exchange *ex, int status, const char *const *heade
 void http_respond_json(struct http_exchange *ex, int status, const char *const *extra_headers,
 		       const char *json);
 
+/* A streamed answer (chunked transfer coding), for answers produced over
+ * time: http_stream_start sends the status and headers, each
+ * http_stream_write one chunk (n > 0), http_stream_end the last chunk and
+ * frees the exchange (the connection then takes its next request). While
+ * streaming the connection reads nothing; the writer checks
+ * net_conn_closed(ex->conn) and net_conn_queued() between writes, and
+ * ends the stream when the peer is gone. */
+void http_stream_start(struct http_exchange *ex, int status, const char *const *headers);
+void http_stream_write(struct http_exchange *ex, const void *p, size_t n);
+void http_stream_end(struct http_exchange *ex);
+
 /* Answers a WebSocket upgrade with 101 (Sec-WebSocket-Accept, and
  * Sec-WebSocket-Protocol: subprotocol when not NULL), switches the
  * connection to ws mode with handler h/app, feeds it any bytes that followed

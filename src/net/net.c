@@ -416,6 +416,11 @@ int net_conn_write(struct net_conn *c, const void *p, size_t n)
 	return 0;
 }
 
+size_t net_conn_queued(const struct net_conn *c)
+{
+	return c->queued;
+}
+
 void net_conn_close(struct net_conn *c)
 {
 	if (c->state == C_CLOSING || c->state == C_CLOSED || c->close_after_flush)

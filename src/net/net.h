@@ -79,6 +79,9 @@ void *net_conn_peer_chain(const struct net_conn *c);
 /* Queues data (copied). In ws mode it is sent as one binary frame. Returns
  * 0, or FH_EIO when the connection is closing/closed (data dropped). */
 int net_conn_write(struct net_conn *c, const void *p, size_t n);
+/* Bytes queued for sending and not yet written to the socket: a writer
+ * that produces without a request (a stream) waits while this is high. */
+size_t net_conn_queued(const struct net_conn *c);
 /* Sends what is queued, then closes. Idempotent. */
 void net_conn_close(struct net_conn *c);
 bool net_conn_closed(const struct net_conn *c);

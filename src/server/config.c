@@ -128,6 +128,18 @@ static const struct setting settings[] = {
      "CA certificate it is trusted through (a hub's CA, an enrollment group's\n"
      "signing certificate or CA), at the hubs and the DPS (0..16).",
      SRV(x509_max_intermediates)},
+    {SCOPE_SERVER, "event_partitions", SET_UINT, 1, 32, "4",
+     "Partitions of each hub's telemetry log (1..32). A device's messages\n"
+     "always go to one partition, in order. Takes effect for new hubs' logs;\n"
+     "changing it moves devices to other partitions.",
+     SRV(event_partitions)},
+    {SCOPE_SERVER, "event_retention_hours", SET_UINT, 1, 8760, "24",
+     "Hours telemetry is kept (1..8760); older events are deleted.",
+     SRV(event_retention_hours)},
+    {SCOPE_SERVER, "event_retention_mb", SET_UINT, 0, 1048576, "1024",
+     "MiB of telemetry kept per partition at most (0 = no bound but the\n"
+     "age); the oldest events go first.",
+     SRV(event_retention_mb)},
     {SCOPE_SERVER, "query_indexes", SET_LIST, 0, 0, NULL,
      "Twin paths that twin queries compare often, comma-separated, e.g.\n"
      "tags.plant, properties.reported.temperature: each gets an index, so that\n"

@@ -82,6 +82,9 @@ struct config {
 	unsigned max_write_backlog;      /* 20000 store jobs */
 	unsigned max_write_backlog_mb;   /* 64 MiB of request bodies */
 	unsigned x509_max_intermediates; /* 8: CA certificates between a device's and its anchor */
+	unsigned event_partitions;       /* 4: partitions of each hub's event log */
+	unsigned event_retention_hours;  /* 24 */
+	unsigned event_retention_mb;     /* 1024 per partition; 0: by age only */
 	char *query_indexes;             /* twin paths to index, comma-separated */
 	struct config_hub *hubs;
 	size_t nhubs;

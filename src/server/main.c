@@ -1053,6 +1053,9 @@ static int serve(const char *config_path, const char *data_dir)
 		struct rate_limit rate = device_rate();
 		hub_set_limits(h, srv.cfg.max_inflight, &rate, srv.cfg.max_connections,
 			       srv.cfg.x509_max_intermediates);
+		hub_events_start(h, srv.loop, srv.cfg.event_partitions,
+				 (int64_t)srv.cfg.event_retention_hours * 3600 * 1000,
+				 (int64_t)srv.cfg.event_retention_mb << 20);
 		add_ip_aliases(h, &srv.cfg.hubs[i].mqtt_listen);
 		add_ip_aliases(h, &srv.cfg.hubs[i].https_listen);
 		hub_listen_events(h, &srv.events);

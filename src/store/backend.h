@@ -87,6 +87,37 @@ struct store_txn_ops {
 	int (*doc_list)(struct store_txn *t, enum store_doc_kind kind, const char *scope,
 			const char *prefix, const char *after, unsigned limit,
 			int (*each)(void *arg, const char *id, const char *json), void *arg);
+	int (*event_append)(struct store_txn *t, const char *hub, unsigned part,
+			    struct store_event *e);
+	int (*event_read)(struct store_txn *t, const char *hub, unsigned part, int64_t from,
+			  unsigned limit, int (*each)(void *arg, const struct store_event *e),
+			  void *arg);
+	int (*event_partition)(struct store_txn *t, const char *hub, unsigned part,
+			       struct store_partition *out);
+	int (*event_seek_time)(struct store_txn *t, const char *hub, unsigned part, int64_t at_ms,
+			       int64_t *seq);
+	int (*event_trim)(struct store_txn *t, const char *hub, unsigned part, int64_t before_ms,
+			  int64_t max_bytes, unsigned limit, unsigned *deleted);
+	int (*c2d_add)(struct store_txn *t, const char *hub, const char *id, const char *json,
+		       const uint8_t *body, size_t body_len, int64_t expiry_ms, unsigned max,
+		       int64_t *seq);
+	int (*c2d_list)(struct store_txn *t, const char *hub, const char *id, int64_t after,
+			unsigned limit, int (*each)(void *arg, const struct store_c2d *m),
+			void *arg);
+	int (*c2d_update)(struct store_txn *t, const char *hub, const char *id, int64_t seq,
+			  const char *json);
+	int (*c2d_delete)(struct store_txn *t, const char *hub, const char *id, int64_t seq);
+	int (*c2d_count)(struct store_txn *t, const char *hub, const char *id, int64_t *n);
+	int (*c2d_expired)(struct store_txn *t, int64_t now_ms, unsigned limit,
+			   int (*each)(void *arg, const char *hub, const char *id,
+				       const struct store_c2d *m),
+			   void *arg);
+	int (*feedback_add)(struct store_txn *t, const char *hub, int64_t now_ms,
+			    const char *json);
+	int (*feedback_list)(struct store_txn *t, const char *hub, int64_t after, unsigned limit,
+			     int (*each)(void *arg, int64_t seq, const char *json), void *arg);
+	int (*feedback_trim)(struct store_txn *t, const char *hub, int64_t before_ms,
+			     int64_t max_rows, unsigned limit);
 	/* NULL: the store has one node (store_notify posts nothing). */
 	int (*notify)(struct store_txn *t, const char *text);
 };
@@ -97,6 +128,7 @@ struct store_txn {
 };
 
 struct store_job {
+	uint32_t order; /* store_submit_ordered's (0: none) */
 	store_work_fn work;
 	store_done_fn done;
 	void *arg;
@@ -177,6 +209,10 @@ struct store {
  * store_close. */
 int store__start(struct store *s, const struct store_backend *be, uv_loop_t *loop,
 		 unsigned batch_max, unsigned nshards, char *err, size_t errlen);
+/* Orders batch by its jobs' order, keeping the submission order among
+ * equals (so per key): a backend whose writers lock shared rows runs them
+ * so, and no two batches wait on each other in opposite orders. */
+void store__batch_sort(struct store_job_list *batch);
 /* Every job of batch gets rc; the jobs in batch. */
 void store__batch_fail(struct store_job_list *batch, int rc);
 unsigned long store__batch_count(const struct store_job_list *batch);

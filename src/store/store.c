@@ -325,9 +325,10 @@ static struct store_shard *shard_of(struct store *s, const char *key)
 }
 
 static void submit(struct store *s, const char *key, store_work_fn work, store_done_fn done,
-		   void *arg, size_t cost)
+		   void *arg, size_t cost, uint32_t order)
 {
 	struct store_job *j = xmalloc(sizeof *j);
+	j->order = order;
 	j->work = work;
 	j->done = done;
 	j->arg = arg;
@@ -345,13 +346,49 @@ static void submit(struct store *s, const char *key, store_work_fn work, store_d
 void store_submit_sized(struct store *s, store_work_fn work, store_done_fn done, void *arg,
 			size_t cost)
 {
-	submit(s, NULL, work, done, arg, cost);
+	submit(s, NULL, work, done, arg, cost, 0);
 }
 
 void store_submit_keyed(struct store *s, const char *key, store_work_fn work, store_done_fn done,
 			void *arg, size_t cost)
 {
-	submit(s, key, work, done, arg, cost);
+	submit(s, key, work, done, arg, cost, 0);
+}
+
+void store_submit_ordered(struct store *s, const char *key, uint32_t order, store_work_fn work,
+			  store_done_fn done, void *arg, size_t cost)
+{
+	submit(s, key, work, done, arg, cost, order);
+}
+
+void store__batch_sort(struct store_job_list *batch)
+{
+	/* Insertion into a new list, after the last job of an order not
+	 * greater: stable, and batches are short. */
+	struct store_job_list out = {NULL, NULL};
+	struct store_job *j = batch->head;
+	while (j) {
+		struct store_job *next = j->next;
+		if (!out.tail || out.tail->order <= j->order) {
+			j->next = NULL;
+			if (out.tail)
+				out.tail->next = j;
+			else
+				out.head = j;
+			out.tail = j;
+		} else if (out.head->order > j->order) {
+			j->next = out.head;
+			out.head = j;
+		} else {
+			struct store_job *p = out.head;
+			while (p->next && p->next->order <= j->order)
+				p = p->next;
+			j->next = p->next;
+			p->next = j;
+		}
+		j = next;
+	}
+	*batch = out;
 }
 
 void store_set_backlog_limit(struct store *s, unsigned max_jobs, size_t max_bytes)
@@ -600,4 +637,89 @@ int store_doc_list(struct store_txn *t, enum store_doc_kind kind, const char *sc
 		   int (*each)(void *arg, const char *id, const char *json), void *arg)
 {
 	return t->ops->doc_list(t, kind, scope, prefix, after, limit, each, arg);
+}
+
+int store_event_append(struct store_txn *t, const char *hub, unsigned part,
+		       struct store_event *e)
+{
+	return t->ops->event_append(t, hub, part, e);
+}
+
+int store_event_read(struct store_txn *t, const char *hub, unsigned part, int64_t from,
+		     unsigned limit, int (*each)(void *arg, const struct store_event *e),
+		     void *arg)
+{
+	return t->ops->event_read(t, hub, part, from, limit, each, arg);
+}
+
+int store_event_partition(struct store_txn *t, const char *hub, unsigned part,
+			  struct store_partition *out)
+{
+	return t->ops->event_partition(t, hub, part, out);
+}
+
+int store_event_seek_time(struct store_txn *t, const char *hub, unsigned part, int64_t at_ms,
+			  int64_t *seq)
+{
+	return t->ops->event_seek_time(t, hub, part, at_ms, seq);
+}
+
+int store_event_trim(struct store_txn *t, const char *hub, unsigned part, int64_t before_ms,
+		     int64_t max_bytes, unsigned limit, unsigned *deleted)
+{
+	return t->ops->event_trim(t, hub, part, before_ms, max_bytes, limit, deleted);
+}
+
+int store_c2d_add(struct store_txn *t, const char *hub, const char *id, const char *json,
+		  const uint8_t *body, size_t body_len, int64_t expiry_ms, unsigned max,
+		  int64_t *seq)
+{
+	return t->ops->c2d_add(t, hub, id, json, body, body_len, expiry_ms, max, seq);
+}
+
+int store_c2d_list(struct store_txn *t, const char *hub, const char *id, int64_t after,
+		   unsigned limit, int (*each)(void *arg, const struct store_c2d *m), void *arg)
+{
+	return t->ops->c2d_list(t, hub, id, after, limit, each, arg);
+}
+
+int store_c2d_update(struct store_txn *t, const char *hub, const char *id, int64_t seq,
+		     const char *json)
+{
+	return t->ops->c2d_update(t, hub, id, seq, json);
+}
+
+int store_c2d_delete(struct store_txn *t, const char *hub, const char *id, int64_t seq)
+{
+	return t->ops->c2d_delete(t, hub, id, seq);
+}
+
+int store_c2d_count(struct store_txn *t, const char *hub, const char *id, int64_t *n)
+{
+	return t->ops->c2d_count(t, hub, id, n);
+}
+
+int store_c2d_expired(struct store_txn *t, int64_t now_ms, unsigned limit,
+		      int (*each)(void *arg, const char *hub, const char *id,
+				  const struct store_c2d *m),
+		      void *arg)
+{
+	return t->ops->c2d_expired(t, now_ms, limit, each, arg);
+}
+
+int store_feedback_add(struct store_txn *t, const char *hub, int64_t now_ms, const char *json)
+{
+	return t->ops->feedback_add(t, hub, now_ms, json);
+}
+
+int store_feedback_list(struct store_txn *t, const char *hub, int64_t after, unsigned limit,
+			int (*each)(void *arg, int64_t seq, const char *json), void *arg)
+{
+	return t->ops->feedback_list(t, hub, after, limit, each, arg);
+}
+
+int store_feedback_trim(struct store_txn *t, const char *hub, int64_t before_ms,
+			int64_t max_rows, unsigned limit)
+{
+	return t->ops->feedback_trim(t, hub, before_ms, max_rows, limit);
 }

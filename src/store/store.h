@@ -125,6 +125,14 @@ const char *store_write_error(int rc);
 void store_submit_keyed(struct store *s, const char *key, store_work_fn work, store_done_fn done,
 			void *arg, size_t cost);
 
+/* store_submit_keyed for a job that locks a row other jobs of any key
+ * and node lock too (an event log partition): order names that row (the
+ * same order for the same row everywhere). A backend with several writers
+ * runs the jobs of a batch in ascending order (submission order among
+ * equals), so no two transactions wait on each other's rows. */
+void store_submit_ordered(struct store *s, const char *key, uint32_t order, store_work_fn work,
+			  store_done_fn done, void *arg, size_t cost);
+
 /* Bounds (0 = none, the default after store_open). */
 void store_set_backlog_limit(struct store *s, unsigned max_jobs, size_t max_bytes);
 /* 0 when a client's write holding cost bytes may be queued now, else
@@ -309,6 +317,99 @@ int store_post(struct store_txn *t, struct cluster_msg *m);
 /* fn(arg, text) on the loop for every message posted (after the commit).
  * One listener per store; before store_close. */
 void store_listen(struct store *s, void (*fn)(void *arg, const char *text), void *arg);
+
+/* ---- Telemetry: each hub's event log (issue 18) ------------------------
+ * An append-only log per hub, in partitions; a device's events always go to
+ * one partition (the caller picks it). Each partition numbers its events
+ * from 0 (sequence numbers) and gives each a byte offset; both only grow,
+ * and a deleted event's numbers are never given again. An append locks its
+ * partition's row until the commit, so appends to one partition commit in
+ * sequence order, whichever writer or node made them: a reader that has
+ * seen sequence number n will never later find a smaller one appear.
+ * Retention deletes from the oldest end only (store_event_trim). */
+struct store_event {
+	int64_t seq;         /* set by store_event_append */
+	int64_t offset;      /* set by store_event_append */
+	int64_t enqueued_ms; /* when the hub accepted it */
+	const char *device;  /* the sending device's id */
+	const char *props;   /* JSON object text: {"properties":{..},"system":{..}} */
+	const uint8_t *body;
+	size_t body_len;
+};
+/* Appends e to partition part of hub's log; fills e->seq and e->offset. */
+int store_event_append(struct store_txn *t, const char *hub, unsigned part,
+		       struct store_event *e);
+/* Calls each(arg, e) for the events of the partition with seq >= from, in
+ * order, up to limit, until each returns nonzero (then returned). e and
+ * what it points to are valid during the call only. */
+int store_event_read(struct store_txn *t, const char *hub, unsigned part, int64_t from,
+		     unsigned limit, int (*each)(void *arg, const struct store_event *e),
+		     void *arg);
+/* A partition's state (all zero for one never written). The events kept
+ * are begin_seq .. next_seq - 1. */
+struct store_partition {
+	int64_t begin_seq;
+	int64_t next_seq;
+	int64_t next_offset;
+	int64_t last_enqueued_ms; /* 0: never written */
+	int64_t bytes;            /* the bodies and properties kept */
+};
+int store_event_partition(struct store_txn *t, const char *hub, unsigned part,
+			  struct store_partition *out);
+/* The sequence number of the first event kept that was enqueued at or
+ * after at_ms (next_seq when none). */
+int store_event_seek_time(struct store_txn *t, const char *hub, unsigned part, int64_t at_ms,
+			  int64_t *seq);
+/* Retention: deletes the oldest events enqueued before before_ms, then the
+ * oldest while the partition keeps more than max_bytes (0: no bound), at
+ * most limit of them; *deleted says how many. A write job. */
+int store_event_trim(struct store_txn *t, const char *hub, unsigned part, int64_t before_ms,
+		     int64_t max_bytes, unsigned limit, unsigned *deleted);
+
+/* ---- Cloud-to-device: each device's queue (issue 18) -------------------
+ * Messages in enqueue order, numbered per device (seq only grows). Each
+ * row is the message's state as JSON text the hub layer writes and reads
+ * (core/c2d.h), and its body. Removed with the device. */
+struct store_c2d {
+	int64_t seq;
+	int64_t expiry_ms; /* when it expires unless delivered */
+	const char *json;
+	const uint8_t *body;
+	size_t body_len;
+};
+/* Appends a message to the queue of device id unless it holds max
+ * already: 0 with *seq, FH_ETOOBIG (full, nothing written) or
+ * FH_ENOTFOUND (no such device). Locks the device's row, so the count
+ * holds with several writers and nodes. */
+int store_c2d_add(struct store_txn *t, const char *hub, const char *id, const char *json,
+		  const uint8_t *body, size_t body_len, int64_t expiry_ms, unsigned max,
+		  int64_t *seq);
+/* Calls each(arg, m) for the messages of the device with seq > after, in
+ * order, up to limit; m is valid during the call only. */
+int store_c2d_list(struct store_txn *t, const char *hub, const char *id, int64_t after,
+		   unsigned limit, int (*each)(void *arg, const struct store_c2d *m), void *arg);
+/* Replaces a message's state; FH_ENOTFOUND when it is gone. */
+int store_c2d_update(struct store_txn *t, const char *hub, const char *id, int64_t seq,
+		     const char *json);
+/* Removes a message; FH_ENOTFOUND when it was gone. */
+int store_c2d_delete(struct store_txn *t, const char *hub, const char *id, int64_t seq);
+/* The messages queued for a device. */
+int store_c2d_count(struct store_txn *t, const char *hub, const char *id, int64_t *n);
+/* Calls each(arg, hub, id, m) for up to limit messages (of every hub) whose
+ * expiry_ms is before now_ms, oldest expiry first. */
+int store_c2d_expired(struct store_txn *t, int64_t now_ms, unsigned limit,
+		      int (*each)(void *arg, const char *hub, const char *id,
+				  const struct store_c2d *m),
+		      void *arg);
+/* Feedback records for the service (the coming AMQP feedback link): JSON
+ * texts, numbered per hub in the order they were added. */
+int store_feedback_add(struct store_txn *t, const char *hub, int64_t now_ms, const char *json);
+int store_feedback_list(struct store_txn *t, const char *hub, int64_t after, unsigned limit,
+			int (*each)(void *arg, int64_t seq, const char *json), void *arg);
+/* Deletes a hub's feedback records added before before_ms, and the oldest
+ * beyond max_rows, at most limit of them. */
+int store_feedback_trim(struct store_txn *t, const char *hub, int64_t before_ms,
+			int64_t max_rows, unsigned limit);
 
 /* Small settings (generated keys, ids): text values by key. */
 int store_setting_get(struct store_txn *t, const char *key, char **value_out);

@@ -52,6 +52,7 @@
 #include "base/mem.h"
 #include "codec/query_plan.h"
 #include "store/backend.h"
+#include "store/pg_internal.h"
 
 /* Jobs per transaction: each runs in a subtransaction (its savepoint),
  * and PostgreSQL keeps up to 64 of a transaction's subtransactions in
@@ -98,6 +99,21 @@ static const char *const migrations[] = {
 	/* 2: messages between nodes too long for a NOTIFY payload */
 	"CREATE TABLE messages (id bigserial PRIMARY KEY, text text NOT NULL,"
 	" created timestamptz NOT NULL DEFAULT now());",
+	/* 3: device messages (pg_messages.c): event logs, C2D queues, feedback */
+	"CREATE TABLE event_partitions (hub text COLLATE \"C\" NOT NULL, part integer NOT NULL,"
+	" next_seq bigint NOT NULL, next_offset bigint NOT NULL, bytes bigint NOT NULL,"
+	" count bigint NOT NULL, last_enqueued bigint NOT NULL, PRIMARY KEY (hub, part));"
+	"CREATE TABLE events (hub text COLLATE \"C\" NOT NULL, part integer NOT NULL,"
+	" seq bigint NOT NULL, off bigint NOT NULL, enqueued bigint NOT NULL,"
+	" size bigint NOT NULL, device text NOT NULL, props text NOT NULL, body bytea NOT NULL,"
+	" PRIMARY KEY (hub, part, seq));"
+	"CREATE TABLE c2d (hub text COLLATE \"C\" NOT NULL, device text COLLATE \"C\" NOT NULL,"
+	" seq bigint NOT NULL, expiry bigint NOT NULL, json text NOT NULL, body bytea NOT NULL,"
+	" PRIMARY KEY (hub, device, seq));"
+	"CREATE INDEX c2d_expiry ON c2d (expiry);"
+	"CREATE TABLE feedback (id bigserial PRIMARY KEY, hub text COLLATE \"C\" NOT NULL,"
+	" added bigint NOT NULL, json text NOT NULL);"
+	"CREATE INDEX feedback_hub ON feedback (hub, id);",
 };
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -270,7 +286,7 @@ struct pg_txn {
 	struct store_txn base; /* ops: pg_ops */
 	PGconn *conn;
 	bool writer;            /* in a write transaction: point reads lock their row */
-	bool prepared[P_COUNT]; /* on this connection */
+	bool prepared[P_COUNT + PG_MSG_SLOTS]; /* on this connection (pg__run's after) */
 	int fault;  /* FH_EUNAVAIL: the connection broke during this job or batch */
 	int failed; /* the first statement error of the running job, or 0
 	               (FH_EAGAIN: it lost a deadlock or serialization) */
@@ -484,15 +500,15 @@ static int pipe_sync(struct pg_txn *t)
 
 /* A statement in pipeline mode: sent with a flush request behind what is
  * queued; their results, then its own. */
-static PGresult *pipe_run(struct pg_txn *t, enum pst id, const char *name,
-			  const char *const *vals, int *rc)
+static PGresult *pipe_run(struct pg_txn *t, int id, const char *sql, int nparams,
+			  const char *name, const char *const *vals, int *rc)
 {
 	if (t->aborted) {
 		*rc = t->failed ? t->failed : FH_EIO;
 		return NULL;
 	}
 	if (!t->prepared[id]) {
-		if (!PQsendPrepare(t->conn, name, pst_sql[id].sql, pst_sql[id].nparams, NULL)) {
+		if (!PQsendPrepare(t->conn, name, sql, nparams, NULL)) {
 			*rc = note_error(t, NULL, "prepare");
 			return NULL;
 		}
@@ -500,9 +516,9 @@ static PGresult *pipe_run(struct pg_txn *t, enum pst id, const char *name,
 		if (*rc != 0)
 			return NULL;
 	}
-	if (!PQsendQueryPrepared(t->conn, name, pst_sql[id].nparams, vals, NULL, NULL, 0) ||
+	if (!PQsendQueryPrepared(t->conn, name, nparams, vals, NULL, NULL, 0) ||
 	    !PQsendFlushRequest(t->conn) || PQflush(t->conn) != 0) {
-		*rc = note_error(t, NULL, pst_sql[id].sql);
+		*rc = note_error(t, NULL, sql);
 		return NULL;
 	}
 	int before = pipe_drain(t);
@@ -514,7 +530,7 @@ static PGresult *pipe_run(struct pg_txn *t, enum pst id, const char *name,
 	ExecStatusType st = PQresultStatus(r);
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
 		*rc = st == PGRES_PIPELINE_ABORTED ? (before ? before : FH_EIO)
-						   : note_error(t, r, pst_sql[id].sql);
+						   : note_error(t, r, sql);
 		t->aborted = true;
 		PQclear(r);
 		return NULL;
@@ -529,19 +545,20 @@ static PGresult *pipe_run(struct pg_txn *t, enum pst id, const char *name,
 
 /* Runs statement id with its parameters (NULL: SQL NULL); returns the
  * result (PQclear it) or NULL with *rc set (the error noted). */
-static PGresult *run(struct pg_txn *t, enum pst id, const char *const *vals, int *rc)
+static PGresult *run_sql(struct pg_txn *t, int id, const char *sql, int nparams,
+			 const char *const *vals, int *rc)
 {
 	char name[8];
-	snprintf(name, sizeof name, "p%d", (int)id);
+	snprintf(name, sizeof name, "p%d", id);
 	*rc = 0;
 	if (!t->conn) {
-		*rc = note_error(t, NULL, pst_sql[id].sql);
+		*rc = note_error(t, NULL, sql);
 		return NULL;
 	}
 	if (t->pipe)
-		return pipe_run(t, id, name, vals, rc);
+		return pipe_run(t, id, sql, nparams, name, vals, rc);
 	if (!t->prepared[id]) {
-		PGresult *p = PQprepare(t->conn, name, pst_sql[id].sql, pst_sql[id].nparams, NULL);
+		PGresult *p = PQprepare(t->conn, name, sql, nparams, NULL);
 		if (PQresultStatus(p) != PGRES_COMMAND_OK) {
 			*rc = note_error(t, p, "prepare");
 			PQclear(p);
@@ -550,14 +567,25 @@ static PGresult *run(struct pg_txn *t, enum pst id, const char *const *vals, int
 		PQclear(p);
 		t->prepared[id] = true;
 	}
-	PGresult *r = PQexecPrepared(t->conn, name, pst_sql[id].nparams, vals, NULL, NULL, 0);
+	PGresult *r = PQexecPrepared(t->conn, name, nparams, vals, NULL, NULL, 0);
 	ExecStatusType st = PQresultStatus(r);
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-		*rc = note_error(t, r, pst_sql[id].sql);
+		*rc = note_error(t, r, sql);
 		PQclear(r);
 		return NULL;
 	}
 	return r;
+}
+
+static PGresult *run(struct pg_txn *t, enum pst id, const char *const *vals, int *rc)
+{
+	return run_sql(t, (int)id, pst_sql[id].sql, pst_sql[id].nparams, vals, rc);
+}
+
+PGresult *pg__run(struct store_txn *tx, unsigned slot, const char *sql, int nparams,
+		  const char *const *vals, int *rc)
+{
+	return run_sql((struct pg_txn *)tx, P_COUNT + (int)slot, sql, nparams, vals, rc);
 }
 
 /* A statement that returns no rows: 0 (with *changed, when not NULL, the
@@ -717,7 +745,7 @@ static int pg_device_delete(struct store_txn *tx, const char *hub, const char *i
 	static const enum pst rows[] = {P_DEV_DEL_TWIN, P_DEV_DEL_SES, P_DEV_DEL_CONN};
 	for (size_t i = 0; rc == 0 && i < sizeof rows / sizeof rows[0]; i++)
 		rc = run_write(t, rows[i], vals, NULL);
-	return rc;
+	return rc ? rc : pg_c2d_delete_device(tx, hub, id);
 }
 
 static int pg_device_list(struct store_txn *tx, const char *hub, const char *after, unsigned limit,
@@ -1173,6 +1201,20 @@ static const struct store_txn_ops pg_ops = {
 	.doc_put = pg_doc_put,
 	.doc_delete = pg_doc_delete,
 	.doc_list = pg_doc_list,
+	.event_append = pg_event_append,
+	.event_read = pg_event_read,
+	.event_partition = pg_event_partition,
+	.event_seek_time = pg_event_seek_time,
+	.event_trim = pg_event_trim,
+	.c2d_add = pg_c2d_add,
+	.c2d_list = pg_c2d_list,
+	.c2d_update = pg_c2d_update,
+	.c2d_delete = pg_c2d_delete,
+	.c2d_count = pg_c2d_count,
+	.c2d_expired = pg_c2d_expired,
+	.feedback_add = pg_feedback_add,
+	.feedback_list = pg_feedback_list,
+	.feedback_trim = pg_feedback_trim,
 	.notify = pg_notify,
 };
 
@@ -1254,6 +1296,7 @@ static void run_batch(struct store *base, unsigned shard, struct store_job_list 
 	struct pg_writer *s = &ps->writers[shard];
 	struct pg_txn *t = &s->t;
 	char why[300] = "";
+	store__batch_sort(batch);
 	int rc = writer_ready(ps, s, why, sizeof why);
 	if (rc == 0) {
 		t->fault = 0;

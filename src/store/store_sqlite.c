@@ -109,6 +109,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "store/sqlite_internal.h"
 #include "store/sqlite_query.h"
 
 #define BATCH_MAX 512
@@ -181,6 +182,22 @@ static const char *const migrations[] = {
 	/* 8: the nodes serving from this store (store.h, STORE_NODE) */
 	"CREATE TABLE nodes (scope TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
 	" PRIMARY KEY (scope, id)) WITHOUT ROWID;",
+	/* 9: messages (sqlite_messages.c): the event logs, cloud-to-device
+	 * queues and their feedback */
+	"CREATE TABLE event_partitions (hub TEXT NOT NULL, part INTEGER NOT NULL,"
+	" next_seq INTEGER NOT NULL, next_offset INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+	" count INTEGER NOT NULL, last_enqueued INTEGER NOT NULL,"
+	" PRIMARY KEY (hub, part)) WITHOUT ROWID;"
+	"CREATE TABLE events (hub TEXT NOT NULL, part INTEGER NOT NULL, seq INTEGER NOT NULL,"
+	" off INTEGER NOT NULL, enqueued INTEGER NOT NULL, size INTEGER NOT NULL,"
+	" device TEXT NOT NULL, props TEXT NOT NULL, body BLOB NOT NULL,"
+	" PRIMARY KEY (hub, part, seq));"
+	"CREATE TABLE c2d (hub TEXT NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL,"
+	" expiry INTEGER NOT NULL, json TEXT NOT NULL, body BLOB NOT NULL,"
+	" PRIMARY KEY (hub, device, seq));"
+	"CREATE INDEX c2d_expiry ON c2d (expiry);"
+	"CREATE TABLE feedback (hub TEXT NOT NULL, seq INTEGER NOT NULL, added INTEGER NOT NULL,"
+	" json TEXT NOT NULL, PRIMARY KEY (hub, seq)) WITHOUT ROWID;",
 };
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -340,6 +357,7 @@ struct sq_txn {
 	int in_read;      /* that transaction is open */
 	sqlite3_stmt *st[ST_COUNT];
 	sqlite3_stmt *doc[DOC_KINDS][DOC_OPS]; /* prepared on first use */
+	sqlite3_stmt *msg[SQ_MSG_SLOTS];       /* sqlite_messages.c's, likewise */
 	/* Scans' statements (scan_prepare), kept by their text: a dashboard
 	 * repeats its queries, and preparing one costs more than a small
 	 * query's rows. The least recently used goes first. */
@@ -436,6 +454,10 @@ static void txn_close(struct sq_txn *t)
 			sqlite3_finalize(t->doc[k][o]);
 			t->doc[k][o] = NULL;
 		}
+	for (int i = 0; i < SQ_MSG_SLOTS; i++) {
+		sqlite3_finalize(t->msg[i]);
+		t->msg[i] = NULL;
+	}
 	for (int i = 0; i < SCAN_CACHE; i++) {
 		sqlite3_finalize(t->scans[i].st);
 		free(t->scans[i].sql);
@@ -1056,7 +1078,7 @@ static int sq_device_delete(struct store_txn *tx, const char *hub, const char *i
 		bind_text(st, 2, id);
 		rc = step_write(t, st, rows[i].what);
 	}
-	return rc;
+	return rc ? rc : sq_c2d_delete_device(tx, hub, id);
 }
 
 /* The listing functions share one reader: a bound list statement whose rows
@@ -1833,5 +1855,48 @@ static const struct store_txn_ops sq_ops = {
 	.doc_put = sq_doc_put,
 	.doc_delete = sq_doc_delete,
 	.doc_list = sq_doc_list,
+	.event_append = sq_event_append,
+	.event_read = sq_event_read,
+	.event_partition = sq_event_partition,
+	.event_seek_time = sq_event_seek_time,
+	.event_trim = sq_event_trim,
+	.c2d_add = sq_c2d_add,
+	.c2d_list = sq_c2d_list,
+	.c2d_update = sq_c2d_update,
+	.c2d_delete = sq_c2d_delete,
+	.c2d_count = sq_c2d_count,
+	.c2d_expired = sq_c2d_expired,
+	.feedback_add = sq_feedback_add,
+	.feedback_list = sq_feedback_list,
+	.feedback_trim = sq_feedback_trim,
 	.notify = NULL, /* one node: nobody to tell */
 };
+
+/* ---- for sqlite_messages.c (sqlite_internal.h) ---- */
+
+sqlite3_stmt *sq__stmt(struct store_txn *tx, unsigned slot, const char *sql)
+{
+	struct sq_txn *t = (struct sq_txn *)tx;
+	read_begin(t);
+	if (!t->msg[slot] && sqlite3_prepare_v3(t->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+						&t->msg[slot], NULL) != SQLITE_OK) {
+		note_error(t, "prepare");
+		return NULL;
+	}
+	return t->msg[slot];
+}
+
+void sq__stmt_end(sqlite3_stmt *st)
+{
+	stmt_end(st);
+}
+
+int sq__error(struct store_txn *tx, const char *what)
+{
+	return note_error((struct sq_txn *)tx, what);
+}
+
+sqlite3 *sq__db(struct store_txn *tx)
+{
+	return ((struct sq_txn *)tx)->db;
+}

@@ -1098,7 +1098,7 @@ static void test_newer_schema(void **state)
 	struct store *s = (struct store *)1;
 	assert_int_not_equal(store_open(&s, &f->loop, STORE_SQLITE, f->path, err, sizeof err), 0);
 	assert_null(s);
-	assert_string_equal(err, "database schema 99 is newer than this fleethub (8)");
+	assert_string_equal(err, "database schema 99 is newer than this fleethub (9)");
 }
 
 #define GROUP_N 1000
