@@ -265,7 +265,12 @@ static int print_policy_cs(const struct cli_args *a, const char *kind, const str
 
 struct response {
 	long status;
+	/* A stream (events tail): each complete line of a 2xx answer goes to
+	 * line(line_arg, text) as it arrives instead of into body. */
+	void (*line)(void *arg, const char *text, size_t n);
+	void *line_arg;
 	struct buf body;
+	void *curl;              /* its handle, while it runs */
 	char error_name[128];    /* iothub-errorcode header */
 	char continuation[1024]; /* x-ms-continuation header, "" when absent */
 };
@@ -276,6 +281,18 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 	if (r->body.len + size * n > 64u * 1024 * 1024)
 		return 0;
 	buf_append(&r->body, p, size * n);
+	long status = 0;
+	if (r->line && r->curl)
+		curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (status >= 200 && status < 300) {
+		char *nl;
+		while ((nl = memchr(r->body.data, '\n', r->body.len))) {
+			size_t len = (size_t)(nl - r->body.data);
+			if (len)
+				r->line(r->line_arg, r->body.data, len);
+			buf_consume(&r->body, len + 1);
+		}
+	}
 	return size * n;
 }
 
@@ -369,7 +386,11 @@ static int http_call(const struct target *t, const char *method, const char *pat
 	int rc = CLI_UNREACHABLE;
 	CURL *curl = NULL;
 
+	void (*line)(void *, const char *, size_t) = r->line;
+	void *line_arg = r->line_arg;
 	memset(r, 0, sizeof *r);
+	r->line = line;
+	r->line_arg = line_arg;
 	buf_printf(&url, "https://%s%s%sapi-version=%s", t->hub, path,
 	           strchr(path, '?') ? "&" : "?", t->api_version);
 	pct_encode(&sr, t->hub, strlen(t->hub));
@@ -404,7 +425,9 @@ static int http_call(const struct target *t, const char *method, const char *pat
 	curl_easy_setopt(curl, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
+	/* A stream runs until it ends; a method call may wait up to 600 s. */
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT, r->line ? 0L : 660L);
+	r->curl = curl;
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
 	if (body) {
@@ -429,6 +452,7 @@ static int http_call(const struct target *t, const char *method, const char *pat
 	}
 	curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L); /* ids are checked: never rewrite a path */
 	CURLcode cc = curl_easy_perform(curl);
+	r->curl = NULL;
 	if (cc != CURLE_OK) {
 		report_curl_error(t, cc, errbuf);
 		goto done;
@@ -1306,6 +1330,88 @@ static int query_run(const struct cli_args *a, const struct target *t)
 	return rc;
 }
 
+/* fleethub method invoke ID NAME: the call's answer, {"status", "payload"}. */
+static int method_invoke(const struct cli_args *a, const struct target *t)
+{
+	json_t *payload = json_null();
+	if (a->payload) {
+		json_error_t jerr;
+		payload = json_loads(a->payload, JSON_DECODE_ANY, &jerr);
+		if (!payload) {
+			fprintf(stderr, "error: --payload is not JSON: %s\n", jerr.text);
+			return CLI_USAGE;
+		}
+	}
+	long timeout = a->timeout ? strtol(a->timeout, NULL, 10) : 30;
+	long connect = a->connect_timeout ? strtol(a->connect_timeout, NULL, 10) : 0;
+	json_t *body = json_pack("{s:s, s:o, s:i, s:i}", "methodName", a->name, "payload", payload,
+				 "responseTimeoutInSeconds", (int)timeout, "connectTimeoutInSeconds",
+				 (int)connect);
+	char *text = json_dumps(body, JSON_COMPACT);
+	struct buf path = BUF_INIT;
+	id_path(&path, "/twins/", a->id);
+	buf_appends(&path, "/methods");
+	int rc = call_print(t, "POST", path.data, text, NULL);
+	buf_free(&path);
+	free(text);
+	json_decref(body);
+	return rc;
+}
+
+struct tail {
+	const char *device;
+	unsigned long printed;
+};
+
+static void tail_line(void *arg, const char *text, size_t n)
+{
+	struct tail *tl = arg;
+	if (tl->device) {
+		json_t *e = json_loadb(text, n, 0, NULL);
+		const char *d = json_string_value(json_object_get(e, "deviceId"));
+		bool mine = d && strcmp(d, tl->device) == 0;
+		json_decref(e);
+		if (!mine)
+			return;
+	}
+	fwrite(text, 1, n, stdout);
+	fputc('\n', stdout);
+	fflush(stdout);
+	tl->printed++;
+}
+
+/* fleethub events tail: the hub's telemetry as it arrives, one JSON
+ * object per line (GET /fleethub/events). */
+static int events_tail(const struct cli_args *a, const struct target *t)
+{
+	struct buf path = BUF_INIT;
+	buf_appends(&path, "/fleethub/events?from=");
+	const char *from = a->from ? a->from : "end";
+	pct_encode(&path, from, strlen(from));
+	if (a->partition)
+		buf_printf(&path, "&partition=%s", a->partition);
+	if (a->group) {
+		buf_appends(&path, "&group=");
+		pct_encode(&path, a->group, strlen(a->group));
+	}
+	if (a->limit && !a->device_id)
+		buf_printf(&path, "&limit=%s", a->limit);
+	if (a->wait)
+		buf_printf(&path, "&wait=%s", a->wait);
+	struct tail tl = {a->device_id, 0};
+	struct response r = {.line = tail_line, .line_arg = &tl};
+	int rc = http_call(t, "GET", path.data, NULL, NULL, &r);
+	buf_free(&path);
+	if (rc != 0)
+		return rc;
+	if (r.status < 200 || r.status >= 300) {
+		print_refusal(&r);
+		rc = CLI_REFUSED;
+	}
+	buf_free(&r.body);
+	return rc;
+}
+
 /* fleethub nodes: one line per node serving from the hub's store. */
 static int nodes_print(const struct target *t)
 {
@@ -1389,6 +1495,8 @@ static int run(const struct cli_args *a)
 	case CLI_CMD_WEBHOOK_CALLS: rc = print_webhook_calls(&t, a->id); break;
 	case CLI_CMD_QUERY: rc = query_run(a, &t); break;
 	case CLI_CMD_NODES: rc = nodes_print(&t); break;
+	case CLI_CMD_METHOD_INVOKE: rc = method_invoke(a, &t); break;
+	case CLI_CMD_EVENTS_TAIL: rc = events_tail(a, &t); break;
 	case CLI_CMD_CA_UPLOAD: rc = ca_send(a, &t, false); break;
 	case CLI_CMD_CA_VERIFY: rc = ca_send(a, &t, true); break;
 	case CLI_CMD_CA_SHOW: rc = device_show(a, &t, ca_prefix(a)); break;

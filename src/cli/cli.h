@@ -44,6 +44,8 @@ enum cli_command {
 	CLI_CMD_WEBHOOK_CALLS,
 	CLI_CMD_QUERY,
 	CLI_CMD_NODES,
+	CLI_CMD_METHOD_INVOKE,
+	CLI_CMD_EVENTS_TAIL,
 	CLI_CMD_CA_UPLOAD,
 	CLI_CMD_CA_VERIFY,
 	CLI_CMD_CA_SHOW,
@@ -83,6 +85,10 @@ struct cli_args {
 	/* connection-string: a policy other than the owner */
 	const char *policy_name;
 	bool table; /* query: a readable table instead of JSON */
+	/* method invoke */
+	const char *name, *payload, *timeout, *connect_timeout;
+	/* events tail (group and device_id above too) */
+	const char *from, *partition, *limit, *wait;
 };
 
 /* Parses argv[1..argc) (argv[0] is the program): options may come before,

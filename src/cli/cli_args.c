@@ -35,6 +35,8 @@ enum opt_bit {
 	OPT_DPS = 1 << 17,
 	OPT_X509_ENROLL = 1 << 18, /* --secondary-certificate --ca-ref --secondary-ca-ref */
 	OPT_TPM = 1 << 19,         /* --tpm-ek --tpm-srk */
+	OPT_METHOD = 1 << 20,      /* --payload --timeout --connect-timeout */
+	OPT_TAIL = 1 << 21,        /* --from --partition --limit --wait */
 };
 
 #define ENROLL_OPTS                                                                                \
@@ -111,6 +113,11 @@ static const struct command commands[] = {
     {"webhook", "calls", CLI_CMD_WEBHOOK_CALLS, true, 0, "webhook calls REGISTRATION_ID"},
     {"query", NULL, CLI_CMD_QUERY, true, OPT_TABLE, "query \"SELECT ...\" [--table]"},
     {"nodes", NULL, CLI_CMD_NODES, false, 0, "nodes"},
+    {"method", "invoke", CLI_CMD_METHOD_INVOKE, true, OPT_METHOD,
+     "method invoke ID NAME [--payload JSON] [--timeout S] [--connect-timeout S]"},
+    {"events", "tail", CLI_CMD_EVENTS_TAIL, false, OPT_TAIL | OPT_DEVICE_ID | OPT_GROUP,
+     "events tail [--device-id ID] [--from start|end|TIME] [--partition N] [--group NAME]\n"
+     "      [--limit N] [--wait S]"},
     {"ca", "upload", CLI_CMD_CA_UPLOAD, true, OPT_CERTIFICATE | OPT_DPS,
      "ca upload NAME --certificate FILE [--dps]"},
     {"ca", "verify", CLI_CMD_CA_VERIFY, true, OPT_CERTIFICATE | OPT_DPS,
@@ -174,6 +181,13 @@ static const struct option options[] = {
     {"tpm-srk", OPT_TPM, true, ARG(tpm_srk)},
     {"issuer", OPT_CERT, true, ARG(issuer)},
     {"days", OPT_CERT, true, ARG(days)},
+    {"payload", OPT_METHOD, true, ARG(payload)},
+    {"timeout", OPT_METHOD, true, ARG(timeout)},
+    {"connect-timeout", OPT_METHOD, true, ARG(connect_timeout)},
+    {"from", OPT_TAIL, true, ARG(from)},
+    {"partition", OPT_TAIL, true, ARG(partition)},
+    {"limit", OPT_TAIL, true, ARG(limit)},
+    {"wait", OPT_TAIL, true, ARG(wait)},
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
@@ -338,6 +352,13 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 			return -1;
 		}
 	}
+	if (c->cmd == CLI_CMD_METHOD_INVOKE) { /* a NAME word after the ID */
+		if (nwords < nw + 1) {
+			snprintf(err, errlen, "missing NAME; usage: fleethub %s", c->usage);
+			return -1;
+		}
+		out->name = words[nw++];
+	}
 	if (nwords > nw) {
 		snprintf(err, errlen, "unexpected argument \"%s\"; usage: fleethub %s", words[nw],
 		         c->usage);
@@ -379,6 +400,25 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 	if (c->cmd == CLI_CMD_TWIN_UPDATE && !out->tags && !out->desired) {
 		snprintf(err, errlen, "give --tags and/or --desired; usage: fleethub %s", c->usage);
 		return -1;
+	}
+	const struct {
+		const char *const *v;
+		const char *name;
+		long lo, hi;
+	} numbers[] = {
+	    {&out->timeout, "--timeout", 5, 300},       {&out->connect_timeout, "--connect-timeout", 0, 300},
+	    {&out->partition, "--partition", 0, 31},    {&out->limit, "--limit", 1, 1000000000},
+	    {&out->wait, "--wait", 0, 86400},
+	};
+	for (size_t k = 0; k < sizeof numbers / sizeof numbers[0]; k++) {
+		const char *v = *numbers[k].v;
+		char *end;
+		long n = v ? strtol(v, &end, 10) : 0;
+		if (v && (!*v || *end || n < numbers[k].lo || n > numbers[k].hi)) {
+			snprintf(err, errlen, "%s must be a number %ld..%ld", numbers[k].name,
+				 numbers[k].lo, numbers[k].hi);
+			return -1;
+		}
 	}
 	if (!out->data_dir)
 		out->data_dir = DEFAULT_DATA_DIR;

@@ -1,6 +1,7 @@
 #include "core/cluster.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,8 @@
 static const char *const kind_names[] = {
 	[CLUSTER_DEVICE] = "device",	 [CLUSTER_DESIRED] = "desired",
 	[CLUSTER_CONNECTED] = "connected", [CLUSTER_GROUP] = "group",
-	[CLUSTER_ENROLLMENT] = "enrollment",
+	[CLUSTER_ENROLLMENT] = "enrollment", [CLUSTER_METHOD] = "method",
+	[CLUSTER_METHOD_RESULT] = "methodResult", [CLUSTER_C2D] = "c2d",
 };
 #define NKINDS (sizeof kind_names / sizeof kind_names[0])
 
@@ -77,7 +79,7 @@ int cluster_decode(const char *text, struct cluster_msg *out)
 			copy_str(o, "id", out->id, CLUSTER_ID_MAX) != 0 ||
 			(json_object_get(o, "to") && copy_str(o, "to", out->to, CLUSTER_NODE_MAX) != 0) ||
 			!json_is_integer(c) ||
-			json_integer_value(c) < 0 || json_integer_value(c) > 16 ||
+			json_integer_value(c) < INT_MIN || json_integer_value(c) > INT_MAX ||
 			!json_is_integer(n) || (t && !json_is_string(t))))
 		rc = -1;
 	if (rc == 0) {

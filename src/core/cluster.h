@@ -33,6 +33,13 @@ enum cluster_kind {
 	CLUSTER_GROUP,      /* an enrollment group changed: scope = DPS, id */
 	CLUSTER_ENROLLMENT, /* an enrollment was disabled or deleted: scope = DPS, id,
 	                       change = enum enrollment_kind */
+	CLUSTER_METHOD,     /* a direct method call for a device that may be on another
+	                       node: scope = hub, id = device, n = the call's number on
+	                       the sender, text = the call (hub/methods.c) */
+	CLUSTER_METHOD_RESULT, /* the device's answer (or why none), to the caller's
+	                       node: scope = hub, id = device, n = the call's number,
+	                       change = the status, text = the answer */
+	CLUSTER_C2D,        /* a device's cloud-to-device queue grew: scope = hub, id */
 };
 
 struct cluster_msg {

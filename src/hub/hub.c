@@ -57,6 +57,9 @@ int hub_init(struct hub *h, const char *name, const char *owner_key, struct stor
 	memset(h, 0, sizeof *h);
 	snprintf(h->name, sizeof h->name, "%s", name);
 	h->store = store;
+	h->loop = loop;
+	hub_methods_init(h);
+	h->events.partitions = 1; /* hub_events_start sets the configured count */
 	h->limits = twin_limits_default;
 	h->max_packet = max_packet;
 	h->max_inflight = 64;
@@ -99,6 +102,7 @@ void hub_set_limits(struct hub *h, unsigned max_inflight, const struct rate_limi
 void hub_shutdown(struct hub *h)
 {
 	hub_events_stop(h);
+	hub_methods_stop(h);
 	sessions_close_all(h, "server shutting down");
 }
 

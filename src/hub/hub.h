@@ -23,6 +23,7 @@
 #include "net/net.h"
 #include "sessions.h"
 #include "store/store.h"
+#include "methods.h"
 #include "telemetry.h"
 
 enum hub_right {
@@ -53,6 +54,8 @@ struct hub {
 	struct hub_sessions sessions; /* live and durable device sessions */
 	struct device_events *devices; /* raised after identity changes; borrowed */
 	struct hub_events events;      /* telemetry (telemetry.h) */
+	struct hub_methods methods;    /* direct method calls in flight (methods.h) */
+	uv_loop_t *loop;
 	/* Devices already told about a feature not served yet (hashes of id
 	 * and feature; a collision only repeats a warning): bounded, 32 KiB. */
 	uint64_t warned[HUB_WARNED_SLOTS];

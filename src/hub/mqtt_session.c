@@ -322,6 +322,7 @@ static void connect_finish(struct hub_session *s, struct connect_job *j, int rc)
 	       "session present=%d)",
 	       peer, j->device_id, h->name, j->level == 3 ? "3.1" : "3.1.1", j->clean,
 	       j->keepalive, present);
+	hub__methods_ready(h, d); /* a resumed session may take method calls at once */
 }
 
 static long consume(void *ctx, const uint8_t *p, size_t n);
@@ -451,10 +452,7 @@ static void on_subscribe(struct hub_session *s, const struct mqtt_subscribe *sub
 			next.mask &= (uint8_t)~bit;
 			next.qos[k] = 0;
 		} else if (k >= 0) {
-			if (k == HUB_SUB_METHODS)
-				warn_unserved(s, "direct methods",
-					      "subscribed to direct methods; none will arrive");
-			else if (k == HUB_SUB_C2D)
+			if (k == HUB_SUB_C2D)
 				warn_unserved(s, "cloud-to-device messages",
 					      "subscribed to cloud-to-device messages; none will "
 					      "arrive");
@@ -467,6 +465,8 @@ static void on_subscribe(struct hub_session *s, const struct mqtt_subscribe *sub
 		}
 	}
 	int rc = sessions_subscribe(s->base.hub, &s->base, &next, sub_stored, a);
+	if (rc != FH_EAGAIN)
+		hub__methods_ready(s->base.hub, &s->base);
 	if (rc == 1) {
 		s->refs++; /* dropped in sub_stored */
 		return;
@@ -816,7 +816,9 @@ static bool on_publish(struct hub_session *s, const struct mqtt_publish *pub)
 			twin_patch_reported(s, m.rid, pub->payload, pub->payload_len);
 		break;
 	case HUB_TOPIC_METHOD_RES:
-		break; /* direct-method answers: no method is pending (not served yet) */
+		hub__methods_answer(s->base.hub, &s->base, m.rid, m.status, pub->payload,
+				    pub->payload_len);
+		break;
 	default:
 		break;
 	}
@@ -952,7 +954,16 @@ static void ops_desired(struct dev_session *d, const char *body, int64_t version
 	publish(s, topic, body, strlen(body));
 }
 
-static const struct dev_session_ops session_ops = {ops_close, ops_desired};
+static void ops_method(struct dev_session *d, const char *name, const char *rid,
+		       const char *payload)
+{
+	struct hub_session *s = (struct hub_session *)d;
+	char topic[200];
+	int n = snprintf(topic, sizeof topic, "$iothub/methods/POST/%s/?$rid=%s", name, rid);
+	publish_n(s, topic, (size_t)n, payload, strlen(payload));
+}
+
+static const struct dev_session_ops session_ops = {ops_close, ops_desired, ops_method};
 
 static struct hub_session *session_new(const struct hub_set *set, struct hub *sni_hub,
 				       struct net_conn *c)

@@ -70,6 +70,9 @@ struct dev_session_ops {
 	void (*close)(struct dev_session *s, const char *why);
 	/* Sends a desired-properties change (body includes "$version"). */
 	void (*desired)(struct dev_session *s, const char *body, int64_t version);
+	/* Sends a direct method request (payload: JSON text; methods.h). */
+	void (*method)(struct dev_session *s, const char *name, const char *rid,
+		       const char *payload);
 };
 
 struct dev_session {

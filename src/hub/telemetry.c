@@ -567,7 +567,7 @@ void hub__events_stream(struct route_args *a)
 	st->remaining = lim;
 	st->idle_end_ms = w * 1000;
 	buf_init(&st->out);
-	uv_timer_init(h->events.trim_timer->loop, &st->timer);
+	uv_timer_init(h->loop, &st->timer);
 	st->timer.data = st;
 	st->next = h->events.streams;
 	h->events.streams = st;

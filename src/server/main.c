@@ -682,6 +682,13 @@ static void on_cluster_message(void *arg, const char *text)
 		if (h)
 			hub_connected_elsewhere(h, m.id, m.n, m.node);
 		break;
+	case CLUSTER_METHOD:
+	case CLUSTER_METHOD_RESULT:
+		if (h)
+			hub_methods_cluster(h, &m);
+		break;
+	case CLUSTER_C2D:
+		break;
 	case CLUSTER_GROUP:
 	case CLUSTER_ENROLLMENT:
 		if (srv.dps)

@@ -111,6 +111,34 @@ test('a desired change made through node b reaches the device on node a; its rep
   }
 });
 
+test('a direct method called on node b reaches the device on node a; telemetry sent on a is read on b', { skip }, async () => {
+  const key = await createDevice('method-1');
+  const client = await deviceOn('a', 'method-1', key);
+  try {
+    client.onDeviceMethod('blink', (req, res) => res.send(200, { blinked: req.payload.times }));
+    await new Promise((r) => setTimeout(r, 300));
+    const call = { methodName: 'blink', payload: { times: 3 }, responseTimeoutInSeconds: 10 };
+    const r = await rest(cs(), 'POST', `/twins/method-1/methods?${API}`, call, {}, B);
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.body, { status: 200, payload: { blinked: 3 } });
+    const { Message } = require('azure-iot-device');
+    const since = new Date(Date.now() - 1000).toISOString();
+    await client.sendEvent(new Message('from a'));
+    const ev = await rest(cs(), 'GET', `/fleethub/events?from=${since}&limit=1&wait=5&${API}`, undefined, {}, B);
+    assert.equal(ev.status, 200);
+    const line = JSON.parse(ev.text.split('\n').find((l) => l.includes('method-1')));
+    assert.equal(line.body, 'from a');
+  } finally {
+    await client.close();
+  }
+  // Connected nowhere: 404 at once, from either node.
+  const t0 = Date.now();
+  const off = await rest(cs(), 'POST', `/twins/method-1/methods?${API}`, { methodName: 'blink' }, {}, B);
+  assert.equal(off.status, 404);
+  assert.equal(off.body.errorCode, 404103);
+  assert.ok(Date.now() - t0 < 1500, 'no wait for a device no node holds');
+});
+
 test('a newer connection on node b takes the device over from node a', { skip }, async () => {
   const key = await createDevice('takeover-1');
   // The first connection: a plain MQTT client that does not reconnect (the

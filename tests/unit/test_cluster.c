@@ -49,6 +49,13 @@ static void test_roundtrip(void **state)
 	roundtrip(&g);
 	struct cluster_msg e = {CLUSTER_ENROLLMENT, "n", "", "dps", "reg-1", 1, 0, NULL};
 	roundtrip(&e);
+	struct cluster_msg mc = {CLUSTER_METHOD, "n", "", "hub", "dev", 0, 17,
+				 "{\"name\":\"reboot\",\"payload\":{\"delay\":5}}"};
+	roundtrip(&mc);
+	struct cluster_msg mr = {CLUSTER_METHOD_RESULT, "b", "n", "hub", "dev", 200, 17, "{\"ok\":true}"};
+	roundtrip(&mr);
+	struct cluster_msg w = {CLUSTER_C2D, "n", "", "hub", "dev", 0, 0, NULL};
+	roundtrip(&w);
 }
 
 static void test_refused(void **state)
@@ -61,8 +68,8 @@ static void test_refused(void **state)
 	    "{\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":0,\"n\":0}",
 	    "{\"k\":\"device\",\"scope\":\"h\",\"id\":\"d\",\"c\":0,\"n\":0}",
 	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":7,\"c\":0,\"n\":0}",
-	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":-1,\"n\":0}",
-	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":99,\"n\":0}",
+	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":4294967296,\"n\":0}",
+	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":-4294967296,\"n\":0}",
 	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":0,\"n\":\"1\"}",
 	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":0,\"n\":0,\"text\":1}",
 	    "{\"k\":\"device\",\"node\":\"n\",\"scope\":\"h\",\"id\":\"d\",\"c\":0,\"n\":0,\"to\":[]}",
