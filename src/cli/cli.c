@@ -1412,6 +1412,40 @@ static int events_tail(const struct cli_args *a, const struct target *t)
 	return rc;
 }
 
+/* fleethub c2d send ID: queues a message (POST /fleethub/devices/{id}/messages). */
+static int c2d_send(const struct cli_args *a, const struct target *t)
+{
+	json_t *props = json_object();
+	for (unsigned i = 0; i < a->nprops; i++) {
+		const char *eq = strchr(a->props[i], '=');
+		char key[256];
+		snprintf(key, sizeof key, "%.*s", (int)(eq - a->props[i]), a->props[i]);
+		json_object_set_new(props, key, json_string(eq + 1));
+	}
+	json_t *body = json_pack("{s:s, s:o}", "body", a->body, "properties", props);
+	if (a->message_id)
+		json_object_set_new(body, "messageId", json_string(a->message_id));
+	if (a->ack)
+		json_object_set_new(body, "ack", json_string(a->ack));
+	if (a->ttl)
+		json_object_set_new(body, "ttlSeconds", json_integer(strtol(a->ttl, NULL, 10)));
+	char *text = json_dumps(body, JSON_COMPACT);
+	struct buf path = BUF_INIT;
+	id_path(&path, "/fleethub/devices/", a->id);
+	buf_appends(&path, "/messages");
+	int rc = call_print(t, "POST", path.data, text, NULL);
+	buf_free(&path);
+	free(text);
+	json_decref(body);
+	return rc;
+}
+
+/* fleethub hub stats: the hub's counters and queue depths. */
+static int hub_stats(const struct target *t)
+{
+	return call_print(t, "GET", "/fleethub/stats", NULL, NULL);
+}
+
 /* fleethub nodes: one line per node serving from the hub's store. */
 static int nodes_print(const struct target *t)
 {
@@ -1497,6 +1531,17 @@ static int run(const struct cli_args *a)
 	case CLI_CMD_NODES: rc = nodes_print(&t); break;
 	case CLI_CMD_METHOD_INVOKE: rc = method_invoke(a, &t); break;
 	case CLI_CMD_EVENTS_TAIL: rc = events_tail(a, &t); break;
+	case CLI_CMD_C2D_SEND: rc = c2d_send(a, &t); break;
+	case CLI_CMD_C2D_PURGE: {
+		struct buf path = BUF_INIT;
+		id_path(&path, "/devices/", a->id);
+		buf_appends(&path, "/commands");
+		rc = call_print(&t, "DELETE", path.data, NULL, NULL);
+		buf_free(&path);
+		break;
+	}
+	case CLI_CMD_C2D_FEEDBACK: rc = call_print(&t, "GET", "/fleethub/feedback", NULL, NULL); break;
+	case CLI_CMD_HUB_STATS: rc = hub_stats(&t); break;
 	case CLI_CMD_CA_UPLOAD: rc = ca_send(a, &t, false); break;
 	case CLI_CMD_CA_VERIFY: rc = ca_send(a, &t, true); break;
 	case CLI_CMD_CA_SHOW: rc = device_show(a, &t, ca_prefix(a)); break;

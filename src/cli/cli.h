@@ -46,6 +46,10 @@ enum cli_command {
 	CLI_CMD_NODES,
 	CLI_CMD_METHOD_INVOKE,
 	CLI_CMD_EVENTS_TAIL,
+	CLI_CMD_C2D_SEND,
+	CLI_CMD_C2D_PURGE,
+	CLI_CMD_C2D_FEEDBACK,
+	CLI_CMD_HUB_STATS,
 	CLI_CMD_CA_UPLOAD,
 	CLI_CMD_CA_VERIFY,
 	CLI_CMD_CA_SHOW,
@@ -89,6 +93,10 @@ struct cli_args {
 	const char *name, *payload, *timeout, *connect_timeout;
 	/* events tail (group and device_id above too) */
 	const char *from, *partition, *limit, *wait;
+	/* c2d send */
+	const char *body, *ack, *ttl, *message_id;
+	const char *props[32]; /* "k=v", --prop repeated */
+	unsigned nprops;
 };
 
 /* Parses argv[1..argc) (argv[0] is the program): options may come before,

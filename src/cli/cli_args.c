@@ -37,6 +37,7 @@ enum opt_bit {
 	OPT_TPM = 1 << 19,         /* --tpm-ek --tpm-srk */
 	OPT_METHOD = 1 << 20,      /* --payload --timeout --connect-timeout */
 	OPT_TAIL = 1 << 21,        /* --from --partition --limit --wait */
+	OPT_C2D = 1 << 22,         /* --body --prop --ack --ttl --message-id */
 };
 
 #define ENROLL_OPTS                                                                                \
@@ -118,6 +119,12 @@ static const struct command commands[] = {
     {"events", "tail", CLI_CMD_EVENTS_TAIL, false, OPT_TAIL | OPT_DEVICE_ID | OPT_GROUP,
      "events tail [--device-id ID] [--from start|end|TIME] [--partition N] [--group NAME]\n"
      "      [--limit N] [--wait S]"},
+    {"c2d", "send", CLI_CMD_C2D_SEND, true, OPT_C2D,
+     "c2d send ID --body TEXT [--prop K=V]... [--message-id ID] [--ack none|positive|negative|full]\n"
+     "      [--ttl S]"},
+    {"c2d", "purge", CLI_CMD_C2D_PURGE, true, 0, "c2d purge ID"},
+    {"c2d", "feedback", CLI_CMD_C2D_FEEDBACK, false, 0, "c2d feedback"},
+    {"hub", "stats", CLI_CMD_HUB_STATS, false, 0, "hub stats [--hub NAME]"},
     {"ca", "upload", CLI_CMD_CA_UPLOAD, true, OPT_CERTIFICATE | OPT_DPS,
      "ca upload NAME --certificate FILE [--dps]"},
     {"ca", "verify", CLI_CMD_CA_VERIFY, true, OPT_CERTIFICATE | OPT_DPS,
@@ -188,6 +195,11 @@ static const struct option options[] = {
     {"partition", OPT_TAIL, true, ARG(partition)},
     {"limit", OPT_TAIL, true, ARG(limit)},
     {"wait", OPT_TAIL, true, ARG(wait)},
+    {"body", OPT_C2D, true, ARG(body)},
+    {"prop", OPT_C2D, true, 0}, /* repeated: out->props */
+    {"ack", OPT_C2D, true, ARG(ack)},
+    {"ttl", OPT_C2D, true, ARG(ttl)},
+    {"message-id", OPT_C2D, true, ARG(message_id)},
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
@@ -308,7 +320,16 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 				snprintf(err, errlen, "--%s needs a value", o->name);
 				return -1;
 			}
-			*(const char **)(void *)field = v;
+			if (strcmp(o->name, "prop") == 0) {
+				if (out->nprops == sizeof out->props / sizeof out->props[0] ||
+				    !strchr(v, '=') || v[0] == '=') {
+					snprintf(err, errlen, "--prop takes K=V (at most 32 of them)");
+					return -1;
+				}
+				out->props[out->nprops++] = v;
+			} else {
+				*(const char **)(void *)field = v;
+			}
 		}
 		used |= o->bit;
 		seen[o - options] = true;
@@ -397,6 +418,15 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 			 out->device_id);
 		return -1;
 	}
+	if (c->cmd == CLI_CMD_C2D_SEND && !out->body) {
+		snprintf(err, errlen, "--body is required; usage: fleethub %s", c->usage);
+		return -1;
+	}
+	if (out->ack && strcmp(out->ack, "none") != 0 && strcmp(out->ack, "positive") != 0 &&
+	    strcmp(out->ack, "negative") != 0 && strcmp(out->ack, "full") != 0) {
+		snprintf(err, errlen, "--ack must be none, positive, negative or full");
+		return -1;
+	}
 	if (c->cmd == CLI_CMD_TWIN_UPDATE && !out->tags && !out->desired) {
 		snprintf(err, errlen, "give --tags and/or --desired; usage: fleethub %s", c->usage);
 		return -1;
@@ -408,7 +438,7 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out, char *err, size_
 	} numbers[] = {
 	    {&out->timeout, "--timeout", 5, 300},       {&out->connect_timeout, "--connect-timeout", 0, 300},
 	    {&out->partition, "--partition", 0, 31},    {&out->limit, "--limit", 1, 1000000000},
-	    {&out->wait, "--wait", 0, 86400},
+	    {&out->wait, "--wait", 0, 86400},       {&out->ttl, "--ttl", 1, 172800},
 	};
 	for (size_t k = 0; k < sizeof numbers / sizeof numbers[0]; k++) {
 		const char *v = *numbers[k].v;

@@ -23,6 +23,7 @@
 #include "net/net.h"
 #include "sessions.h"
 #include "store/store.h"
+#include "c2d.h"
 #include "methods.h"
 #include "telemetry.h"
 
@@ -35,7 +36,6 @@ enum hub_right {
 
 #define HUB_NPOLICIES 5
 #define HUB_MAX_ALIASES 16
-#define HUB_WARNED_SLOTS 4096
 
 struct hub {
 	char name[256];
@@ -55,10 +55,8 @@ struct hub {
 	struct device_events *devices; /* raised after identity changes; borrowed */
 	struct hub_events events;      /* telemetry (telemetry.h) */
 	struct hub_methods methods;    /* direct method calls in flight (methods.h) */
+	struct hub_c2d_stats c2d;      /* cloud-to-device counters (c2d.h) */
 	uv_loop_t *loop;
-	/* Devices already told about a feature not served yet (hashes of id
-	 * and feature; a collision only repeats a warning): bounded, 32 KiB. */
-	uint64_t warned[HUB_WARNED_SLOTS];
 };
 
 /* Every hub served by this process, for routing by name. */

@@ -323,6 +323,7 @@ static void connect_finish(struct hub_session *s, struct connect_job *j, int rc)
 	       peer, j->device_id, h->name, j->level == 3 ? "3.1" : "3.1.1", j->clean,
 	       j->keepalive, present);
 	hub__methods_ready(h, d); /* a resumed session may take method calls at once */
+	hub__c2d_ready(h, d);     /* and its queued messages */
 }
 
 static long consume(void *ctx, const uint8_t *p, size_t n);
@@ -383,26 +384,6 @@ static void on_connect(struct hub_session *s, const struct mqtt_connect *c)
 
 /* ---- features not served yet ------------------------------------------- */
 
-/* Logs, at warning level and once per device and feature (as far as the
- * hub's bounded table of them remembers), that a device uses a feature
- * fleethub does not serve yet. */
-static void warn_unserved(struct hub_session *s, const char *feature, const char *what)
-{
-	uint64_t h = 1469598103934665603ull; /* FNV-1a over "<id>\n<feature>" */
-	for (const char *p = s->base.device_id; *p; p++)
-		h = (h ^ (uint8_t)*p) * 1099511628211ull;
-	h = (h ^ '\n') * 1099511628211ull;
-	for (const char *p = feature; *p; p++)
-		h = (h ^ (uint8_t)*p) * 1099511628211ull;
-	h |= 1; /* 0 marks an empty slot */
-	uint64_t *slot = &s->base.hub->warned[h % HUB_WARNED_SLOTS];
-	if (*slot == h)
-		return;
-	*slot = h;
-	log_at(LOG_WARN, "mqtt %s: device %s on %s %s (fleethub does not serve %s yet)",
-	       net_conn_peer(s->conn), s->base.device_id, s->base.hub->name, what, feature);
-}
-
 /* ---- SUBSCRIBE and UNSUBSCRIBE ------------------------------------------ */
 
 /* An acknowledgement that waits for the session table's write. */
@@ -426,12 +407,23 @@ static void send_sub_ack(struct hub_session *s, const struct sub_ack *a)
 }
 
 /* rc != 0: not stored, yet in force on this connection (sessions.h). */
+/* After a SUBACK: what waits for the subscriptions now in force goes out
+ * (behind the SUBACK, so a client that handles packets in order sees its
+ * acknowledgement first). */
+static void subscribed(struct hub_session *s)
+{
+	hub__methods_ready(s->base.hub, &s->base);
+	hub__c2d_ready(s->base.hub, &s->base);
+}
+
 static void sub_stored(void *arg, int rc)
 {
 	struct sub_ack *a = arg;
 	struct hub_session *s = a->s;
-	if (s->state == S_CONNECTED)
+	if (s->state == S_CONNECTED) {
 		send_sub_ack(s, a);
+		subscribed(s);
+	}
 	free(a);
 	session_unref(s);
 }
@@ -452,10 +444,6 @@ static void on_subscribe(struct hub_session *s, const struct mqtt_subscribe *sub
 			next.mask &= (uint8_t)~bit;
 			next.qos[k] = 0;
 		} else if (k >= 0) {
-			if (k == HUB_SUB_C2D)
-				warn_unserved(s, "cloud-to-device messages",
-					      "subscribed to cloud-to-device messages; none will "
-					      "arrive");
 			next.mask |= bit;
 			next.qos[k] = a->codes[i] = sub->qos[i] > 1 ? 1 : sub->qos[i];
 		} else if (!unsub) {
@@ -465,8 +453,6 @@ static void on_subscribe(struct hub_session *s, const struct mqtt_subscribe *sub
 		}
 	}
 	int rc = sessions_subscribe(s->base.hub, &s->base, &next, sub_stored, a);
-	if (rc != FH_EAGAIN)
-		hub__methods_ready(s->base.hub, &s->base);
 	if (rc == 1) {
 		s->refs++; /* dropped in sub_stored */
 		return;
@@ -481,6 +467,8 @@ static void on_subscribe(struct hub_session *s, const struct mqtt_subscribe *sub
 	}
 	send_sub_ack(s, a);
 	free(a);
+	if (rc != FH_EAGAIN)
+		subscribed(s);
 }
 
 /* ---- twin operations -------------------------------------------------- */
@@ -857,7 +845,8 @@ static bool handle_packet(struct hub_session *s, const struct mqtt_packet *pk)
 		return true;
 	}
 	case MQTT_PUBACK:
-		return true; /* acknowledgement of a cloud-to-device message */
+		hub__c2d_acked(s->base.hub, &s->base, pk->u.packet_id);
+		return true;
 	case MQTT_DISCONNECT:
 		return false;
 	default:
@@ -963,7 +952,28 @@ static void ops_method(struct dev_session *d, const char *name, const char *rid,
 	publish_n(s, topic, (size_t)n, payload, strlen(payload));
 }
 
-static const struct dev_session_ops session_ops = {ops_close, ops_desired, ops_method};
+static void ops_c2d(struct dev_session *d, const char *topic, size_t topic_len,
+		    const uint8_t *body, size_t n, uint16_t packet_id)
+{
+	struct hub_session *s = (struct hub_session *)d;
+	struct buf b = BUF_INIT;
+	buf_reserve(&b, 5 + 2 + topic_len + 2 + n);
+	mqtt_encode_publish(&b, topic, topic_len, 1, packet_id, body, n);
+	send_buf(s, &b);
+	buf_free(&b);
+}
+
+static void ops_ref(struct dev_session *d, int delta)
+{
+	struct hub_session *s = (struct hub_session *)d;
+	if (delta > 0)
+		s->refs++;
+	else
+		session_unref(s);
+}
+
+static const struct dev_session_ops session_ops = {ops_close, ops_desired, ops_method, ops_c2d,
+						   ops_ref};
 
 static struct hub_session *session_new(const struct hub_set *set, struct hub *sni_hub,
 				       struct net_conn *c)

@@ -184,7 +184,8 @@ static json_t *render_twin(struct hub *h, const char *id, const json_t *identity
  * so a worker may call it. */
 void rest__render_twin_view(struct buf *b, const char *id, const struct store_twin_view *v)
 {
-	char etag[13], last_iso[32] = "0001-01-01T00:00:00Z";
+	char etag[13], last_iso[32] = "0001-01-01T00:00:00Z", count[24];
+	snprintf(count, sizeof count, "%lld", (long long)v->c2d_count);
 	if (v->last_activity_ms > 0)
 		clock_iso8601(v->last_activity_ms, last_iso);
 	twin_etag(v->device_etag, etag);
@@ -201,8 +202,8 @@ void rest__render_twin_view(struct buf *b, const char *id, const struct store_tw
 	    v->status_reason ? v->status_reason : "null", ",\"statusUpdateTime\":",
 	    v->status_updated_time ? v->status_updated_time : "\"0001-01-01T00:00:00Z\"",
 	    ",\"connectionState\":\"", v->connected ? "Connected" : "Disconnected",
-	    "\",\"lastActivityTime\":\"", last_iso,
-	    "\",\"cloudToDeviceMessageCount\":0,\"capabilities\":",
+	    "\",\"lastActivityTime\":\"", last_iso, "\",\"cloudToDeviceMessageCount\":", count,
+	    ",\"capabilities\":",
 	    v->capabilities ? v->capabilities : "{\"iotEdge\":false}", ",\"authenticationType\":",
 	    v->auth_type && v->auth_type[0] == '"' ? v->auth_type : "\"sas\"", ",\"x509Thumbprint\":",
 	    v->x509_thumbprint ? v->x509_thumbprint
@@ -507,6 +508,7 @@ struct read_job {
 	struct store_device dev;       /* device GET */
 	struct store_connection conn;  /* device GET, when have_conn */
 	bool have_conn;
+	int64_t c2d_count;             /* device GET */
 	struct store_twin_view view;   /* twin GET */
 };
 
@@ -526,6 +528,8 @@ static int device_read_work(void *arg, struct store_txn *t)
 	int rc = store_device_get(t, r->hub_name, r->id, &r->dev);
 	if (rc == 0)
 		r->have_conn = store_connection_get(t, r->hub_name, r->id, &r->conn) == 0;
+	if (rc == 0)
+		rc = store_c2d_count(t, r->hub_name, r->id, &r->c2d_count);
 	return rc;
 }
 
@@ -538,6 +542,7 @@ static void device_read_done(void *arg, int rc)
 		json_t *identity = json_loads(r->dev.json, 0, NULL);
 		json_t *o = render_device_stored(r->hub, r->id, identity, r->dev.etag,
 						 r->have_conn ? &r->conn : NULL);
+		json_object_set_new(o, "cloudToDeviceMessageCount", json_integer(r->c2d_count));
 		respond_json(r->ex, 200, o);
 		json_decref(o);
 		json_decref(identity);
@@ -559,22 +564,26 @@ struct list_job {
 	struct hub *hub;
 	char hub_name[256];
 	unsigned limit;
-	json_t *rows; /* [[id, identity, etag], ...] */
+	json_t *rows; /* [[id, identity, etag, messages queued], ...] */
+	struct store_txn *t; /* during list_work */
 };
 
 static int list_each(void *arg, const char *id, const struct store_device *d)
 {
 	struct list_job *j = arg;
 	json_t *identity = json_loads(d->json, 0, NULL);
+	int64_t queued = 0;
+	int rc = store_c2d_count(j->t, j->hub_name, id, &queued);
 	if (identity)
-		json_array_append_new(j->rows, json_pack("[s,o,I]", id, identity,
-							 (json_int_t)d->etag));
-	return 0;
+		json_array_append_new(j->rows, json_pack("[s,o,I,I]", id, identity,
+							 (json_int_t)d->etag, (json_int_t)queued));
+	return rc;
 }
 
 static int list_work(void *arg, struct store_txn *t)
 {
 	struct list_job *j = arg;
+	j->t = t;
 	return store_device_list(t, j->hub_name, "", j->limit, list_each, j);
 }
 
@@ -587,11 +596,13 @@ static void list_done(void *arg, int rc)
 		json_t *arr = json_array();
 		size_t i;
 		json_t *row;
-		json_array_foreach(j->rows, i, row)
-			json_array_append_new(arr, render_device(j->hub,
-								 json_string_value(json_array_get(row, 0)),
-								 json_array_get(row, 1),
-								 json_integer_value(json_array_get(row, 2))));
+		json_array_foreach(j->rows, i, row) {
+			json_t *d = render_device(j->hub, json_string_value(json_array_get(row, 0)),
+						  json_array_get(row, 1),
+						  json_integer_value(json_array_get(row, 2)));
+			json_object_set(d, "cloudToDeviceMessageCount", json_array_get(row, 3));
+			json_array_append_new(arr, d);
+		}
 		respond_json(j->ex, 200, arr);
 		json_decref(arr);
 	}
@@ -966,6 +977,12 @@ static const struct route routes[] = {
 	{HTTP_VERB_PUT, "/twins/{id}", twin_put, HUB_RIGHT_SERVICE_CONNECT, true},
 	{HTTP_VERB_POST, "/twins/{id}/methods", hub__method_invoke, HUB_RIGHT_SERVICE_CONNECT,
 	 false},
+	{HTTP_VERB_POST, "/fleethub/devices/{id}/messages", hub__c2d_send, HUB_RIGHT_SERVICE_CONNECT,
+	 true},
+	{HTTP_VERB_DELETE, "/devices/{id}/commands", hub__c2d_purge, HUB_RIGHT_SERVICE_CONNECT, true},
+	{HTTP_VERB_GET, "/fleethub/feedback", hub__c2d_feedback, HUB_RIGHT_SERVICE_CONNECT, false},
+	{HTTP_VERB_GET, "/fleethub/stats", hub__stats,
+	 HUB_RIGHT_SERVICE_CONNECT | HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_GET, "/certificates", rest__ca_list, HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_GET, "/certificates/{id}", rest__ca_get, HUB_RIGHT_REGISTRY_READ, false},
 	{HTTP_VERB_PUT, "/certificates/{id}", rest__ca_put, HUB_RIGHT_REGISTRY_WRITE, true},
@@ -999,10 +1016,7 @@ static const struct unserved {
 	 "configuration content (Registry.applyConfigurationContentOnDevice)"},
 	{ANY_VERB, "/jobs/v2/**", "jobs (JobClient)"},
 	{ANY_VERB, "/jobs/**", "import and export jobs"},
-	{HTTP_VERB_DELETE, "/devices/*/commands", "cloud-to-device messages"},
-	{ANY_VERB, "/devices/*/messages/devicebound/**", "cloud-to-device messages"},
 	{ANY_VERB, "/messages/servicebound/**", "cloud-to-device feedback"},
-	{HTTP_VERB_POST, "/devices/*/messages/events", "telemetry over HTTPS"},
 	{HTTP_VERB_POST, "/devices/*/files/**", "file uploads"},
 	{HTTP_VERB_GET, "/statistics/service", "service statistics"},
 	{ANY_VERB, "/digitaltwins/**", "digital twins (IoT Plug and Play)"},
@@ -1043,6 +1057,10 @@ void hub_http_request(struct hub *h, struct http_exchange *ex)
 	}
 	struct route_args a = {.hub = h, .ex = ex};
 	const struct route *r = NULL;
+	/* The device's own routes authenticate the device (device_http.c). */
+	int dm = match("/devices/{id}/messages/**", req->path, &a);
+	if (dm == 1 && hub__device_http(h, ex, a.id))
+		return;
 	const struct unserved *u = find_unserved(req->verb, req->path);
 	bool path_known = false;
 	for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !u; i++) {

@@ -37,6 +37,14 @@ void rest__render_twin_view(struct buf *b, const char *id, const struct store_tw
 /* The If-Match value without quotes ("" when absent). */
 void rest__if_match(const struct http_request *req, char out[128]);
 
+/* A device's own request under /devices/{id}/messages/ (device_http.c):
+ * true when it is one (then answered), false when the path or method is
+ * none of the device routes. */
+bool hub__device_http(struct hub *h, struct http_exchange *ex, const char *id);
+
+/* GET /fleethub/stats (stats.c). */
+void hub__stats(struct route_args *a);
+
 /* POST /devices/query (rest_query.c). */
 void rest__twin_query(struct route_args *a);
 

@@ -243,6 +243,7 @@ void sessions_detach(struct hub *h, struct dev_session *s)
 	if (s->live && map_get(&h->sessions.live, s->device_id) == s)
 		map_remove(&h->sessions.live, s->device_id);
 	hub__methods_detached(h, s);
+	hub__c2d_detached(h, s);
 	leave(h, s);
 }
 

@@ -55,6 +55,7 @@
 #include <stdint.h>
 
 #include "base/map.h"
+#include "c2d.h"
 #include "core/registry.h"
 #include "hub_wire.h"
 #include "store/store.h"
@@ -73,6 +74,11 @@ struct dev_session_ops {
 	/* Sends a direct method request (payload: JSON text; methods.h). */
 	void (*method)(struct dev_session *s, const char *name, const char *rid,
 		       const char *payload);
+	/* Sends a cloud-to-device message at QoS 1 with packet_id (c2d.h). */
+	void (*c2d)(struct dev_session *s, const char *topic, size_t topic_len,
+		    const uint8_t *body, size_t n, uint16_t packet_id);
+	/* Holds (+1) or lets go of (-1) the session: a store job refers to it. */
+	void (*ref)(struct dev_session *s, int delta);
 };
 
 struct dev_session {
@@ -87,6 +93,7 @@ struct dev_session {
 	int64_t connected_ms;
 	int64_t last_activity_ms;
 	int64_t activity_stored_ms; /* last_activity_ms as last written */
+	struct c2d_session c2d;     /* cloud-to-device deliveries in flight */
 };
 
 struct hub_sessions {

@@ -203,6 +203,7 @@ static void on_trim_timer(uv_timer_t *t)
 	struct hub *h = t->data;
 	for (unsigned p = 0; p < h->events.partitions; p++)
 		trim_partition(h, p);
+	hub__c2d_trim_feedback(h);
 }
 
 void hub_events_start(struct hub *h, uv_loop_t *loop, unsigned partitions,

@@ -60,6 +60,7 @@ static struct {
 	int64_t started_ms;
 	uv_timer_t beat; /* this node's record, every CLUSTER_HEARTBEAT_MS */
 	bool beat_open;
+	uv_timer_t c2d_sweep; /* expires cloud-to-device messages (hub/c2d.h) */
 	int beat_failing; /* the last heartbeat's error, logged once */
 } srv;
 
@@ -518,6 +519,7 @@ static void stop_server(void)
 	if (srv.beat_open) {
 		srv.beat_open = false;
 		uv_close((uv_handle_t *)&srv.beat, on_closed_handle);
+		uv_close((uv_handle_t *)&srv.c2d_sweep, on_closed_handle);
 		heartbeat(true); /* a clean stop: this node is gone at once */
 	}
 	store_close(srv.store);
@@ -688,6 +690,8 @@ static void on_cluster_message(void *arg, const char *text)
 			hub_methods_cluster(h, &m);
 		break;
 	case CLUSTER_C2D:
+		if (h)
+			hub_c2d_wake(h, m.id);
 		break;
 	case CLUSTER_GROUP:
 	case CLUSTER_ENROLLMENT:
@@ -837,6 +841,14 @@ static void gone_read_done(void *arg, int rc)
 	}
 	json_decref(j->gone);
 	free(j);
+}
+
+/* Every C2D_SWEEP_MS: expired cloud-to-device messages go, with the
+ * feedback their senders asked for. */
+#define C2D_SWEEP_MS 5000
+static void on_c2d_sweep(uv_timer_t *t)
+{
+	hub_c2d_sweep(srv.store);
 }
 
 static void on_beat(uv_timer_t *t)
@@ -1151,6 +1163,8 @@ static int serve(const char *config_path, const char *data_dir)
 	heartbeat(false);
 	uv_timer_init(srv.loop, &srv.beat);
 	uv_timer_start(&srv.beat, on_beat, CLUSTER_HEARTBEAT_MS, CLUSTER_HEARTBEAT_MS);
+	uv_timer_init(srv.loop, &srv.c2d_sweep);
+	uv_timer_start(&srv.c2d_sweep, on_c2d_sweep, C2D_SWEEP_MS, C2D_SWEEP_MS);
 	srv.beat_open = true;
 	if (srv.dps) {
 		dps_resume(srv.dps);

@@ -41,6 +41,7 @@ enum msg_stmt {
 	M_C2D_UPDATE,
 	M_C2D_DELETE,
 	M_C2D_COUNT,
+	M_C2D_COUNT_HUB,
 	M_C2D_EXPIRED,
 	M_C2D_DELETE_DEVICE,
 	M_FB_ADD,
@@ -82,9 +83,15 @@ static const struct {
 	[M_SHRINK] = {"UPDATE event_partitions SET bytes = bytes - $3::bigint,"
 		      " count = count - $4::bigint WHERE hub = $1 AND part = $2::int", 4},
 	[M_DEV_LOCK] = {"SELECT 1 FROM devices WHERE hub = $1 AND id = $2 FOR UPDATE", 2},
-	[M_C2D_ADD] = {"INSERT INTO c2d (hub, device, seq, expiry, json, body)"
-		       " SELECT $1, $2, coalesce(max(seq), 0) + 1, $3::bigint, $4, decode($5, 'hex')"
-		       " FROM c2d WHERE hub = $1 AND device = $2 HAVING count(*) < $6::bigint"
+	/* Numbers come from a counter per device: they only grow, also once
+	 * the queue was empty (a delivery cursor is a number). */
+	[M_C2D_ADD] = {"WITH n AS (INSERT INTO c2d_counters AS k (hub, device, next_seq)"
+		       " SELECT $1, $2, 1 WHERE (SELECT count(*) FROM c2d WHERE hub = $1"
+		       " AND device = $2) < $6::bigint"
+		       " ON CONFLICT (hub, device) DO UPDATE SET next_seq = k.next_seq + 1"
+		       " RETURNING next_seq)"
+		       " INSERT INTO c2d (hub, device, seq, expiry, json, body)"
+		       " SELECT $1, $2, next_seq, $3::bigint, $4, decode($5, 'hex') FROM n"
 		       " RETURNING seq", 6},
 	[M_C2D_LIST] = {"SELECT seq, expiry, json, encode(body, 'hex') FROM c2d"
 			" WHERE hub = $1 AND device = $2 AND seq > $3::bigint"
@@ -94,10 +101,12 @@ static const struct {
 	[M_C2D_DELETE] = {"DELETE FROM c2d WHERE hub = $1 AND device = $2 AND seq = $3::bigint",
 			  3},
 	[M_C2D_COUNT] = {"SELECT count(*) FROM c2d WHERE hub = $1 AND device = $2", 2},
+	[M_C2D_COUNT_HUB] = {"SELECT count(*) FROM c2d WHERE hub = $1", 1},
 	[M_C2D_EXPIRED] = {"SELECT hub, device, seq, expiry, json FROM c2d"
 			   " WHERE expiry < $1::bigint ORDER BY expiry LIMIT $2::bigint"
 			   " FOR UPDATE SKIP LOCKED", 2},
-	[M_C2D_DELETE_DEVICE] = {"DELETE FROM c2d WHERE hub = $1 AND device = $2", 2},
+	[M_C2D_DELETE_DEVICE] = {"WITH k AS (DELETE FROM c2d_counters WHERE hub = $1"
+				 " AND device = $2) DELETE FROM c2d WHERE hub = $1 AND device = $2", 2},
 	[M_FB_ADD] = {"INSERT INTO feedback (hub, added, json) VALUES ($1, $2::bigint, $3)", 3},
 	[M_FB_LIST] = {"SELECT id, json FROM feedback WHERE hub = $1 AND id > $2::bigint"
 		       " ORDER BY id LIMIT $3::bigint", 3},
@@ -399,7 +408,8 @@ int pg_c2d_delete_device(struct store_txn *t, const char *hub, const char *id)
 int pg_c2d_count(struct store_txn *t, const char *hub, const char *id, int64_t *n)
 {
 	int rc;
-	PGresult *r = run(t, M_C2D_COUNT, (const char *[]){hub, id}, &rc);
+	PGresult *r = id ? run(t, M_C2D_COUNT, (const char *[]){hub, id}, &rc)
+		     : run(t, M_C2D_COUNT_HUB, (const char *[]){hub}, &rc);
 	if (!r)
 		return rc;
 	*n = col_i64(r, 0, 0);

@@ -45,6 +45,7 @@ struct store_twin_view {
 	char *x509_thumbprint;     /* "authentication"."x509Thumbprint" */
 	bool connected;            /* the stored connection state (below) */
 	int64_t last_activity_ms;  /* 0: never */
+	int64_t c2d_count;         /* cloud-to-device messages queued */
 };
 
 void store_device_clear(struct store_device *d);

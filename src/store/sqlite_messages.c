@@ -33,6 +33,7 @@ enum msg_stmt {
 	M_EVENT_CUT,
 	M_PART_SHRINK,
 	M_C2D_COUNT,
+	M_C2D_COUNT_HUB,
 	M_C2D_NEXT,
 	M_C2D_INSERT,
 	M_C2D_LIST,
@@ -40,6 +41,7 @@ enum msg_stmt {
 	M_C2D_DELETE,
 	M_C2D_EXPIRED,
 	M_C2D_DELETE_DEVICE,
+	M_C2D_DELETE_COUNTER,
 	M_DEVICE_EXISTS,
 	M_FB_INSERT,
 	M_FB_LIST,
@@ -70,7 +72,12 @@ static const char *const msg_sql[M_COUNT] = {
 	[M_PART_SHRINK] = "UPDATE event_partitions SET bytes = bytes - ?3, count = count - ?4"
 			  " WHERE hub = ?1 AND part = ?2",
 	[M_C2D_COUNT] = "SELECT count(*) FROM c2d WHERE hub = ?1 AND device = ?2",
-	[M_C2D_NEXT] = "SELECT coalesce(max(seq), 0) + 1 FROM c2d WHERE hub = ?1 AND device = ?2",
+	[M_C2D_COUNT_HUB] = "SELECT count(*) FROM c2d WHERE hub = ?1",
+	/* Numbers only grow, also once the queue was empty (a delivery
+	 * cursor is a number). */
+	[M_C2D_NEXT] = "INSERT INTO c2d_counters (hub, device, next_seq) VALUES (?1, ?2, 1)"
+		       " ON CONFLICT (hub, device) DO UPDATE SET next_seq = next_seq + 1"
+		       " RETURNING next_seq",
 	[M_C2D_INSERT] = "INSERT INTO c2d (hub, device, seq, expiry, json, body)"
 			 " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[M_C2D_LIST] = "SELECT seq, expiry, json, body FROM c2d WHERE hub = ?1 AND device = ?2"
@@ -80,6 +87,7 @@ static const char *const msg_sql[M_COUNT] = {
 	[M_C2D_EXPIRED] = "SELECT hub, device, seq, expiry, json FROM c2d WHERE expiry < ?1"
 			  " ORDER BY expiry LIMIT ?2",
 	[M_C2D_DELETE_DEVICE] = "DELETE FROM c2d WHERE hub = ?1 AND device = ?2",
+	[M_C2D_DELETE_COUNTER] = "DELETE FROM c2d_counters WHERE hub = ?1 AND device = ?2",
 	[M_DEVICE_EXISTS] = "SELECT 1 FROM devices WHERE hub = ?1 AND id = ?2",
 	[M_FB_INSERT] = "INSERT INTO feedback (hub, seq, added, json) SELECT ?1,"
 			" coalesce(max(seq), 0) + 1, ?2, ?3 FROM feedback WHERE hub = ?1",
@@ -332,7 +340,15 @@ int sq_c2d_add(struct store_txn *t, const char *hub, const char *id, const char 
 	if (!(st = get(t, M_C2D_NEXT)))
 		return FH_EIO;
 	bind_key(st, hub, id);
-	if ((rc = step_int(t, st, "c2d add", seq)) != 0)
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		rc = sq__error(t, "c2d add");
+		sq__stmt_end(st);
+		return rc;
+	}
+	*seq = sqlite3_column_int64(st, 0);
+	rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sq__error(t, "c2d add");
+	sq__stmt_end(st);
+	if (rc != 0)
 		return rc;
 	if (!(st = get(t, M_C2D_INSERT)))
 		return FH_EIO;
@@ -447,19 +463,25 @@ int sq_c2d_delete(struct store_txn *t, const char *hub, const char *id, int64_t 
 
 int sq_c2d_delete_device(struct store_txn *t, const char *hub, const char *id)
 {
-	sqlite3_stmt *st = get(t, M_C2D_DELETE_DEVICE);
-	if (!st)
-		return FH_EIO;
-	bind_key(st, hub, id);
-	return step_done(t, st, "c2d delete");
+	int rc = 0;
+	for (int k = M_C2D_DELETE_DEVICE; rc == 0 && k <= M_C2D_DELETE_COUNTER; k++) {
+		sqlite3_stmt *st = get(t, (enum msg_stmt)k);
+		if (!st)
+			return FH_EIO;
+		bind_key(st, hub, id);
+		rc = step_done(t, st, "c2d delete");
+	}
+	return rc;
 }
 
 int sq_c2d_count(struct store_txn *t, const char *hub, const char *id, int64_t *n)
 {
-	sqlite3_stmt *st = get(t, M_C2D_COUNT);
+	sqlite3_stmt *st = get(t, id ? M_C2D_COUNT : M_C2D_COUNT_HUB);
 	if (!st)
 		return FH_EIO;
-	bind_key(st, hub, id);
+	bind_text(st, 1, hub);
+	if (id)
+		bind_text(st, 2, id);
 	return step_int(t, st, "c2d count", n);
 }
 

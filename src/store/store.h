@@ -393,7 +393,7 @@ int store_c2d_update(struct store_txn *t, const char *hub, const char *id, int64
 		     const char *json);
 /* Removes a message; FH_ENOTFOUND when it was gone. */
 int store_c2d_delete(struct store_txn *t, const char *hub, const char *id, int64_t seq);
-/* The messages queued for a device. */
+/* The messages queued for a device (id NULL: for every device of hub). */
 int store_c2d_count(struct store_txn *t, const char *hub, const char *id, int64_t *n);
 /* Calls each(arg, hub, id, m) for up to limit messages (of every hub) whose
  * expiry_ms is before now_ms, oldest expiry first. */

@@ -111,6 +111,8 @@ static const char *const migrations[] = {
 	" seq bigint NOT NULL, expiry bigint NOT NULL, json text NOT NULL, body bytea NOT NULL,"
 	" PRIMARY KEY (hub, device, seq));"
 	"CREATE INDEX c2d_expiry ON c2d (expiry);"
+	"CREATE TABLE c2d_counters (hub text COLLATE \"C\" NOT NULL,"
+	" device text COLLATE \"C\" NOT NULL, next_seq bigint NOT NULL, PRIMARY KEY (hub, device));"
 	"CREATE TABLE feedback (id bigserial PRIMARY KEY, hub text COLLATE \"C\" NOT NULL,"
 	" added bigint NOT NULL, json text NOT NULL);"
 	"CREATE INDEX feedback_hub ON feedback (hub, id);",
@@ -172,7 +174,8 @@ enum pst {
 	" (d.json -> 'statusUpdatedTime')::text, (d.json -> 'capabilities')::text,"         \
 	" (d.json #> '{authentication,type}')::text,"                                       \
 	" (d.json #> '{authentication,x509Thumbprint}')::text,"                             \
-	" coalesce(c.connected, false), coalesce(c.last_activity, 0)"
+	" coalesce(c.connected, false), coalesce(c.last_activity, 0),"                       \
+	" (SELECT count(*) FROM c2d WHERE c2d.hub = t.hub AND c2d.device = t.id)"
 #define VIEW_FROM                                                                           \
 	" FROM twins t JOIN devices d ON d.hub = t.hub AND d.id = t.id"                      \
 	" LEFT JOIN connections c ON c.hub = t.hub AND c.id = t.id"
@@ -895,6 +898,7 @@ static void read_view(PGresult *r, int row, int c, struct store_twin_view *out)
 	out->x509_thumbprint = col(r, row, c + 14);
 	out->connected = col_bool(r, row, c + 15);
 	out->last_activity_ms = col_i64(r, row, c + 16);
+	out->c2d_count = col_i64(r, row, c + 17);
 }
 
 static int pg_twin_view_get(struct store_txn *tx, const char *hub, const char *id,

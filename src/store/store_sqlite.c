@@ -196,6 +196,8 @@ static const char *const migrations[] = {
 	" expiry INTEGER NOT NULL, json TEXT NOT NULL, body BLOB NOT NULL,"
 	" PRIMARY KEY (hub, device, seq));"
 	"CREATE INDEX c2d_expiry ON c2d (expiry);"
+	"CREATE TABLE c2d_counters (hub TEXT NOT NULL, device TEXT NOT NULL,"
+	" next_seq INTEGER NOT NULL, PRIMARY KEY (hub, device)) WITHOUT ROWID;"
 	"CREATE TABLE feedback (hub TEXT NOT NULL, seq INTEGER NOT NULL, added INTEGER NOT NULL,"
 	" json TEXT NOT NULL, PRIMARY KEY (hub, seq)) WITHOUT ROWID;",
 };
@@ -246,7 +248,8 @@ enum stmt_id {
 	" d.json -> '$.statusReason', d.json -> '$.statusUpdatedTime',"                     \
 	" d.json -> '$.capabilities', d.json -> '$.authentication.type',"                   \
 	" d.json -> '$.authentication.x509Thumbprint', coalesce(c.connected, 0),"            \
-	" coalesce(c.last_activity, 0)"
+	" coalesce(c.last_activity, 0),"                                                    \
+	" (SELECT count(*) FROM c2d WHERE c2d.hub = t.hub AND c2d.device = t.id)"
 /* ... joined to the twins table t (after "FROM twins t", and an index hint). */
 #define TWIN_VIEW_JOINS                                                                     \
 	" JOIN devices d ON d.hub = t.hub AND d.id = t.id"                                   \
@@ -1326,6 +1329,7 @@ static void read_view(sqlite3_stmt *st, int col, struct store_twin_view *out, bo
 	out->x509_thumbprint = col_text(st, col + 16, copy, true);
 	out->connected = sqlite3_column_int64(st, col + 17) != 0;
 	out->last_activity_ms = sqlite3_column_int64(st, col + 18);
+	out->c2d_count = sqlite3_column_int64(st, col + 19);
 }
 
 static int sq_twin_view_get(struct store_txn *tx, const char *hub, const char *id,

@@ -1,19 +1,17 @@
 // Features fleethub does not serve yet answer at once and say so (issue
 // 12): the official service SDK's calls for them get 501 with a message
-// naming fleethub and the feature, an AMQP client's WebSocket upgrade is
-// refused instead of being taken as MQTT, and a device that subscribes to
-// methods or cloud-to-device messages, or sends telemetry, is served as
-// before while the server warns once per device.
+// naming fleethub and the feature, and an AMQP client's WebSocket upgrade
+// is refused instead of being taken as MQTT. (Direct methods, telemetry
+// and cloud-to-device messages are served since issue 18: methods.test.js,
+// telemetry.test.js, c2d.test.js.)
 'use strict';
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
 const tls = require('tls');
-const { Client: DeviceClient } = require('azure-iot-device');
-const { Mqtt } = require('azure-iot-device-mqtt');
-const { Message, NoRetry } = require('azure-iot-common');
+const { NoRetry } = require('azure-iot-common');
 const { Registry, Client: ServiceClient, JobClient, AmqpWs } = require('azure-iothub');
-const { Server, deviceCs, withTimeout, waitFor } = require('./lib/server');
+const { Server, withTimeout, waitFor } = require('./lib/server');
 
 let server;
 let registry;
@@ -39,8 +37,6 @@ async function notServed(what, call, feature) {
 
 test('service SDK calls for features not served get 501 naming the feature', async () => {
   const owner = server.ownerCs();
-  const service = ServiceClient.fromConnectionString(owner);
-  await notServed('Client.invokeDeviceMethod', () => service.invokeDeviceMethod('un-1', { methodName: 'reboot', payload: {}, responseTimeoutInSeconds: 5 }), 'direct methods');
   await notServed('Registry.addDevices', () => registry.addDevices([{ deviceId: 'bulk-1' }, { deviceId: 'bulk-2' }]), 'bulk registry operations');
   await notServed('Registry.removeDevices', () => registry.removeDevices([{ deviceId: 'un-1' }], false), 'bulk registry operations');
   await notServed('Registry.getModulesOnDevice', () => registry.getModulesOnDevice('un-1'), 'module identities');
@@ -109,26 +105,4 @@ test('the service SDK over AMQP/WebSockets is refused, and the log says why', as
   await waitFor(() => /AMQP over WebSockets refused/.test(server.log), 5000, 'the warning');
   const lines = server.log.split('\n').filter((l) => /warn .*AMQP over WebSockets refused with 501: fleethub does not serve AMQP yet/.test(l));
   assert.equal(lines.length, 1, server.log);
-});
-
-test('methods and cloud-to-device subscriptions and telemetry: served as before, one warning per device', async () => {
-  const key = (await registry.get('un-1')).responseBody.authentication.symmetricKey.primaryKey;
-  for (let round = 0; round < 2; round++) {
-    const client = DeviceClient.fromConnectionString(deviceCs('localhost', 'un-1', key), Mqtt);
-    await withTimeout(client.open(), 10000, 'open');
-    try {
-      client.onDeviceMethod('reboot', () => {});
-      client.on('message', () => {});
-      await withTimeout(client.sendEvent(new Message('{"t":21}')), 10000, 'telemetry acknowledged');
-      const twin = await withTimeout(client.getTwin(), 10000, 'getTwin');
-      assert.equal(typeof twin.properties.reported.$version, 'number');
-    } finally {
-      await client.close();
-    }
-  }
-  await waitFor(() => /un-1 .*telemetry/.test(server.log), 5000, 'the telemetry warning');
-  const count = (re) => server.log.split('\n').filter((l) => re.test(l)).length;
-  assert.equal(count(/warn .*device un-1 .*subscribed to direct methods; none will arrive \(fleethub does not serve direct methods yet\)/), 1, server.log);
-  assert.equal(count(/warn .*device un-1 .*subscribed to cloud-to-device messages; none will arrive/), 1);
-  assert.equal(count(/warn .*device un-1 .*sends telemetry, which is acknowledged and discarded/), 1);
 });
