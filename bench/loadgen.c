@@ -11,6 +11,13 @@
  *   mqtt-publish   QoS 1 PUBLISH of --size B to --topic, timed to its PUBACK
  *   connections    ramp to N idle sessions at --rate per second and hold
  *                  them for --duration (the caller measures the server)
+ *   method-roundtrip  direct methods POSTed at --patch-rate per second through
+ *                  the REST API, answered by the devices at once; timed from
+ *                  the request to its HTTP answer
+ *   c2d-delivery   sessions subscribe to their cloud-to-device queues (filled
+ *                  before, e.g. twin-rest-patch --rest-kind c2d --count N)
+ *                  and acknowledge each message; messages per second until
+ *                  --count arrived
  *   query-*        twin queries, one at a time on one HTTPS connection, each
  *                  over all its pages and checked (queries.c); with
  *                  --query-rate, a twin scenario also runs a query loop at
@@ -97,6 +104,8 @@ enum scenario {
 	SC_QUERY_TAG,      /* the query scenarios: queries.c, in this loop */
 	SC_QUERY_RANGE,
 	SC_QUERY_GROUP,
+	SC_METHOD,
+	SC_C2D,
 	SC_COUNT
 };
 static const char *const scenario_names[] = {"twin-reported",
@@ -112,7 +121,9 @@ static const char *const scenario_names[] = {"twin-reported",
                                              "seed-twins",
                                              "query-tag-eq",
                                              "query-reported-range",
-                                             "query-group-count"};
+                                             "query-group-count",
+                                             "method-roundtrip",
+                                             "c2d-delivery"};
 
 enum phase { PH_RAMP, PH_MEASURE, PH_DRAIN, PH_CLOSING, PH_DONE };
 
@@ -143,7 +154,9 @@ struct options {
 	const char *rest; /* ip:port of the hub's HTTPS listener */
 	const char *owner_key;
 	unsigned connections; /* REST connections */
-	double patch_rate;    /* twin-desired-latency: PATCHes per second */
+	double patch_rate;    /* twin-desired-latency, method-roundtrip: requests per second */
+	unsigned rest_kind;   /* twin-rest-patch: enum rest_kind */
+	unsigned count;       /* twin-rest-patch: requests at most; c2d-delivery: messages */
 	const char *scope;    /* dps-register: id scope */
 	unsigned concurrency; /* dps-register, tls-handshakes: devices in flight */
 	const char *listen;   /* webhook: ip:port */
@@ -203,6 +216,7 @@ static struct {
 	uv_timer_t ramp_timer, phase_timer, sweep_timer;
 	unsigned opened, pending, ready, open_sessions;
 	uint64_t t_ramp_ns, t_ramp_end_ns, t_measure_ns, t_measure_end_ns;
+	uint64_t t_last_ns; /* c2d-delivery: the last message measured */
 	uint64_t inflight; /* requests outstanding over all sessions */
 	uint64_t ops, drain_ops, sent;
 	uint64_t stalls; /* times a session stopped short of its window: write queue full */
@@ -241,7 +255,8 @@ static bool twin_scenario(void)
 
 static bool rest_scenario(void)
 {
-	return opt.scenario == SC_TWIN_DESIRED || opt.scenario == SC_REST_PATCH;
+	return opt.scenario == SC_TWIN_DESIRED || opt.scenario == SC_REST_PATCH ||
+	       opt.scenario == SC_METHOD;
 }
 
 static bool query_scenario(void)
@@ -364,7 +379,7 @@ static void fill(struct session *s)
 {
 	s->need_fill = false;
 	if (run.phase != PH_MEASURE || s->state != SS_READY || opt.scenario == SC_CONNECTIONS ||
-	    opt.scenario == SC_TWIN_DESIRED)
+	    opt.scenario == SC_TWIN_DESIRED || opt.scenario == SC_METHOD || opt.scenario == SC_C2D)
 		return;
 	while (s->inflight < opt.inflight && mqttc_writable(s->c)) {
 		buf_reset(&run.out);
@@ -501,20 +516,26 @@ static void rest_connected(const char *detail)
 	ramp_check();
 }
 
+static void on_measure_end(uv_timer_t *t);
+
 static void rest_answered(uint64_t t0_ns, uint64_t seq, int status, const char *body, size_t len)
 {
-	if (status != 200) {
+	int want = opt.rest_kind == REST_C2D ? 201 : 200;
+	if (status != want) {
 		char d[256];
-		snprintf(d, sizeof d, "PATCH %" PRIu64 ": status %d: %.*s", seq, status,
+		snprintf(d, sizeof d, "request %" PRIu64 ": status %d: %.*s", seq, status,
 		         (int)(len > 160 ? 160 : len), body);
 		report(&run.rest_errors, "unexpected REST answer", d);
 	}
-	if (opt.scenario == SC_REST_PATCH && status == 200) {
+	if ((opt.scenario == SC_REST_PATCH || opt.scenario == SC_METHOD) && status == want) {
 		hist_add(&run.latency, (uv_hrtime() - t0_ns) / 1000);
 		if (run.phase == PH_MEASURE)
 			run.ops++;
 		else
 			run.drain_ops++;
+		/* --count requests sent and answered: the measurement ends. */
+		if (opt.count && run.phase == PH_MEASURE && run.ops >= opt.count)
+			on_measure_end(NULL);
 	}
 	if (run.phase == PH_DRAIN && outstanding() == 0)
 		uv_timer_start(&run.phase_timer, on_begin_closing, 0, 0);
@@ -637,6 +658,57 @@ static void on_rate_tick(uv_timer_t *t)
 	}
 }
 
+/* method-roundtrip: calls at opt.patch_rate per second from the start of
+ * MEASURE; the REST answer is what is timed (rest_answered). */
+static void on_method_tick(uv_timer_t *t)
+{
+	double due = opt.patch_rate * seconds(uv_hrtime() - run.t_measure_ns);
+	while (run.patch_seq < due) {
+		if (!rest_send(run.patch_seq)) {
+			run.behind++;
+			return;
+		}
+		run.patch_seq++;
+		run.sent++;
+	}
+}
+
+/* method-roundtrip: the device answers a call at once, echoing its rid. */
+static void on_method_call(struct session *s, const struct mqtt_publish *pub)
+{
+	static const char key[] = "?$rid=";
+	const char *p = memmem(pub->topic.p, pub->topic.len, key, sizeof key - 1);
+	if (!p)
+		return;
+	p += sizeof key - 1;
+	size_t n = (size_t)(pub->topic.p + pub->topic.len - p);
+	char topic[160];
+	int tl = snprintf(topic, sizeof topic, "$iothub/methods/res/200/?$rid=%.*s", (int)n, p);
+	struct buf b = BUF_INIT;
+	mqtt_encode_publish(&b, topic, (size_t)tl, 0, 0, "{\"ok\":1}", 8);
+	mqttc_send(s->c, b.data, b.len);
+	buf_free(&b);
+}
+
+/* c2d-delivery: a message; acknowledged at once (PUBACK) and counted. */
+static void on_c2d(struct session *s, const struct mqtt_publish *pub)
+{
+	if (pub->qos == 1) {
+		struct buf b = BUF_INIT;
+		mqtt_encode_ack(&b, MQTT_PUBACK, pub->packet_id);
+		mqttc_send(s->c, b.data, b.len);
+		buf_free(&b);
+	}
+	if (run.phase == PH_MEASURE) {
+		run.ops++;
+		run.t_last_ns = uv_hrtime();
+		if (opt.count && run.ops >= opt.count)
+			on_measure_end(NULL);
+	} else {
+		run.drain_ops++;
+	}
+}
+
 /* A desired-properties notification: {"seq":N,...,"$version":V}. */
 static void on_desired(struct session *s, const struct mqtt_publish *pub)
 {
@@ -726,7 +798,7 @@ static void session_ready(struct session *s)
 static void on_ready(struct mqttc *c)
 {
 	struct session *s = mqttc_app(c);
-	if (!twin_scenario()) {
+	if (!twin_scenario() && opt.scenario != SC_METHOD) {
 		session_ready(s);
 		return;
 	}
@@ -734,7 +806,8 @@ static void on_ready(struct mqttc *c)
 	mqtt_encode_subscribe(&b, 1,
 	                      opt.scenario == SC_TWIN_DESIRED
 	                          ? "$iothub/twin/PATCH/properties/desired/#"
-	                          : "$iothub/twin/res/#",
+	                      : opt.scenario == SC_METHOD ? "$iothub/methods/POST/#"
+	                                                  : "$iothub/twin/res/#",
 	                      0);
 	s->state = SS_SUBSCRIBING;
 	mqttc_send(c, b.data, b.len);
@@ -766,7 +839,11 @@ static void on_packet(struct mqttc *c, const struct mqtt_packet *pk, const uint8
 			complete(s, pk->u.packet_id - 1, true, NULL);
 		break; /* twin requests at QoS 1: the answer topic is what counts */
 	case MQTT_PUBLISH:
-		if (opt.scenario == SC_TWIN_DESIRED)
+		if (opt.scenario == SC_METHOD)
+			on_method_call(s, &pk->u.publish);
+		else if (opt.scenario == SC_C2D)
+			on_c2d(s, &pk->u.publish);
+		else if (opt.scenario == SC_TWIN_DESIRED)
 			on_desired(s, &pk->u.publish);
 		else if (twin_scenario())
 			on_twin_answer(s, &pk->u.publish);
@@ -950,7 +1027,9 @@ static void on_sweep(uv_timer_t *t)
 
 static void on_measure_end(uv_timer_t *t)
 {
-	run.t_measure_end_ns = uv_hrtime();
+	if (run.phase != PH_MEASURE)
+		return;
+	run.t_measure_end_ns = opt.scenario == SC_C2D && run.t_last_ns ? run.t_last_ns : uv_hrtime();
 	run.phase = PH_DRAIN;
 	uv_timer_stop(&run.rate_timer);
 	uv_timer_stop(&run.query_timer);
@@ -979,6 +1058,25 @@ static void start_measure(void)
 		rest_filling(true);
 	if (opt.scenario == SC_TWIN_DESIRED)
 		uv_timer_start(&run.rate_timer, on_rate_tick, 0, 1);
+	if (opt.scenario == SC_METHOD)
+		uv_timer_start(&run.rate_timer, on_method_tick, 0, 1);
+	if (opt.scenario == SC_C2D) {
+		/* The queues start flowing now: every session subscribes. */
+		struct buf b = BUF_INIT;
+		for (unsigned k = 0; k < run.opened; k++) {
+			struct session *se = &run.sessions[k];
+			if (se->state != SS_READY || !se->c)
+				continue;
+			char filter[160];
+			devices_id(filter, sizeof filter, opt.prefix, k);
+			buf_reset(&b);
+			char f[200];
+			snprintf(f, sizeof f, "devices/%s/messages/devicebound/#", filter);
+			mqtt_encode_subscribe(&b, 1, f, 1);
+			mqttc_send(se->c, b.data, b.len);
+		}
+		buf_free(&b);
+	}
 	if (query_scenario() && queries_send(scenario_kind()))
 		run.sent++;
 	if (opt.query_rate > 0)
@@ -1100,7 +1198,8 @@ static void usage(FILE *f)
 	    "Scenarios: twin-reported, twin-get, mqtt-publish, connections,\n"
 	    "  twin-desired-latency, twin-rest-patch, dps-register, tls-handshakes, dps-tpm,\n"
 	    "  webhook,\n"
-	    "  seed-twins, query-tag-eq, query-reported-range, query-group-count.\n"
+	    "  seed-twins, query-tag-eq, query-reported-range, query-group-count,\n"
+	    "  method-roundtrip, c2d-delivery.\n"
 	    "Target (loopback 127.0.0.0/8 only):\n"
 	    "  --target IP:PORT      MQTT over TLS address (required for a scenario)\n"
 	    "  --hub NAME            hub host name: user name, SAS resource, default TLS name\n"
@@ -1137,6 +1236,10 @@ static void usage(FILE *f)
 	    "                        one query at a time on one connection, all its pages,\n"
 	    "                        each answer checked against the seeded fleet\n"
 	    "  --seeded N            devices seed-twins seeded (default --devices)\n"
+	    "  --rest-kind K         twin-rest-patch's requests: patch (default), method\n"
+	    "                        (direct method calls) or c2d (cloud-to-device sends)\n"
+	    "  --count N             twin-rest-patch: send N requests at most, end when all\n"
+	    "                        are answered; c2d-delivery: end when N messages came\n"
 	    "  --query-rate R        twin scenarios: also run queries at R per second on one\n"
 	    "                        connection, of every 50 one range and one GROUP BY,\n"
 	    "                        the others tag equalities (default 0)\n"
@@ -1230,6 +1333,8 @@ enum {
 	O_DELAY,
 	O_SEEDED,
 	O_QUERY_RATE,
+	O_REST_KIND,
+	O_COUNT,
 	O_X509_CA,
 	O_X509_CA_KEY,
 	O_HELP,
@@ -1269,6 +1374,8 @@ static const struct option long_options[] = {
     {"delay-ms", required_argument, NULL, O_DELAY},
     {"seeded", required_argument, NULL, O_SEEDED},
     {"query-rate", required_argument, NULL, O_QUERY_RATE},
+    {"rest-kind", required_argument, NULL, O_REST_KIND},
+    {"count", required_argument, NULL, O_COUNT},
     {"x509-ca", required_argument, NULL, O_X509_CA},
     {"x509-ca-key", required_argument, NULL, O_X509_CA_KEY},
     {"help", no_argument, NULL, O_HELP},
@@ -1307,6 +1414,7 @@ static const struct num_option num_options[] = {
     {O_DELAY, "--delay-ms", &opt.delay_ms, NULL, 0, 600000},
     {O_SEEDED, "--seeded", &opt.seeded, NULL, 1, MAX_DEVICES},
     {O_QUERY_RATE, "--query-rate", NULL, &opt.query_rate, 0, 10000},
+    {O_COUNT, "--count", &opt.count, NULL, 1, 100000000},
 };
 
 /* Sets numeric option id from optarg. Returns false when id is not one;
@@ -1367,6 +1475,16 @@ static int parse_options(int argc, char **argv)
 		case O_TLS_KEY: opt.tls_key = optarg; break;
 		case O_X509_CA: opt.x509_ca = optarg; break;
 		case O_X509_CA_KEY: opt.x509_ca_key = optarg; break;
+		case O_REST_KIND:
+			if (strcmp(optarg, "patch") == 0)
+				opt.rest_kind = REST_PATCH;
+			else if (strcmp(optarg, "method") == 0)
+				opt.rest_kind = REST_METHOD;
+			else if (strcmp(optarg, "c2d") == 0)
+				opt.rest_kind = REST_C2D;
+			else
+				return bad("--rest-kind", optarg);
+			break;
 		case O_HELP: usage(stdout); exit(0);
 		default:
 			if (!set_number(c, &rc))
@@ -1609,6 +1727,8 @@ int main(int argc, char **argv)
 		    .size = opt.size,
 		    .timeout_s = opt.timeout_s,
 		    .closed_loop = opt.scenario == SC_REST_PATCH,
+		    .kind = opt.scenario == SC_METHOD ? REST_METHOD : (enum rest_kind)opt.rest_kind,
+		    .count = opt.scenario == SC_REST_PATCH ? opt.count : 0,
 		};
 		if (rest_start(&rc_cfg, &rest_hooks) != 0)
 			return 2;

@@ -63,19 +63,40 @@ uint64_t rest_outstanding(void)
 	return r.outstanding;
 }
 
-/* Appends PATCH /twins/{id} with {"properties":{"desired":{"seq":N,"pad":"..."}}}. */
+/* Appends request seq of the configured kind (rest.h) for device
+ * seq % devices. */
 static void encode(struct buf *out, uint64_t seq)
 {
 	char id[128], body[256 + 4096];
 	devices_id(id, sizeof id, r.cfg.prefix, (unsigned)(seq % r.cfg.devices));
-	int bl = snprintf(body, sizeof body,
-	                  "{\"properties\":{\"desired\":{\"seq\":%" PRIu64 ",\"pad\":\"%s\"}}}",
-	                  seq, r.padding);
+	const char *method = "PATCH", *path = "/twins/%s";
+	int bl;
+	switch (r.cfg.kind) {
+	case REST_METHOD:
+		method = "POST";
+		path = "/twins/%s/methods";
+		bl = snprintf(body, sizeof body,
+		              "{\"methodName\":\"bench\",\"responseTimeoutInSeconds\":30,"
+		              "\"payload\":{\"seq\":%" PRIu64 ",\"pad\":\"%s\"}}",
+		              seq, r.padding);
+		break;
+	case REST_C2D:
+		method = "POST";
+		path = "/fleethub/devices/%s/messages";
+		bl = snprintf(body, sizeof body, "{\"body\":\"%" PRIu64 " %s\"}", seq, r.padding);
+		break;
+	default:
+		bl = snprintf(body, sizeof body,
+		              "{\"properties\":{\"desired\":{\"seq\":%" PRIu64 ",\"pad\":\"%s\"}}}",
+		              seq, r.padding);
+	}
+	char target[256];
+	snprintf(target, sizeof target, path, id);
 	buf_printf(out,
-	           "PATCH /twins/%s?api-version=" API_VERSION " HTTP/1.1\r\n"
+	           "%s %s?api-version=" API_VERSION " HTTP/1.1\r\n"
 	           "Host: %s\r\n%s\r\nContent-Type: application/json\r\n"
 	           "Content-Length: %d\r\n\r\n%s",
-	           id, r.cfg.hub, r.auth, bl, body);
+	           method, target, r.cfg.hub, r.auth, bl, body);
 }
 
 static void push(struct rconn *k, uint64_t seq, uint64_t t0)
@@ -114,11 +135,12 @@ static void fill_one(struct rconn *k)
 		return;
 	buf_reset(&r.out);
 	uint64_t t0 = uv_hrtime();
-	while (k->count < r.cfg.window) {
+	while (k->count < r.cfg.window && (!r.cfg.count || r.seq < r.cfg.count)) {
 		encode(&r.out, r.seq);
 		push(k, r.seq++, t0);
 	}
-	httpc_send(k->c, r.out.data, r.out.len);
+	if (r.out.len)
+		httpc_send(k->c, r.out.data, r.out.len);
 }
 
 void rest_filling(bool on)

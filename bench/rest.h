@@ -18,7 +18,16 @@
 #include <stdint.h>
 #include <uv.h>
 
+/* What each request is. */
+enum rest_kind {
+	REST_PATCH,  /* PATCH /twins/{id}: desired {"seq":N,"pad":".."} (answer 200) */
+	REST_METHOD, /* POST /twins/{id}/methods: method "bench", payload {"seq":N,"pad":".."}
+	                (answer 200 with the device's {"status","payload"}) */
+	REST_C2D,    /* POST /fleethub/devices/{id}/messages: a --size B body (answer 201) */
+};
+
 struct rest_config {
+	enum rest_kind kind;
 	uv_loop_t *loop;
 	SSL_CTX *tls;
 	struct sockaddr_in addr; /* the hub's HTTPS listener */
@@ -31,6 +40,7 @@ struct rest_config {
 	unsigned size;    /* approximate body bytes */
 	double timeout_s; /* TLS connect deadline and request timeout */
 	bool closed_loop; /* while filling: every answered batch is replaced at once */
+	uint64_t count;   /* closed loop: requests sent at most (0: no bound) */
 };
 
 struct rest_hooks {

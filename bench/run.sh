@@ -338,6 +338,23 @@ lg twin-desired-latency "$fh_pid" twin-desired-latency "${HUB_ARGS[@]}" "${REST_
 lg twin-rest-patch "$fh_pid" twin-rest-patch "${HUB_ARGS[@]}" "${REST_ARGS[@]}" \
 	--devices $DEVICES --duration $DURATION --connections $REST_CONNS \
 	--inflight $REST_INFLIGHT --size $SIZE
+# ---- messaging (issue 18): telemetry from 1,000 devices (QoS 1, 200 B,
+# acknowledged after the durable append) against Mosquitto's QoS 1 with
+# the same load; direct methods at a fixed rate, timed from the REST call
+# to its answer; cloud-to-device: the queues of 1,000 devices filled
+# through the REST API (C2D_PER_DEVICE each), then drained by the devices.
+TEL_DEVICES=1000
+TEL_ARGS=(--devices $TEL_DEVICES --duration $DURATION --inflight $INFLIGHT --size 200)
+lg telemetry-ingest "$fh_pid" mqtt-publish "${HUB_ARGS[@]}" "${TEL_ARGS[@]}"
+lg mosquitto-telemetry "$mq_pid" mqtt-publish "${MOSQ_ARGS[@]}" "${TEL_ARGS[@]}"
+lg method-roundtrip "$fh_pid" method-roundtrip "${HUB_ARGS[@]}" "${REST_ARGS[@]}" \
+	--devices $DEVICES --duration $DURATION --connections 4 --patch-rate 1000
+C2D_PER_DEVICE=40
+lg c2d-fill "$fh_pid" twin-rest-patch "${HUB_ARGS[@]}" "${REST_ARGS[@]}" --rest-kind c2d \
+	--count $((TEL_DEVICES * C2D_PER_DEVICE)) --devices $TEL_DEVICES --duration 300 \
+	--connections $REST_CONNS --inflight $REST_INFLIGHT --size 100
+lg c2d-delivery "$fh_pid" c2d-delivery "${HUB_ARGS[@]}" --devices $TEL_DEVICES --duration 120 \
+	--count $((TEL_DEVICES * C2D_PER_DEVICE))
 # ---- twin queries (issue 14). The twin scenarios above ran on the twins as
 # created; now every device (all CREATE of them) gets the query fleet's tags
 # and reported properties (bench/twinset.h), and the queries run before
@@ -578,6 +595,10 @@ p99_ms() {
 	bench_line twin-desired-latency "$(p99_ms twin-desired-latency)" ms-p99 - "<=10"
 	bench_line twin-rest-patch "$(field twin-rest-patch ops_per_s)" ops/s - 10000
 	bench_line twin-get "$(field twin-get ops_per_s)" ops/s - 50000
+	bench_line telemetry-ingest "$(field telemetry-ingest ops_per_s)" msg/s \
+		"$(field mosquitto-telemetry ops_per_s)" "-,0.8x"
+	bench_line method-roundtrip "$(p99_ms method-roundtrip)" ms-p99 - "<=10"
+	bench_line c2d-delivery "$(field c2d-delivery ops_per_s)" msg/s - 10000
 	bench_line dps-register "$(field dps-register ops_per_s)" reg/s \
 		"$(field tls-handshakes ops_per_s)" "1000,0.5x"
 	bench_line dps-custom "$(field dps-custom ops_per_s)" reg/s \

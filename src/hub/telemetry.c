@@ -72,6 +72,19 @@ void hub__events_counts(const struct hub *h, uint64_t *appended, uint64_t *refus
 
 /* ---- appends ---------------------------------------------------------- */
 
+/* Appends v as compact JSON ("{}" for an empty object, without jansson's
+ * dump). */
+static void append_json(struct buf *b, const json_t *v)
+{
+	if (json_is_object(v) && json_object_size(v) == 0) {
+		buf_appends(b, "{}");
+		return;
+	}
+	char *t = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	buf_appends(b, t ? t : "null");
+	free(t);
+}
+
 struct append_job {
 	struct hub *hub;
 	unsigned part;
@@ -117,26 +130,28 @@ int hub_telemetry_append(struct hub *h, const struct telemetry_msg *m,
 		h->events.refused++;
 		return FH_EAGAIN;
 	}
-	/* The system properties the hub adds (protocol.md §2.8; amqp.md §6
-	 * names them as a consumer reads them). */
-	json_t *sys = json_deep_copy(m->sys);
-	json_object_set_new(sys, "iothub-connection-device-id", json_string(m->device_id));
-	json_object_set_new(sys, "iothub-connection-auth-generation-id",
-			    json_string(m->generation));
-	char method[160];
-	snprintf(method, sizeof method,
-		 "{\"scope\":\"device\",\"type\":\"%s\",\"issuer\":\"iothub\","
-		 "\"acceptingIpFilterRule\":null}",
-		 m->auth_type);
-	json_object_set_new(sys, "iothub-connection-auth-method", json_string(method));
-	json_object_set_new(sys, "iothub-message-source", json_string("Telemetry"));
-	json_t *props = json_pack("{s:O, s:o}", "properties", m->app, "system", sys);
+	/* What the log keeps of the properties, compactly (the body and the
+	 * device id have their columns; render_event spells out the system
+	 * properties the hub adds from these, amqp.md §6):
+	 *   {"p":{application},"s":{message's system},"g":"<generationId>","a":"<auth type>"} */
+	struct buf pb = BUF_INIT;
+	buf_appends(&pb, "{\"p\":");
+	append_json(&pb, m->app);
+	buf_appends(&pb, ",\"s\":");
+	append_json(&pb, m->sys);
+	buf_appends(&pb, ",\"g\":");
+	json_t *g = json_string(m->generation), *a = json_string(m->auth_type);
+	append_json(&pb, g);
+	buf_appends(&pb, ",\"a\":");
+	append_json(&pb, a);
+	buf_appendc(&pb, '}');
+	json_decref(g);
+	json_decref(a);
 	struct append_job *j = xcalloc(1, sizeof *j);
 	j->hub = h;
 	j->part = hub_events_partition(h, m->device_id);
 	j->device = xstrdup(m->device_id);
-	j->props = json_dumps(props, JSON_COMPACT);
-	json_decref(props);
+	j->props = buf_steal(&pb);
 	j->body = xmalloc(m->body_len + 1);
 	if (m->body_len)
 		memcpy(j->body, m->body, m->body_len);
@@ -285,18 +300,29 @@ static void render_event(struct buf *out, unsigned part, const struct store_even
 	char when[32];
 	clock_iso8601(e->enqueued_ms, when);
 	json_t *props = json_loads(e->props, 0, NULL);
-	json_t *app = json_object_get(props, "properties");
-	json_t *sys = json_object_get(props, "system");
-	json_t *o = json_pack("{s:i, s:I, s:s#, s:s, s:s, s:O, s:O}", "partition", (int)part,
+	json_t *app = json_object_get(props, "p");
+	json_t *sys = json_object(); /* the message's, then the hub's */
+	json_object_update(sys, json_object_get(props, "s"));
+	const char *gen = json_string_value(json_object_get(props, "g"));
+	const char *auth = json_string_value(json_object_get(props, "a"));
+	char method[160];
+	snprintf(method, sizeof method,
+		 "{\"scope\":\"device\",\"type\":\"%s\",\"issuer\":\"iothub\","
+		 "\"acceptingIpFilterRule\":null}",
+		 auth ? auth : "sas");
+	json_object_set_new(sys, "iothub-connection-device-id", json_string(e->device));
+	json_object_set_new(sys, "iothub-connection-auth-method", json_string(method));
+	json_object_set_new(sys, "iothub-connection-auth-generation-id",
+			    json_string(gen ? gen : ""));
+	json_object_set_new(sys, "iothub-enqueuedtime", json_string(when));
+	json_object_set_new(sys, "iothub-message-source", json_string("Telemetry"));
+	json_t *o = json_pack("{s:i, s:I, s:s#, s:s, s:s, s:o, s:o}", "partition", (int)part,
 			      "sequenceNumber", (json_int_t)e->seq, "offset", "", 0,
 			      "enqueuedTime", when, "deviceId", e->device, "properties",
-			      app ? app : json_object(), "systemProperties",
-			      sys ? sys : json_object());
+			      app ? json_incref(app) : json_object(), "systemProperties", sys);
 	char off[24];
 	snprintf(off, sizeof off, "%lld", (long long)e->offset);
 	json_object_set_new(o, "offset", json_string(off));
-	json_object_set_new(json_object_get(o, "systemProperties"), "iothub-enqueuedtime",
-			    json_string(when));
 	if (utf8_valid((const char *)e->body, e->body_len) || e->body_len == 0) {
 		json_object_set_new(o, "body", json_stringn((const char *)e->body, e->body_len));
 	} else {

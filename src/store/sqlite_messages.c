@@ -25,6 +25,7 @@
 
 enum msg_stmt {
 	M_PART_BUMP,
+	M_PART_BUMPED,
 	M_EVENT_INSERT,
 	M_EVENT_READ,
 	M_PART_GET,
@@ -35,6 +36,7 @@ enum msg_stmt {
 	M_C2D_COUNT,
 	M_C2D_COUNT_HUB,
 	M_C2D_NEXT,
+	M_C2D_NEXT_GET,
 	M_C2D_INSERT,
 	M_C2D_LIST,
 	M_C2D_UPDATE,
@@ -52,13 +54,17 @@ enum msg_stmt {
 _Static_assert(M_COUNT <= SQ_MSG_SLOTS, "slots");
 
 static const char *const msg_sql[M_COUNT] = {
+	/* (No RETURNING: it costs an ephemeral table per statement, whose
+	 * pages the writer thread's allocator takes and gives back each time;
+	 * the SELECT that follows is cheaper.) */
 	[M_PART_BUMP] =
 	    "INSERT INTO event_partitions (hub, part, next_seq, next_offset, bytes, count,"
 	    " last_enqueued) VALUES (?1, ?2, 1, ?3, ?3, 1, ?4)"
 	    " ON CONFLICT (hub, part) DO UPDATE SET next_seq = next_seq + 1,"
 	    " next_offset = next_offset + ?3, bytes = bytes + ?3, count = count + 1,"
-	    " last_enqueued = max(last_enqueued, ?4)"
-	    " RETURNING next_seq - 1, next_offset - ?3, last_enqueued",
+	    " last_enqueued = max(last_enqueued, ?4)",
+	[M_PART_BUMPED] = "SELECT next_seq - 1, next_offset - ?3, last_enqueued FROM event_partitions"
+			  " WHERE hub = ?1 AND part = ?2",
 	[M_EVENT_INSERT] = "INSERT INTO events (hub, part, seq, off, enqueued, size, device,"
 			   " props, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 	[M_EVENT_READ] = "SELECT seq, off, enqueued, device, props, body FROM events"
@@ -76,8 +82,8 @@ static const char *const msg_sql[M_COUNT] = {
 	/* Numbers only grow, also once the queue was empty (a delivery
 	 * cursor is a number). */
 	[M_C2D_NEXT] = "INSERT INTO c2d_counters (hub, device, next_seq) VALUES (?1, ?2, 1)"
-		       " ON CONFLICT (hub, device) DO UPDATE SET next_seq = next_seq + 1"
-		       " RETURNING next_seq",
+		       " ON CONFLICT (hub, device) DO UPDATE SET next_seq = next_seq + 1",
+	[M_C2D_NEXT_GET] = "SELECT next_seq FROM c2d_counters WHERE hub = ?1 AND device = ?2",
 	[M_C2D_INSERT] = "INSERT INTO c2d (hub, device, seq, expiry, json, body)"
 			 " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[M_C2D_LIST] = "SELECT seq, expiry, json, body FROM c2d WHERE hub = ?1 AND device = ?2"
@@ -152,19 +158,22 @@ int sq_event_append(struct store_txn *t, const char *hub, unsigned part, struct 
 	bind_part(st, hub, part);
 	sqlite3_bind_int64(st, 3, size);
 	sqlite3_bind_int64(st, 4, e->enqueued_ms);
+	int rc = step_done(t, st, "event partition");
+	if (rc != 0)
+		return rc;
+	if (!(st = get(t, M_PART_BUMPED)))
+		return FH_EIO;
+	bind_part(st, hub, part);
+	sqlite3_bind_int64(st, 3, size);
 	if (sqlite3_step(st) != SQLITE_ROW) {
-		int rc = sq__error(t, "event partition");
+		rc = sq__error(t, "event partition");
 		sq__stmt_end(st);
 		return rc;
 	}
 	e->seq = sqlite3_column_int64(st, 0);
 	e->offset = sqlite3_column_int64(st, 1);
 	e->enqueued_ms = sqlite3_column_int64(st, 2);
-	/* RETURNING: the statement completes at its next step. */
-	int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sq__error(t, "event partition");
 	sq__stmt_end(st);
-	if (rc != 0)
-		return rc;
 	st = get(t, M_EVENT_INSERT);
 	if (!st)
 		return FH_EIO;
@@ -340,15 +349,12 @@ int sq_c2d_add(struct store_txn *t, const char *hub, const char *id, const char 
 	if (!(st = get(t, M_C2D_NEXT)))
 		return FH_EIO;
 	bind_key(st, hub, id);
-	if (sqlite3_step(st) != SQLITE_ROW) {
-		rc = sq__error(t, "c2d add");
-		sq__stmt_end(st);
+	if ((rc = step_done(t, st, "c2d add")) != 0)
 		return rc;
-	}
-	*seq = sqlite3_column_int64(st, 0);
-	rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sq__error(t, "c2d add");
-	sq__stmt_end(st);
-	if (rc != 0)
+	if (!(st = get(t, M_C2D_NEXT_GET)))
+		return FH_EIO;
+	bind_key(st, hub, id);
+	if ((rc = step_int(t, st, "c2d add", seq)) != 0)
 		return rc;
 	if (!(st = get(t, M_C2D_INSERT)))
 		return FH_EIO;

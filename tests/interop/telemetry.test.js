@@ -167,3 +167,32 @@ test('hostile: a property bag that does not parse, an oversized message', async 
   assert.deepEqual(events.map((e) => e.body), ['fine']);
   assert.deepEqual(events[0].properties, { k: 'v' });
 });
+
+test('retention by size: the oldest events go once a partition holds more than event_retention_mb', async () => {
+  const small = await new Server({ name: 'telemetry-retention', mqtt: '127.0.0.1:8884', https: '127.0.0.1:8443',
+    serverExtra: ['event_partitions = 1', 'event_retention_mb = 1'] }).start();
+  try {
+    // Its HTTPS port is not 443 (the suite's other server has that): raw REST.
+    const made = await rest(small.ownerCs(), 'PUT', '/devices/big-sender?api-version=2021-04-12', { deviceId: 'big-sender' }, {}, null, 8443);
+    assert.equal(made.status, 200, made.text);
+    const key = made.body.authentication.symmetricKey.primaryKey;
+    const { c } = await mqttDevice(small, 'big-sender', key, { port: 8884 });
+    const body = Buffer.alloc(200 * 1024, 0x61);
+    for (let i = 0; i < 8; i++) {
+      await new Promise((resolve, reject) => c.publish(`devices/big-sender/messages/events/%24.mid=m${i}`, body, { qos: 1 }, (e) => (e ? reject(e) : resolve())));
+    }
+    c.end(true);
+    // The first trim pass runs 5 s after the start, then every minute.
+    const stats = async () => JSON.parse(small.cli(['hub', 'stats', '--server', '127.0.0.1:8443']).stdout);
+    const s = await waitFor(async () => { const v = await stats(); return v.telemetry.partitions[0].beginSequenceNumber > 0 && v; }, 15000, 'the trim');
+    const p = s.telemetry.partitions[0];
+    assert.equal(p.nextSequenceNumber, 8);
+    assert.ok(p.bytes <= 1024 * 1024, `${p.bytes} bytes kept`);
+    assert.ok(p.beginSequenceNumber >= 3, 'the oldest went');
+    const r = await rest(small.ownerCs(), 'GET', '/fleethub/events?from=start&wait=1&api-version=2021-04-12', undefined, {}, null, 8443);
+    const ids = r.text.split('\n').filter((l) => l).map((l) => JSON.parse(l).systemProperties.messageId);
+    assert.deepEqual(ids, Array.from({ length: 8 - p.beginSequenceNumber }, (_, i) => `m${p.beginSequenceNumber + i}`));
+  } finally {
+    await small.stop();
+  }
+});

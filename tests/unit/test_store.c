@@ -877,6 +877,202 @@ static void test_connections(void **state)
 	store_twin_view_clear(&v);
 }
 
+/* ---- messages: the event log, C2D queues, feedback ---- */
+
+static int64_t ev_seq[8], ev_off[8];
+static int64_t ev_at_ms;
+
+static int append_three(struct store_txn *t)
+{
+	static const char *const bodies[] = {"one", "two", "three"};
+	for (int i = 0; i < 3; i++) {
+		struct store_event e = {.enqueued_ms = ev_at_ms + i * 1000,
+					.device = "s1",
+					.props = "{\"properties\":{\"k\":\"v\"},\"system\":{}}",
+					.body = (const uint8_t *)bodies[i],
+					.body_len = strlen(bodies[i])};
+		int rc = store_event_append(t, "h", 2, &e);
+		if (rc != 0)
+			return rc;
+		ev_seq[i] = e.seq;
+		ev_off[i] = e.offset;
+	}
+	return 0;
+}
+
+struct ev_seen {
+	int n;
+	int64_t seqs[8];
+	char bodies[8][16];
+};
+
+static int ev_each(void *arg, const struct store_event *e)
+{
+	struct ev_seen *s = arg;
+	s->seqs[s->n] = e->seq;
+	snprintf(s->bodies[s->n], sizeof s->bodies[0], "%.*s", (int)e->body_len,
+		 (const char *)e->body);
+	assert_string_equal(e->device, "s1");
+	assert_non_null(strstr(e->props, "\"k\":\"v\""));
+	s->n++;
+	return 0;
+}
+
+static int trim_first(struct store_txn *t)
+{
+	unsigned n = 0;
+	int rc = store_event_trim(t, "h", 2, ev_at_ms + 500, 0, 100, &n);
+	return rc ? rc : (int)n;
+}
+
+static int trim_by_size(struct store_txn *t)
+{
+	unsigned n = 0;
+	int rc = store_event_trim(t, "h", 2, 0, 41, 100, &n); /* bytes of one event kept */
+	return rc ? rc : (int)n;
+}
+
+/* Appends number from 0 per partition, offsets grow, reads start at a
+ * sequence number, times are found, retention deletes from the oldest and
+ * never gives a number again; another partition is apart. */
+static void test_event_log(void **state)
+{
+	struct fixture *f = *state;
+	ev_at_ms = 1765000000000;
+	assert_int_equal(run_fn(f, append_three), 0);
+	assert_true(ev_seq[0] == 0 && ev_seq[1] == 1 && ev_seq[2] == 2);
+	assert_true(ev_off[0] == 0 && ev_off[1] > ev_off[0] && ev_off[2] > ev_off[1]);
+	struct store_txn *r = store_reader(f->s);
+	struct ev_seen seen = {0};
+	assert_int_equal(store_event_read(r, "h", 2, 1, 10, ev_each, &seen), 0);
+	assert_int_equal(seen.n, 2);
+	assert_string_equal(seen.bodies[0], "two");
+	assert_string_equal(seen.bodies[1], "three");
+	struct store_partition p;
+	assert_int_equal(store_event_partition(r, "h", 2, &p), 0);
+	assert_true(p.begin_seq == 0 && p.next_seq == 3 && p.last_enqueued_ms == ev_at_ms + 2000);
+	assert_int_equal(store_event_partition(r, "h", 1, &p), 0);
+	assert_true(p.next_seq == 0 && p.last_enqueued_ms == 0); /* never written */
+	int64_t at;
+	assert_int_equal(store_event_seek_time(r, "h", 2, ev_at_ms + 1, &at), 0);
+	assert_int_equal(at, 1);
+	assert_int_equal(store_event_seek_time(r, "h", 2, ev_at_ms + 9999, &at), 0);
+	assert_int_equal(at, 3);
+	assert_int_equal(run_fn(f, trim_first), 1);
+	assert_int_equal(store_event_partition(store_reader(f->s), "h", 2, &p), 0);
+	assert_true(p.begin_seq == 1 && p.next_seq == 3);
+	assert_int_equal(run_fn(f, trim_by_size), 1);
+	assert_int_equal(store_event_partition(store_reader(f->s), "h", 2, &p), 0);
+	assert_true(p.begin_seq == 2 && p.next_seq == 3);
+	assert_int_equal(run_fn(f, append_three), 0);
+	assert_int_equal(ev_seq[0], 3); /* numbers are never given twice */
+	memset(&seen, 0, sizeof seen);
+	assert_int_equal(store_event_read(store_reader(f->s), "h", 2, 0, 10, ev_each, &seen), 0);
+	assert_int_equal(seen.n, 4);
+	assert_int_equal(seen.seqs[0], 2);
+}
+
+static int64_t c2d_seq;
+
+static int c2d_add_one(struct store_txn *t)
+{
+	return store_c2d_add(t, "h", "s1", "{\"messageId\":\"m\"}", (const uint8_t *)"\0\1", 2,
+			     1000, 3, &c2d_seq);
+}
+
+static int c2d_delete_last(struct store_txn *t)
+{
+	return store_c2d_delete(t, "h", "s1", c2d_seq);
+}
+
+static int c2d_update_last(struct store_txn *t)
+{
+	return store_c2d_update(t, "h", "s1", c2d_seq, "{\"messageId\":\"changed\"}");
+}
+
+static int c2d_each(void *arg, const struct store_c2d *m)
+{
+	int *n = arg;
+	assert_int_equal(m->body_len, 2);
+	assert_true(m->body[0] == 0 && m->body[1] == 1);
+	(*n)++;
+	return 0;
+}
+
+static int expired_each(void *arg, const char *hub, const char *id, const struct store_c2d *m)
+{
+	int *n = arg;
+	assert_string_equal(hub, "h");
+	assert_string_equal(id, "s1");
+	(*n)++;
+	return 0;
+}
+
+static int fb_add(struct store_txn *t)
+{
+	int rc = store_feedback_add(t, "h", 1000, "{\"statusCode\":\"Success\"}");
+	if (rc == 0)
+		rc = store_feedback_add(t, "h", 5000, "{\"statusCode\":\"Expired\"}");
+	return rc;
+}
+
+static int fb_trim(struct store_txn *t)
+{
+	return store_feedback_trim(t, "h", 2000, 0, 100);
+}
+
+static int fb_each(void *arg, int64_t seq, const char *json)
+{
+	int *n = arg;
+	(*n)++;
+	assert_non_null(strstr(json, "Expired"));
+	return 0;
+}
+
+/* The queue: no device, no queue; the limit; numbers only grow, also
+ * once it was empty; binary bodies; expiry listing; feedback retention;
+ * the device's delete takes its queue. */
+static void test_c2d_queue(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(run_fn(f, c2d_add_one), FH_ENOTFOUND);
+	assert_int_equal(run_fn(f, put_gen_device), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(run_fn(f, c2d_add_one), 0);
+	assert_int_equal(run_fn(f, c2d_add_one), FH_ETOOBIG);
+	int64_t n = 0;
+	assert_int_equal(store_c2d_count(store_reader(f->s), "h", "s1", &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(store_c2d_count(store_reader(f->s), "h", NULL, &n), 0);
+	assert_int_equal(n, 3);
+	int seen = 0;
+	assert_int_equal(store_c2d_list(store_reader(f->s), "h", "s1", 0, 10, c2d_each, &seen), 0);
+	assert_int_equal(seen, 3);
+	assert_int_equal(run_fn(f, c2d_update_last), 0);
+	assert_int_equal(run_fn(f, c2d_delete_last), 0);
+	assert_int_equal(run_fn(f, c2d_delete_last), FH_ENOTFOUND);
+	assert_int_equal(run_fn(f, c2d_update_last), FH_ENOTFOUND);
+	int64_t last = c2d_seq;
+	assert_int_equal(run_fn(f, c2d_add_one), 0);
+	assert_true(c2d_seq > last); /* not the deleted one's number again */
+	seen = 0;
+	assert_int_equal(store_c2d_expired(store_reader(f->s), 999, 10, expired_each, &seen), 0);
+	assert_int_equal(seen, 0);
+	assert_int_equal(store_c2d_expired(store_reader(f->s), 1001, 10, expired_each, &seen), 0);
+	assert_int_equal(seen, 3);
+	assert_int_equal(run_fn(f, fb_add), 0);
+	assert_int_equal(run_fn(f, fb_trim), 0);
+	seen = 0;
+	assert_int_equal(store_feedback_list(store_reader(f->s), "h", 0, 10, fb_each, &seen), 0);
+	assert_int_equal(seen, 1);
+	assert_int_equal(run_fn(f, delete_s1), 0);
+	assert_int_equal(store_c2d_count(store_reader(f->s), "h", "s1", &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(run_fn(f, put_gen_device), 0);
+	assert_int_equal(run_fn(f, c2d_add_one), 0);
+	assert_int_equal(c2d_seq, 1); /* a new identity starts over */
+}
+
 /* Twin indexes: the paths of the current list, exactly. */
 static struct qp_path index_paths[2];
 static size_t index_n;
@@ -1850,6 +2046,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_documents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connections, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_event_log, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_c2d_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_twin_indexes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_range_index, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_slow, setup, teardown),

@@ -257,15 +257,15 @@ function deviceCs(host, deviceId, key) {
 // A raw service REST call (for what the SDK cannot express, e.g. a stale
 // device etag). Resolves { status, headers, body }. at: the address to
 // dial instead of the host name's (one node of several), with the host name
-// still the TLS SNI name and Host.
-function rest(ownerCs, method, pathAndQuery, body, headers = {}, at = null) {
+// still the TLS SNI name and Host; port: another HTTPS port than 443.
+function rest(ownerCs, method, pathAndQuery, body, headers = {}, at = null, port = 443) {
   const cs = parseCs(ownerCs);
   const sas = SharedAccessSignature.create(encodeURIComponent(cs.HostName), cs.SharedAccessKeyName,
     cs.SharedAccessKey, Math.floor(Date.now() / 1000) + 3600).toString();
   const data = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
   return new Promise((resolve, reject) => {
     const req = https.request({
-      host: at ?? cs.HostName, port: 443, method, path: pathAndQuery,
+      host: at ?? cs.HostName, port, method, path: pathAndQuery,
       ...(at ? { servername: cs.HostName, agent: false } : {}),
       headers: { ...(at ? { Host: cs.HostName } : {}), Authorization: sas, 'Content-Type': 'application/json', ...(data ? { 'Content-Length': data.length } : {}), ...headers },
     }, (res) => {
