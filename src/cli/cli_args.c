@@ -117,7 +117,7 @@ static const struct command commands[] = {
     {"method", "invoke", CLI_CMD_METHOD_INVOKE, true, OPT_METHOD,
      "method invoke ID NAME [--payload JSON] [--timeout S] [--connect-timeout S]"},
     {"events", "tail", CLI_CMD_EVENTS_TAIL, false, OPT_TAIL | OPT_DEVICE_ID | OPT_GROUP,
-     "events tail [--device-id ID] [--from start|end|TIME] [--partition N] [--group NAME]\n"
+     "events tail [--device ID] [--from start|end|TIME] [--partition N] [--group NAME]\n"
      "      [--limit N] [--wait S]"},
     {"c2d", "send", CLI_CMD_C2D_SEND, true, OPT_C2D,
      "c2d send ID --body TEXT [--prop K=V]... [--message-id ID] [--ack none|positive|negative|full]\n"
@@ -176,6 +176,7 @@ static const struct option options[] = {
     {"initial-twin", OPT_ENROLL, true, ARG(initial_twin)},
     {"reprovision", OPT_ENROLL, true, ARG(reprovision)},
     {"device-id", OPT_DEVICE_ID, true, ARG(device_id)},
+    {"device", OPT_DEVICE_ID, true, ARG(device_id)}, /* events tail --device ID */
     {"group", OPT_GROUP, true, ARG(group)},
     {"policy-name", OPT_POLICY_NAME, true, ARG(policy_name)},
     {"table", OPT_TABLE, false, ARG(table)},

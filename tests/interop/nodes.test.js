@@ -111,7 +111,7 @@ test('a desired change made through node b reaches the device on node a; its rep
   }
 });
 
-test('a direct method called on node b reaches the device on node a; telemetry sent on a is read on b', { skip }, async () => {
+test('a direct method and a cloud-to-device message sent through node b reach the device on node a; telemetry sent on a is read on b', { skip }, async () => {
   const key = await createDevice('method-1');
   const client = await deviceOn('a', 'method-1', key);
   try {
@@ -128,6 +128,14 @@ test('a direct method called on node b reaches the device on node a; telemetry s
     assert.equal(ev.status, 200);
     const line = JSON.parse(ev.text.split('\n').find((l) => l.includes('method-1')));
     assert.equal(line.body, 'from a');
+    // A cloud-to-device message queued through b wakes the device's node a.
+    const got = [];
+    client.on('message', (m) => { got.push(m.data.toString()); client.complete(m).catch(() => {}); });
+    await new Promise((r) => setTimeout(r, 300));
+    const sent = await rest(cs(), 'POST', `/fleethub/devices/method-1/messages?${API}`, { body: 'via b' }, {}, B);
+    assert.equal(sent.status, 201, sent.text);
+    await waitFor(() => got.length === 1, 10000, 'the message queued on b, delivered by a');
+    assert.equal(got[0], 'via b');
   } finally {
     await client.close();
   }
