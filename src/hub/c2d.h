@@ -49,7 +49,6 @@ struct c2d_session {
 	uint16_t ids[C2D_INFLIGHT];      /* packet ids awaiting PUBACK ... */
 	int64_t seqs[C2D_INFLIGHT];      /* ... and their messages */
 	uint16_t next_id;
-	unsigned refs;                    /* reads and writes in flight for it */
 };
 
 /* Counters of hub_stats. */

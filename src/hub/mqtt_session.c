@@ -792,8 +792,10 @@ static bool on_publish(struct hub_session *s, const struct mqtt_publish *pub)
 	}
 	if (t == HUB_TOPIC_TELEMETRY)
 		return telemetry(s, pub, &m);
-	if (pub->qos == 1)
+	if (pub->qos == 1) {
 		ack_push(s, pub->packet_id, true);
+		hold_check(s); /* queued behind telemetry: the ring is bounded too */
+	}
 	switch (t) {
 	case HUB_TOPIC_TWIN_GET:
 		if (!twin_throttled(s, m.rid))

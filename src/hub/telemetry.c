@@ -106,6 +106,9 @@ static void wake_streams(struct hub *h, unsigned part);
 static void append_done(void *arg, int rc)
 {
 	struct append_job *j = arg;
+	log_at(LOG_DEBUG, "hub %s: telemetry of %s: %s (partition %u, sequence number %lld)",
+	       j->hub->name, j->device, rc == 0 ? "stored" : fh_strerror(rc), j->part,
+	       (long long)j->e.seq);
 	if (rc == 0) {
 		j->hub->events.appended++;
 		wake_streams(j->hub, j->part);

@@ -203,3 +203,26 @@ test('hostile: an answer to a request the device was never sent', async () => {
   assert.deepEqual(result, { status: 200, payload: { p: 1 } });
   c.end(true);
 });
+
+test('a call pending while the server stops is answered 503, not left hanging', async () => {
+  const other = await new Server({ name: 'methods-stop', mqtt: '127.0.0.1:8884', https: '127.0.0.1:8443' }).start();
+  let stopped = false;
+  try {
+    const made = await rest(other.ownerCs(), 'PUT', '/devices/sleepy?api-version=2021-04-12', { deviceId: 'sleepy' }, {}, null, 8443);
+    assert.equal(made.status, 200, made.text);
+    const { c } = await mqttDevice(other, 'sleepy', made.body.authentication.symmetricKey.primaryKey, { port: 8884 });
+    await new Promise((r, j) => c.subscribe('$iothub/methods/POST/#', { qos: 0 }, (e) => (e ? j(e) : r())));
+    const got = new Promise((r) => c.once('message', r)); // and never answers
+    const pending = rest(other.ownerCs(), 'POST', '/twins/sleepy/methods?api-version=2021-04-12',
+      { methodName: 'nap', responseTimeoutInSeconds: 300 }, {}, null, 8443);
+    await withTimeout(got, 5000, 'the call delivered');
+    await other.stop();
+    stopped = true;
+    const r = await withTimeout(pending, 5000, 'the answer at shutdown');
+    assert.equal(r.status, 503);
+    assert.match(r.body.message, /stopping/);
+    c.end(true);
+  } finally {
+    if (!stopped) await other.stop();
+  }
+});
