@@ -109,6 +109,7 @@ void hub_shutdown(struct hub *h)
 void hub_free(struct hub *h)
 {
 	sessions_free(&h->sessions);
+	map_free(&h->methods.by_rid);
 	for (size_t i = 0; i < h->naliases; i++)
 		free(h->aliases[i]);
 	h->naliases = 0;
