@@ -7,7 +7,7 @@
 # shorten it; tests/soak/run.sh); none of them is part of `make test`.
 
 CC ?= gcc
-PKGS := libuv openssl libcurl sqlite3 jansson inih libpq
+PKGS := libuv openssl libcurl sqlite3 jansson inih libpq libqpid-proton
 SANITIZE ?=
 
 ifeq ($(SANITIZE),)

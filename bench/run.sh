@@ -57,6 +57,7 @@ HUB_IP=127.0.0.10
 MOSQ_IP=127.0.0.11
 HOOK_IP=127.0.0.12
 MQTT_PORT=8883
+AMQP_PORT=5671
 HTTPS_PORT=443
 SCOPE=0ne00BE0C11
 # Results go under build/, never into the tracked tree: a results file is
@@ -132,7 +133,7 @@ DPS_KEY="$(openssl rand -base64 32)"
 GROUP_KEY="$(openssl rand -base64 32)"  # devices, and the hashed enrollment group
 CUSTOM_KEY="$(openssl rand -base64 32)" # the custom allocation group (fast webhook)
 SLOW_KEY="$(openssl rand -base64 32)"   # the custom allocation group (slow webhook)
-for p in $MQTT_PORT $HTTPS_PORT; do
+for p in $MQTT_PORT $HTTPS_PORT $AMQP_PORT; do
 	port_free $HUB_IP $p || { log "$HUB_IP:$p is already in use"; exit 2; }
 done
 cat >"$work/fleethub.ini" <<EOF
@@ -140,6 +141,7 @@ cat >"$work/fleethub.ini" <<EOF
 data_dir = $work/fleethub-data
 mqtt_listen = $HUB_IP:$MQTT_PORT
 https_listen = $HUB_IP:$HTTPS_PORT
+amqp_listen = $HUB_IP:$AMQP_PORT
 tls_cert = $work/server.pem
 tls_key = $work/server.key
 max_connections = 30000
@@ -490,12 +492,13 @@ PG_CONN="$pg_base dbname=fhbench"
 # pg_node NAME IP: a fleethub node on PostgreSQL; sets pg_pid.
 pg_node() {
 	local name="$1" ip="$2"
-	for p in $MQTT_PORT $HTTPS_PORT; do
+	for p in $MQTT_PORT $HTTPS_PORT $AMQP_PORT; do
 		port_free "$ip" $p || { log "$ip:$p is already in use"; exit 2; }
 	done
 	sed -e "s|^data_dir = .*|data_dir = $work/pg-$name-data|" \
 		-e "s|^mqtt_listen = .*|mqtt_listen = $ip:$MQTT_PORT|" \
 		-e "s|^https_listen = .*|https_listen = $ip:$HTTPS_PORT|" \
+		-e "s|^amqp_listen = .*|amqp_listen = $ip:$AMQP_PORT|" \
 		-e "s|^query_indexes = .*||" \
 		-e "s|^\[server\]|[server]\nstore = postgresql\npostgresql = $PG_CONN\nnode_name = $name|" \
 		"$work/fleethub.ini" >"$work/pg-$name.ini"

@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 run_pkgs=(build-essential pkg-config libuv1-dev libssl-dev libhttp-parser-dev
-	  libcurl4-openssl-dev libsqlite3-dev libjansson-dev libinih-dev libpq-dev openssl)
+	  libcurl4-openssl-dev libsqlite3-dev libjansson-dev libinih-dev libpq-dev
+	  libqpid-proton11-dev openssl)
 test_pkgs=(clang libcmocka-dev postgresql-15 nodejs npm swtpm tpm2-tools)
 pkgs=("${run_pkgs[@]}")
 [ "${1:-all}" = run ] || pkgs+=("${test_pkgs[@]}")

@@ -77,14 +77,14 @@ static int64_t num(const json_t *m, const char *key)
 /* ---- enqueue (POST /fleethub/devices/{id}/messages) ---- */
 
 struct send_job {
-	struct http_exchange *ex;
 	struct hub *hub;
 	char id[REGISTRY_ID_MAX + 1];
 	json_t *msg; /* the state, without generation until work */
 	uint8_t *body;
 	size_t body_len;
 	int64_t seq;
-	char *answer;
+	hub_c2d_done_fn done;
+	void *arg;
 };
 
 static int send_work(void *arg, struct store_txn *t)
@@ -113,28 +113,70 @@ static int send_work(void *arg, struct store_txn *t)
 static void send_done(void *arg, int rc)
 {
 	struct send_job *j = arg;
-	if (rc == FH_ETOOBIG) {
-		rest__respond_error(j->ex, 403, "DeviceMaximumQueueDepthExceeded", 403004,
-				    "the device %s has %d messages queued already: Azure's limit",
-				    j->id, C2D_MAX_QUEUE);
-	} else if (rc != 0) {
-		rest__respond_store_error(j->ex, rc, j->id, true);
-	} else {
+	if (rc == 0) {
 		j->hub->c2d.enqueued++;
-		char exp[32];
-		clock_iso8601(num(j->msg, "expiryMs"), exp);
-		json_t *o = json_pack("{s:O, s:I, s:s}", "messageId",
-				      json_object_get(j->msg, "messageId"), "sequenceNumber",
-				      (json_int_t)j->seq, "expiryTimeUtc", exp);
-		char *text = json_dumps(o, JSON_COMPACT);
-		http_respond_json(j->ex, 201, NULL, text);
-		free(text);
-		json_decref(o);
 		hub_c2d_wake(j->hub, j->id);
 	}
+	j->done(j->arg, rc, j->id, j->msg, j->seq);
 	json_decref(j->msg);
 	free(j->body);
 	free(j);
+}
+
+json_t *hub_c2d_message(const char *device_id, const char *ack, int64_t expiry_ms)
+{
+	int64_t now = clock_now_ms();
+	json_t *m = json_object();
+	struct buf to = BUF_INIT;
+	buf_appends(&to, "/devices/");
+	pct_encode(&to, device_id, strlen(device_id));
+	buf_appends(&to, "/messages/devicebound");
+	json_object_set_new(m, "to", json_stringn(to.data, to.len));
+	buf_free(&to);
+	json_object_set_new(m, "ack", json_string(ack ? ack : "none"));
+	json_object_set_new(m, "enqueuedMs", json_integer(now));
+	json_object_set_new(m, "expiryMs",
+			    json_integer(expiry_ms ? expiry_ms : now + C2D_TTL_DEFAULT_S * 1000));
+	json_object_set_new(m, "deliveryCount", json_integer(0));
+	json_object_set_new(m, "properties", json_object());
+	return m;
+}
+
+void hub_c2d_enqueue(struct hub *h, const char *device_id, json_t *msg, uint8_t *body,
+		     size_t body_len, hub_c2d_done_fn done, void *arg)
+{
+	struct send_job *j = xcalloc(1, sizeof *j);
+	j->hub = h;
+	snprintf(j->id, sizeof j->id, "%s", device_id);
+	j->msg = msg;
+	j->body = body;
+	j->body_len = body_len;
+	j->done = done;
+	j->arg = arg;
+	store_submit_keyed(h->store, j->id, send_work, send_done, j, body_len + 256);
+}
+
+/* The REST answer to POST /fleethub/devices/{id}/messages. */
+static void rest_sent(void *arg, int rc, const char *id, const json_t *msg, int64_t seq)
+{
+	struct http_exchange *ex = arg;
+	if (rc == FH_ETOOBIG) {
+		rest__respond_error(ex, 403, "DeviceMaximumQueueDepthExceeded", 403004,
+				    "the device %s has %d messages queued already: Azure's limit",
+				    id, C2D_MAX_QUEUE);
+	} else if (rc != 0) {
+		rest__respond_store_error(ex, rc, id, true);
+	} else {
+		char exp[32];
+		clock_iso8601(num(msg, "expiryMs"), exp);
+		json_t *o = json_pack("{s:O, s:I, s:s}", "messageId",
+				      json_object_get(msg, "messageId"), "sequenceNumber",
+				      (json_int_t)seq, "expiryTimeUtc", exp);
+		char *text = json_dumps(o, JSON_COMPACT);
+		http_respond_json(ex, 201, NULL, text);
+		free(text);
+		json_decref(o);
+	}
 }
 
 static const char *const ack_values[] = {"none", "positive", "negative", "full"};
@@ -207,35 +249,16 @@ void hub__c2d_send(struct route_args *a)
 	int64_t now = clock_now_ms();
 	char uuid[37];
 	crypto_uuid(uuid);
-	json_t *m = json_object();
+	json_t *m = hub_c2d_message(
+	    a->id, ack, now + (ttl ? json_integer_value(ttl) : C2D_TTL_DEFAULT_S) * 1000);
 	json_object_set_new(m, "messageId", json_string(uuid));
 	for (size_t i = 0; i < sizeof sys_keys / sizeof sys_keys[0]; i++)
 		if (json_object_get(b, sys_keys[i]))
 			json_object_set(m, sys_keys[i], json_object_get(b, sys_keys[i]));
-	struct buf to = BUF_INIT;
-	buf_appends(&to, "/devices/");
-	pct_encode(&to, a->id, strlen(a->id));
-	buf_appends(&to, "/messages/devicebound");
-	json_object_set_new(m, "to", json_stringn(to.data, to.len));
-	buf_free(&to);
-	json_object_set_new(m, "ack", json_string(ack ? ack : "none"));
-	json_object_set_new(m, "enqueuedMs", json_integer(now));
-	json_object_set_new(m, "expiryMs",
-			    json_integer(now + (ttl ? json_integer_value(ttl) : C2D_TTL_DEFAULT_S) *
-						   1000));
-	json_object_set_new(m, "deliveryCount", json_integer(0));
-	json_object_set(m, "properties", props ? (json_t *)props : json_object());
-	if (!props)
-		json_decref(json_object_get(m, "properties"));
+	if (props)
+		json_object_set(m, "properties", (json_t *)props);
 	json_decref(b);
-	struct send_job *j = xcalloc(1, sizeof *j);
-	j->ex = a->ex;
-	j->hub = a->hub;
-	memcpy(j->id, a->id, sizeof j->id);
-	j->msg = m;
-	j->body = body;
-	j->body_len = n;
-	store_submit_keyed(a->hub->store, a->id, send_work, send_done, j, n + 256);
+	hub_c2d_enqueue(a->hub, a->id, m, body, n, rest_sent, a->ex);
 }
 
 /* ---- MQTT delivery ---- */

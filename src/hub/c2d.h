@@ -24,6 +24,7 @@
 #ifndef FH_HUB_C2D_H
 #define FH_HUB_C2D_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -67,6 +68,20 @@ void hub__c2d_detached(struct hub *h, struct dev_session *s);
 
 /* REST (rest.c): POST /fleethub/devices/{id}/messages (enqueue),
  * DELETE /devices/{id}/commands (purge), GET /fleethub/feedback. */
+/* A new message's state for device_id (to, ack: none|positive|negative|full
+ * or NULL for none, enqueued now, expiring at expiry_ms or 0 for the
+ * default time to live, no properties); the caller adds messageId and the
+ * other system properties, and "properties" (an object of strings). */
+json_t *hub_c2d_message(const char *device_id, const char *ack, int64_t expiry_ms);
+/* Queues msg (taken) with body (taken, malloc'd, up to C2D_MAX_BODY) for
+ * device_id of h: done(arg, rc, device_id, msg, seq) after the commit with
+ * 0 and the message's sequence number, FH_ETOOBIG (C2D_MAX_QUEUE queued
+ * already), FH_ENOTFOUND (no such device) or a store error. */
+typedef void (*hub_c2d_done_fn)(void *arg, int rc, const char *device_id, const json_t *msg,
+				int64_t seq);
+void hub_c2d_enqueue(struct hub *h, const char *device_id, json_t *msg, uint8_t *body,
+		     size_t body_len, hub_c2d_done_fn done, void *arg);
+
 void hub__c2d_send(struct route_args *a);
 void hub__c2d_purge(struct route_args *a);
 void hub__c2d_feedback(struct route_args *a);

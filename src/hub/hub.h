@@ -27,6 +27,8 @@
 #include "methods.h"
 #include "telemetry.h"
 
+struct amqp_link;
+
 enum hub_right {
 	HUB_RIGHT_REGISTRY_READ = 1,
 	HUB_RIGHT_REGISTRY_WRITE = 2,
@@ -56,6 +58,7 @@ struct hub {
 	struct hub_events events;      /* telemetry (telemetry.h) */
 	struct hub_methods methods;    /* direct method calls in flight (methods.h) */
 	struct hub_c2d_stats c2d;      /* cloud-to-device counters (c2d.h) */
+	struct amqp_link *amqp_readers; /* Event Hubs receivers (amqp_eh.c) */
 	uv_loop_t *loop;
 };
 

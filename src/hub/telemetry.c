@@ -227,6 +227,7 @@ static void on_trim_timer(uv_timer_t *t)
 void hub_events_start(struct hub *h, uv_loop_t *loop, unsigned partitions,
 		      int64_t retention_ms, int64_t retention_bytes)
 {
+	h->events.started_ms = clock_now_ms();
 	h->events.partitions = partitions < 1 ? 1
 			       : partitions > TELEMETRY_MAX_PARTITIONS ? TELEMETRY_MAX_PARTITIONS
 								      : partitions;
@@ -288,13 +289,40 @@ static void on_stream_timer(uv_timer_t *t)
 	pump(t->data);
 }
 
+void hub_events_watch(struct hub *h, struct hub_events_watch *w)
+{
+	w->next = h->events.watches;
+	h->events.watches = w;
+}
+
+void hub_events_unwatch(struct hub *h, struct hub_events_watch *w)
+{
+	for (struct hub_events_watch **p = &h->events.watches; *p; p = &(*p)->next)
+		if (*p == w) {
+			*p = w->next;
+			return;
+		}
+}
+
 static void wake_streams(struct hub *h, unsigned part)
 {
+	for (struct hub_events_watch *w = h->events.watches, *next; w; w = next) {
+		next = w->next;
+		w->wake(w, part);
+	}
 	for (struct event_stream *st = h->events.streams; st; st = st->next)
 		if (!st->reading && part >= st->first && part < st->first + st->count) {
 			st->empty_reads = 0;
 			uv_timer_start(&st->timer, on_stream_timer, 0, 0);
 		}
+}
+
+void hub_events_auth_method(const char *auth_type, char out[160])
+{
+	snprintf(out, 160,
+		 "{\"scope\":\"device\",\"type\":\"%s\",\"issuer\":\"iothub\","
+		 "\"acceptingIpFilterRule\":null}",
+		 auth_type ? auth_type : "sas");
 }
 
 /* One event as a line of the stream. */
@@ -309,10 +337,7 @@ static void render_event(struct buf *out, unsigned part, const struct store_even
 	const char *gen = json_string_value(json_object_get(props, "g"));
 	const char *auth = json_string_value(json_object_get(props, "a"));
 	char method[160];
-	snprintf(method, sizeof method,
-		 "{\"scope\":\"device\",\"type\":\"%s\",\"issuer\":\"iothub\","
-		 "\"acceptingIpFilterRule\":null}",
-		 auth ? auth : "sas");
+	hub_events_auth_method(auth, method);
 	json_object_set_new(sys, "iothub-connection-device-id", json_string(e->device));
 	json_object_set_new(sys, "iothub-connection-auth-method", json_string(method));
 	json_object_set_new(sys, "iothub-connection-auth-generation-id",

@@ -27,6 +27,13 @@ struct hub;
 #define TELEMETRY_MAX_BODY (256 * 1024) /* Azure's limit for a device message */
 #define TELEMETRY_MAX_PARTITIONS 32
 
+/* Someone reading the log as it grows (an AMQP receiver): wake(w, part)
+ * runs on the loop thread after an append to partition part committed. */
+struct hub_events_watch {
+	void (*wake)(struct hub_events_watch *w, unsigned part);
+	struct hub_events_watch *next;
+};
+
 struct hub_events {
 	unsigned partitions;      /* 1..TELEMETRY_MAX_PARTITIONS */
 	int64_t retention_ms;     /* events older are deleted */
@@ -34,15 +41,23 @@ struct hub_events {
 	uv_timer_t *trim_timer;
 	unsigned trim_next;       /* the partition the next trim pass starts at */
 	struct event_stream *streams; /* open streams, for wake-ups and shutdown */
+	struct hub_events_watch *watches;
+	int64_t started_ms;       /* the log's "created" time as Event Hubs clients read it */
 	uint64_t appended;        /* since start: events acknowledged */
 	uint64_t refused;         /* since start: appends refused or failed */
 };
 
+void hub_events_watch(struct hub *h, struct hub_events_watch *w);
+void hub_events_unwatch(struct hub *h, struct hub_events_watch *w);
 /* Starts retention (a timer on loop) with the hub's settings. */
 void hub_events_start(struct hub *h, uv_loop_t *loop, unsigned partitions,
 		      int64_t retention_ms, int64_t retention_bytes);
 /* Ends the streams and stops the timer (hub_shutdown). */
 void hub_events_stop(struct hub *h);
+
+/* The iothub-connection-auth-method property of a device's events:
+ * {"scope":"device","type":"<auth_type>","issuer":"iothub",...}. */
+void hub_events_auth_method(const char *auth_type, char out[160]);
 
 /* The partition of a device's events. */
 unsigned hub_events_partition(const struct hub *h, const char *device_id);

@@ -83,6 +83,11 @@ static const struct setting settings[] = {
      "HTTPS listeners (service REST API, device HTTPS, MQTT over WebSockets).\n"
      "Node's HTTPS clients only dial port 443.",
      SRV(https_listen)},
+    {SCOPE_SERVER, "amqp_listen", SET_ADDRS, 0, 0, "127.0.0.1:5671",
+     "AMQP over TLS listeners (the service SDK's cloud-to-device messages and\n"
+     "feedback, Event Hubs consumers of telemetry). Empty = none; AMQP over\n"
+     "WebSockets is served on the HTTPS listeners either way.",
+     SRV(amqp_listen)},
     {SCOPE_SERVER, "tls_cert", SET_PATH, 0, 0, NULL,
      "Server certificate chain (PEM). Unset = a development CA and a server\n"
      "certificate are generated under data_dir/tls. Needs tls_key.",
@@ -156,6 +161,9 @@ static const struct setting settings[] = {
      HUB(mqtt_listen)},
     {SCOPE_HUB, "https_listen", SET_ADDRS, 0, 0, NULL,
      "Extra HTTPS listeners of this hub, as mqtt_listen. Unset = none.", HUB(https_listen)},
+    {SCOPE_HUB, "amqp_listen", SET_ADDRS, 0, 0, NULL,
+     "Extra AMQP over TLS listeners of this hub, as mqtt_listen. Unset = none.",
+     HUB(amqp_listen)},
     {SCOPE_DPS, "id_scope", SET_TEXT, 0, 0, NULL,
      "The id scope devices name in their registrations (letters and digits).\n"
      "Unset = generated once (\"0ne\" and 8 hex digits) and kept in the database.",
@@ -950,6 +958,7 @@ void config_free(struct config *cfg)
 {
 	free(cfg->data_dir);
 	addrs_free(&cfg->mqtt_listen);
+	addrs_free(&cfg->amqp_listen);
 	addrs_free(&cfg->https_listen);
 	free(cfg->tls_cert);
 	free(cfg->tls_key);
@@ -962,6 +971,7 @@ void config_free(struct config *cfg)
 		free(cfg->hubs[i].name);
 		free(cfg->hubs[i].owner_key);
 		addrs_free(&cfg->hubs[i].mqtt_listen);
+		addrs_free(&cfg->hubs[i].amqp_listen);
 		addrs_free(&cfg->hubs[i].https_listen);
 	}
 	free(cfg->hubs);

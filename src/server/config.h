@@ -36,6 +36,7 @@ struct config_hub {
 	 * in SAS resources and MQTT user names. */
 	struct config_addrs mqtt_listen;
 	struct config_addrs https_listen;
+	struct config_addrs amqp_listen;
 };
 
 /* The Device Provisioning Service ([dps <host name>]). Lists are kept as
@@ -70,6 +71,7 @@ struct config {
 	char *node_name;                 /* NULL = generated, kept in data_dir */
 	struct config_addrs mqtt_listen; /* 127.0.0.1:8883 */
 	struct config_addrs https_listen;/* 127.0.0.1:443 */
+	struct config_addrs amqp_listen; /* 127.0.0.1:5671 */
 	char *tls_cert;                  /* NULL = generated under data_dir/tls */
 	char *tls_key;
 	char *log_level;                 /* info */

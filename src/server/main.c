@@ -27,6 +27,7 @@
 #include "core/cluster.h"
 #include "dps/dps.h"
 #include "hub/hub.h"
+#include "hub/amqp.h"
 #include "net/http_server.h"
 #include "net/mqtt_conn.h"
 #include "net/net.h"
@@ -36,11 +37,12 @@
 
 #define FLEETHUB_VERSION "0.1.0"
 
-enum listener_kind { LISTEN_MQTT, LISTEN_HTTPS };
+enum listener_kind { LISTEN_MQTT, LISTEN_HTTPS, LISTEN_AMQP };
 
 struct listener_ctx {
 	enum listener_kind kind;
 	struct hub *default_hub; /* for clients that send no SNI name */
+	int port;
 };
 
 static struct {
@@ -54,7 +56,6 @@ static struct {
 	size_t nlisteners;
 	uv_signal_t sigint, sigterm;
 	bool stopping;
-	int64_t amqp_warned_ms; /* last warning about an AMQP client */
 	struct device_events events; /* device changes: raised by REST and DPS, heard by hubs */
 	char node[96]; /* this node's name (node_name) */
 	int64_t started_ms;
@@ -142,9 +143,9 @@ static bool ws_offers(const char *offered, const char *name)
 }
 
 /* GET /$iothub/websocket (or /$servicebus/websocket): MQTT over WebSockets
- * when the client offers subprotocol mqtt (or MQTT 3.1's mqttv3.1), else a
- * refusal that says what is served, so that an AMQP client fails at once
- * instead of reconnecting in a loop. */
+ * when the client offers subprotocol mqtt (or MQTT 3.1's mqttv3.1), AMQP
+ * when it offers AMQPWSB10 (either path: the service SDK dials the first,
+ * Event Hubs clients the second). */
 static void upgrade_websocket(struct http_exchange *ex, struct hub *h)
 {
 	const char *offered = http_request_header(ex->req, "Sec-WebSocket-Protocol");
@@ -153,30 +154,26 @@ static void upgrade_websocket(struct http_exchange *ex, struct hub *h)
 		proto = ws_offers(offered, "mqtt")       ? "mqtt"
 			: ws_offers(offered, "mqttv3.1") ? "mqttv3.1"
 							 : NULL;
-	if (!proto && (ws_offers(offered, "AMQPWSB10") ||
-		       strcmp(ex->req->path, "/$servicebus/websocket") == 0)) {
-		/* The SDKs do not show this answer (they retry for minutes, then
-		 * say "connection disconnected"): the log says it, once a minute. */
-		int64_t now = clock_now_ms();
-		if (now - srv.amqp_warned_ms >= 60000) {
-			srv.amqp_warned_ms = now;
-			log_at(LOG_WARN,
-			       "https %s: AMQP over WebSockets refused with 501: fleethub does not "
-			       "serve AMQP yet (the service SDK's Client for cloud-to-device "
-			       "messages and feedback, Event Hubs clients for telemetry)",
-			       net_conn_peer(ex->conn));
+	if (!proto && ws_offers(offered, "AMQPWSB10")) {
+		struct net_conn *c = ex->conn;
+		void *ac = hub_amqp_new(&srv.hubs, sni_hub(c), h, 443);
+		if (http_upgrade_websocket(ex, "AMQPWSB10", &hub_amqp_handler, ac,
+					   AMQP_WS_MAX_FRAME) != 0) {
+			hub_amqp_free(ac);
+			hub_http_refuse(ex, 400, "ArgumentInvalid", 400004,
+					"bad WebSocket upgrade request (Upgrade: websocket, "
+					"Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key are "
+					"needed)");
+			return;
 		}
-		hub_http_refuse(ex, 501, "NotImplemented", 501001,
-				"fleethub does not serve AMQP over WebSockets yet (subprotocol "
-				"AMQPWSB10: cloud-to-device messages, feedback and the Event "
-				"Hub-compatible endpoint). MQTT over WebSockets is served at "
-				"/$iothub/websocket with subprotocol mqtt");
+		net_conn_set_deadline(c, AMQP_HANDSHAKE_MS);
 		return;
 	}
 	if (!proto) {
 		hub_http_refuse(ex, 400, "ArgumentInvalid", 400004,
-				"this WebSocket endpoint serves MQTT only: offer subprotocol mqtt "
-				"(Sec-WebSocket-Protocol)");
+				"this WebSocket endpoint serves MQTT (subprotocol mqtt, at "
+				"/$iothub/websocket) and AMQP (subprotocol AMQPWSB10): offer one "
+				"of them (Sec-WebSocket-Protocol)");
 		return;
 	}
 	struct net_conn *c = ex->conn; /* the exchange is freed by the upgrade */
@@ -216,6 +213,14 @@ static void on_http_request(void *ctx, struct http_exchange *ex)
 	hub_http_request(h ? h : l->default_hub, ex);
 }
 
+static void on_amqp_accept(void *ctx, struct net_conn *c)
+{
+	struct listener_ctx *l = ctx;
+	net_conn_set_handler(c, &hub_amqp_handler,
+			     hub_amqp_new(&srv.hubs, sni_hub(c), l->default_hub, l->port));
+	net_conn_set_deadline(c, AMQP_HANDSHAKE_MS);
+}
+
 static void on_https_accept(void *ctx, struct net_conn *c)
 {
 	http_server_attach(c, NULL, (uint64_t)srv.cfg.request_timeout_s * 1000, on_http_request, ctx);
@@ -238,9 +243,12 @@ static int listen_all(const struct config_addrs *addrs, enum listener_kind kind,
 		struct listener_ctx *l = xcalloc(1, sizeof *l);
 		l->kind = kind;
 		l->default_hub = default_hub;
+		l->port = addrs->v[i].port;
 		srv.listeners[srv.nlisteners++] = l;
-		if (net_listen(srv.loop, srv.tls, addrs->v[i].host, addrs->v[i].port,
-			       kind == LISTEN_MQTT ? on_mqtt_accept : on_https_accept, l, err,
+		net_accept_fn fn = kind == LISTEN_MQTT	 ? on_mqtt_accept
+				   : kind == LISTEN_AMQP ? on_amqp_accept
+							 : on_https_accept;
+		if (net_listen(srv.loop, srv.tls, addrs->v[i].host, addrs->v[i].port, fn, l, err,
 			       errlen) != 0)
 			return -1;
 	}
@@ -257,11 +265,13 @@ static void add_ip_aliases(struct hub *h, const struct config_addrs *addrs)
 /* Collects the SAN names and IPs for the generated server certificate. */
 static void san_lists(const char ***names, size_t *nn, const char ***ips, size_t *ni)
 {
-	size_t cap = 4 + srv.cfg.nhubs + srv.cfg.mqtt_listen.n + srv.cfg.https_listen.n;
+	size_t cap = 4 + srv.cfg.nhubs + srv.cfg.mqtt_listen.n + srv.cfg.https_listen.n +
+		     srv.cfg.amqp_listen.n;
 	if (srv.cfg.dps)
 		cap += 1 + srv.cfg.dps->mqtt_listen.n + srv.cfg.dps->https_listen.n;
 	for (size_t i = 0; i < srv.cfg.nhubs; i++)
-		cap += srv.cfg.hubs[i].mqtt_listen.n + srv.cfg.hubs[i].https_listen.n;
+		cap += srv.cfg.hubs[i].mqtt_listen.n + srv.cfg.hubs[i].https_listen.n +
+		       srv.cfg.hubs[i].amqp_listen.n;
 	*names = xcalloc(cap, sizeof(char *));
 	*ips = xcalloc(cap, sizeof(char *));
 	*nn = *ni = 0;
@@ -276,9 +286,11 @@ static void san_lists(const char ***names, size_t *nn, const char ***ips, size_t
 	size_t nl = 0;
 	lists[nl++] = &srv.cfg.mqtt_listen;
 	lists[nl++] = &srv.cfg.https_listen;
-	for (size_t i = 0; i < srv.cfg.nhubs && nl + 4 <= 64; i++) {
+	lists[nl++] = &srv.cfg.amqp_listen;
+	for (size_t i = 0; i < srv.cfg.nhubs && nl + 5 <= 64; i++) {
 		lists[nl++] = &srv.cfg.hubs[i].mqtt_listen;
 		lists[nl++] = &srv.cfg.hubs[i].https_listen;
+		lists[nl++] = &srv.cfg.hubs[i].amqp_listen;
 	}
 	if (srv.cfg.dps) {
 		lists[nl++] = &srv.cfg.dps->mqtt_listen;
@@ -560,8 +572,11 @@ static void print_banner(const char *ca_path)
 		printf("MQTT over TLS on %s:%d\n", srv.cfg.mqtt_listen.v[i].host,
 		       srv.cfg.mqtt_listen.v[i].port);
 	for (size_t i = 0; i < srv.cfg.https_listen.n; i++)
-		printf("HTTPS (REST, MQTT over WebSockets) on %s:%d\n",
+		printf("HTTPS (REST, MQTT and AMQP over WebSockets) on %s:%d\n",
 		       srv.cfg.https_listen.v[i].host, srv.cfg.https_listen.v[i].port);
+	for (size_t i = 0; i < srv.cfg.amqp_listen.n; i++)
+		printf("AMQP over TLS (service clients, Event Hubs consumers) on %s:%d\n",
+		       srv.cfg.amqp_listen.v[i].host, srv.cfg.amqp_listen.v[i].port);
 	printf("state in %s\nready\n", srv.cfg.data_dir);
 	fflush(stdout);
 }
@@ -1077,12 +1092,14 @@ static int serve(const char *config_path, const char *data_dir)
 				 (int64_t)srv.cfg.event_retention_mb << 20);
 		add_ip_aliases(h, &srv.cfg.hubs[i].mqtt_listen);
 		add_ip_aliases(h, &srv.cfg.hubs[i].https_listen);
+		add_ip_aliases(h, &srv.cfg.hubs[i].amqp_listen);
 		hub_listen_events(h, &srv.events);
 		srv.hubs.v[srv.hubs.n++] = h;
 	}
 	/* The shared listeners' addresses name the first (default) hub. */
 	add_ip_aliases(srv.hubs.v[0], &srv.cfg.mqtt_listen);
 	add_ip_aliases(srv.hubs.v[0], &srv.cfg.https_listen);
+	add_ip_aliases(srv.hubs.v[0], &srv.cfg.amqp_listen);
 	if (srv.cfg.dps && setup_dps(err, sizeof err) != 0)
 		return fail_serve(err);
 
@@ -1128,7 +1145,8 @@ static int serve(const char *config_path, const char *data_dir)
 	}
 
 	if (listen_all(&srv.cfg.mqtt_listen, LISTEN_MQTT, srv.hubs.v[0], err, sizeof err) ||
-	    listen_all(&srv.cfg.https_listen, LISTEN_HTTPS, srv.hubs.v[0], err, sizeof err)) {
+	    listen_all(&srv.cfg.https_listen, LISTEN_HTTPS, srv.hubs.v[0], err, sizeof err) ||
+	    listen_all(&srv.cfg.amqp_listen, LISTEN_AMQP, srv.hubs.v[0], err, sizeof err)) {
 		free(ca_path);
 		return fail_serve(err);
 	}
@@ -1136,6 +1154,8 @@ static int serve(const char *config_path, const char *data_dir)
 		if (listen_all(&srv.cfg.hubs[i].mqtt_listen, LISTEN_MQTT, srv.hubs.v[i], err,
 			       sizeof err) ||
 		    listen_all(&srv.cfg.hubs[i].https_listen, LISTEN_HTTPS, srv.hubs.v[i], err,
+			       sizeof err) ||
+		    listen_all(&srv.cfg.hubs[i].amqp_listen, LISTEN_AMQP, srv.hubs.v[i], err,
 			       sizeof err)) {
 			free(ca_path);
 			return fail_serve(err);

@@ -116,6 +116,7 @@ struct store_txn_ops {
 			    const char *json);
 	int (*feedback_list)(struct store_txn *t, const char *hub, int64_t after, unsigned limit,
 			     int (*each)(void *arg, int64_t seq, const char *json), void *arg);
+	int (*feedback_delete)(struct store_txn *t, const char *hub, int64_t first, int64_t last);
 	int (*feedback_trim)(struct store_txn *t, const char *hub, int64_t before_ms,
 			     int64_t max_rows, unsigned limit);
 	/* NULL: the store has one node (store_notify posts nothing). */

@@ -45,6 +45,7 @@ int pg_c2d_expired(struct store_txn *t, int64_t now_ms, unsigned limit,
 int pg_feedback_add(struct store_txn *t, const char *hub, int64_t now_ms, const char *json);
 int pg_feedback_list(struct store_txn *t, const char *hub, int64_t after, unsigned limit,
 		     int (*each)(void *arg, int64_t seq, const char *json), void *arg);
+int pg_feedback_delete(struct store_txn *t, const char *hub, int64_t first, int64_t last);
 int pg_feedback_trim(struct store_txn *t, const char *hub, int64_t before_ms, int64_t max_rows,
 		     unsigned limit);
 /* The device's queued messages go with it (store_device_delete). */

@@ -45,6 +45,7 @@ enum msg_stmt {
 	M_C2D_EXPIRED,
 	M_C2D_DELETE_DEVICE,
 	M_FB_ADD,
+	M_FB_DELETE,
 	M_FB_LIST,
 	M_FB_TRIM_AGE,
 	M_FB_TRIM_COUNT,
@@ -108,6 +109,8 @@ static const struct {
 	[M_C2D_DELETE_DEVICE] = {"WITH k AS (DELETE FROM c2d_counters WHERE hub = $1"
 				 " AND device = $2) DELETE FROM c2d WHERE hub = $1 AND device = $2", 2},
 	[M_FB_ADD] = {"INSERT INTO feedback (hub, added, json) VALUES ($1, $2::bigint, $3)", 3},
+	[M_FB_DELETE] = {"DELETE FROM feedback WHERE hub = $1 AND id >= $2::bigint"
+			 " AND id <= $3::bigint", 3},
 	[M_FB_LIST] = {"SELECT id, json FROM feedback WHERE hub = $1 AND id > $2::bigint"
 		       " ORDER BY id LIMIT $3::bigint", 3},
 	[M_FB_TRIM_AGE] = {"DELETE FROM feedback WHERE id IN (SELECT id FROM feedback"
@@ -466,6 +469,14 @@ int pg_feedback_list(struct store_txn *t, const char *hub, int64_t after, unsign
 		rc = each(arg, col_i64(r, i, 0), PQgetvalue(r, i, 1));
 	PQclear(r);
 	return rc;
+}
+
+int pg_feedback_delete(struct store_txn *t, const char *hub, int64_t first, int64_t last)
+{
+	char f[24], l[24];
+	i64(f, first);
+	i64(l, last);
+	return run_write(t, M_FB_DELETE, (const char *[]){hub, f, l}, NULL);
 }
 
 int pg_feedback_trim(struct store_txn *t, const char *hub, int64_t before_ms, int64_t max_rows,

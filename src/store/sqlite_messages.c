@@ -45,7 +45,9 @@ enum msg_stmt {
 	M_C2D_DELETE_DEVICE,
 	M_C2D_DELETE_COUNTER,
 	M_DEVICE_EXISTS,
+	M_FB_NEXT,
 	M_FB_INSERT,
+	M_FB_DELETE,
 	M_FB_LIST,
 	M_FB_TRIM_AGE,
 	M_FB_TRIM_COUNT,
@@ -95,8 +97,15 @@ static const char *const msg_sql[M_COUNT] = {
 	[M_C2D_DELETE_DEVICE] = "DELETE FROM c2d WHERE hub = ?1 AND device = ?2",
 	[M_C2D_DELETE_COUNTER] = "DELETE FROM c2d_counters WHERE hub = ?1 AND device = ?2",
 	[M_DEVICE_EXISTS] = "SELECT 1 FROM devices WHERE hub = ?1 AND id = ?2",
-	[M_FB_INSERT] = "INSERT INTO feedback (hub, seq, added, json) SELECT ?1,"
-			" coalesce(max(seq), 0) + 1, ?2, ?3 FROM feedback WHERE hub = ?1",
+	/* Feedback numbers only grow too (the feedback link and GET
+	 * /fleethub/feedback read after a number): the hub's counter is the
+	 * c2d_counters row of device "" (no device has that id). */
+	[M_FB_NEXT] = "INSERT INTO c2d_counters (hub, device, next_seq) SELECT ?1, '',"
+		      " coalesce(max(seq), 0) + 1 FROM feedback WHERE hub = ?1"
+		      " ON CONFLICT (hub, device) DO UPDATE SET next_seq = next_seq + 1",
+	[M_FB_INSERT] = "INSERT INTO feedback (hub, seq, added, json) SELECT ?1, next_seq, ?2, ?3"
+			" FROM c2d_counters WHERE hub = ?1 AND device = ''",
+	[M_FB_DELETE] = "DELETE FROM feedback WHERE hub = ?1 AND seq >= ?2 AND seq <= ?3",
 	[M_FB_LIST] = "SELECT seq, json FROM feedback WHERE hub = ?1 AND seq > ?2"
 		      " ORDER BY seq LIMIT ?3",
 	[M_FB_TRIM_AGE] = "DELETE FROM feedback WHERE hub = ?1 AND seq IN (SELECT seq FROM"
@@ -514,8 +523,14 @@ int sq_c2d_expired(struct store_txn *t, int64_t now_ms, unsigned limit,
 
 int sq_feedback_add(struct store_txn *t, const char *hub, int64_t now_ms, const char *json)
 {
-	sqlite3_stmt *st = get(t, M_FB_INSERT);
+	sqlite3_stmt *st = get(t, M_FB_NEXT);
 	if (!st)
+		return FH_EIO;
+	bind_text(st, 1, hub);
+	int rc = step_done(t, st, "feedback add");
+	if (rc != 0)
+		return rc;
+	if (!(st = get(t, M_FB_INSERT)))
 		return FH_EIO;
 	bind_text(st, 1, hub);
 	sqlite3_bind_int64(st, 2, now_ms);
@@ -541,6 +556,17 @@ int sq_feedback_list(struct store_txn *t, const char *hub, int64_t after, unsign
 	int ret = stop ? stop : rc == SQLITE_DONE ? 0 : sq__error(t, "feedback list");
 	sq__stmt_end(st);
 	return ret;
+}
+
+int sq_feedback_delete(struct store_txn *t, const char *hub, int64_t first, int64_t last)
+{
+	sqlite3_stmt *st = get(t, M_FB_DELETE);
+	if (!st)
+		return FH_EIO;
+	bind_text(st, 1, hub);
+	sqlite3_bind_int64(st, 2, first);
+	sqlite3_bind_int64(st, 3, last);
+	return step_done(t, st, "feedback delete");
 }
 
 int sq_feedback_trim(struct store_txn *t, const char *hub, int64_t before_ms, int64_t max_rows,

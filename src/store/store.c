@@ -718,6 +718,11 @@ int store_feedback_list(struct store_txn *t, const char *hub, int64_t after, uns
 	return t->ops->feedback_list(t, hub, after, limit, each, arg);
 }
 
+int store_feedback_delete(struct store_txn *t, const char *hub, int64_t first, int64_t last)
+{
+	return t->ops->feedback_delete(t, hub, first, last);
+}
+
 int store_feedback_trim(struct store_txn *t, const char *hub, int64_t before_ms,
 			int64_t max_rows, unsigned limit)
 {

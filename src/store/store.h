@@ -406,6 +406,9 @@ int store_c2d_expired(struct store_txn *t, int64_t now_ms, unsigned limit,
 int store_feedback_add(struct store_txn *t, const char *hub, int64_t now_ms, const char *json);
 int store_feedback_list(struct store_txn *t, const char *hub, int64_t after, unsigned limit,
 			int (*each)(void *arg, int64_t seq, const char *json), void *arg);
+/* Deletes a hub's feedback records first..last (the feedback link's
+ * receiver accepted them). */
+int store_feedback_delete(struct store_txn *t, const char *hub, int64_t first, int64_t last);
 /* Deletes a hub's feedback records added before before_ms, and the oldest
  * beyond max_rows, at most limit of them. */
 int store_feedback_trim(struct store_txn *t, const char *hub, int64_t before_ms,

@@ -1219,6 +1219,7 @@ static const struct store_txn_ops pg_ops = {
 	.feedback_add = pg_feedback_add,
 	.feedback_list = pg_feedback_list,
 	.feedback_trim = pg_feedback_trim,
+	.feedback_delete = pg_feedback_delete,
 	.notify = pg_notify,
 };
 

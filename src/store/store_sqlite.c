@@ -1873,6 +1873,7 @@ static const struct store_txn_ops sq_ops = {
 	.feedback_add = sq_feedback_add,
 	.feedback_list = sq_feedback_list,
 	.feedback_trim = sq_feedback_trim,
+	.feedback_delete = sq_feedback_delete,
 	.notify = NULL, /* one node: nobody to tell */
 };
 

@@ -35,7 +35,15 @@ function tempDir(name) {
   return dir;
 }
 
-// opts: { name, hubs: [{ name, mqtt, https, ownerKey }], mqtt, https, devCa,
+// The AMQP listener that goes with an MQTT one: same address, the port as
+// far from 5671 as the MQTT one is from 8883 ('' for none), so that servers
+// on other addresses or ports never compete for 5671.
+function amqpBeside(mqtt) {
+  const m = /^(.*):(\d+)$/.exec(mqtt);
+  return m ? `${m[1]}:${5671 + Number(m[2]) - 8883}` : '';
+}
+
+// opts: { name, hubs: [{ name, mqtt, https, amqp, ownerKey }], mqtt, https, amqp, devCa,
 //         env: { NAME: value } added to the server's environment,
 //         serverExtra: ['key = value', ...] for [server],
 //         dps: { name, lines: ['key = value', ...] } for a [dps] section }
@@ -46,7 +54,8 @@ class Server {
     this.configPath = path.join(this.dir, 'fleethub.ini');
     const lines = ['[server]', `data_dir = ${this.dataDir}`,
       `mqtt_listen = ${opts.mqtt ?? '127.0.0.1:8883'}`,
-      `https_listen = ${opts.https ?? '127.0.0.1:443'}`];
+      `https_listen = ${opts.https ?? '127.0.0.1:443'}`,
+      `amqp_listen = ${opts.amqp ?? amqpBeside(opts.mqtt ?? '127.0.0.1:8883')}`];
     if (PG && !(opts.serverExtra || []).some((l) => /^\s*store\s*=/.test(l))) {
       lines.push('store = postgresql', `postgresql = ${pgDatabase(this.dataDir)}`);
     }
@@ -62,6 +71,7 @@ class Server {
       if (h.ownerKey) lines.push(`owner_key = ${h.ownerKey}`);
       if (h.mqtt) lines.push(`mqtt_listen = ${h.mqtt}`);
       if (h.https) lines.push(`https_listen = ${h.https}`);
+      if (h.amqp) lines.push(`amqp_listen = ${h.amqp}`);
     }
     if (opts.dps) {
       lines.push('', `[dps ${opts.dps.name}]`);
