@@ -223,16 +223,18 @@ static bool take_partition(struct amqp_link *lk)
 			return false;
 		}
 	}
-	for (struct amqp_link *o = h->amqp_readers; o; o = o->reader_next) {
+	for (struct amqp_link *o = h->amqp_readers, *next; o; o = next) {
+		next = o->reader_next; /* o may be freed */
 		if (o == lk || o->closed || o->part != lk->part ||
 		    strcasecmp(o->group, lk->group) != 0)
 			continue;
 		if (lk->epoch >= 0 && (o->epoch < 0 || o->epoch < lk->epoch)) {
+			struct amqp_conn *oac = o->ac;
 			amqp__link_fail(o, "amqp:link:stolen",
 					"a receiver with epoch %lld took partition %u of consumer "
 					"group %s over",
-					(long long)lk->epoch, o->part, o->group);
-			amqp__run(o->ac);
+					(long long)lk->epoch, lk->part, lk->group);
+			amqp__run(oac);
 		}
 	}
 	return true;

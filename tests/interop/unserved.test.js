@@ -1,17 +1,17 @@
 // Features fleethub does not serve yet answer at once and say so (issue
 // 12): the official service SDK's calls for them get 501 with a message
-// naming fleethub and the feature, and an AMQP client's WebSocket upgrade
-// is refused instead of being taken as MQTT. (Direct methods, telemetry
-// and cloud-to-device messages are served since issue 18: methods.test.js,
-// telemetry.test.js, c2d.test.js.)
+// naming fleethub and the feature; a WebSocket upgrade gets MQTT or AMQP
+// as its subprotocol asks, and anything else a 400 that says what is
+// served. (Direct methods, telemetry and cloud-to-device messages are
+// served since issue 18: methods.test.js, telemetry.test.js, c2d.test.js;
+// AMQP since issue 19: amqp.test.js.)
 'use strict';
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
 const tls = require('tls');
-const { NoRetry } = require('azure-iot-common');
-const { Registry, Client: ServiceClient, JobClient, AmqpWs } = require('azure-iothub');
-const { Server, withTimeout, waitFor } = require('./lib/server');
+const { Registry, JobClient } = require('azure-iothub');
+const { Server, withTimeout } = require('./lib/server');
 
 let server;
 let registry;
@@ -73,36 +73,18 @@ function upgrade(path, protocols) {
   });
 }
 
-test('WebSocket upgrades: MQTT is served, AMQP gets 501, anything else 400', async () => {
+test('WebSocket upgrades: MQTT and AMQP are served as their subprotocol asks, anything else gets 400', async () => {
   let r = await upgrade('/$iothub/websocket', 'mqtt');
   assert.match(r, /^HTTP\/1\.1 101 /);
   assert.match(r, /\r\nSec-WebSocket-Protocol: mqtt\r\n/i);
-  r = await upgrade('/$iothub/websocket', 'AMQPWSB10');
-  assert.match(r, /^HTTP\/1\.1 501 /);
-  assert.match(r, /fleethub does not serve AMQP over WebSockets yet/);
-  assert.match(r, /iothub-errorcode: NotImplemented/i);
-  r = await upgrade('/$servicebus/websocket', 'AMQPWSB10');
-  assert.match(r, /^HTTP\/1\.1 501 /);
+  for (const path of ['/$iothub/websocket', '/$servicebus/websocket']) {
+    r = await upgrade(path, 'AMQPWSB10');
+    assert.match(r, /^HTTP\/1\.1 101 /, path);
+    assert.match(r, /\r\nSec-WebSocket-Protocol: AMQPWSB10\r\n/i, path);
+  }
   for (const p of ['chat', null]) {
     r = await upgrade('/$iothub/websocket', p);
     assert.match(r, /^HTTP\/1\.1 400 /, `subprotocol ${p}`);
-    assert.match(r, /serves MQTT only: offer subprotocol mqtt/);
+    assert.match(r, /serves MQTT \(subprotocol mqtt, at \/\$iothub\/websocket\) and AMQP \(subprotocol AMQPWSB10\)/);
   }
-});
-
-test('the service SDK over AMQP/WebSockets is refused, and the log says why', async () => {
-  // The SDK does not show the 501 (it retries for four minutes by default,
-  // then says "connection disconnected"): without retries it fails at once,
-  // and the server's log names the missing feature, once a minute.
-  const service = ServiceClient.fromConnectionString(server.ownerCs(), AmqpWs);
-  service.setRetryPolicy(new NoRetry());
-  for (let i = 0; i < 3; i++) {
-    const err = await withTimeout(service.open().then(() => null, (e) => e), 10000, 'Client.open over AmqpWs');
-    assert.ok(err, 'the AMQP client connected');
-    assert.equal(err.name, 'NotConnectedError');
-  }
-  await service.close().catch(() => {});
-  await waitFor(() => /AMQP over WebSockets refused/.test(server.log), 5000, 'the warning');
-  const lines = server.log.split('\n').filter((l) => /warn .*AMQP over WebSockets refused with 501: fleethub does not serve AMQP yet/.test(l));
-  assert.equal(lines.length, 1, server.log);
 });
