@@ -615,6 +615,9 @@ static void on_attach(struct amqp_conn *ac, pn_link_t *l)
 			pn_condition_set_name(c, "amqp:resource-limit-exceeded");
 			pn_condition_set_description(c, "too many links refused on one connection");
 			pn_connection_close(ac->d.connection);
+			log_at(LOG_INFO,
+			       "amqp %s: connection closed: too many links refused on one connection",
+			       ac->peer);
 			return;
 		}
 		refuse_attach(l, "amqp:resource-limit-exceeded",
