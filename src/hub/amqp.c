@@ -364,13 +364,30 @@ static void sasl_init(pn_transport_t *t, const char *mech, const pn_bytes_t *rec
 	struct amqp_conn *ac = pnx_sasl_get_context(t);
 	bool ok = false;
 	const char *why = "unknown mechanism";
+	/* Proton 0.37 keeps each sasl-init's mechanism in a copy it frees only
+	 * at the end, dropping the previous one when another sasl-init comes:
+	 * free that one here (nothing else points to it), and refuse a second
+	 * sasl-init (no client sends one) */
+	bool again = ac->sasl_mech != NULL || ac->sasl_inits++ > 0;
+	if (ac->sasl_mech && ac->sasl_mech != mech)
+		free(ac->sasl_mech);
+	ac->sasl_mech = (char *)mech;
+	if (!mech)
+		mech = ""; /* a sasl-init without one */
+	if (again) {
+		log_at(LOG_INFO, "amqp %s: SASL refused: a second sasl-init", ac->peer);
+		pnx_sasl_set_failed(t);
+		pnx_sasl_set_desired_state(t, SASL_POSTED_OUTCOME);
+		return;
+	}
 	if (strcmp(mech, "ANONYMOUS") == 0 || strcmp(mech, "MSSBCBS") == 0) {
 		ok = true;
 	} else if (strcmp(mech, "PLAIN") == 0 && recv) {
 		/* [authzid] NUL user NUL password */
 		char buf[SAS_MAX_TOKEN + 512];
 		size_t n = recv->size < sizeof buf - 1 ? recv->size : sizeof buf - 1;
-		memcpy(buf, recv->start, n);
+		if (n)
+			memcpy(buf, recv->start, n);
 		buf[n] = 0;
 		const char *user = memchr(buf, 0, n);
 		const char *pass = user ? memchr(user + 1, 0, n - (size_t)(user + 1 - buf)) : NULL;
@@ -792,7 +809,8 @@ static void on_delivery(struct amqp_conn *ac, pn_delivery_t *d)
 		settle(d, PN_REJECTED);
 	} else {
 		pn_message_clear(ac->msg);
-		if (pn_message_decode(ac->msg, ac->scratch.data, n) != 0) {
+		/* (an empty one too: Proton asserts on decoding nothing) */
+		if (n == 0 || pn_message_decode(ac->msg, ac->scratch.data, n) != 0) {
 			pn_condition_t *c = pn_disposition_condition(pn_delivery_local(d));
 			pn_condition_set_name(c, "amqp:decode-error");
 			pn_condition_set_description(c, "the message does not decode");
@@ -862,9 +880,11 @@ static void handle(struct amqp_conn *ac, pn_event_t *e)
 	}
 	case PN_SESSION_REMOTE_CLOSE: {
 		pn_session_t *s = pn_event_session(e);
-		for (struct amqp_link *lk = ac->all; lk; lk = lk->next)
+		for (struct amqp_link *lk = ac->all, *next; lk; lk = next) {
+			next = lk->next; /* lk may be freed */
 			if (!lk->closed && pn_link_session(lk->l) == s)
 				link_closed(lk);
+		}
 		pn_session_close(s);
 		ac->sessions--;
 		break;
@@ -998,6 +1018,11 @@ void *hub_amqp_new(const struct hub_set *set, struct hub *sni_hub, struct hub *d
 	pn_transport_set_idle_timeout(t, AMQP_IDLE_MS);
 	ac->msg = pn_message();
 	ac->watch.wake = amqp__events_wake;
+	/* The driver binds the transport to the connection once its INIT event
+	 * is handled: before any byte is read (frames read unbound reach a
+	 * null connection inside Proton) */
+	while (pn_connection_driver_next_event(&ac->d))
+		;
 	return ac;
 }
 

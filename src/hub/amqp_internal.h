@@ -94,6 +94,8 @@ struct amqp_conn {
 	struct hub_events_watch watch;
 	bool watching;
 	char peer[64];
+	char *sasl_mech;           /* Proton's copy of the last sasl-init's mechanism */
+	unsigned sasl_inits;
 };
 
 /* Runs the engine: its events, then what it has to write. Call after

@@ -1026,6 +1026,8 @@ static int fail_serve(const char *msg)
 	net_stop_listening();
 	if (srv.dps)
 		dps_shutdown(srv.dps);
+	for (size_t i = 0; i < srv.hubs.n; i++)
+		hub_events_stop(srv.hubs.v[i]); /* its retention timer would submit to a closed store */
 	store_close(srv.store);
 	uv_run(srv.loop, UV_RUN_DEFAULT);
 	return 1;
