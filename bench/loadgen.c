@@ -69,6 +69,7 @@
 #include "client.h"
 #include "codec/mqtt.h"
 #include "devices.h"
+#include "amqp.h"
 #include "dps.h"
 #include "hist.h"
 #include "queries.h"
@@ -106,6 +107,8 @@ enum scenario {
 	SC_QUERY_GROUP,
 	SC_METHOD,
 	SC_C2D,
+	SC_AMQP_CONSUME,   /* amqp.c */
+	SC_C2D_SEND,       /* amqp.c */
 	SC_COUNT
 };
 static const char *const scenario_names[] = {"twin-reported",
@@ -123,7 +126,9 @@ static const char *const scenario_names[] = {"twin-reported",
                                              "query-reported-range",
                                              "query-group-count",
                                              "method-roundtrip",
-                                             "c2d-delivery"};
+                                             "c2d-delivery",
+                                             "amqp-consume",
+                                             "c2d-send"};
 
 enum phase { PH_RAMP, PH_MEASURE, PH_DRAIN, PH_CLOSING, PH_DONE };
 
@@ -1227,6 +1232,12 @@ static void usage(FILE *f)
 	    "  --connections K       HTTPS keep-alive connections (default 8); with\n"
 	    "                        twin-rest-patch each keeps --inflight PATCHes pipelined\n"
 	    "  --patch-rate R        twin-desired-latency: PATCHes per second (default 2000)\n"
+	    "AMQP (needs --owner-key, --hub, --count; --target is the AMQP listener):\n"
+	    "  amqp-consume          --connections receivers (one per partition) read the\n"
+	    "                        Event Hub-compatible endpoint from the start until\n"
+	    "                        --count events came (or none for 5 s)\n"
+	    "  c2d-send              --count cloud-to-device sends over AMQP to devices\n"
+	    "                        0..--devices-1, --inflight unsettled, --size bytes\n"
 	    "Twin queries (needs --rest, --owner-key, --hub; bench/README.md):\n"
 	    "  seed-twins            give devices 0..--devices-1 the query fleet's tags (REST,\n"
 	    "                        --connections x --inflight pipelined) and reported\n"
@@ -1526,7 +1537,11 @@ static int parse_options(int argc, char **argv)
 		return bad("TLS settings", "--ca FILE (or --insecure) is required");
 	if (!opt.x509_ca != !opt.x509_ca_key)
 		return bad("--x509-ca", "--x509-ca and --x509-ca-key go together");
+	if ((opt.scenario == SC_AMQP_CONSUME || opt.scenario == SC_C2D_SEND) &&
+	    (!opt.owner_key || !opt.hub || !opt.count))
+		return bad(scenario_names[opt.scenario], "--owner-key, --hub and --count are required");
 	if (opt.have_scenario && !opt.no_auth && (!opt.hub || !opt.key) &&
+	    opt.scenario != SC_AMQP_CONSUME && opt.scenario != SC_C2D_SEND &&
 	    opt.scenario != SC_TLS_HANDSHAKES && opt.scenario != SC_DPS_REGISTER &&
 	    opt.scenario != SC_DPS_TPM &&
 	    !query_scenario())
@@ -1661,6 +1676,26 @@ int main(int argc, char **argv)
 		    .max_errors = opt.max_errors,
 		};
 		rc = dps_run(&plan);
+		SSL_CTX_free(run.tls);
+		return rc;
+	}
+	if (opt.scenario == SC_AMQP_CONSUME || opt.scenario == SC_C2D_SEND) {
+		struct amqp_plan plan = {
+		    .consume = opt.scenario == SC_AMQP_CONSUME,
+		    .addr = run.addr,
+		    .tls_name = run.tls_name,
+		    .tls = run.tls,
+		    .hub = opt.hub,
+		    .owner_key = opt.owner_key,
+		    .partitions = opt.connections,
+		    .count = opt.count,
+		    .devices = opt.devices,
+		    .prefix = opt.prefix,
+		    .window = opt.inflight,
+		    .size = opt.size,
+		    .duration_s = opt.duration_s,
+		};
+		rc = amqp_run(&plan);
 		SSL_CTX_free(run.tls);
 		return rc;
 	}

@@ -349,12 +349,18 @@ TEL_DEVICES=1000
 TEL_ARGS=(--devices $TEL_DEVICES --duration $DURATION --inflight $INFLIGHT --size 200)
 lg telemetry-ingest "$fh_pid" mqtt-publish "${HUB_ARGS[@]}" "${TEL_ARGS[@]}"
 lg mosquitto-telemetry "$mq_pid" mqtt-publish "${MOSQ_ARGS[@]}" "${TEL_ARGS[@]}"
+# ---- the AMQP endpoint (issue 19): an Event Hubs consumer per partition
+# reads the log telemetry-ingest filled, from its start (1,000,000 events,
+# or all there are); cloud-to-device sends over AMQP fill the devices'
+# queues that c2d-delivery then drains.
+AMQP_ARGS=(--target $HUB_IP:$AMQP_PORT --hub $HUB --ca "$work/ca.pem" --owner-key "$OWNER_KEY")
+lg amqp-consume "$fh_pid" amqp-consume "${AMQP_ARGS[@]}" --connections 4 --count 1000000 \
+	--duration 120
 lg method-roundtrip "$fh_pid" method-roundtrip "${HUB_ARGS[@]}" "${REST_ARGS[@]}" \
 	--devices $DEVICES --duration $DURATION --connections 4 --patch-rate 1000
 C2D_PER_DEVICE=40
-lg c2d-fill "$fh_pid" twin-rest-patch "${HUB_ARGS[@]}" "${REST_ARGS[@]}" --rest-kind c2d \
-	--count $((TEL_DEVICES * C2D_PER_DEVICE)) --devices $TEL_DEVICES --duration 300 \
-	--connections $REST_CONNS --inflight $REST_INFLIGHT --size 100
+lg c2d-send "$fh_pid" c2d-send "${AMQP_ARGS[@]}" --count $((TEL_DEVICES * C2D_PER_DEVICE)) \
+	--devices $TEL_DEVICES --inflight 256 --size 100 --duration 300
 lg c2d-delivery "$fh_pid" c2d-delivery "${HUB_ARGS[@]}" --devices $TEL_DEVICES --duration 120 \
 	--count $((TEL_DEVICES * C2D_PER_DEVICE))
 # ---- twin queries (issue 14). The twin scenarios above ran on the twins as
@@ -601,6 +607,9 @@ p99_ms() {
 	bench_line telemetry-ingest "$(field telemetry-ingest ops_per_s)" msg/s \
 		"$(field mosquitto-telemetry ops_per_s)" "-,0.8x"
 	bench_line method-roundtrip "$(p99_ms method-roundtrip)" ms-p99 - "<=10"
+	bench_line amqp-consume "$(field amqp-consume ops_per_s)" msg/s \
+		"$(field telemetry-ingest ops_per_s)" "-,1.0x"
+	bench_line c2d-send "$(field c2d-send ops_per_s)" msg/s - 5000
 	bench_line c2d-delivery "$(field c2d-delivery ops_per_s)" msg/s - 10000
 	bench_line dps-register "$(field dps-register ops_per_s)" reg/s \
 		"$(field tls-handshakes ops_per_s)" "1000,0.5x"

@@ -181,6 +181,8 @@ static const char *selector(pn_link_t *l, char *out, size_t outlen)
 static int64_t link_epoch(pn_link_t *l)
 {
 	pn_data_t *p = pn_link_remote_properties(l);
+	if (!p)
+		return -1; /* the attach had no properties */
 	pn_data_rewind(p);
 	if (!pn_data_next(p) || pn_data_type(p) != PN_MAP)
 		return -1;
