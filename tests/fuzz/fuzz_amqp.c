@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "hub/amqp.h"
 #include "hub/hub.h"
 
@@ -24,6 +25,7 @@ static void setup(void)
 	static int done;
 	if (done++)
 		return;
+	log_min_level = LOG_ERROR; /* every refusal is logged at info */
 	snprintf(hub.name, sizeof hub.name, "localhost");
 	static const char *const names[HUB_NPOLICIES] = {"iothubowner", "service", "device",
 							  "registryRead", "registryReadWrite"};
