@@ -147,6 +147,43 @@ test('a direct method and a cloud-to-device message sent through node b reach th
   assert.ok(Date.now() - t0 < 1500, 'no wait for a device no node holds');
 });
 
+test('over AMQP on node b: an Event Hubs consumer reads what a device sent on node a; Client.send reaches it there', { skip }, async () => {
+  const { EventHubConsumerClient, earliestEventPosition } = require('@azure/event-hubs');
+  const { Client: ServiceClient, Amqp } = require('azure-iothub');
+  const { Message: C2dMessage } = require('azure-iot-common');
+  const { Message } = require('azure-iot-device');
+  const key = await createDevice('amqp-1');
+  const client = await deviceOn('a', 'amqp-1', key);
+  const ownerKey = /SharedAccessKey=([^;]+)/.exec(cs())[1];
+  // node b by its address: its AMQP listener, the hub by the listener's alias
+  const consumer = new EventHubConsumerClient('$Default',
+    `Endpoint=sb://${B}/;SharedAccessKeyName=iothubowner;SharedAccessKey=${ownerKey};EntityPath=hub1`);
+  const service = ServiceClient.fromConnectionString(`HostName=${B};SharedAccessKeyName=iothubowner;SharedAccessKey=${ownerKey}`, Amqp);
+  let sub;
+  try {
+    const got = [];
+    sub = consumer.subscribe({
+      processEvents: async (events) => { for (const e of events) if (e.systemProperties['iothub-connection-device-id'] === 'amqp-1') got.push(e.body); },
+      processError: async () => {},
+    }, { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 });
+    await client.sendEvent(new Message(JSON.stringify({ on: 'a' })));
+    await waitFor(() => got.length === 1, 15000, 'the event sent on a, read on b');
+    assert.deepEqual(got[0], { on: 'a' });
+    const received = [];
+    client.on('message', (m) => { received.push(m.data.toString()); client.complete(m).catch(() => {}); });
+    await new Promise((r) => setTimeout(r, 300));
+    await service.open();
+    await service.send('amqp-1', new C2dMessage('over amqp via b'));
+    await waitFor(() => received.length === 1, 10000, 'the message sent over AMQP on b, delivered by a');
+    assert.equal(received[0], 'over amqp via b');
+  } finally {
+    await sub?.close();
+    await consumer.close();
+    await service.close().catch(() => {});
+    await client.close();
+  }
+});
+
 test('a newer connection on node b takes the device over from node a', { skip }, async () => {
   const key = await createDevice('takeover-1');
   // The first connection: a plain MQTT client that does not reconnect (the
