@@ -107,6 +107,8 @@ static void link_closed(struct amqp_link *lk)
 		return;
 	lk->closed = true;
 	lk->ac->links--;
+	if (lk->ac->hub)
+		lk->ac->hub->amqp.links--;
 	if (lk->kind == AL_EVENTS && lk->ac->hub)
 		amqp__events_detach(lk);
 	if (lk->refs == 0)
@@ -691,6 +693,7 @@ static void on_attach(struct amqp_conn *ac, pn_link_t *l)
 	lk->next = ac->all;
 	ac->all = lk;
 	ac->links++;
+	ac->hub->amqp.links++;
 	pn_link_set_context(l, lk);
 	pn_terminus_copy(pn_link_source(l), pn_link_remote_source(l));
 	pn_terminus_copy(pn_link_target(l), pn_link_remote_target(l));
@@ -853,6 +856,8 @@ static void on_open(struct amqp_conn *ac)
 		return;
 	}
 	ac->hub = h;
+	ac->opened = true;
+	h->amqp.connections++;
 	pn_connection_set_container(c, "fleethub");
 	pn_connection_open(c);
 	if (ac->net)
@@ -1041,6 +1046,8 @@ static void gone(struct amqp_conn *ac)
 	}
 	if (ac->watching && ac->hub)
 		hub_events_unwatch(ac->hub, &ac->watch);
+	if (ac->opened)
+		ac->hub->amqp.connections--;
 	ac->watching = false;
 }
 

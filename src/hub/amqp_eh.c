@@ -482,6 +482,7 @@ static void read_done(void *arg, int rc)
 				break;
 			at += j->sizes[sent];
 		}
+		lk->ac->hub->amqp.events_sent += sent;
 		if (sent == j->got && j->got)
 			lk->cursor = j->last + 1;
 		else if (sent) /* credit shrank meanwhile: go on from the first not sent */

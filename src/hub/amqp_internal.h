@@ -82,6 +82,7 @@ struct amqp_conn {
 	bool running, rerun;       /* inside run(): a nested call asks for a rerun */
 	bool dead;                 /* the socket is gone: no more Proton calls */
 	bool finished;
+	bool opened;               /* the AMQP open was answered (counted in hub->amqp) */
 	unsigned refs;             /* the socket's + every job's */
 	unsigned links, refused_links, sessions;
 	struct amqp_link *all;

@@ -54,6 +54,10 @@ static void c2d_done(void *arg, int rc, const char *device_id, const json_t *msg
 	struct amqp_link *lk = j->lk;
 	if (!lk->closed) {
 		char text[200];
+		if (rc == 0)
+			lk->ac->hub->amqp.c2d_accepted++;
+		else
+			lk->ac->hub->amqp.c2d_refused++;
 		if (rc == 0) {
 			pn_delivery_update(j->d, PN_ACCEPTED);
 			pn_delivery_settle(j->d);
@@ -267,6 +271,7 @@ static void fb_read_done(void *arg, int rc)
 			lk->fb_first = j->first;
 			lk->fb_last = j->last;
 			lk->fb_pending = true;
+			lk->ac->hub->amqp.feedback_batches++;
 		}
 		pn_message_free(m);
 		amqp__run(lk->ac);

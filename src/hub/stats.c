@@ -60,7 +60,8 @@ static void stats_done(void *arg, int rc)
 	json_t *o = json_pack(
 	    "{s:s, s:s, s:{s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:o},"
 	    " s:{s:I, s:I, s:I, s:i},"
-	    " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
+	    " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
+	    " s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
 	    "hub", h->name, "counters", "since this node started; depths and partitions: the store's",
 	    "devices", "total", (json_int_t)r->total, "enabled", (json_int_t)r->enabled,
 	    "telemetry", "appended", (json_int_t)appended, "refused", (json_int_t)refused,
@@ -71,7 +72,10 @@ static void stats_done(void *arg, int rc)
 	    (json_int_t)h->c2d.enqueued, "delivered", (json_int_t)h->c2d.delivered, "completed",
 	    (json_int_t)h->c2d.completed, "rejected", (json_int_t)h->c2d.rejected, "expired",
 	    (json_int_t)h->c2d.expired, "deadLettered", (json_int_t)h->c2d.dead, "purged",
-	    (json_int_t)h->c2d.purged);
+	    (json_int_t)h->c2d.purged, "amqp", "connections", (json_int_t)h->amqp.connections,
+	    "links", (json_int_t)h->amqp.links, "eventsSent", (json_int_t)h->amqp.events_sent,
+	    "cloudToDeviceAccepted", (json_int_t)h->amqp.c2d_accepted, "cloudToDeviceRefused",
+	    (json_int_t)h->amqp.c2d_refused, "feedbackBatches", (json_int_t)h->amqp.feedback_batches);
 	char *text = json_dumps(o, JSON_INDENT(0) | JSON_COMPACT);
 	http_respond_json(r->ex, 200, NULL, text);
 	free(text);

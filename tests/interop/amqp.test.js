@@ -17,7 +17,7 @@ const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const { Http } = require('azure-iot-device-http');
 const { Registry, Client: ServiceClient, Amqp, AmqpWs } = require('azure-iothub');
 const { Message } = require('azure-iot-common');
-const { Server, deviceCs, parseCs, withTimeout, waitFor } = require('./lib/server');
+const { Server, deviceCs, parseCs, rest, withTimeout, waitFor } = require('./lib/server');
 
 const H2 = 'hub2.fleethub.test';
 let server;
@@ -382,6 +382,14 @@ for (const [label, transport] of [['Amqp', Amqp], ['AmqpWs', AmqpWs]]) {
     for (let i = 0; i < 50; i++) await sendC2d(service, fullId, `m${i}`);
     await assert.rejects(sendC2d(service, fullId, 'one too many'), (e) => e.constructor.name === 'DeviceMaximumQueueDepthExceededError');
     assert.equal((await registry.get(fullId)).responseBody.cloudToDeviceMessageCount, 50);
+    // what the endpoint did, in fleethub hub stats
+    const stats = (await rest(server.ownerCs('localhost'), 'GET', '/fleethub/stats?api-version=2021-04-12')).body.amqp;
+    assert.ok(stats.connections >= 1, JSON.stringify(stats));
+    assert.ok(stats.links >= 3, JSON.stringify(stats));
+    assert.ok(stats.cloudToDeviceAccepted >= 54, JSON.stringify(stats));
+    assert.ok(stats.cloudToDeviceRefused >= 2, JSON.stringify(stats));
+    assert.ok(stats.feedbackBatches >= 1, JSON.stringify(stats));
+    assert.ok(stats.eventsSent > 0, JSON.stringify(stats));
     await service.close();
   });
 }
