@@ -75,6 +75,16 @@ static void post(struct hub *h, enum cluster_kind kind, const char *to, const ch
 	store_submit(h->store, post_work, post_done, j);
 }
 
+/* Posts a refusal of call n (http, name, code, msg) back to its node. */
+static void post_refusal(struct hub *h, const char *origin, const char *device, int64_t n,
+			 int http, const char *name, int code, const char *msg)
+{
+	json_t *o = json_pack("{s:i, s:s, s:i, s:s}", "http", http, "name", name, "code", code,
+			      "message", msg);
+	post(h, CLUSTER_METHOD_RESULT, origin, device, 0, n, json_dumps(o, JSON_COMPACT));
+	json_decref(o);
+}
+
 /* ---- a call's end ---- */
 
 static void call_freed(uv_handle_t *t)
@@ -117,13 +127,11 @@ static void call_end(struct method_call *c, const char *result, int http, const 
 		else
 			rest__respond_error(c->ex, http, name, code, "%s", msg);
 		c->ex = NULL;
-	} else if (c->origin[0]) {
-		json_t *o = result ? json_loads(result, 0, NULL)
-				   : json_pack("{s:i, s:s, s:i, s:s}", "http", http, "name", name,
-					       "code", code, "message", msg);
+	} else if (c->origin[0] && result) {
 		post(h, CLUSTER_METHOD_RESULT, c->origin, c->device, 0, c->origin_n,
-		     json_dumps(o, JSON_COMPACT));
-		json_decref(o);
+		     xstrdup(result));
+	} else if (c->origin[0]) {
+		post_refusal(h, c->origin, c->device, c->origin_n, http, name, code, msg);
 	}
 	call_free(c);
 }
@@ -204,12 +212,13 @@ static struct method_call *call_new(struct hub *h, const char *device, const cha
 	return c;
 }
 
-static void post_call(struct method_call *c)
+/* Posts the call to node `to` ("" = every node). */
+static void post_call(struct method_call *c, const char *to)
 {
 	json_t *o = json_pack("{s:s, s:s, s:I, s:I}", "name", c->name, "payload", c->payload,
 			      "connectUntil", (json_int_t)c->connect_deadline, "until",
 			      (json_int_t)c->deadline);
-	post(c->hub, CLUSTER_METHOD, "", c->device, 0, strtoll(c->rid, NULL, 10),
+	post(c->hub, CLUSTER_METHOD, to, c->device, 0, strtoll(c->rid, NULL, 10),
 	     json_dumps(o, JSON_COMPACT));
 	json_decref(o);
 }
@@ -233,10 +242,13 @@ static void elsewhere_done(void *arg, int rc)
 	struct elsewhere *e = arg;
 	struct method_call *c = map_get(&e->hub->methods.by_rid, e->rid);
 	if (c && !c->delivered && strcmp(c->device, e->device) == 0) {
-		if (rc == 0 && e->conn.connected) {
-			/* Ask every node; the one that holds it delivers or says
-			 * why not. None within REPLY_MS: not online. */
-			post_call(c);
+		if (rc == 0 && e->conn.connected && e->conn.node[0] &&
+		    strcmp(e->conn.node, store_node(e->hub->store)) != 0) {
+			/* Ask the node its row names: it delivers, or says at
+			 * once that it does not hold the device (its disconnect
+			 * may not be stored yet). No word within REPLY_MS (that
+			 * node is gone or cut off): not online. */
+			post_call(c, e->conn.node);
 			c->connect_deadline = clock_now_ms() + REPLY_MS;
 			if (c->connect_deadline > c->deadline)
 				c->connect_deadline = c->deadline;
@@ -268,7 +280,7 @@ static void dispatch(struct method_call *c)
 		/* It may connect or subscribe in time, here (hub__methods_ready)
 		 * or on another node (which then says so). */
 		if (shared && !s)
-			post_call(c);
+			post_call(c, "");
 	} else if (s) {
 		not_online(c, "it is connected but has not subscribed to methods");
 	} else if (shared) {
@@ -436,7 +448,9 @@ void hub_methods_cluster(struct hub *h, const struct cluster_msg *m)
 	}
 	if (m->kind == CLUSTER_METHOD) {
 		/* A call of node m->node: deliver it if the device is here (or
-		 * comes here in time); say so when it is here and cannot. */
+		 * comes here in time); say so when it is here and cannot, or
+		 * when the call was for this node alone (the caller read that
+		 * the device is here) and it is not. */
 		const char *name = json_string_value(json_object_get(o, "name"));
 		const char *payload = json_string_value(json_object_get(o, "payload"));
 		int64_t cu = json_integer_value(json_object_get(o, "connectUntil"));
@@ -451,6 +465,11 @@ void hub_methods_cluster(struct hub *h, const struct cluster_msg *m)
 				deliver(c, s);
 			else if (cu <= clock_now_ms())
 				not_online(c, "it has not subscribed to methods");
+		} else if (name && payload && m->to[0] && !s) {
+			char msg[400];
+			snprintf(msg, sizeof msg, "the device %s is not online: it is not connected",
+				 m->id);
+			post_refusal(h, m->node, m->id, m->n, 404, "DeviceNotOnline", 404103, msg);
 		}
 	} else if (m->kind == CLUSTER_METHOD_RESULT) {
 		char rid[24];

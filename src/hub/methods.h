@@ -14,9 +14,11 @@
  * Nothing blocks the loop: each call is a record with a timer, and every
  * path (answer, deadline, the device's disconnect, shutdown) answers and
  * frees it once. With several nodes (PostgreSQL) a call for a device not
- * connected here is posted to every node (CLUSTER_METHOD); the node that
- * holds the device, or sees it connect in time, delivers it and posts
- * what became of it back to the caller's node (CLUSTER_METHOD_RESULT). */
+ * connected here goes to the node its stored connection row names
+ * (CLUSTER_METHOD; to every node while a connect timeout runs); the node
+ * that holds the device, or sees it connect in time, delivers it and posts
+ * what became of it back to the caller's node (CLUSTER_METHOD_RESULT), and
+ * a node asked by name that does not hold it says so at once. */
 #ifndef FH_HUB_METHODS_H
 #define FH_HUB_METHODS_H
 

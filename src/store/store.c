@@ -437,6 +437,11 @@ void store_set_node(struct store *s, const char *node)
 	snprintf(s->node, sizeof s->node, "%s", node);
 }
 
+const char *store_node(const struct store *s)
+{
+	return s->node;
+}
+
 bool store_shared(const struct store *s)
 {
 	return s->be->listen != NULL;

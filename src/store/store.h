@@ -68,6 +68,7 @@ bool store_shared(const struct store *s);
  * rows it writes carry it, and at start-up it resets only its own. Before
  * any job runs. */
 void store_set_node(struct store *s, const char *node);
+const char *store_node(const struct store *s);
 /* Runs every queued job to completion (their done callbacks run on the
  * loop), stops the writer thread, closes the connections and the uv handle.
  * The loop must run afterwards for the handle's close callback. */
@@ -284,6 +285,8 @@ struct store_connection {
 	bool connected;
 	int64_t updated_ms;       /* when the state last changed */
 	int64_t last_activity_ms; /* the device's last packet, as last flushed */
+	char node[128];           /* read only: the node that wrote the row ("" for
+	                             the embedded store, which has one node) */
 };
 /* Inserts or replaces the row, only while the device exists with that
  * generationId: else FH_ENOTFOUND and nothing is written. */

@@ -261,7 +261,7 @@ static const struct {
 			" node = excluded.node"
 			/* a node's disconnect does not undo another node's connect */
 			" WHERE excluded.connected OR connections.node = excluded.node", 7},
-	[P_CONN_GET] = {"SELECT connected, updated, last_activity FROM connections"
+	[P_CONN_GET] = {"SELECT connected, updated, last_activity, node FROM connections"
 			" WHERE hub = $1 AND id = $2", 2},
 	/* This node's rows only: the others' devices are still connected. */
 	[P_CONN_RESET] = {"UPDATE connections SET connected = false, updated = $2"
@@ -1080,6 +1080,7 @@ static int pg_connection_get(struct store_txn *tx, const char *hub, const char *
 		out->connected = col_bool(r, 0, 0);
 		out->updated_ms = col_i64(r, 0, 1);
 		out->last_activity_ms = col_i64(r, 0, 2);
+		snprintf(out->node, sizeof out->node, "%s", PQgetvalue(r, 0, 3));
 	}
 	PQclear(r);
 	return rc;

@@ -1693,6 +1693,7 @@ static int sq_connection_get(struct store_txn *tx, const char *hub, const char *
 		out->connected = sqlite3_column_int(st, 0) != 0;
 		out->updated_ms = sqlite3_column_int64(st, 1);
 		out->last_activity_ms = sqlite3_column_int64(st, 2);
+		out->node[0] = '\0';
 	} else {
 		ret = rc == SQLITE_DONE ? FH_ENOTFOUND : note_error(t, "connection get");
 	}

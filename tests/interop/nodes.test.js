@@ -10,6 +10,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const https = require('https');
 const fs = require('fs');
+const { spawnSync } = require('child_process');
 const { Client } = require('azure-iot-device');
 const { NoRetry } = require('azure-iot-common');
 const { Mqtt } = require('azure-iot-device-mqtt');
@@ -58,6 +59,13 @@ after(async () => {
 });
 
 const cs = () => nodes.a.ownerCs(HUB);
+// A statement on the nodes' database, as the nodes would never write it.
+function psql(sql) {
+  const r = spawnSync('/usr/lib/postgresql/15/bin/psql', ['-v', 'ON_ERROR_STOP=1', '-qAt', '-c', sql, db],
+    { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
 const at = (n) => (n === 'a' ? A : B);
 
 async function createDevice(id) {
@@ -145,6 +153,18 @@ test('a direct method and a cloud-to-device message sent through node b reach th
   assert.equal(off.status, 404);
   assert.equal(off.body.errorCode, 404103);
   assert.ok(Date.now() - t0 < 1500, 'no wait for a device no node holds');
+  // A row that still says connected on a (its disconnect not stored yet):
+  // b asks a alone, and a says at once that it does not hold the device.
+  // A row naming a node that is gone: no answer, 404 after the 2 s wait.
+  for (const [holder, lo, hi] of [['a', 0, 1500], ['gone', 1900, 4000]]) {
+    psql(`UPDATE connections SET connected = true, node = '${holder}' WHERE id = 'method-1'`);
+    const t1 = Date.now();
+    const stale = await rest(cs(), 'POST', `/twins/method-1/methods?${API}`, { methodName: 'blink' }, {}, B);
+    const took = Date.now() - t1;
+    assert.equal(stale.status, 404, stale.text);
+    assert.equal(stale.body.errorCode, 404103);
+    assert.ok(took >= lo && took < hi, `a row naming node ${holder}: answered after ${took} ms`);
+  }
 });
 
 test('over AMQP on node b: an Event Hubs consumer reads what a device sent on node a; Client.send reaches it there', { skip }, async () => {

@@ -814,13 +814,13 @@ static void test_sessions(void **state)
 
 static int put_conn_on(struct store_txn *t)
 {
-	struct store_connection c = {true, 1000, 2000};
+	struct store_connection c = {.connected = true, .updated_ms = 1000, .last_activity_ms = 2000};
 	return store_connection_put(t, "h", "s1", "111", &c);
 }
 
 static int put_conn_other_gen(struct store_txn *t)
 {
-	struct store_connection c = {true, 1000, 2000};
+	struct store_connection c = {.connected = true, .updated_ms = 1000, .last_activity_ms = 2000};
 	return store_connection_put(t, "h", "s1", "222", &c);
 }
 
@@ -860,6 +860,7 @@ static void test_connections(void **state)
 	struct store_connection c;
 	assert_int_equal(store_connection_get(store_reader(f->s), "h", "s1", &c), 0);
 	assert_true(c.connected && c.updated_ms == 1000 && c.last_activity_ms == 2000);
+	assert_string_equal(c.node, ""); /* the embedded store has one node */
 	assert_int_equal(store_connection_get(store_reader(f->s), "h", "nobody", &c), FH_ENOTFOUND);
 	assert_int_equal(run_fn(f, reset_conns), 0);
 	assert_int_equal(store_connection_get(store_reader(f->s), "h", "s1", &c), 0);
