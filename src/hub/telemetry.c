@@ -85,41 +85,80 @@ static void append_json(struct buf *b, const json_t *v)
 	free(t);
 }
 
-struct append_job {
-	struct hub *hub;
-	unsigned part;
-	struct store_event e;
-	char *device, *props;
-	uint8_t *body;
+/* Appends that arrive in one turn of the loop go to the store together, a
+ * job per partition (one read and one write of the partition's row, one
+ * savepoint, however many events): the check handle submits them once the
+ * turn's reads are done, or a group at once when it is full. What waits
+ * there is not in the store's backlog yet: at most one full group per
+ * partition more than store_admit counts. */
+#define GROUP_MAX 512
+#define GROUP_BYTES (1024 * 1024)
+
+struct append_msg {
+	char *mem; /* the device id, the properties and the body, in one block */
 	void (*done)(void *arg, int rc);
 	void *arg;
 };
 
+struct append_group {
+	struct hub *hub;
+	unsigned part;
+	size_t n, cap, bytes;
+	struct store_event *ev;
+	struct append_msg *msg;
+};
+
 static int append_work(void *arg, struct store_txn *t)
 {
-	struct append_job *j = arg;
-	return store_event_append(t, j->hub->name, j->part, &j->e);
+	struct append_group *g = arg;
+	return store_events_append(t, g->hub->name, g->part, g->ev, g->n);
 }
 
 static void wake_streams(struct hub *h, unsigned part);
 
 static void append_done(void *arg, int rc)
 {
-	struct append_job *j = arg;
-	log_at(LOG_DEBUG, "hub %s: telemetry of %s: %s (partition %u, sequence number %lld)",
-	       j->hub->name, j->device, rc == 0 ? "stored" : fh_strerror(rc), j->part,
-	       (long long)j->e.seq);
+	struct append_group *g = arg;
+	struct hub *h = g->hub;
 	if (rc == 0) {
-		j->hub->events.appended++;
-		wake_streams(j->hub, j->part);
+		h->events.appended += g->n;
+		wake_streams(h, g->part);
 	} else {
-		j->hub->events.refused++;
+		h->events.refused += g->n;
 	}
-	j->done(j->arg, rc);
-	free(j->device);
-	free(j->props);
-	free(j->body);
-	free(j);
+	for (size_t i = 0; i < g->n; i++) {
+		log_at(LOG_DEBUG, "hub %s: telemetry of %s: %s (partition %u, sequence number %lld)",
+		       h->name, g->ev[i].device, rc == 0 ? "stored" : fh_strerror(rc), g->part,
+		       (long long)g->ev[i].seq);
+		g->msg[i].done(g->msg[i].arg, rc);
+		free(g->msg[i].mem);
+	}
+	free(g->ev);
+	free(g->msg);
+	free(g);
+}
+
+static void group_submit(struct hub *h, unsigned part)
+{
+	struct append_group *g = h->events.pending[part];
+	h->events.pending[part] = NULL;
+	char key[300];
+	partition_key(h, part, key);
+	store_submit_ordered(h->store, key, partition_order(h, part), append_work, append_done,
+			     g, g->bytes);
+}
+
+static void submit_pending(struct hub *h)
+{
+	for (unsigned p = 0; p < h->events.partitions; p++)
+		if (h->events.pending[p])
+			group_submit(h, p);
+}
+
+static void on_turn_end(uv_check_t *c)
+{
+	uv_check_stop(c);
+	submit_pending(c->data);
 }
 
 int hub_telemetry_append(struct hub *h, const struct telemetry_msg *m,
@@ -138,6 +177,8 @@ int hub_telemetry_append(struct hub *h, const struct telemetry_msg *m,
 	 * properties the hub adds from these, amqp.md §6):
 	 *   {"p":{application},"s":{message's system},"g":"<generationId>","a":"<auth type>"} */
 	struct buf pb = BUF_INIT;
+	size_t id_len = strlen(m->device_id);
+	buf_append(&pb, m->device_id, id_len + 1);
 	buf_appends(&pb, "{\"p\":");
 	append_json(&pb, m->app);
 	buf_appends(&pb, ",\"s\":");
@@ -150,25 +191,37 @@ int hub_telemetry_append(struct hub *h, const struct telemetry_msg *m,
 	buf_appendc(&pb, '}');
 	json_decref(g);
 	json_decref(a);
-	struct append_job *j = xcalloc(1, sizeof *j);
-	j->hub = h;
-	j->part = hub_events_partition(h, m->device_id);
-	j->device = xstrdup(m->device_id);
-	j->props = buf_steal(&pb);
-	j->body = xmalloc(m->body_len + 1);
-	if (m->body_len)
-		memcpy(j->body, m->body, m->body_len);
-	j->e.device = j->device;
-	j->e.props = j->props;
-	j->e.body = j->body;
-	j->e.body_len = m->body_len;
-	j->e.enqueued_ms = clock_now_ms();
-	j->done = done;
-	j->arg = arg;
-	char key[300];
-	partition_key(h, j->part, key);
-	store_submit_ordered(h->store, key, partition_order(h, j->part), append_work, append_done,
-			     j, m->body_len + strlen(j->props));
+	size_t props_len = pb.len - id_len - 1;
+	buf_appendc(&pb, '\0');
+	buf_append(&pb, m->body, m->body_len);
+	unsigned part = hub_events_partition(h, m->device_id);
+	struct append_group *grp = h->events.pending[part];
+	if (!grp) {
+		grp = h->events.pending[part] = xcalloc(1, sizeof *grp);
+		grp->hub = h;
+		grp->part = part;
+	}
+	if (grp->n == grp->cap) {
+		grp->cap = grp->cap ? 2 * grp->cap : 8;
+		grp->ev = xrealloc(grp->ev, grp->cap * sizeof *grp->ev);
+		grp->msg = xrealloc(grp->msg, grp->cap * sizeof *grp->msg);
+	}
+	struct append_msg *am = &grp->msg[grp->n];
+	am->mem = buf_steal(&pb);
+	am->done = done;
+	am->arg = arg;
+	grp->ev[grp->n++] = (struct store_event){
+	    .enqueued_ms = clock_now_ms(),
+	    .device = am->mem,
+	    .props = am->mem + id_len + 1,
+	    .body = (const uint8_t *)am->mem + id_len + 1 + props_len + 1,
+	    .body_len = m->body_len,
+	};
+	grp->bytes += m->body_len + props_len;
+	if (grp->n >= GROUP_MAX || grp->bytes >= GROUP_BYTES || !h->events.turn_end)
+		group_submit(h, part);
+	else if (!uv_is_active((uv_handle_t *)h->events.turn_end))
+		uv_check_start(h->events.turn_end, on_turn_end);
 	return 0;
 }
 
@@ -237,6 +290,9 @@ void hub_events_start(struct hub *h, uv_loop_t *loop, unsigned partitions,
 	uv_timer_init(loop, h->events.trim_timer);
 	h->events.trim_timer->data = h;
 	uv_timer_start(h->events.trim_timer, on_trim_timer, 5000, TRIM_EVERY_MS);
+	h->events.turn_end = xcalloc(1, sizeof *h->events.turn_end);
+	uv_check_init(loop, h->events.turn_end);
+	h->events.turn_end->data = h;
 }
 
 /* ---- the stream ------------------------------------------------------- */
@@ -647,6 +703,12 @@ void hub_events_stop(struct hub *h)
 	if (h->events.trim_timer) {
 		uv_close((uv_handle_t *)h->events.trim_timer, (uv_close_cb)free);
 		h->events.trim_timer = NULL;
+	}
+	if (h->events.turn_end) {
+		/* what waits goes to the store (stopped after the hubs) */
+		submit_pending(h);
+		uv_close((uv_handle_t *)h->events.turn_end, (uv_close_cb)free);
+		h->events.turn_end = NULL;
 	}
 }
 

@@ -23,6 +23,7 @@
 #include "net/http_server.h"
 
 struct hub;
+struct append_group;
 
 #define TELEMETRY_MAX_BODY (256 * 1024) /* Azure's limit for a device message */
 #define TELEMETRY_MAX_PARTITIONS 32
@@ -39,6 +40,8 @@ struct hub_events {
 	int64_t retention_ms;     /* events older are deleted */
 	int64_t retention_bytes;  /* per partition; 0: no bound */
 	uv_timer_t *trim_timer;
+	uv_check_t *turn_end;     /* submits the appends of a turn of the loop */
+	struct append_group *pending[TELEMETRY_MAX_PARTITIONS]; /* ... waiting for it */
 	unsigned trim_next;       /* the partition the next trim pass starts at */
 	struct event_stream *streams; /* open streams, for wake-ups and shutdown */
 	struct hub_events_watch *watches;

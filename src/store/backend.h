@@ -87,8 +87,8 @@ struct store_txn_ops {
 	int (*doc_list)(struct store_txn *t, enum store_doc_kind kind, const char *scope,
 			const char *prefix, const char *after, unsigned limit,
 			int (*each)(void *arg, const char *id, const char *json), void *arg);
-	int (*event_append)(struct store_txn *t, const char *hub, unsigned part,
-			    struct store_event *e);
+	int (*events_append)(struct store_txn *t, const char *hub, unsigned part,
+			     struct store_event *ev, size_t n);
 	int (*event_read)(struct store_txn *t, const char *hub, unsigned part, int64_t from,
 			  unsigned limit, int (*each)(void *arg, const struct store_event *e),
 			  void *arg);

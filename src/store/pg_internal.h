@@ -20,7 +20,8 @@ PGresult *pg__run(struct store_txn *tx, unsigned slot, const char *sql, int npar
 
 /* pg_messages.c: the operations on the event log, C2D queues and feedback
  * (store.h). */
-int pg_event_append(struct store_txn *t, const char *hub, unsigned part, struct store_event *e);
+int pg_events_append(struct store_txn *t, const char *hub, unsigned part, struct store_event *ev,
+		     size_t n);
 int pg_event_read(struct store_txn *t, const char *hub, unsigned part, int64_t from,
 		  unsigned limit, int (*each)(void *arg, const struct store_event *e), void *arg);
 int pg_event_partition(struct store_txn *t, const char *hub, unsigned part,

@@ -172,7 +172,7 @@ static uint8_t *bytes_of(PGresult *r, int row, int c, size_t *n)
 
 /* ---- the event log ---- */
 
-int pg_event_append(struct store_txn *t, const char *hub, unsigned part, struct store_event *e)
+static int event_append(struct store_txn *t, const char *hub, unsigned part, struct store_event *e)
 {
 	char p[24], size[24], enq[24];
 	i64(p, part);
@@ -193,6 +193,17 @@ int pg_event_append(struct store_txn *t, const char *hub, unsigned part, struct 
 		rc = FH_EIO;
 	}
 	PQclear(r);
+	return rc;
+}
+
+/* One statement an event (each locks and bumps the partition's row, which
+ * its transaction holds from the first). */
+int pg_events_append(struct store_txn *t, const char *hub, unsigned part, struct store_event *ev,
+		     size_t n)
+{
+	int rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = event_append(t, hub, part, &ev[i]);
 	return rc;
 }
 

@@ -23,7 +23,8 @@ sqlite3 *sq__db(struct store_txn *tx);
 
 /* sqlite_messages.c: the operations on the event log, C2D queues and
  * feedback (store.h). */
-int sq_event_append(struct store_txn *t, const char *hub, unsigned part, struct store_event *e);
+int sq_events_append(struct store_txn *t, const char *hub, unsigned part, struct store_event *ev,
+		     size_t n);
 int sq_event_read(struct store_txn *t, const char *hub, unsigned part, int64_t from,
 		  unsigned limit, int (*each)(void *arg, const struct store_event *e), void *arg);
 int sq_event_partition(struct store_txn *t, const char *hub, unsigned part,

@@ -24,8 +24,8 @@
 #include "store/sqlite_internal.h"
 
 enum msg_stmt {
-	M_PART_BUMP,
-	M_PART_BUMPED,
+	M_PART_STATE,
+	M_PART_ADVANCE,
 	M_EVENT_INSERT,
 	M_EVENT_READ,
 	M_PART_GET,
@@ -56,17 +56,14 @@ enum msg_stmt {
 _Static_assert(M_COUNT <= SQ_MSG_SLOTS, "slots");
 
 static const char *const msg_sql[M_COUNT] = {
-	/* (No RETURNING: it costs an ephemeral table per statement, whose
-	 * pages the writer thread's allocator takes and gives back each time;
-	 * the SELECT that follows is cheaper.) */
-	[M_PART_BUMP] =
+	/* A group of appends reads the partition's row once and writes it once. */
+	[M_PART_STATE] = "SELECT next_seq, next_offset, last_enqueued FROM event_partitions"
+			 " WHERE hub = ?1 AND part = ?2",
+	[M_PART_ADVANCE] =
 	    "INSERT INTO event_partitions (hub, part, next_seq, next_offset, bytes, count,"
-	    " last_enqueued) VALUES (?1, ?2, 1, ?3, ?3, 1, ?4)"
-	    " ON CONFLICT (hub, part) DO UPDATE SET next_seq = next_seq + 1,"
-	    " next_offset = next_offset + ?3, bytes = bytes + ?3, count = count + 1,"
-	    " last_enqueued = max(last_enqueued, ?4)",
-	[M_PART_BUMPED] = "SELECT next_seq - 1, next_offset - ?3, last_enqueued FROM event_partitions"
-			  " WHERE hub = ?1 AND part = ?2",
+	    " last_enqueued) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+	    " ON CONFLICT (hub, part) DO UPDATE SET next_seq = ?3, next_offset = ?4,"
+	    " bytes = bytes + ?5, count = count + ?6, last_enqueued = ?7",
 	[M_EVENT_INSERT] = "INSERT INTO events (hub, part, seq, off, enqueued, size, device,"
 			   " props, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 	[M_EVENT_READ] = "SELECT seq, off, enqueued, device, props, body FROM events"
@@ -157,45 +154,61 @@ static int step_int(struct store_txn *t, sqlite3_stmt *st, const char *what, int
 
 /* ---- the event log ---- */
 
-int sq_event_append(struct store_txn *t, const char *hub, unsigned part, struct store_event *e)
+int sq_events_append(struct store_txn *t, const char *hub, unsigned part, struct store_event *ev,
+		     size_t n)
 {
-	size_t props_len = strlen(e->props);
-	int64_t size = (int64_t)(e->body_len + props_len);
-	sqlite3_stmt *st = get(t, M_PART_BUMP);
+	/* The partition as it stands (none yet: sequence numbers and offsets
+	 * from 0, enqueued times from the first event's). */
+	sqlite3_stmt *st = get(t, M_PART_STATE);
 	if (!st)
 		return FH_EIO;
 	bind_part(st, hub, part);
-	sqlite3_bind_int64(st, 3, size);
-	sqlite3_bind_int64(st, 4, e->enqueued_ms);
-	int rc = step_done(t, st, "event partition");
-	if (rc != 0)
-		return rc;
-	if (!(st = get(t, M_PART_BUMPED)))
-		return FH_EIO;
-	bind_part(st, hub, part);
-	sqlite3_bind_int64(st, 3, size);
-	if (sqlite3_step(st) != SQLITE_ROW) {
+	int64_t seq = 0, off = 0, last = ev[0].enqueued_ms, bytes = 0;
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		seq = sqlite3_column_int64(st, 0);
+		off = sqlite3_column_int64(st, 1);
+		last = sqlite3_column_int64(st, 2);
+	} else if (rc != SQLITE_DONE) {
 		rc = sq__error(t, "event partition");
 		sq__stmt_end(st);
 		return rc;
 	}
-	e->seq = sqlite3_column_int64(st, 0);
-	e->offset = sqlite3_column_int64(st, 1);
-	e->enqueued_ms = sqlite3_column_int64(st, 2);
 	sq__stmt_end(st);
-	st = get(t, M_EVENT_INSERT);
-	if (!st)
+	for (size_t i = 0; i < n; i++) {
+		struct store_event *e = &ev[i];
+		size_t props_len = strlen(e->props);
+		int64_t size = (int64_t)(e->body_len + props_len);
+		if (e->enqueued_ms < last)
+			e->enqueued_ms = last;
+		last = e->enqueued_ms;
+		e->seq = seq++;
+		e->offset = off;
+		off += size;
+		bytes += size;
+		if (!(st = get(t, M_EVENT_INSERT)))
+			return FH_EIO;
+		bind_part(st, hub, part);
+		sqlite3_bind_int64(st, 3, e->seq);
+		sqlite3_bind_int64(st, 4, e->offset);
+		sqlite3_bind_int64(st, 5, e->enqueued_ms);
+		sqlite3_bind_int64(st, 6, size);
+		bind_text(st, 7, e->device);
+		sqlite3_bind_text(st, 8, e->props, (int)props_len, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 9, e->body_len ? (const void *)e->body : "", (int)e->body_len,
+				  SQLITE_STATIC);
+		if ((rc = step_done(t, st, "event append")) != 0)
+			return rc;
+	}
+	if (!(st = get(t, M_PART_ADVANCE)))
 		return FH_EIO;
 	bind_part(st, hub, part);
-	sqlite3_bind_int64(st, 3, e->seq);
-	sqlite3_bind_int64(st, 4, e->offset);
-	sqlite3_bind_int64(st, 5, e->enqueued_ms);
-	sqlite3_bind_int64(st, 6, size);
-	bind_text(st, 7, e->device);
-	sqlite3_bind_text(st, 8, e->props, (int)props_len, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 9, e->body_len ? (const void *)e->body : "", (int)e->body_len,
-			  SQLITE_STATIC);
-	return step_done(t, st, "event append");
+	sqlite3_bind_int64(st, 3, seq);
+	sqlite3_bind_int64(st, 4, off);
+	sqlite3_bind_int64(st, 5, bytes);
+	sqlite3_bind_int64(st, 6, (int64_t)n);
+	sqlite3_bind_int64(st, 7, last);
+	return step_done(t, st, "event partition");
 }
 
 int sq_event_read(struct store_txn *t, const char *hub, unsigned part, int64_t from,

@@ -644,10 +644,10 @@ int store_doc_list(struct store_txn *t, enum store_doc_kind kind, const char *sc
 	return t->ops->doc_list(t, kind, scope, prefix, after, limit, each, arg);
 }
 
-int store_event_append(struct store_txn *t, const char *hub, unsigned part,
-		       struct store_event *e)
+int store_events_append(struct store_txn *t, const char *hub, unsigned part,
+			struct store_event *ev, size_t n)
 {
-	return t->ops->event_append(t, hub, part, e);
+	return n ? t->ops->events_append(t, hub, part, ev, n) : 0;
 }
 
 int store_event_read(struct store_txn *t, const char *hub, unsigned part, int64_t from,

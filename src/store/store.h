@@ -331,17 +331,20 @@ void store_listen(struct store *s, void (*fn)(void *arg, const char *text), void
  * seen sequence number n will never later find a smaller one appear.
  * Retention deletes from the oldest end only (store_event_trim). */
 struct store_event {
-	int64_t seq;         /* set by store_event_append */
-	int64_t offset;      /* set by store_event_append */
+	int64_t seq;         /* set by store_events_append */
+	int64_t offset;      /* set by store_events_append */
 	int64_t enqueued_ms; /* when the hub accepted it */
 	const char *device;  /* the sending device's id */
 	const char *props;   /* JSON object text: {"properties":{..},"system":{..}} */
 	const uint8_t *body;
 	size_t body_len;
 };
-/* Appends e to partition part of hub's log; fills e->seq and e->offset. */
-int store_event_append(struct store_txn *t, const char *hub, unsigned part,
-		       struct store_event *e);
+/* Appends ev[0..n) to partition part of hub's log, in that order; fills
+ * each one's seq and offset, and raises an enqueued_ms below the
+ * partition's last to it (enqueued times never go back within a
+ * partition). */
+int store_events_append(struct store_txn *t, const char *hub, unsigned part,
+			struct store_event *ev, size_t n);
 /* Calls each(arg, e) for the events of the partition with seq >= from, in
  * order, up to limit, until each returns nonzero (then returned). e and
  * what it points to are valid during the call only. */

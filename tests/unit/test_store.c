@@ -882,28 +882,33 @@ static void test_connections(void **state)
 
 static int64_t ev_seq[8], ev_off[8];
 static int64_t ev_at_ms;
+static bool ev_group; /* append_three: the three in one call */
 
 static int append_three(struct store_txn *t)
 {
 	static const char *const bodies[] = {"one", "two", "three"};
-	for (int i = 0; i < 3; i++) {
-		struct store_event e = {.enqueued_ms = ev_at_ms + i * 1000,
-					.device = "s1",
-					.props = "{\"properties\":{\"k\":\"v\"},\"system\":{}}",
-					.body = (const uint8_t *)bodies[i],
-					.body_len = strlen(bodies[i])};
-		int rc = store_event_append(t, "h", 2, &e);
+	struct store_event e[3];
+	for (int i = 0; i < 3; i++)
+		e[i] = (struct store_event){.enqueued_ms = ev_at_ms + i * 1000,
+					    .device = "s1",
+					    .props = "{\"properties\":{\"k\":\"v\"},\"system\":{}}",
+					    .body = (const uint8_t *)bodies[i],
+					    .body_len = strlen(bodies[i])};
+	for (int i = 0; i < 3; i += ev_group ? 3 : 1) {
+		int rc = store_events_append(t, "h", 2, &e[i], ev_group ? 3 : 1);
 		if (rc != 0)
 			return rc;
-		ev_seq[i] = e.seq;
-		ev_off[i] = e.offset;
+	}
+	for (int i = 0; i < 3; i++) {
+		ev_seq[i] = e[i].seq;
+		ev_off[i] = e[i].offset;
 	}
 	return 0;
 }
 
 struct ev_seen {
 	int n;
-	int64_t seqs[8];
+	int64_t seqs[8], enqueued[8];
 	char bodies[8][16];
 };
 
@@ -911,6 +916,7 @@ static int ev_each(void *arg, const struct store_event *e)
 {
 	struct ev_seen *s = arg;
 	s->seqs[s->n] = e->seq;
+	s->enqueued[s->n] = e->enqueued_ms;
 	snprintf(s->bodies[s->n], sizeof s->bodies[0], "%.*s", (int)e->body_len,
 		 (const char *)e->body);
 	assert_string_equal(e->device, "s1");
@@ -965,12 +971,22 @@ static void test_event_log(void **state)
 	assert_int_equal(run_fn(f, trim_by_size), 1);
 	assert_int_equal(store_event_partition(store_reader(f->s), "h", 2, &p), 0);
 	assert_true(p.begin_seq == 2 && p.next_seq == 3);
+	int64_t last_off = ev_off[2];
+	ev_group = true; /* three in one call, the first two timed before the last stored */
 	assert_int_equal(run_fn(f, append_three), 0);
+	ev_group = false;
 	assert_int_equal(ev_seq[0], 3); /* numbers are never given twice */
+	assert_true(ev_seq[1] == 4 && ev_seq[2] == 5);
+	assert_true(ev_off[0] > last_off && ev_off[1] > ev_off[0] && ev_off[2] > ev_off[1]);
 	memset(&seen, 0, sizeof seen);
 	assert_int_equal(store_event_read(store_reader(f->s), "h", 2, 0, 10, ev_each, &seen), 0);
 	assert_int_equal(seen.n, 4);
 	assert_int_equal(seen.seqs[0], 2);
+	for (int i = 1; i < 4; i++) /* raised to the last stored time: never back */
+		assert_int_equal(seen.enqueued[i], ev_at_ms + 2000);
+	assert_string_equal(seen.bodies[3], "three");
+	assert_int_equal(store_event_partition(store_reader(f->s), "h", 2, &p), 0);
+	assert_true(p.begin_seq == 2 && p.next_seq == 6 && p.last_enqueued_ms == ev_at_ms + 2000);
 }
 
 static int64_t c2d_seq;
