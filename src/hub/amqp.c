@@ -111,6 +111,8 @@ static void link_closed(struct amqp_link *lk)
 		lk->ac->hub->amqp.links--;
 	if (lk->kind == AL_EVENTS && lk->ac->hub)
 		amqp__events_detach(lk);
+	if (lk->kind == AL_FEEDBACK && lk->ac->hub)
+		amqp__feedback_detach(lk);
 	if (lk->refs == 0)
 		link_free(lk);
 }
@@ -704,6 +706,10 @@ static void on_attach(struct amqp_conn *ac, pn_link_t *l)
 	case AL_C2D_IN:
 		pn_link_open(l);
 		pn_link_flow(l, AMQP_C2D_CREDIT);
+		return;
+	case AL_FEEDBACK:
+		amqp__feedback_attach(lk);
+		pn_link_open(l);
 		return;
 	case AL_CBS_IN:
 	case AL_MGMT_IN:

@@ -55,7 +55,7 @@ struct amqp_link {
 	uint64_t tag;     /* the next delivery tag (senders) */
 	struct amqp_link *next;
 	/* AL_EVENTS */
-	struct amqp_link *reader_next; /* hub->amqp_readers */
+	struct amqp_link *reader_next; /* hub->amqp_readers (AL_FEEDBACK: amqp_feedback) */
 	unsigned part;
 	char group[128];
 	int64_t epoch;    /* -1: none */
@@ -64,8 +64,8 @@ struct amqp_link {
 	bool reading;     /* a read is under way */
 	bool waiting;     /* nothing new: a wake-up or a poll reads again */
 	/* AL_FEEDBACK */
-	int64_t fb_after; /* records up to this number are gone */
-	int64_t fb_first, fb_last;
+	int64_t fb_first, fb_last; /* the batch sent: no other receiver here gets these */
+	unsigned fb_count;         /* its records */
 	bool fb_pending;  /* a batch waits for its disposition */
 	int64_t fb_retry_ms;
 	/* AL_REDIRECT */
@@ -150,6 +150,8 @@ void amqp__events_poll(struct amqp_conn *ac);
 
 /* amqp_service.c */
 void amqp__c2d_delivery(struct amqp_link *lk, pn_delivery_t *d, pn_message_t *m, size_t size);
+void amqp__feedback_attach(struct amqp_link *lk);
+void amqp__feedback_detach(struct amqp_link *lk);
 void amqp__feedback_pump(struct amqp_link *lk);
 void amqp__feedback_settled(struct amqp_link *lk, pn_delivery_t *d);
 void amqp__redirect(struct amqp_link *lk);

@@ -10,7 +10,10 @@
  * - the feedback receiver on /messages/serviceBound/feedback gets the hub's
  *   feedback records in batches (one JSON array per message); a batch is
  *   deleted when the client accepts (or rejects) it, sent again when it
- *   releases it or the link closes first.
+ *   releases it or the link closes first. Receivers compete, as on a
+ *   queue: a batch waiting for its disposition is claimed, and the other
+ *   receivers of this node read around the claims (a receiver on another
+ *   node may still get the same records).
  * - a receiver on .../messages/events... is answered, once the client gave
  *   it credit, with amqp:link:redirect to the hub's own host name: the
  *   Event Hub-compatible endpoint (decisions.md 19). */
@@ -216,17 +219,56 @@ void amqp__c2d_delivery(struct amqp_link *lk, pn_delivery_t *d, pn_message_t *m,
 
 /* ---- feedback ---- */
 
+#define FB_CLAIMS_MAX 64 /* batches a hub's receivers here may hold at once */
+
 struct fb_job {
 	struct amqp_link *lk;
 	char hub[256];
-	int64_t after, first, last;
+	int64_t first, last;
 	unsigned n;
+	bool ended;      /* a claimed record came after the batch began */
+	unsigned nclaims;
+	int64_t claims[FB_CLAIMS_MAX][2]; /* the other receivers' batches, as read began */
+	unsigned claimed; /* how many records they hold */
 	struct buf json; /* the batch: a JSON array */
 };
 
+void amqp__feedback_attach(struct amqp_link *lk)
+{
+	struct hub *h = lk->ac->hub;
+	lk->reader_next = h->amqp_feedback;
+	h->amqp_feedback = lk;
+}
+
+void amqp__feedback_detach(struct amqp_link *lk)
+{
+	for (struct amqp_link **p = &lk->ac->hub->amqp_feedback; *p; p = &(*p)->reader_next)
+		if (*p == lk) {
+			*p = lk->reader_next;
+			break;
+		}
+}
+
+static bool fb_claimed(const struct fb_job *j, int64_t seq)
+{
+	for (unsigned i = 0; i < j->nclaims; i++)
+		if (seq >= j->claims[i][0] && seq <= j->claims[i][1])
+			return true;
+	return false;
+}
+
+/* One contiguous run of unclaimed records, the first FEEDBACK_BATCH at
+ * most: a batch is deleted by its range, which must hold no other
+ * receiver's records. */
 static int fb_each(void *arg, int64_t seq, const char *json)
 {
 	struct fb_job *j = arg;
+	if (j->ended || j->n == FEEDBACK_BATCH)
+		return 0;
+	if (fb_claimed(j, seq)) {
+		j->ended = j->n > 0;
+		return 0;
+	}
 	buf_appendc(&j->json, j->n++ ? ',' : '[');
 	buf_appends(&j->json, json);
 	if (!j->first)
@@ -238,7 +280,7 @@ static int fb_each(void *arg, int64_t seq, const char *json)
 static int fb_read_work(void *arg, struct store_txn *t)
 {
 	struct fb_job *j = arg;
-	return store_feedback_list(t, j->hub, j->after, FEEDBACK_BATCH, fb_each, j);
+	return store_feedback_list(t, j->hub, 0, FEEDBACK_BATCH + j->claimed, fb_each, j);
 }
 
 static void fb_job_free(struct fb_job *j)
@@ -249,11 +291,26 @@ static void fb_job_free(struct fb_job *j)
 	amqp__link_unref(lk);
 }
 
+/* Whether another receiver here holds a batch that overlaps first..last
+ * (claimed while this one read). */
+static bool fb_overlaps(const struct amqp_link *lk, int64_t first, int64_t last)
+{
+	for (const struct amqp_link *o = lk->ac->hub->amqp_feedback; o; o = o->reader_next)
+		if (o != lk && o->fb_pending && first <= o->fb_last && o->fb_first <= last)
+			return true;
+	return false;
+}
+
 static void fb_read_done(void *arg, int rc)
 {
 	struct fb_job *j = arg;
 	struct amqp_link *lk = j->lk;
 	lk->reading = false;
+	if (!lk->closed && rc == 0 && j->n && fb_overlaps(lk, j->first, j->last)) {
+		fb_job_free(j);
+		amqp__feedback_pump(lk); /* read again around the new claim */
+		return;
+	}
 	if (!lk->closed && rc == 0 && j->n) {
 		buf_appendc(&j->json, ']');
 		pn_message_t *m = pn_message();
@@ -270,6 +327,7 @@ static void fb_read_done(void *arg, int rc)
 		if (amqp__send_message(lk, m)) {
 			lk->fb_first = j->first;
 			lk->fb_last = j->last;
+			lk->fb_count = j->n;
 			lk->fb_pending = true;
 			lk->ac->hub->amqp.feedback_batches++;
 		}
@@ -288,9 +346,22 @@ void amqp__feedback_pump(struct amqp_link *lk)
 	    clock_now_ms() < lk->fb_retry_ms)
 		return;
 	struct fb_job *j = xcalloc(1, sizeof *j);
+	for (const struct amqp_link *o = lk->ac->hub->amqp_feedback; o; o = o->reader_next) {
+		if (o == lk || !o->fb_pending)
+			continue;
+		if (j->nclaims == FB_CLAIMS_MAX) {
+			/* as many batches out as a job can skip: wait for one */
+			free(j);
+			lk->fb_retry_ms = clock_now_ms() + FEEDBACK_RETRY_MS;
+			return;
+		}
+		j->claims[j->nclaims][0] = o->fb_first;
+		j->claims[j->nclaims][1] = o->fb_last;
+		j->nclaims++;
+		j->claimed += o->fb_count;
+	}
 	j->lk = lk;
 	snprintf(j->hub, sizeof j->hub, "%s", lk->ac->hub->name);
-	j->after = lk->fb_after;
 	buf_init(&j->json);
 	lk->reading = true;
 	amqp__link_ref(lk);
@@ -310,7 +381,6 @@ static void fb_delete_done(void *arg, int rc)
 	if (rc != 0)
 		log_at(LOG_WARN, "amqp %s: deleting delivered feedback: %s", lk->ac->peer,
 		       fh_strerror(rc));
-	lk->fb_after = j->last; /* delivered: not again on this link */
 	lk->fb_pending = false;
 	if (!lk->closed) {
 		amqp__feedback_pump(lk);

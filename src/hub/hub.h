@@ -59,6 +59,7 @@ struct hub {
 	struct hub_methods methods;    /* direct method calls in flight (methods.h) */
 	struct hub_c2d_stats c2d;      /* cloud-to-device counters (c2d.h) */
 	struct amqp_link *amqp_readers; /* Event Hubs receivers (amqp_eh.c) */
+	struct amqp_link *amqp_feedback; /* feedback receivers (amqp_service.c) */
 	struct hub_amqp_stats {        /* the AMQP endpoint's, since start */
 		uint64_t connections, links; /* open now */
 		uint64_t events_sent, c2d_accepted, c2d_refused, feedback_batches;

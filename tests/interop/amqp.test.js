@@ -393,3 +393,44 @@ for (const [label, transport] of [['Amqp', Amqp], ['AmqpWs', AmqpWs]]) {
     await service.close();
   });
 }
+
+test('two feedback receivers on one hub compete: every record reaches one of them, once', async () => {
+  const id = 'fb-compete';
+  const cs = await newDevice(id);
+  const dev = DeviceClient.fromConnectionString(cs, Mqtt);
+  dev.on('message', (m) => dev.complete(m, () => {}));
+  await dev.open();
+  const clients = [];
+  const seen = [[], []];
+  try {
+    for (let k = 0; k < 2; k++) {
+      const service = ServiceClient.fromConnectionString(server.ownerCs('localhost'), Amqp);
+      await service.open();
+      clients.push(service);
+      const fb = await feedbackReceiver(service);
+      fb.on('message', (m) => {
+        for (const r of JSON.parse(m.data.toString())) if (r.deviceId === id) seen[k].push(r.originalMessageId);
+        // held a while: the other receiver reads while this batch is out
+        setTimeout(() => fb.complete(m, () => {}), 700);
+      });
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const sent = [];
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 8; i++) {
+        const mid = `fbc-${round}-${i}`;
+        sent.push(mid);
+        await sendC2d(clients[0], id, 'x', { fields: { messageId: mid, ack: 'positive' } });
+      }
+      await new Promise((r) => setTimeout(r, 900));
+    }
+    await waitFor(() => seen[0].length + seen[1].length >= sent.length, 20000,
+      `every record (${seen[0].length} + ${seen[1].length} of ${sent.length})`);
+    await new Promise((r) => setTimeout(r, 2500)); // a duplicate would come by now
+    const all = [...seen[0], ...seen[1]];
+    assert.deepEqual([...all].sort(), [...sent].sort(), `no record twice (first: ${seen[0]}; second: ${seen[1]})`);
+  } finally {
+    await dev.close();
+    for (const c of clients) await c.close();
+  }
+});
