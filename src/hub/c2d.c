@@ -640,6 +640,7 @@ struct http_job {
 	} rows[C2D_MAX_QUEUE * 2];
 	unsigned nrows;
 	unsigned expired, dead;
+	int64_t queued; /* receive: the queue's length, as a read found it */
 };
 
 static int http_each(void *arg, const struct store_c2d *c)
@@ -819,10 +820,31 @@ static void receive_done(void *arg, int rc)
 	http_job_free(j);
 }
 
+/* A poll of an empty queue (most of an HTTPS device's polls) is a read;
+ * only a queue with messages takes a write job (it locks one). */
+static int queued_work(void *arg, struct store_txn *t)
+{
+	struct http_job *j = arg;
+	int64_t n = 0;
+	int rc = store_c2d_count(t, j->hub->name, j->id, &n);
+	j->queued = n;
+	return rc;
+}
+
+static void queued_done(void *arg, int rc)
+{
+	struct http_job *j = arg;
+	if (rc != 0 || j->queued == 0) {
+		receive_done(j, rc);
+		return;
+	}
+	store_submit_keyed(j->hub->store, j->id, receive_work, receive_done, j, 64);
+}
+
 void hub__c2d_receive(struct hub *h, struct http_exchange *ex, const char *device_id)
 {
 	struct http_job *j = http_job_new(h, ex, device_id);
-	store_submit_keyed(h->store, device_id, receive_work, receive_done, j, 64);
+	store_read(h->store, queued_work, queued_done, j);
 }
 
 static int settle_work(void *arg, struct store_txn *t)
