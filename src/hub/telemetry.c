@@ -88,7 +88,9 @@ static void append_json(struct buf *b, const json_t *v)
 /* Appends that arrive in one turn of the loop go to the store together, a
  * job per partition (one read and one write of the partition's row, one
  * savepoint, however many events): the check handle submits them once the
- * turn's reads are done, or a group at once when it is full. What waits
+ * turn's reads are done, or a group at once when it is full. (An idle
+ * handle runs beside it: an append made outside the turn's I/O, in a
+ * timer, is then submitted before the loop would wait for I/O.) What waits
  * there is not in the store's backlog yet: at most one full group per
  * partition more than store_admit counts. */
 #define GROUP_MAX 512
@@ -155,10 +157,21 @@ static void submit_pending(struct hub *h)
 			group_submit(h, p);
 }
 
-static void on_turn_end(uv_check_t *c)
+static void turn_end(struct hub *h)
 {
-	uv_check_stop(c);
-	submit_pending(c->data);
+	uv_check_stop(&h->events.turn->check);
+	uv_idle_stop(&h->events.turn->idle);
+	submit_pending(h);
+}
+
+static void on_turn_check(uv_check_t *c)
+{
+	turn_end(c->data);
+}
+
+static void on_turn_idle(uv_idle_t *i)
+{
+	turn_end(i->data);
 }
 
 int hub_telemetry_append(struct hub *h, const struct telemetry_msg *m,
@@ -218,10 +231,12 @@ int hub_telemetry_append(struct hub *h, const struct telemetry_msg *m,
 	    .body_len = m->body_len,
 	};
 	grp->bytes += m->body_len + props_len;
-	if (grp->n >= GROUP_MAX || grp->bytes >= GROUP_BYTES || !h->events.turn_end)
+	if (grp->n >= GROUP_MAX || grp->bytes >= GROUP_BYTES || !h->events.turn) {
 		group_submit(h, part);
-	else if (!uv_is_active((uv_handle_t *)h->events.turn_end))
-		uv_check_start(h->events.turn_end, on_turn_end);
+	} else if (!uv_is_active((uv_handle_t *)&h->events.turn->check)) {
+		uv_check_start(&h->events.turn->check, on_turn_check);
+		uv_idle_start(&h->events.turn->idle, on_turn_idle);
+	}
 	return 0;
 }
 
@@ -290,9 +305,10 @@ void hub_events_start(struct hub *h, uv_loop_t *loop, unsigned partitions,
 	uv_timer_init(loop, h->events.trim_timer);
 	h->events.trim_timer->data = h;
 	uv_timer_start(h->events.trim_timer, on_trim_timer, 5000, TRIM_EVERY_MS);
-	h->events.turn_end = xcalloc(1, sizeof *h->events.turn_end);
-	uv_check_init(loop, h->events.turn_end);
-	h->events.turn_end->data = h;
+	h->events.turn = xcalloc(1, sizeof *h->events.turn);
+	uv_check_init(loop, &h->events.turn->check);
+	uv_idle_init(loop, &h->events.turn->idle);
+	h->events.turn->check.data = h->events.turn->idle.data = h;
 }
 
 /* ---- the stream ------------------------------------------------------- */
@@ -687,6 +703,13 @@ void hub__events_stream(struct route_args *a)
 	store_read(h->store, open_work, open_done, o);
 }
 
+static void turn_closed(uv_handle_t *handle)
+{
+	struct hub_events_turn *t = handle->data;
+	if (--t->closing == 0)
+		free(t);
+}
+
 void hub_events_stop(struct hub *h)
 {
 	while (h->events.streams) {
@@ -704,11 +727,15 @@ void hub_events_stop(struct hub *h)
 		uv_close((uv_handle_t *)h->events.trim_timer, (uv_close_cb)free);
 		h->events.trim_timer = NULL;
 	}
-	if (h->events.turn_end) {
+	if (h->events.turn) {
 		/* what waits goes to the store (stopped after the hubs) */
 		submit_pending(h);
-		uv_close((uv_handle_t *)h->events.turn_end, (uv_close_cb)free);
-		h->events.turn_end = NULL;
+		struct hub_events_turn *t = h->events.turn;
+		t->check.data = t->idle.data = t;
+		t->closing = 2;
+		uv_close((uv_handle_t *)&t->check, turn_closed);
+		uv_close((uv_handle_t *)&t->idle, turn_closed);
+		h->events.turn = NULL;
 	}
 }
 

@@ -40,7 +40,11 @@ struct hub_events {
 	int64_t retention_ms;     /* events older are deleted */
 	int64_t retention_bytes;  /* per partition; 0: no bound */
 	uv_timer_t *trim_timer;
-	uv_check_t *turn_end;     /* submits the appends of a turn of the loop */
+	struct hub_events_turn {  /* submit the appends of a turn of the loop */
+		uv_check_t check;
+		uv_idle_t idle;
+		int closing;      /* handles not closed yet, at the end */
+	} *turn;
 	struct append_group *pending[TELEMETRY_MAX_PARTITIONS]; /* ... waiting for it */
 	unsigned trim_next;       /* the partition the next trim pass starts at */
 	struct event_stream *streams; /* open streams, for wake-ups and shutdown */
