@@ -43,7 +43,7 @@ BENCH_OBJ := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_LIB_OBJ := $(filter $(BUILD)/obj/src/base/% $(BUILD)/obj/src/codec/%,$(LIB_OBJ)) \
 	$(BUILD)/obj/src/core/tpm.o
 
-.PHONY: layers all deps deps-run run test unit replay interop fuzz fuzz-smoke clean format loadgen bench \
+.PHONY: layers all deps deps-run run test unit unit-pg replay interop fuzz fuzz-smoke clean format loadgen bench \
 	bench-quick soak
 
 all: $(BUILD)/fleethub
@@ -131,6 +131,15 @@ run: deps-run
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
+# The store's backend-neutral cases again, on a PostgreSQL cluster started
+# for them (scripts/pg-dev.sh; the interop suite's is on another port).
+unit-pg: $(BUILD)/tests/test_store
+	@dir=$(CURDIR)/$(BUILD)/unit-pg; \
+	pg=$$(scripts/pg-dev.sh start $$dir 55431) || exit 1; \
+	echo "== $(BUILD)/tests/test_store on PostgreSQL"; \
+	FLEETHUB_TEST_PG="$$pg" $(BUILD)/tests/test_store; rc=$$?; \
+	scripts/pg-dev.sh stop $$dir; exit $$rc
+
 replay: $(REPLAY_BIN)
 	@set -e; for n in $(FUZZ_NAMES); do \
 		echo "== replay $$n"; $(BUILD)/tests/replay_$$n tests/fuzz/corpus/$$n; done
@@ -146,7 +155,7 @@ interop: $(BUILD)/fleethub $(FAULTFS) $(DBCHECK) $(DBFILL)
 	$(INTEROP_ENV) FLEETHUB_TEST_STORE=postgresql tests/interop/run.sh
 
 test: deps layers
-	@$(MAKE) --no-print-directory all unit replay
+	@$(MAKE) --no-print-directory all unit unit-pg replay
 	@$(MAKE) --no-print-directory interop
 
 # What the layers may not do (style.md, decisions.md 1): no synchronous
