@@ -114,6 +114,18 @@ static void put_device_with_twin(struct fixture *f, int *counter, const char *hu
 	assert_int_equal(j.work_rc, 0);
 }
 
+/* Opens f's store (SQLite at f->path, or PostgreSQL at f->where): 0, or
+ * the error, printed. */
+static int fixture_open(struct fixture *f)
+{
+	char err[256] = "";
+	int rc = store_open(&f->s, &f->loop, f->pg ? STORE_POSTGRESQL : STORE_SQLITE,
+			    f->pg ? f->where : f->path, err, sizeof err);
+	if (rc != 0)
+		fprintf(stderr, "store_open: %s\n", err);
+	return rc;
+}
+
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof *f);
@@ -122,11 +134,8 @@ static int setup(void **state)
 		return -1;
 	snprintf(f->path, sizeof f->path, "%s/fleethub.db", f->dir);
 	uv_loop_init(&f->loop);
-	char err[256] = "";
-	if (store_open(&f->s, &f->loop, STORE_SQLITE, f->path, err, sizeof err) != 0) {
-		fprintf(stderr, "store_open: %s\n", err);
+	if (fixture_open(f) != 0)
 		return -1;
-	}
 	*state = f;
 	return 0;
 }
@@ -181,11 +190,8 @@ static int setup_pg(void **state)
 		return -1;
 	snprintf(f->where, sizeof f->where, "%s dbname=%s", pg_conninfo, name);
 	uv_loop_init(&f->loop);
-	char err[256] = "";
-	if (store_open(&f->s, &f->loop, STORE_POSTGRESQL, f->where, err, sizeof err) != 0) {
-		fprintf(stderr, "store_open: %s\n", err);
+	if (fixture_open(f) != 0)
 		return -1;
-	}
 	*state = f;
 	return 0;
 }
@@ -201,11 +207,8 @@ static int teardown_pg(void **state)
 
 static void reopen(struct fixture *f)
 {
-	char err[256] = "";
 	fixture_close_store(f);
-	assert_int_equal(store_open(&f->s, &f->loop, f->pg ? STORE_POSTGRESQL : STORE_SQLITE,
-				    f->pg ? f->where : f->path, err, sizeof err),
-			 0);
+	assert_int_equal(fixture_open(f), 0);
 }
 
 /* JSON text compared as JSON (PostgreSQL's jsonb spaces and orders it
