@@ -962,9 +962,9 @@ void amqp__run(struct amqp_conn *ac)
 	}
 }
 
-void hub_amqp_feed(void *conn, const uint8_t *p, size_t n)
+static void engine_in(void *arg, const uint8_t *p, size_t n)
 {
-	struct amqp_conn *ac = conn;
+	struct amqp_conn *ac = arg;
 	while (n && !ac->dead) {
 		pn_rwbytes_t rb = pn_connection_driver_read_buffer(&ac->d);
 		if (!rb.size)
@@ -976,6 +976,22 @@ void hub_amqp_feed(void *conn, const uint8_t *p, size_t n)
 		n -= k;
 		amqp__run(ac);
 	}
+}
+
+/* The client's bytes pass the frame scanner (codec/amqp_frame.h) on their
+ * way to the engine: frames on a channel the client has ended are dropped
+ * there, not taken for a protocol error that closes the connection. */
+void hub_amqp_feed(void *conn, const uint8_t *p, size_t n)
+{
+	struct amqp_conn *ac = conn;
+	uint64_t dropped = ac->scan.dropped;
+	amqp_scan_feed(&ac->scan, p, n, engine_in, ac);
+	if (ac->scan.dropped != dropped)
+		log_at(LOG_DEBUG,
+		       "amqp %s: %llu frame(s) on a channel the client had ended dropped (the "
+		       "last on channel %u, performative %d)",
+		       ac->peer, (unsigned long long)(ac->scan.dropped - dropped),
+		       ac->scan.drop_channel, ac->scan.drop_code);
 	amqp__run(ac);
 }
 
@@ -1018,6 +1034,7 @@ void *hub_amqp_new(const struct hub_set *set, struct hub *sni_hub, struct hub *d
 	ac->refs = 1; /* the socket's */
 	snprintf(ac->peer, sizeof ac->peer, "-");
 	buf_init(&ac->scratch);
+	amqp_scan_init(&ac->scan, AMQP_MAX_FRAME);
 	pn_connection_driver_init(&ac->d, NULL, NULL);
 	pn_transport_t *t = ac->d.transport;
 	pn_transport_set_server(t);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "codec/amqp_frame.h"
 #include "hub/hub.h"
 
 #define AMQP_MAX_LINKS 256    /* open links per connection */
@@ -74,6 +75,7 @@ struct amqp_link {
 
 struct amqp_conn {
 	pn_connection_driver_t d;
+	struct amqp_scan scan;     /* what the client sends, before the engine */
 	struct net_conn *net;      /* NULL before the first byte, after the close */
 	const struct hub_set *set;
 	struct hub *sni_hub, *default_hub;

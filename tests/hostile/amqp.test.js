@@ -8,7 +8,7 @@
 'use strict';
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { interop, Server, withTimeout, expectClose, rssKiB, assertRssBound } = require('./lib');
+const { interop, Server, withTimeout, rawConnect, expectClose, rssKiB, assertRssBound } = require('./lib');
 const { parseCs } = require('../interop/lib/server');
 
 const { Registry, Client: ServiceClient, Amqp } = interop('azure-iothub');
@@ -77,6 +77,60 @@ test('a SASL frame over the limit closes the connection at once', async () => {
   // a whole SASL frame bigger than the largest frame accepted (64 KiB)
   r = await expectClose(server, [SASL, frameHeader(200 * 1024, 1), Buffer.alloc(200 * 1024 - 8, 0x41)], 5000, 'a 200 KiB SASL frame', AMQP_PORT);
   await stillServing('SASL frames');
+});
+
+// An AMQP frame on a channel: a performative encoded by hand (doff 2).
+function frame(channel, body) {
+  const b = frameHeader(8 + body.length, 0);
+  b.writeUInt16BE(channel, 6);
+  return Buffer.concat([b, body]);
+}
+const OPEN = Buffer.from('005310c00f02a10178a1096c6f63616c686f7374', 'hex'); // container "x", hostname "localhost"
+const BEGIN = Buffer.from('005311c00d04404370000008007000000800', 'hex');
+const END = Buffer.from('00531745', 'hex');
+const DISPOSITION = Buffer.from('005315c0050441434041', 'hex'); // receiver, first 0, settled
+const FLOW = Buffer.from('005313c00d04437000000800437000000800', 'hex'); // a session flow
+
+// The AMQP frames in bytes received after the protocol header.
+function framesOf(received) {
+  const out = [];
+  for (let at = 8; at + 8 <= received.length;) {
+    const size = received.readUInt32BE(at);
+    if (size < 8 || at + size > received.length) break;
+    out.push({ channel: received.readUInt16BE(at + 6), body: received.subarray(at + 4 * received[at + 4], at + size) });
+    at += size;
+  }
+  return out;
+}
+
+test('frames a client sends on a channel after ending it are dropped: the connection goes on', async () => {
+  // rhea settles the deliveries that reach it after its end frame; the
+  // engine alone would close the whole connection ("no such channel").
+  const c = await rawConnect(server, AMQP_PORT);
+  try {
+    await c.write(Buffer.concat([BARE, frame(0, OPEN), frame(0, BEGIN)]));
+    await c.write(Buffer.concat([frame(0, END), frame(0, DISPOSITION), frame(0, FLOW)]));
+    // byte by byte too: the frames split anywhere
+    const more = Buffer.concat([frame(1, BEGIN), frame(1, END), frame(1, DISPOSITION)]);
+    for (const b of more) await c.write(Buffer.from([b]));
+    await c.write(frame(2, BEGIN));
+    const is = (f, code) => f.body.subarray(0, 3).equals(Buffer.from([0, 0x53, code]));
+    const closes = () => framesOf(c.received).filter((f) => is(f, 0x18));
+    // the server's begin names the client's channel as its remote-channel
+    // (a ushort, the first field of its list)
+    const remote = (f) => (f.body[3] === 0xc0 ? f.body.subarray(6, 9) : f.body.subarray(12, 15));
+    const begun = () => framesOf(c.received).some((f) => is(f, 0x11) && remote(f).equals(Buffer.from([0x60, 0, 2])));
+    await withTimeout((async () => {
+      while (!begun() && !closes().length) await new Promise((r) => setTimeout(r, 20));
+    })(), 5000, 'the begin on channel 2 answered');
+    assert.equal(closes().length, 0, `the server closed the connection: ${closes().map((f) => f.body.toString('latin1')).join(' ')}`);
+    const ends = framesOf(c.received).filter((f) => is(f, 0x17));
+    assert.equal(ends.length, 2, 'each end answered');
+  } finally {
+    c.end();
+  }
+  assert.match(server.log, /frame\(s\) on a channel the client had ended dropped/);
+  await stillServing('frames after end');
 });
 
 test('put-tokens with a wrong signature or an expired token are refused', async () => {

@@ -32,4 +32,7 @@ fi
 cd "$here"
 # Arguments, when given, pick test files (e.g. dps.test.js).
 if [ $# -gt 0 ]; then set -- "$@"; else set -- ./*.test.js ../hostile/*.test.js; fi
-node --test --test-concurrency=1 --test-reporter=spec ${FLEETHUB_TEST_NAME:+--test-name-pattern="$FLEETHUB_TEST_NAME"} "$@"
+# A test that hangs fails after 5 minutes, and a test file whose client
+# leaves a handle open (a close that failed) still exits when its tests are
+# done: a stuck test must fail the run, never stall it.
+node --test --test-concurrency=1 --test-timeout=300000 --test-force-exit --test-reporter=spec ${FLEETHUB_TEST_NAME:+--test-name-pattern="$FLEETHUB_TEST_NAME"} "$@"
