@@ -3,7 +3,7 @@
  *   size (4, big-endian, the whole frame) | doff (1, header size in 4-byte
  *   words) | type (1: 0 AMQP, 1 SASL) | channel (2) | [extended header] |
  *   body: a described list, its descriptor 0x00 then a ulong code
- *   (0x53 small, 0x80 full) or a symbol (0xa3 short, 0xb3 long)
+ *   (0x53 small, 0x80 full; Proton 0.37 reads no symbolic descriptor)
  *
  * and a protocol header is "AMQP" and four bytes (id, major, minor,
  * revision), at the start and again after SASL. */
@@ -33,8 +33,9 @@ static bool is_header(const struct amqp_scan *s)
 	return memcmp(s->head, "AMQP", 4) == 0;
 }
 
-/* An AMQP frame (not SASL, no extended header, not empty, not over the
- * largest frame): the kind whose performative is read before it passes. */
+/* A frame that can be judged: an AMQP frame (not SASL) with no extended
+ * header, not empty, not over the largest frame. Its first bytes are held
+ * until its performative can be read. */
 static bool is_amqp_frame(const struct amqp_scan *s)
 {
 	uint32_t size = be32(s->head);
@@ -43,7 +44,7 @@ static bool is_amqp_frame(const struct amqp_scan *s)
 
 /* The bytes of head needed to judge what starts there. Anything but an
  * AMQP frame is judged on its first 8 bytes, so that the engine sees at
- * once what it refuses at once (no protocol header, a frame too large). */
+ * once what it refuses at once (a frame too large). */
 static size_t wanted(const struct amqp_scan *s)
 {
 	if (s->have < 8 || is_header(s) || !is_amqp_frame(s))
@@ -52,40 +53,16 @@ static size_t wanted(const struct amqp_scan *s)
 	return size < AMQP_SCAN_HEAD ? size : AMQP_SCAN_HEAD;
 }
 
-static int symbol_code(const uint8_t *p, size_t n)
-{
-	if (n == 15 && memcmp(p, "amqp:begin:list", 15) == 0)
-		return PERF_BEGIN;
-	if (n == 13 && memcmp(p, "amqp:end:list", 13) == 0)
-		return PERF_END;
-	return -1;
-}
-
 /* The performative code of a body's first n bytes, or -1. */
 static int performative(const uint8_t *b, size_t n)
 {
 	if (n < 3 || b[0] != 0x00)
 		return -1;
-	switch (b[1]) {
-	case 0x53:
+	if (b[1] == 0x53)
 		return b[2];
-	case 0x80: {
-		if (n < 10)
-			return -1;
-		uint64_t hi = be32(b + 2), lo = be32(b + 6);
-		return hi == 0 && lo <= 0xff ? (int)lo : -1;
-	}
-	case 0xa3:
-		return n >= 3u + b[2] ? symbol_code(b + 3, b[2]) : -1;
-	case 0xb3: {
-		if (n < 6)
-			return -1;
-		uint32_t len = be32(b + 2);
-		return len <= n - 6 ? symbol_code(b + 6, len) : -1;
-	}
-	default:
-		return -1;
-	}
+	if (b[1] == 0x80 && n >= 10 && be32(b + 2) == 0 && be32(b + 6) <= 0xff)
+		return (int)be32(b + 6);
+	return -1;
 }
 
 /* head holds what wanted() asked for: pass or drop what starts there. */
@@ -94,6 +71,7 @@ static void judge(struct amqp_scan *s, amqp_scan_out out, void *arg)
 	size_t have = s->have;
 	s->have = 0;
 	if (is_header(s)) {
+		s->started = true;
 		out(arg, s->head, have);
 		return;
 	}
@@ -106,13 +84,16 @@ static void judge(struct amqp_scan *s, amqp_scan_out out, void *arg)
 		return;
 	}
 	bool drop = false;
-	if (is_amqp_frame(s) && channel < AMQP_SCAN_CHANNELS) {
+	int code = -1;
+	if (s->head[5] == 0 && size > 8 && channel < AMQP_SCAN_CHANNELS) {
 		uint64_t bit = (uint64_t)1 << channel;
-		int code = performative(s->head + 8, have - 8);
+		code = is_amqp_frame(s) ? performative(s->head + 8, have - 8) : -1;
 		if (code == PERF_BEGIN)
 			s->ended &= ~bit;
+		else if ((s->ended & bit) && code > PERF_BEGIN && code <= PERF_END)
+			drop = true;
 		else if (s->ended & bit)
-			drop = code > PERF_BEGIN && code <= PERF_END; /* not open, close */
+			s->ended &= ~bit; /* not understood: the engine judges from here */
 		else if (code == PERF_END)
 			s->ended |= bit;
 	}
@@ -121,15 +102,30 @@ static void judge(struct amqp_scan *s, amqp_scan_out out, void *arg)
 	if (drop) {
 		s->dropped++;
 		s->drop_channel = channel;
-		s->drop_code = performative(s->head + 8, have - 8);
-	} else
+		s->drop_code = code;
+	} else {
 		out(arg, s->head, have);
+	}
 }
 
 void amqp_scan_feed(struct amqp_scan *s, const uint8_t *p, size_t n, amqp_scan_out out,
 		    void *arg)
 {
 	while (n) {
+		if (!s->raw && !s->started && !s->rest) {
+			/* the stream must open with a protocol header: bytes that
+			 * cannot start one go to the engine at once, which refuses
+			 * them on its first 3 */
+			size_t k = s->have + n < 4 ? s->have + n : 4;
+			for (size_t i = 0; i < k && !s->raw; i++) {
+				uint8_t b = i < s->have ? s->head[i] : p[i - s->have];
+				s->raw = b != (uint8_t)"AMQP"[i];
+			}
+			if (s->raw && s->have) {
+				out(arg, s->head, s->have);
+				s->have = 0;
+			}
+		}
 		if (s->raw) {
 			out(arg, p, n);
 			return;

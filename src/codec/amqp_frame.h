@@ -15,10 +15,12 @@
  *
  * Everything else passes unchanged, byte for byte: what the scanner does
  * not understand (an extended frame header, a descriptor it cannot read,
- * bytes that are no frame at all) is the engine's to judge, and after
- * bytes that are no frame the scanner passes everything. Only an AMQP
- * frame is held back, until its first AMQP_SCAN_HEAD bytes are in; empty
- * frames (heartbeats, whatever their channel) always pass.
+ * bytes that are no frame at all) is the engine's to judge. A frame it
+ * cannot read on an ended channel passes and ends the watch on that
+ * channel; after bytes that are no frame (or a stream that does not open
+ * with a protocol header) everything passes. Only an AMQP frame is held
+ * back, until its first AMQP_SCAN_HEAD bytes are in; empty frames
+ * (heartbeats, whatever their channel) always pass.
  *
  * Pure and bounded (a few dozen bytes of state); tests/unit/test_amqp_frame.c
  * and tests/fuzz/fuzz_amqp_frame.c drive it. */
@@ -41,10 +43,11 @@ struct amqp_scan {
 	uint64_t rest;                /* bytes of the current frame still to go */
 	bool drop;                    /* they are dropped, not passed */
 	bool raw;                     /* not a frame stream: everything passes */
+	bool started;                 /* a protocol header has passed */
 	uint64_t ended;               /* channels the client has ended (bits) */
 	uint64_t dropped;             /* frames dropped so far */
 	unsigned drop_channel;        /* the last one's channel */
-	int drop_code;                /* and performative code (-1: not read) */
+	int drop_code;                /* and performative code */
 	uint32_t max_frame;           /* larger frames pass unread */
 };
 

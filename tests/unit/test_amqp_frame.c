@@ -136,23 +136,44 @@ static void test_large_frames(void **state)
 	run_all(&st, 2);
 }
 
-/* The descriptor as a full ulong and as the symbols. */
+/* The descriptor as a full ulong; what cannot be read on an ended channel
+ * passes and ends the watch there (the engine judges it). */
 static void test_descriptor_forms(void **state)
 {
 	static struct stream st;
 	memset(&st, 0, sizeof st);
 	header(&st);
 	frame(&st, 0, 0, OPEN, true);
-	frame(&st, 0, 4, "00800000000000000011" "45", true);               /* begin */
-	frame(&st, 0, 4, "00a30d616d71703a656e643a6c697374" "45", true);   /* end */
+	frame(&st, 0, 4, "00800000000000000011" "45", true); /* begin */
+	frame(&st, 0, 4, "00800000000000000017" "45", true); /* end */
 	frame(&st, 0, 4, DISPOSITION, false);
-	frame(&st, 0, 4, "00a30f616d71703a626567696e3a6c697374" "45", true); /* begin */
-	frame(&st, 0, 4, DISPOSITION, true);
-	frame(&st, 0, 4, "00b30000000d616d71703a656e643a6c697374" "45", true); /* end */
-	frame(&st, 0, 4, "00800000000000000015" "45", false);               /* disposition */
-	frame(&st, 0, 4, "00800000000100000015" "45", true);   /* no performative */
-	frame(&st, 0, 4, "00a303616263" "45", true);           /* nor this */
+	frame(&st, 0, 4, "00800000000000000015" "45", false); /* disposition */
+	frame(&st, 0, 4, "00800000000100000015" "45", true);  /* no performative: */
+	frame(&st, 0, 4, DISPOSITION, true);                  /* not watched now */
+	frame(&st, 0, 6, BEGIN, true);
+	frame(&st, 0, 6, END, true);
+	frame(&st, 0, 6, "00a30f616d71703a626567696e3a6c697374" "45", true); /* a symbol */
+	frame(&st, 0, 6, FLOW, true);
 	run_all(&st, 2);
+}
+
+/* A begin with an extended header opens the channel again: it is not read,
+ * so the channel is no longer watched. */
+static void test_extended_header(void **state)
+{
+	static struct stream st;
+	memset(&st, 0, sizeof st);
+	header(&st);
+	frame(&st, 0, 0, OPEN, true);
+	frame(&st, 0, 1, BEGIN, true);
+	frame(&st, 0, 1, END, true);
+	frame(&st, 0, 1, FLOW, false);
+	uint8_t begin[12 + 18] = {0, 0, 0, 30, 3, 0, 0, 1, 0, 0, 0, 0};
+	for (size_t i = 0; i < 18; i++)
+		assert_int_equal(sscanf(BEGIN + 2 * i, "%2hhx", &begin[12 + i]), 1);
+	add(&st, begin, sizeof begin, true);
+	frame(&st, 0, 1, ATTACH, true);
+	run_all(&st, 1);
 }
 
 /* What is not an AMQP frame passes, and is not held back. */
@@ -173,23 +194,32 @@ static void test_passes(void **state)
 	uint8_t ext[12 + 4] = {0, 0, 0, 16, 3, 0, 0, 5, 0, 0, 0, 0, 0, 0x53, 0x15, 0x45};
 	add(&st, ext, sizeof ext, true);     /* an extended header */
 	run_all(&st, 0);
-	/* no frame at all: passed as it comes, at once */
+	/* no frame at all: passed as it comes, at once, a byte at a time too */
 	struct amqp_scan s;
 	amqp_scan_init(&s, MAX_FRAME);
 	st.outn = 0;
 	const char *http = "GET / HTTP/1.1\r\n\r\n";
 	amqp_scan_feed(&s, (const uint8_t *)http, strlen(http), collect, &st);
 	assert_int_equal(st.outn, strlen(http));
+	amqp_scan_init(&s, MAX_FRAME);
+	st.outn = 0;
+	amqp_scan_feed(&s, (const uint8_t *)"AM", 2, collect, &st);
+	assert_int_equal(st.outn, 0); /* a header may follow */
+	amqp_scan_feed(&s, (const uint8_t *)"x", 1, collect, &st);
+	assert_int_equal(st.outn, 3);
+	assert_memory_equal(st.out, "AMx", 3);
 	/* a frame too large: its first 8 bytes at once, for the engine to refuse */
 	amqp_scan_init(&s, MAX_FRAME);
 	st.outn = 0;
-	const uint8_t big[9] = {0, 2, 0, 0, 2, 0, 0, 0, 0};
+	const uint8_t big[8 + 9] = {'A', 'M', 'Q', 'P', 0, 1, 0, 0, 0, 2, 0, 0, 2, 0, 0, 0, 0};
 	amqp_scan_feed(&s, big, sizeof big, collect, &st);
 	assert_int_equal(st.outn, sizeof big);
+	assert_false(s.raw);
 	/* a size under 8: everything passes from there */
 	amqp_scan_init(&s, MAX_FRAME);
 	st.outn = 0;
-	const uint8_t tiny[16] = {0, 0, 0, 4, 2, 0, 0, 0, 0, 0, 0, 16, 2, 0, 0, 0};
+	const uint8_t tiny[8 + 16] = {'A', 'M', 'Q', 'P', 0, 1, 0, 0, 0, 0, 0, 4, 2, 0,
+				      0, 0, 0, 0, 0, 16, 2, 0, 0, 0};
 	amqp_scan_feed(&s, tiny, sizeof tiny, collect, &st);
 	assert_int_equal(st.outn, sizeof tiny);
 	assert_true(s.raw);
@@ -201,6 +231,7 @@ int main(void)
 	    cmocka_unit_test(test_after_end),
 	    cmocka_unit_test(test_large_frames),
 	    cmocka_unit_test(test_descriptor_forms),
+	    cmocka_unit_test(test_extended_header),
 	    cmocka_unit_test(test_passes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
