@@ -475,10 +475,10 @@ test('the DPS operations of a node killed mid-webhook are taken over by the othe
       'node b to take the operation over and finish it');
     assert.equal(done.body.status, 'assigned');
     assert.equal(hook.calls.length, 2, 'one call by a (which died), one by b');
-    assert.match(nodes.b.log, /taking over operation .* from node a/);
+    await waitFor(() => /taking over operation .* from node a/.test(nodes.b.log), 5000, 'node b to log the takeover');
     await waitFor(async () => (await state()) === 'Disconnected', 15000,
       'the device of the gone node shown disconnected');
-    assert.match(nodes.b.log, /node a is gone/);
+    await waitFor(() => /node a is gone/.test(nodes.b.log), 5000, 'node b to log that node a is gone');
     nodes.a = await node('a', A).start();
   } finally {
     await hook.close();
